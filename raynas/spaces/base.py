@@ -1,0 +1,74 @@
+"""The contract every search space honours, so that searchers stay generic.
+
+Both searchers in ``raynas.search`` (evolution, random) only talk to a space through this protocol:
+they never look inside an architecture. An architecture (``Arch``) is an immutable, hashable value
+(frozen dataclass or tuple) so that searchers can de-duplicate visited candidates with a set.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+Arch = TypeVar("Arch")
+
+
+@runtime_checkable
+class SearchSpace(Protocol[Arch]):
+    """A discrete architecture space: sampling, variation operators, validation and encodings.
+
+    ``rng`` is always a ``random.Random``: its state pickles, which is what makes a searcher's
+    ``save``/``restore`` (and so ``Tuner.restore``) resume with the same future suggestions.
+    """
+
+    name: str
+
+    @property
+    def size(self) -> int:
+        """Number of distinct architectures in the space (without isomorphism reduction)."""
+
+    def sample(self, rng: random.Random) -> Arch:
+        """A uniformly random *valid* architecture."""
+
+    def mutate(self, arch: Arch, prob: float, rng: random.Random) -> Arch:
+        """Resample every choice independently with probability ``prob`` (0 -> identity)."""
+
+    def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
+        """A child taking each choice uniformly from ``a`` or ``b``."""
+
+    def validate(self, arch: Arch) -> None:
+        """Raise ``ValueError`` naming the bad field when ``arch`` is not in the space."""
+
+    def is_valid(self, arch: Arch) -> bool:
+        """``True`` when ``validate`` would not raise."""
+
+    def to_config(self, arch: Arch) -> dict[str, Any]:
+        """A flat ``{str: str|int}`` dict (what Tune stores; one readable column per choice)."""
+
+    def from_config(self, config: dict[str, Any]) -> Arch:
+        """Inverse of ``to_config``; ignores keys that are not architecture choices."""
+
+
+def arch_to_json(space: SearchSpace, arch: Any) -> str:
+    """JSON text of an architecture (its ``to_config`` form, tagged with the space's name)."""
+    return json.dumps({"space": space.name, "arch": space.to_config(arch)}, indent=2, sort_keys=True)
+
+
+def arch_from_json(space: SearchSpace, text: str) -> Any:
+    """Parse and validate JSON written by :func:`arch_to_json`; errors say what to fix."""
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"architecture JSON is malformed: {err}") from err
+    if not isinstance(payload, dict) or "arch" not in payload:
+        raise ValueError('architecture JSON must be an object {"space": ..., "arch": {...}}')
+    if payload.get("space", space.name) != space.name:
+        raise ValueError(
+            f"architecture JSON is for space {payload.get('space')!r}, not {space.name!r}"
+        )
+    if not isinstance(payload["arch"], dict):
+        raise ValueError('architecture JSON field "arch" must be an object of choices')
+    arch = space.from_config(payload["arch"])
+    space.validate(arch)
+    return arch

@@ -1,0 +1,97 @@
+"""Detectors from a config: the ``neck`` / ``head`` specs name what the searches produced.
+
+``neck``: ``None`` or ``{"type": "fpn"}`` (torchvision FPN), ``{"type": "opa_fpn", "arch": {...}}``
+(a discrete OPANAS neck) or ``{"type": "opanas_supernet"}``. ``head``: ``None`` (torchvision's
+head) or ``{"type": "fad", "genotype": {...}}`` / ``{"type": "fad_search"}``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from torch import nn
+
+from raynas.models import build_detector
+from raynas.training.config import ModelConfig
+
+NECK_TYPES = ("fpn", "opa_fpn", "opanas_supernet")
+HEAD_TYPES = ("fad", "fad_search")
+
+
+def _options(spec: dict[str, Any], allowed: set[str], what: str) -> dict[str, Any]:
+    unknown = sorted(set(spec) - allowed - {"type"})
+    if unknown:
+        raise ValueError(f"{what} spec has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    return {k: v for k, v in spec.items() if k != "type"}
+
+
+def neck_factory(spec: dict[str, Any] | None):
+    """A neck factory ``(in_channels_list, out_channels, extra_blocks) -> nn.Module`` or ``"fpn"``."""
+    if spec is None or spec.get("type", "fpn") == "fpn":
+        return "fpn"
+    kind = spec.get("type")
+    if kind == "opa_fpn":
+        from raynas.spaces.opanas import OPAFPN, OPANASSpace
+
+        options = _options(spec, {"arch", "num_nodes", "deformable", "norm"}, "neck")
+        if "arch" not in options:
+            raise ValueError('neck spec {"type": "opa_fpn"} needs an "arch" mapping (e0_1: top_down, ...)')
+        space = OPANASSpace(num_nodes=options.pop("num_nodes", 5))
+        arch = space.from_config(options.pop("arch"))
+        space.validate(arch)
+        return functools.partial(_opa_fpn, arch, options)
+    if kind == "opanas_supernet":
+        from raynas.spaces.opanas import OPANASSupernet
+
+        options = _options(spec, {"num_nodes", "deformable", "norm"}, "neck")
+        return functools.partial(_supernet, OPANASSupernet, options)
+    raise ValueError(f"unknown neck type {kind!r}; valid: {list(NECK_TYPES)}")
+
+
+def _opa_fpn(arch, options, in_channels_list, out_channels, extra_blocks):
+    from raynas.spaces.opanas import OPAFPN
+
+    return OPAFPN(arch, in_channels_list, out_channels, extra_blocks=extra_blocks, **options)
+
+
+def _supernet(cls, options, in_channels_list, out_channels, extra_blocks):
+    return cls(in_channels_list, out_channels, extra_blocks=extra_blocks, **options)
+
+
+def head_factory(spec: dict[str, Any] | None, kind: str):
+    """A head factory ``(in_channels, num_anchors, num_classes) -> nn.Module`` or ``None``."""
+    if spec is None:
+        return None
+    head_type = spec.get("type")
+    if head_type not in HEAD_TYPES:
+        raise ValueError(f"unknown head type {head_type!r}; valid: {list(HEAD_TYPES)}")
+    from raynas.spaces.fad import FADSpace, fad_head_factory
+
+    options = _options(spec, {"genotype", "c_prime", "repshare", "decouple", "streams", "rf_max", "ops",
+                              "cells_per_group"}, "head")
+    genotype = options.pop("genotype", None)
+    if head_type == "fad":
+        if genotype is None:
+            raise ValueError('head spec {"type": "fad"} needs a "genotype" mapping (g1_e0_1: ..., ...)')
+        space = FADSpace()
+        genotype = space.from_config(genotype)
+        space.validate(genotype)
+    return fad_head_factory(kind=kind, genotype=genotype, **options)
+
+
+def build_model(model: ModelConfig, num_classes: int, neck: dict | None = None, head: dict | None = None) -> nn.Module:
+    """The detector a config describes, with searched neck/head plugged in where given."""
+    return build_detector(
+        model.kind,
+        backbone=model.backbone,
+        neck=neck_factory(neck),
+        head=head_factory(head, model.kind),
+        num_classes=num_classes,
+        min_size=model.min_size,
+        max_size=model.max_size,
+        out_channels=model.out_channels,
+        backbone_weights=model.backbone_weights,
+        norm=model.norm,
+        trainable_backbone_layers=model.trainable_backbone_layers,
+    )

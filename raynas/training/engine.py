@@ -1,0 +1,269 @@
+"""The one training loop every raynas job runs inside Ray Train (standalone, super-net, DARTS).
+
+A :class:`Task` says what one optimisation step is; :func:`worker_loop` owns everything else:
+seeding, data loaders (``prepare_data_loader``), device placement, resuming from
+``ray.train.get_checkpoint()``, the NaN/Inf guard, per-epoch evaluation on rank 0 and reporting
+metrics *together with* a checkpoint (Ray Train V2 keeps only metrics that come with one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from raynas.checkpoints import STATE_FILE, load_state
+from raynas.config import dump_yaml, from_dict
+from raynas.io import atomic_torch_save, atomic_write_json
+from raynas.training.config import TrainConfig
+from raynas.training.data import base_dataset, build_dataset, ensure_dataset, make_loader
+
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/Inf: the run stops, the last checkpoint (the last good state) stays."""
+
+
+def world_info() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside a distributed run."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    """Raise :class:`NonFiniteLossError` on every rank when the loss of *any* rank is not finite.
+
+    The flag is all-reduced so all ranks stop together instead of one hanging in a collective.
+    """
+    finite = torch.isfinite(loss.detach()).all().to(torch.float32).reshape(1)
+    _, world = world_info()
+    if world > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if finite.item() < 1:
+        raise NonFiniteLossError(
+            f"non-finite loss ({loss.detach().flatten()[:4].tolist()}) at {where}; the run stops "
+            "and its last checkpoint is the last good state. Lower optim.lr, raise optim.warmup_iters "
+            "or set optim.grad_clip, then resume from that checkpoint."
+        )
+
+
+def sync_gradients(parameters: list[nn.Parameter]) -> None:
+    """Average gradients over ranks in one flat all-reduce (for tasks that do not use DDP).
+
+    Super-net and DARTS steps run several forward/backward passes over *different* sub-graphs
+    before one update; DDP's reducer assumes one graph per backward, so those tasks reduce the
+    accumulated gradients explicitly instead.
+    """
+    _, world = world_info()
+    if world == 1:
+        return
+    params = [p for p in parameters if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+        offset += n
+
+
+def warmup_step_lambda(warmup_iters: int, warmup_factor: float, milestones_iters: list[int], decay: float):
+    """LR factor per iteration: linear warm-up, then x``decay`` at each milestone (in iterations)."""
+
+    def factor(it: int) -> float:
+        warm = 1.0
+        if it < warmup_iters:
+            alpha = it / max(1, warmup_iters)
+            warm = warmup_factor * (1 - alpha) + alpha
+        return warm * decay ** sum(it >= m for m in milestones_iters)
+
+    return factor
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+class Task:
+    """One kind of training job. Subclasses build the model and define ``train_step``."""
+
+    #: wrap the model in DDP via ``prepare_model``; tasks with several sub-graphs per step set False
+    use_ddp: bool = True
+    config_class: type = TrainConfig
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.device = torch.device("cpu")
+
+    def autocast(self):
+        """Context for forward passes: bf16 autocast on CUDA when ``run.amp``, else a no-op."""
+        return autocast_context(self.device, self.cfg.run.amp)
+
+    # -- building ---------------------------------------------------------------------------
+    def build_model(self, num_classes: int) -> nn.Module:
+        raise NotImplementedError
+
+    def build_optimizers(self, model: nn.Module, iters_per_epoch: int) -> dict[str, Any]:
+        """``{"optimizer": ..., "scheduler": ...}`` (more entries allowed; all are checkpointed)."""
+        opt = self.cfg.optim
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(
+            params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay
+        )
+        milestones = [m * iters_per_epoch for m in opt.milestones]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_step_lambda(opt.warmup_iters, opt.warmup_factor, milestones, opt.decay)
+        )
+        return {"optimizer": optimizer, "scheduler": scheduler}
+
+    def train_loaders(self, train_dataset) -> dict[str, Any]:
+        """Named training loaders; the first one drives the epoch."""
+        d = self.cfg.data
+        return {"train": make_loader(train_dataset, d.batch_size, True, d.loader_workers, self.cfg.run.seed)}
+
+    # -- stepping ---------------------------------------------------------------------------
+    def train_step(self, model: nn.Module, batch, step: int, extra_batches: dict) -> dict[str, float]:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, val_loader, device: torch.device) -> dict[str, float]:
+        from raynas.evaluation import evaluate_coco
+
+        return evaluate_coco(unwrap(model), val_loader, device=device)
+
+    def extra_state(self, model: nn.Module) -> dict[str, Any]:
+        """Task-specific values to store in the checkpoint (e.g. the derived genotype)."""
+        return {}
+
+    def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
+        return {}
+
+
+def autocast_context(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA (no loss scaler needed); a no-op on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _resolve_task(path: str) -> type[Task]:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _save_checkpoint(directory: Path, state: dict[str, Any], cfg: Any, metrics: dict[str, Any]) -> None:
+    atomic_torch_save(state, directory / STATE_FILE)
+    (directory / "config.yaml").write_text(dump_yaml(cfg))
+    atomic_write_json(directory / "metrics.json", metrics)
+
+
+def worker_loop(loop_config: dict[str, Any]) -> None:
+    """``train_loop_per_worker`` of every raynas ``TorchTrainer``.
+
+    ``loop_config = {"task": "module.TaskClass", "config": <config dict>}``.
+    """
+    task_cls = _resolve_task(loop_config["task"])
+    cfg = from_dict(task_cls.config_class, loop_config["config"])
+    task = task_cls(cfg)
+    rank, world = world_info()
+    torch.manual_seed(cfg.run.seed)
+
+    ensure_dataset(cfg.data, progress=False)
+    train_dataset = build_dataset(cfg.data, "train")
+    val_dataset = build_dataset(cfg.data, "val")
+    num_classes = base_dataset(train_dataset).num_classes
+
+    device = ray.train.torch.get_device()
+    task.device = device
+    model = task.build_model(num_classes)
+    model = ray.train.torch.prepare_model(model, parallel_strategy="ddp" if task.use_ddp else None)
+    loaders = {
+        name: ray.train.torch.prepare_data_loader(loader)
+        for name, loader in task.train_loaders(train_dataset).items()
+    }
+    main_loader = next(iter(loaders.values()))
+    iters_per_epoch = len(main_loader)
+    optim = task.build_optimizers(unwrap(model), iters_per_epoch)
+
+    start_epoch, step = 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_state(directory)
+        unwrap(model).load_state_dict(state["model"])
+        for key, obj in optim.items():
+            obj.load_state_dict(state["optim"][key])
+        start_epoch, step = state["epoch"], state["step"]
+        if rank == 0:
+            print(f"[raynas] resumed from epoch {start_epoch} (step {step})", flush=True)
+
+    val_loader = make_loader(val_dataset, cfg.data.batch_size, False, cfg.data.loader_workers)
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        model.train()
+        for loader in loaders.values():
+            sampler = getattr(loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+        extra_iters = {name: iter(loader) for name, loader in list(loaders.items())[1:]}
+        started, losses = time.perf_counter(), []
+        for batch in main_loader:
+            extra = {}
+            for name, iterator in extra_iters.items():
+                try:
+                    extra[name] = next(iterator)
+                except StopIteration:
+                    extra_iters[name] = iter(loaders[name])
+                    extra[name] = next(extra_iters[name])
+            values = task.train_step(model, batch, step, extra)
+            losses.append(values["loss"])
+            step += 1
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": float(sum(losses) / max(1, len(losses))),
+            "lr": float(optim["optimizer"].param_groups[0]["lr"]),
+            "epoch_time_s": time.perf_counter() - started,
+        }
+        metrics.update(task.epoch_metrics(model))
+        last = epoch + 1 == cfg.optim.epochs
+        if rank == 0 and ((epoch + 1) % cfg.run.eval_every == 0 or last):
+            metrics.update(task.evaluate(model, val_loader, device))
+        metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+        state = {
+            "model": unwrap(model).state_dict(),
+            "optim": {key: obj.state_dict() for key, obj in optim.items()},
+            "epoch": epoch + 1,
+            "step": step,
+            "config": loop_config["config"],
+            "task": loop_config["task"],
+            "config_class": f"{task_cls.config_class.__module__}.{task_cls.config_class.__qualname__}",
+            "num_classes": num_classes,
+            "metrics": metrics,
+            **task.extra_state(unwrap(model)),
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            if rank == 0:
+                _save_checkpoint(Path(tmp), state, cfg, metrics)
+                print(f"[raynas] epoch {epoch + 1}/{cfg.optim.epochs}: {_fmt(metrics)}", flush=True)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            else:
+                ray.train.report(metrics)
+
+
+def _fmt(metrics: dict[str, Any]) -> str:
+    keys = ("train_loss", "AP", "AP50", "epoch_time_s")
+    return ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if isinstance(metrics.get(k), int | float))

@@ -1,0 +1,47 @@
+"""Standalone detector training: the baseline and the OPANAS/FAD "full training phase"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from raynas.training.builders import build_model
+from raynas.training.config import TrainConfig
+from raynas.training.engine import Task, check_finite
+from raynas.training.launch import TrainResult, fit
+
+
+class StandaloneTask(Task):
+    """Plain supervised training of one detector (DDP through ``prepare_model``)."""
+
+    config_class = TrainConfig
+
+    def build_model(self, num_classes: int) -> nn.Module:
+        return build_model(self.cfg.model, num_classes, self.cfg.neck, self.cfg.head)
+
+    def build_optimizers(self, model: nn.Module, iters_per_epoch: int) -> dict[str, Any]:
+        self._optim = super().build_optimizers(model, iters_per_epoch)
+        return self._optim
+
+    def train_step(self, model: nn.Module, batch, step: int, extra_batches: dict) -> dict[str, float]:
+        images, targets = batch
+        with self.autocast():
+            loss_dict = model(images, targets)
+        loss = sum(loss_dict.values())
+        check_finite(loss, f"step {step}")
+        optimizer = self._optim["optimizer"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.optim.grad_clip)
+        optimizer.step()
+        self._optim["scheduler"].step()
+        return {"loss": float(loss.detach())}
+
+
+def train(cfg: TrainConfig, resume_from: str | Path | None = None) -> TrainResult:
+    """Train a detector on Ray Train; returns the run directory, last checkpoint and metrics."""
+    return fit("raynas.training.standalone.StandaloneTask", cfg, resume_from=resume_from)
