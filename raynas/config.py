@@ -84,9 +84,7 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
         raise ConfigError(
             f"{where}: unknown key(s) {unknown} for {cls.__name__}; known keys: {sorted(fields)}"
         )
-    kwargs = {
-        name: _check_value(value, hints[name], f"{where}.{name}") for name, value in data.items()
-    }
+    kwargs = {name: _check_value(value, hints[name], f"{where}.{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:

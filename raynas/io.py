@@ -60,7 +60,5 @@ def select_device(prefer: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(prefer)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            "device 'cuda' was requested but no CUDA GPU is visible; use device: auto or cpu"
-        )
+        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is visible; use device: auto or cpu")
     return device

@@ -32,7 +32,7 @@ def neck_factory(spec: dict[str, Any] | None):
         return "fpn"
     kind = spec.get("type")
     if kind == "opa_fpn":
-        from raynas.spaces.opanas import OPAFPN, OPANASSpace
+        from raynas.spaces.opanas import OPANASSpace
 
         options = _options(spec, {"arch", "num_nodes", "deformable", "norm"}, "neck")
         if "arch" not in options:
@@ -68,8 +68,11 @@ def head_factory(spec: dict[str, Any] | None, kind: str):
         raise ValueError(f"unknown head type {head_type!r}; valid: {list(HEAD_TYPES)}")
     from raynas.spaces.fad import FADSpace, fad_head_factory
 
-    options = _options(spec, {"genotype", "c_prime", "repshare", "decouple", "streams", "rf_max", "ops",
-                              "cells_per_group"}, "head")
+    options = _options(
+        spec,
+        {"genotype", "c_prime", "repshare", "decouple", "streams", "rf_max", "ops", "cells_per_group"},
+        "head",
+    )
     genotype = options.pop("genotype", None)
     if head_type == "fad":
         if genotype is None:
@@ -80,7 +83,9 @@ def head_factory(spec: dict[str, Any] | None, kind: str):
     return fad_head_factory(kind=kind, genotype=genotype, **options)
 
 
-def build_model(model: ModelConfig, num_classes: int, neck: dict | None = None, head: dict | None = None) -> nn.Module:
+def build_model(
+    model: ModelConfig, num_classes: int, neck: dict | None = None, head: dict | None = None
+) -> nn.Module:
     """The detector a config describes, with searched neck/head plugged in where given."""
     return build_detector(
         model.kind,

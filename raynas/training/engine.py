@@ -29,7 +29,6 @@ from raynas.training.config import TrainConfig
 from raynas.training.data import base_dataset, build_dataset, ensure_dataset, make_loader
 
 
-
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/Inf: the run stops, the last checkpoint (the last good state) stays."""
 
@@ -122,9 +121,7 @@ class Task:
         """``{"optimizer": ..., "scheduler": ...}`` (more entries allowed; all are checkpointed)."""
         opt = self.cfg.optim
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(
-            params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay
-        )
+        optimizer = torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
         milestones = [m * iters_per_epoch for m in opt.milestones]
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_step_lambda(opt.warmup_iters, opt.warmup_factor, milestones, opt.decay)

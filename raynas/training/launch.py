@@ -13,9 +13,9 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
+from raynas.checkpoints import STATE_FILE, load_state
 from raynas.config import to_dict
 from raynas.training.data import ensure_dataset
-from raynas.checkpoints import STATE_FILE, load_state
 
 
 @dataclass
@@ -101,7 +101,8 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
         text = str(err)
         if "NonFiniteLossError" in text:
             raise RuntimeError(
-                "training stopped on a non-finite loss. " + _first_line_with(text, "non-finite loss")
+                "training stopped on a non-finite loss. "
+                + _first_line_with(text, "non-finite loss")
                 + f" Checkpoints are intact under {storage / run.name}."
             ) from err
         raise

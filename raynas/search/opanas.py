@@ -1,0 +1,178 @@
+"""OPANAS sub-net search (Sec. 3.2.2): one Tune experiment per strategy over the same scorers.
+
+Evolution and random search get the same number of evaluations and the same scorer actors (so
+the same super-net weights and validation images); their result tables are comparable row for row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+
+from raynas.checkpoints import config_from_state, load_state
+from raynas.evaluation import count_flops, count_params
+from raynas.io import atomic_write_json
+from raynas.search.constraints import CostLimit
+from raynas.search.evolution import EvolutionSearcher
+from raynas.search.pool import ScorerPool
+from raynas.search.random import RandomSearcher
+from raynas.search.run import results_table, resume_search, run_search, summarize, write_results
+from raynas.spaces.base import arch_to_json
+from raynas.spaces.opanas import OPAFPN, OPANASSpace
+from raynas.training.builders import build_model
+
+STRATEGIES = ("evolution", "random")
+
+
+@dataclass
+class OPANASSearchConfig:
+    """Search settings. Paper (Sec. 3.2.2): population 50, 12 generations, top-10, p=0.1."""
+
+    strategies: list[Literal["evolution", "random"]] = field(default_factory=lambda: list(STRATEGIES))
+    population_size: int = 50
+    generations: int = 12
+    top_k: int = 10
+    mutation_prob: float = 0.1
+    crossover_fraction: float = 0.5
+    max_evaluations: int | None = None  # default: population_size * (generations + 1)
+    num_scorers: int = 1
+    cpus_per_scorer: float = 0.9  # < 1 leaves room for Tune's trial processes on a 2-core machine
+    max_val_images: int | None = None
+    batch_size: int = 8
+    use_gpu: bool = False
+    cache_features: bool = True
+    max_neck_params: int | None = None
+    max_neck_flops: int | None = None
+    seed: int = 0
+    storage_path: str = "runs"
+    name: str = "opanas_search"
+
+    @property
+    def budget(self) -> int:
+        return self.max_evaluations or self.population_size * (self.generations + 1)
+
+
+class NeckCost:
+    """Params / FLOPs of the discrete OPA-FPN of an architecture (cached; runs on the driver)."""
+
+    def __init__(self, checkpoint_dir: str | Path, what: Literal["params", "flops"]):
+        state = load_state(checkpoint_dir)
+        cfg = config_from_state(state)
+        model = build_model(cfg.model, state["num_classes"], cfg.neck, cfg.head).eval()
+        self.supernet = model.backbone.neck
+        self.opanas = cfg.opanas
+        size = cfg.model.min_size
+        with torch.inference_mode():
+            self.features = model.backbone.body(torch.zeros(1, 3, size, size))
+        self.what = what
+        self._cache: dict[Any, int] = {}
+
+    def __call__(self, arch) -> int:
+        if arch not in self._cache:
+            neck = OPAFPN(
+                arch,
+                self.supernet.in_channels_list,
+                self.supernet.out_channels,
+                extra_blocks=self.supernet.extra_blocks,
+                deformable=self.opanas.deformable,
+                norm=self.opanas.norm,
+            ).eval()
+            self._cache[arch] = (
+                count_params(neck) if self.what == "params" else count_flops(neck, self.features)
+            )
+        return self._cache[arch]
+
+
+def make_searcher(strategy: str, space: OPANASSpace, cfg: OPANASSearchConfig, constraint=None):
+    if strategy == "evolution":
+        return EvolutionSearcher(
+            space,
+            population_size=cfg.population_size,
+            generations=cfg.generations,
+            top_k=cfg.top_k,
+            mutation_prob=cfg.mutation_prob,
+            crossover_fraction=cfg.crossover_fraction,
+            constraint=constraint,
+            seed=cfg.seed,
+            max_evaluations=cfg.budget,
+        )
+    if strategy == "random":
+        return RandomSearcher(
+            space,
+            max_evaluations=cfg.budget,
+            constraint=constraint,
+            seed=cfg.seed,
+            batch_size=cfg.population_size,
+        )
+    raise ValueError(f"unknown search strategy {strategy!r}; valid: {list(STRATEGIES)}")
+
+
+def _constraint(checkpoint_dir, cfg: OPANASSearchConfig):
+    limits = []
+    if cfg.max_neck_params is not None:
+        limits.append(CostLimit(NeckCost(checkpoint_dir, "params"), cfg.max_neck_params))
+    if cfg.max_neck_flops is not None:
+        limits.append(CostLimit(NeckCost(checkpoint_dir, "flops"), cfg.max_neck_flops))
+    if not limits:
+        return None
+    return limits[0] if len(limits) == 1 else _AllOf(tuple(limits))
+
+
+@dataclass(frozen=True)
+class _AllOf:
+    limits: tuple
+
+    def __call__(self, arch) -> bool:
+        return all(limit(arch) for limit in self.limits)
+
+
+def search_opanas(
+    checkpoint_dir: str | Path, cfg: OPANASSearchConfig, resume: bool = False, verbose: int = 1
+) -> dict[str, Any]:
+    """Run each strategy of ``cfg`` against one scorer pool; write tables, best archs and plots.
+
+    Returns ``{"tables": {strategy: DataFrame}, "summary": DataFrame, "run_dir": Path}``.
+    ``resume=True`` continues interrupted strategies from their Tune directories.
+    """
+    from raynas.viz import draw_opanas_arch, plot_search_curves
+
+    pool = ScorerPool(
+        checkpoint_dir,
+        num_actors=cfg.num_scorers,
+        max_val_images=cfg.max_val_images,
+        batch_size=cfg.batch_size,
+        use_gpu=cfg.use_gpu,
+        cpus_per_actor=cfg.cpus_per_scorer,
+        cache_features=cfg.cache_features,
+    )
+    space = OPANASSpace(num_nodes=pool.config.opanas.num_nodes)
+    run_dir = Path(cfg.storage_path).resolve() / cfg.name
+    constraint = _constraint(checkpoint_dir, cfg)
+    tables, rows = {}, []
+    try:
+        for strategy in cfg.strategies:
+            experiment = run_dir / strategy
+            started = time.perf_counter()
+            if resume and experiment.exists():
+                grid = resume_search(experiment, pool.handles)
+            else:
+                searcher = make_searcher(strategy, space, cfg, constraint)
+                grid = run_search(searcher, pool.handles, strategy, run_dir, cfg.num_scorers, verbose=verbose)
+            df = results_table(grid, strategy)
+            summary = {"strategy": strategy, **summarize(df, time.perf_counter() - started)}
+            best = df.loc[df["AP"].astype(float).fillna(-1).idxmax()]
+            arch = space.from_config(best.to_dict())
+            write_results(experiment, df, arch_to_json(space, arch), summary)
+            draw_opanas_arch(arch, experiment / "best_arch.png", f"best {strategy}: AP {best['AP']:.3f}")
+            tables[strategy], rows = df, rows + [summary]
+    finally:
+        pool.shutdown()
+    summary_df = pd.DataFrame(rows)
+    plot_search_curves(tables, run_dir / "search_curves.png")
+    atomic_write_json(run_dir / "comparison.json", rows)
+    return {"tables": tables, "summary": summary_df, "run_dir": run_dir}

@@ -1,0 +1,98 @@
+"""A pool of :class:`SupernetScorer` Ray actors that Tune trials borrow one at a time.
+
+The super-net weights go into the object store once (as numpy arrays) and every actor reads them
+from there, zero-copy on its node; no trial ever sends weights. Trials lease a free actor through a
+Ray queue, so N actors serve N concurrent trials without two trials queueing on one actor. Actors
+restart when they die (``max_restarts``) and Ray retries the interrupted ``score`` call
+(``max_task_retries``), so a lost worker costs time, never a trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.queue import Queue
+
+from raynas.checkpoints import config_from_state, load_state
+from raynas.search.scorer import SupernetScorer, state_to_numpy
+from raynas.training.config import SupernetConfig
+
+
+@dataclass
+class ScorerHandles:
+    """The picklable part of a pool: what a Tune trial needs to borrow an actor."""
+
+    actors: list[Any]
+    free: Queue
+
+    def score(self, config: dict[str, Any]) -> dict[str, Any]:
+        index = self.free.get()
+        try:
+            return ray.get(self.actors[index].score.remote(config))
+        finally:
+            self.free.put(index)
+
+
+class ScorerPool:
+    """``num_actors`` scorer actors sharing one copy of the super-net weights."""
+
+    def __init__(
+        self,
+        checkpoint_dir: str | Path,
+        num_actors: int = 1,
+        max_val_images: int | None = None,
+        batch_size: int = 8,
+        use_gpu: bool = False,
+        cpus_per_actor: float = 0.9,
+        cache_features: bool = True,
+        max_restarts: int = 3,
+    ):
+        state = load_state(checkpoint_dir)
+        cfg = config_from_state(state)
+        if not isinstance(cfg, SupernetConfig):
+            raise ValueError(
+                f"checkpoint {str(checkpoint_dir)!r} was written by {state.get('task')!r}, not by "
+                "OPANAS super-net training; pass the checkpoint of `raynas search opanas-supernet`"
+            )
+        self.config = cfg
+        self.num_classes = state["num_classes"]
+        self._weights = ray.put(state_to_numpy(state["model"]))
+        actor_cls = ray.remote(SupernetScorer).options(
+            num_cpus=cpus_per_actor,
+            num_gpus=1 if use_gpu else 0,
+            max_restarts=max_restarts,
+            max_task_retries=max_restarts,
+            scheduling_strategy="DEFAULT",
+        )
+        self.actors = [
+            actor_cls.remote(
+                self._weights,
+                state["config"],
+                self.num_classes,
+                max_val_images=max_val_images,
+                batch_size=batch_size,
+                device="cuda" if use_gpu else "cpu",
+                cache_features=cache_features,
+                num_threads=max(1, round(cpus_per_actor)),
+            )
+            for _ in range(num_actors)
+        ]
+        self.free = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": "DEFAULT"})
+        for index in range(num_actors):
+            self.free.put(index)
+        ray.get([actor.__ray_ready__.remote() for actor in self.actors])  # constructed and cached
+
+    @property
+    def handles(self) -> ScorerHandles:
+        return ScorerHandles(self.actors, self.free)
+
+    def score(self, config: dict[str, Any]) -> dict[str, Any]:
+        return self.handles.score(config)
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.free.shutdown()

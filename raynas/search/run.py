@@ -1,0 +1,106 @@
+"""Run an architecture search as a Ray Tune experiment and keep its results.
+
+Every candidate is one Tune trial: the searcher suggests an architecture (its ``to_config`` dict
+plus lineage columns), the trial borrows a scorer actor, and the metrics land in the
+``ResultGrid``. The trial itself needs almost no CPU (the actor does the work), so concurrency is set by
+``max_concurrent_trials`` = number of scorer actors.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from raynas.io import atomic_write_json, atomic_write_text
+from raynas.search.pool import ScorerHandles
+
+ARCH_PREFIX = "config/"
+#: a trial only waits on a scorer actor; Tune needs a non-empty request, so it asks for a sliver
+TRIAL_CPUS = 0.05
+
+
+def score_trial(config: dict[str, Any], scorers: ScorerHandles) -> None:
+    """Tune function trainable: score one architecture, report its metrics once."""
+    started = time.perf_counter()
+    try:
+        metrics = {**scorers.score(config), "valid": True}
+    except ValueError as err:  # an invalid architecture (e.g. from an off-the-shelf searcher)
+        metrics = {"AP": 0.0, "AP50": 0.0, "valid": False, "invalid_reason": str(err)[:200]}
+    tune.report({**metrics, "score_time_s": time.perf_counter() - started})
+
+
+def run_search(
+    searcher: Any,
+    scorers: ScorerHandles,
+    name: str,
+    storage_path: str | Path,
+    max_concurrent: int,
+    metric: str = "AP",
+    verbose: int = 1,
+) -> tune.ResultGrid:
+    """Run ``searcher`` until it says FINISHED; returns Tune's ``ResultGrid``."""
+    tuner = tune.Tuner(
+        _trainable(scorers),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            metric=metric,
+            mode="max",
+            num_samples=-1,
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,  # a trial process per candidate would cost seconds of imports each
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=str(Path(storage_path).resolve()), verbose=verbose),
+    )
+    return tuner.fit()
+
+
+def resume_search(path: str | Path, scorers: ScorerHandles) -> tune.ResultGrid:
+    """Continue an interrupted search from its Tune directory (the searcher state included)."""
+    path = Path(path)
+    if not tune.Tuner.can_restore(str(path.resolve())):
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a Tune experiment directory that can be resumed; pass the folder "
+            "a search run created under its storage path (it holds tuner.pkl)"
+        )
+    tuner = tune.Tuner.restore(str(path.resolve()), trainable=_trainable(scorers), resume_errored=True)
+    return tuner.fit()
+
+
+def _trainable(scorers: ScorerHandles):
+    return tune.with_resources(tune.with_parameters(score_trial, scorers=scorers), {"cpu": TRIAL_CPUS})
+
+
+def results_table(grid: tune.ResultGrid, strategy: str) -> pd.DataFrame:
+    """One row per evaluated candidate: architecture columns, metrics, lineage, strategy."""
+    df = grid.get_dataframe()
+    if df.empty:
+        return df
+    df = df.rename(columns={c: c[len(ARCH_PREFIX) :] for c in df.columns if c.startswith(ARCH_PREFIX)})
+    df["strategy"] = strategy
+    order = "timestamp" if "timestamp" in df.columns else df.columns[0]
+    df = df.sort_values(order, kind="stable").reset_index(drop=True)
+    df["evaluation"] = range(1, len(df) + 1)
+    return df
+
+
+def summarize(df: pd.DataFrame, wall_time_s: float, metric: str = "AP") -> dict[str, Any]:
+    """Best metric, mean of the top 5, number of evaluations, wall time (one strategy)."""
+    values = df[metric].astype(float).fillna(0.0)
+    return {
+        "best_" + metric: float(values.max()) if len(values) else float("nan"),
+        "top5_mean_" + metric: float(values.nlargest(5).mean()) if len(values) else float("nan"),
+        "evaluations": len(df),
+        "wall_time_s": round(wall_time_s, 1),
+    }
+
+
+def write_results(run_dir: Path, df: pd.DataFrame, best_arch_json: str, summary: dict[str, Any]) -> None:
+    """``results.csv``, ``best_arch.json`` and ``summary.json``, each written atomically."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "results.csv", df.to_csv(index=False))
+    atomic_write_text(run_dir / "best_arch.json", best_arch_json + "\n")
+    atomic_write_json(run_dir / "summary.json", summary)

@@ -1,0 +1,158 @@
+"""Inference-only scoring of OPANAS sub-nets with the super-net's weights (Sec. 3.2.2).
+
+A :class:`SupernetScorer` loads the trained super-net once and the validation images once. The
+backbone does not change during the search, so it runs the detector's transform and backbone body
+over the validation set a single time and replays those tensors for every candidate: a candidate
+costs only neck + head + post-processing + COCO evaluation. ``cache_features=False`` runs the full
+forward instead (the benchmark's reference, and the equivalence test).
+
+The class is plain Python (usable in a loop); :class:`ScorerPool` runs several of them as Ray
+actors that restart on failure and retry the interrupted call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from raynas.config import from_dict
+from raynas.evaluation import coco_metrics_from_detections, count_flops, count_params
+from raynas.io import select_device
+from raynas.spaces.opanas import OPAFPN, OPANASSpace
+from raynas.training.builders import build_model
+from raynas.training.config import SupernetConfig
+from raynas.training.data import base_dataset, build_dataset, ensure_dataset, make_loader
+
+
+class _Replay(nn.Module):
+    """Stands in for ``original`` and returns ``value`` (its cached output); other attributes
+    (e.g. the transform's ``postprocess``) still come from ``original``."""
+
+    def __init__(self, original: nn.Module, value: Any):
+        super().__init__()
+        self.value = value
+        self.original = original
+
+    def forward(self, *args, **kwargs):
+        return self.value
+
+    def postprocess(self, *args, **kwargs):
+        return self.original.postprocess(*args, **kwargs)
+
+
+def state_to_numpy(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The object-store form of weights: numpy arrays are shared zero-copy by actors on a node."""
+    return {key: value.detach().cpu().numpy() for key, value in state_dict.items()}
+
+
+class SupernetScorer:
+    """Scores architectures of a trained OPANAS super-net on a fixed validation set."""
+
+    def __init__(
+        self,
+        weights: dict[str, np.ndarray],
+        config: dict[str, Any],
+        num_classes: int,
+        max_val_images: int | None = None,
+        batch_size: int = 8,
+        device: str = "auto",
+        cache_features: bool = True,
+        num_threads: int | None = None,
+    ):
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.cfg = from_dict(SupernetConfig, config, where="scorer config")
+        self.device = select_device(device)
+        self.space = OPANASSpace(num_nodes=self.cfg.opanas.num_nodes)
+        model = build_model(self.cfg.model, num_classes, self.cfg.neck, self.cfg.head)
+        model.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in weights.items()})
+        self.model = model.to(self.device).eval()
+        self.supernet = self.model.backbone.neck
+        data_cfg = self.cfg.data
+        if max_val_images is not None:
+            data_cfg.max_val_images = max_val_images
+        ensure_dataset(data_cfg, progress=False)
+        dataset = build_dataset(data_cfg, "val", train_transforms=False)
+        self.coco = base_dataset(dataset).coco
+        self.batches = [
+            ([img.to(self.device) for img in images], targets)
+            for images, targets in make_loader(dataset, batch_size, shuffle=False)
+        ]
+        self.image_ids = [int(t["image_id"]) for _, targets in self.batches for t in targets]
+        self.cache_features = cache_features
+        self._cache: list[tuple[Any, Any]] = []
+        if cache_features:
+            self._fill_cache()
+        self._costs: dict[Any, tuple[int, int]] = {}
+
+    @torch.inference_mode()
+    def _fill_cache(self) -> None:
+        for images, _ in self.batches:
+            image_list, _ = self.model.transform(images)
+            self._cache.append((image_list, self.model.backbone.body(image_list.tensors)))
+
+    @contextlib.contextmanager
+    def _replaying(self, image_list, features):
+        """Swap the transform and backbone body for replays of their cached outputs."""
+        transform, body = self.model.transform, self.model.backbone.body
+        self.model.transform = _Replay(transform, (image_list, None))
+        self.model.backbone.body = _Replay(body, features)
+        try:
+            yield
+        finally:
+            self.model.transform, self.model.backbone.body = transform, body
+
+    @torch.inference_mode()
+    def _detect(self, index: int, images: list[torch.Tensor]):
+        if not self.cache_features:
+            return self.model(images)
+        image_list, features = self._cache[index]
+        with self._replaying(image_list, features):
+            return self.model(images)
+
+    def costs(self, arch) -> tuple[int, int]:
+        """``(params, flops)`` of the discrete OPA-FPN neck the architecture describes."""
+        if arch not in self._costs:
+            body_channels = self.supernet.in_channels_list
+            neck = OPAFPN(
+                arch,
+                body_channels,
+                self.supernet.out_channels,
+                extra_blocks=self.supernet.extra_blocks,
+                deformable=self.cfg.opanas.deformable,
+                norm=self.cfg.opanas.norm,
+            )
+            images, _ = self.batches[0]
+            with torch.inference_mode():
+                image_list, _ = self.model.transform(images[:1])
+                features = self.model.backbone.body(image_list.tensors)
+            flops = count_flops(neck.to(self.device).eval(), features)
+            self._costs[arch] = (count_params(neck), flops)
+        return self._costs[arch]
+
+    def score(self, config: dict[str, Any]) -> dict[str, Any]:
+        """COCO metrics of the sub-net in ``config`` (a ``to_config`` dict), plus neck params/FLOPs."""
+        arch = self.space.from_config(config)
+        self.space.validate(arch)
+        detections = []
+        with self.supernet.using(arch):
+            for index, (images, targets) in enumerate(self.batches):
+                for output, target in zip(self._detect(index, images), targets):
+                    detections.extend(_to_coco(output, int(target["image_id"])))
+        metrics = coco_metrics_from_detections(self.coco, detections, self.image_ids)
+        params, flops = self.costs(arch)
+        return {**metrics, "neck_params": params, "neck_flops": flops}
+
+
+def _to_coco(output: dict[str, torch.Tensor], image_id: int) -> list[dict[str, Any]]:
+    boxes = output["boxes"].float().cpu()
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    scores, labels = output["scores"].float().cpu().tolist(), output["labels"].cpu().tolist()
+    return [
+        {"image_id": image_id, "category_id": int(c), "bbox": b, "score": float(s)}
+        for b, s, c in zip(xywh, scores, labels)
+    ]
