@@ -81,3 +81,26 @@ def plot_search_curves(tables: dict[str, pd.DataFrame], path: str | Path, metric
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
+
+
+def draw_fad_genotype(genotype: Any, path: str | Path) -> Path:
+    """Both FAD cells (group 1: box regression, group 2: classification) side by side."""
+    from raynas.spaces.fad import EDGES
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for g, (ax, ops) in enumerate(zip(axes, genotype.groups)):
+        names = ["in", "n1", "n2", "n3"]
+        for index, name in enumerate(names):
+            ax.add_patch(plt.Circle((index, 0), 0.2, color="white", ec="black", zorder=3))
+            ax.text(index, 0, name, ha="center", va="center", zorder=4, fontsize=9)
+        for k, ((i, j), op) in enumerate(zip(EDGES, ops)):
+            if op == "none":
+                continue
+            height = 0.3 * (j - i) * (1 if k % 2 == 0 else -1)
+            ax.plot([i + 0.18, (i + j) / 2, j - 0.18], [0, height, 0], color="tab:blue", lw=1.4)
+            ax.text((i + j) / 2, height, op, fontsize=7, ha="center", va="bottom" if height > 0 else "top")
+        ax.set_xlim(-0.5, 3.5)
+        ax.set_ylim(-1.1, 1.1)
+        ax.axis("off")
+        ax.set_title(f"group {g + 1} ({'box regression' if g == 0 else 'classification'})")
+    return _save(fig, path)

@@ -121,3 +121,47 @@ class SupernetConfig(TrainConfig):
         if self.neck not in (None, spec):
             raise ValueError("SupernetConfig derives `neck` from `opanas`; remove the `neck` key")
         self.neck = spec
+
+
+@dataclass
+class FADConfig:
+    """FAD head search (Sec. 3.2, supplementary): first-order DARTS, Adam on alphas with lr 3e-4,
+    betas (0.5, 0.999), wd 1e-3. ``c_prime`` is the block width (Table 3: 256 -> 96). The switches
+    are the ablations of Table 2."""
+
+    c_prime: int = 96
+    cells_per_group: int = 1
+    repshare: bool = True
+    decouple: bool = True
+    streams: list[str] = field(default_factory=lambda: ["std", "sep"])
+    rf_max: int = 9
+    ops: Literal["fad", "darts"] = "fad"
+    arch_lr: float = 3e-4
+    arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    arch_weight_decay: float = 1e-3
+
+
+@dataclass
+class DartsConfig(TrainConfig):
+    """FAD DARTS search of an FCOS / RetinaNet head. ``head`` is derived from ``fad``."""
+
+    fad: FADConfig = field(default_factory=FADConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.kind not in ("fcos", "retinanet"):
+            raise ValueError(
+                f"FAD searches one-stage heads: model.kind must be fcos or retinanet, not {self.model.kind!r}"
+            )
+        spec = {
+            "type": "fad_search",
+            "c_prime": self.fad.c_prime,
+            "cells_per_group": self.fad.cells_per_group,
+            "repshare": self.fad.repshare,
+            "decouple": self.fad.decouple,
+            "streams": list(self.fad.streams),
+            "rf_max": self.fad.rf_max,
+            "ops": self.fad.ops,
+        }
+        if self.head not in (None, spec):
+            raise ValueError("DartsConfig derives `head` from `fad`; remove the `head` key")
+        self.head = spec

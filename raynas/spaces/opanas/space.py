@@ -208,6 +208,10 @@ class OPANASSpace:
                 return child
 
     # --- encodings --------------------------------------------------------------------------------------
+    def choices(self) -> dict[str, list[str]]:
+        """The values of each ``to_config`` key (lets Tune's own searchers search this space)."""
+        return {key: list(PATH_NAMES) for key in self.keys}
+
     def to_config(self, arch: OPANASArch) -> dict[str, str]:
         """``{"e0_1": "top_down", "e0_2": ..., ...}``: one readable column per edge."""
         self.validate(arch)

@@ -1,0 +1,149 @@
+"""FAD head search with first-order DARTS on Ray Train (Sec. 3.2, bilevel, first-order).
+
+The training set is split into two disjoint halves. Each step first updates the architecture
+weights (alphas) on a batch of the alpha half with Adam, then the network weights on a batch of the
+weight half with SGD; alphas are never in the weight optimiser and the weights never move in the
+alpha step. Gradients of both are averaged over ranks explicitly, and every rank starts from the
+same seed, so all ranks hold the same alphas and derive the same genotype.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Subset
+
+from raynas.io import atomic_write_json
+from raynas.spaces.base import arch_to_json
+from raynas.spaces.fad import FADSpace
+from raynas.training.builders import build_model
+from raynas.training.config import DartsConfig
+from raynas.training.data import make_loader
+from raynas.training.engine import Task, check_finite, sync_gradients, unwrap, world_info
+from raynas.training.launch import TrainResult, fit
+
+
+def head_of(model: nn.Module):
+    return unwrap(model).head
+
+
+def split_halves(dataset) -> tuple[Subset, Subset]:
+    """Disjoint halves of the training set: even indices train weights, odd ones alphas."""
+    if len(dataset) < 2:
+        raise ValueError("DARTS needs at least 2 training images (one per half)")
+    return Subset(dataset, range(0, len(dataset), 2)), Subset(dataset, range(1, len(dataset), 2))
+
+
+class DartsTask(Task):
+    use_ddp = False
+    config_class = DartsConfig
+
+    def build_model(self, num_classes: int) -> nn.Module:
+        return build_model(self.cfg.model, num_classes, self.cfg.neck, self.cfg.head)
+
+    def train_loaders(self, train_dataset) -> dict[str, Any]:
+        weights_half, alphas_half = split_halves(train_dataset)
+        d, seed = self.cfg.data, self.cfg.run.seed
+        return {
+            "weights": make_loader(weights_half, d.batch_size, True, d.loader_workers, seed),
+            "alphas": make_loader(alphas_half, d.batch_size, True, d.loader_workers, seed + 1),
+        }
+
+    def build_optimizers(self, model: nn.Module, iters_per_epoch: int) -> dict[str, Any]:
+        head = head_of(model)
+        alphas = {id(p) for p in head.arch_parameters()}
+        weights = [p for p in model.parameters() if p.requires_grad and id(p) not in alphas]
+        fad = self.cfg.fad
+        optim = super().build_optimizers(nn.ParameterList(weights), iters_per_epoch)
+        optim["arch_optimizer"] = torch.optim.Adam(
+            head.arch_parameters(),
+            lr=fad.arch_lr,
+            betas=tuple(fad.arch_betas),
+            weight_decay=fad.arch_weight_decay,
+        )
+        self._optim = optim
+        self._weights = weights
+        return optim
+
+    def train_step(self, model: nn.Module, batch, step: int, extra_batches: dict) -> dict[str, float]:
+        head = head_of(model)
+        (alphas,) = head.arch_parameters()
+        # alpha step: gradients w.r.t. alphas only, so no weight gradient is even computed
+        images, targets = extra_batches["alphas"]
+        with self.autocast():
+            arch_loss = sum(model(images, targets).values())
+        check_finite(arch_loss, f"step {step} (alpha step)")
+        (grad,) = torch.autograd.grad(arch_loss, [alphas])
+        alphas.grad = grad
+        sync_gradients([alphas])
+        self._optim["arch_optimizer"].step()
+        alphas.grad = None
+        # weight step: alphas frozen for the duration
+        images, targets = batch
+        optimizer = self._optim["optimizer"]
+        optimizer.zero_grad(set_to_none=True)
+        alphas.requires_grad_(False)
+        try:
+            with self.autocast():
+                loss = sum(model(images, targets).values())
+            check_finite(loss, f"step {step} (weight step)")
+            loss.backward()
+        finally:
+            alphas.requires_grad_(True)
+        sync_gradients(self._weights)
+        if self.cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self._weights, self.cfg.optim.grad_clip)
+        optimizer.step()
+        self._optim["scheduler"].step()
+        return {"loss": float(loss.detach()), "arch_loss": float(arch_loss.detach())}
+
+    def space(self, model: nn.Module) -> FADSpace:
+        return FADSpace(candidates=head_of(model).candidates)
+
+    def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
+        """The genotype derived now (logged every epoch) and whether all ranks derived the same."""
+        genotype = head_of(model).genotype()
+        config = self.space(model).to_config(genotype)
+        digest = int(hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:15], 16)
+        _, world = world_info()
+        digests = [digest]
+        if world > 1:
+            gathered = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
+            dist.all_gather(gathered, torch.tensor([digest], dtype=torch.int64))
+            digests = [int(t.item()) for t in gathered]
+        return {"genotype": json.dumps(config, sort_keys=True), "ranks_same_genotype": len(set(digests)) == 1}
+
+    def extra_state(self, model: nn.Module) -> dict[str, Any]:
+        head = head_of(model)
+        return {
+            "genotype": self.space(model).to_config(head.genotype()),
+            "candidates": list(head.candidates),
+            "alphas": head.alphas.detach().cpu().clone(),
+        }
+
+
+@dataclass
+class FADResult(TrainResult):
+    genotype: Any = None
+    genotype_path: Path | None = None
+
+
+def search_fad(cfg: DartsConfig, resume_from: str | Path | None = None) -> FADResult:
+    """Run the DARTS search; writes ``genotype.json`` and ``genotype.png`` into the run directory."""
+    from raynas.viz import draw_fad_genotype
+
+    result = fit("raynas.training.darts.DartsTask", cfg, resume_from=resume_from)
+    state = result.load_state()
+    space = FADSpace(candidates=state["candidates"])
+    genotype = space.from_config(state["genotype"])
+    path = result.run_dir / "genotype.json"
+    atomic_write_json(path, json.loads(arch_to_json(space, genotype)))
+    draw_fad_genotype(genotype, result.run_dir / "genotype.png")
+    return FADResult(result.run_dir, result.checkpoint_dir, result.metrics, genotype, path)
