@@ -34,7 +34,7 @@ def configs(args: argparse.Namespace) -> DartsConfig:
     if args.smoke:
         data = replace(data, num_train=16, num_val=8, image_size=96, max_train_images=None,
                        max_val_images=None, batch_size=4)
-        model = replace(model, out_channels=32, min_size=96, max_size=96)
+        model = replace(model, min_size=96, max_size=96)
         optim = replace(optim, epochs=1, warmup_iters=2, milestones=[])
         fad = replace(fad, c_prime=8)
     run = RunConfig(name="fad_darts", storage_path=args.out, num_workers=args.workers, use_gpu=args.gpu,

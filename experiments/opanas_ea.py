@@ -38,7 +38,9 @@ from raynas.training.launch import ensure_ray
 def default_configs(args: argparse.Namespace) -> tuple[SupernetConfig, OPANASSearchConfig]:
     """The budget of each mode; every number can be overridden with --supernet-config/--search-config."""
     data = DataConfig(root=args.data, num_train=1000, num_val=200, max_train_images=400, max_val_images=100)
-    model = ModelConfig(kind=args.kind, backbone="resnet18", out_channels=32, min_size=128, max_size=128)
+    # torchvision's FCOS head needs GroupNorm(32, c) with c >= 64; the other heads run at 32 channels
+    width = 64 if args.kind == "fcos" else 32
+    model = ModelConfig(kind=args.kind, backbone="resnet18", out_channels=width, min_size=128, max_size=128)
     optim = OptimConfig(epochs=4, lr=0.01, warmup_iters=50, milestones=[3])
     search = OPANASSearchConfig(population_size=10, generations=3, top_k=4, max_val_images=100)
     if args.smoke:
@@ -52,7 +54,7 @@ def default_configs(args: argparse.Namespace) -> tuple[SupernetConfig, OPANASSea
             max_val_images=None,
             batch_size=4,
         )
-        model = replace(model, min_size=96, max_size=96, out_channels=16)
+        model = replace(model, min_size=96, max_size=96, out_channels=64 if args.kind == "fcos" else 16)
         optim = replace(optim, epochs=1, warmup_iters=2, milestones=[])
         search = replace(search, population_size=4, generations=1, top_k=2, max_val_images=None)
     if args.paper:
