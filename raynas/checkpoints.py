@@ -50,9 +50,10 @@ def load_detector(checkpoint_dir: str | Path, expect: str | None = None) -> tupl
     state = load_state(checkpoint_dir)
     cfg = config_from_state(state)
     neck = getattr(cfg, "neck", None)
-    if expect is not None and (neck or {}).get("type") != expect:
+    neck_type = (neck or {}).get("type", "fpn")
+    if expect is not None and neck_type != expect:
         raise ValueError(
-            f"checkpoint {str(checkpoint_dir)!r} holds a {(neck or {}).get('type', 'fpn')!r} neck, "
+            f"checkpoint {str(checkpoint_dir)!r} holds a {neck_type!r} neck, "
             f"not {expect!r}; pass a checkpoint written by the matching training job"
         )
     model = build_model(cfg.model, state["num_classes"], neck, getattr(cfg, "head", None))

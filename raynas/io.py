@@ -62,3 +62,26 @@ def select_device(prefer: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but no CUDA GPU is visible; use device: auto or cpu")
     return device
+
+
+def run_info(config: Any = None, **extra: Any) -> dict[str, Any]:
+    """What reproduces a run: the config, the seed it holds, and the versions of what ran it."""
+    import dataclasses
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("raynas", "torch", "torchvision", "ray", "pycocotools", "numpy", "pandas"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    if dataclasses.is_dataclass(config):
+        config = dataclasses.asdict(config)
+    return {
+        "config": config,
+        "versions": versions,
+        "python": platform.python_version(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        **extra,
+    }

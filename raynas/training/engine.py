@@ -171,7 +171,8 @@ def _save_checkpoint(directory: Path, state: dict[str, Any], cfg: Any, metrics: 
 def worker_loop(loop_config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` of every raynas ``TorchTrainer``.
 
-    ``loop_config = {"task": "module.TaskClass", "config": <config dict>}``.
+    ``loop_config = {"task": "module.TaskClass", "config": <config dict>, "resume_from": Checkpoint | None}``;
+    a checkpoint of this run (a restart after a worker failure) takes precedence over ``resume_from``.
     """
     task_cls = _resolve_task(loop_config["task"])
     cfg = from_dict(task_cls.config_class, loop_config["config"])
@@ -197,7 +198,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     optim = task.build_optimizers(unwrap(model), iters_per_epoch)
 
     start_epoch, step = 0, 0
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint() or loop_config.get("resume_from")
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_state(directory)

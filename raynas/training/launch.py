@@ -15,6 +15,7 @@ from ray.train.torch import TorchTrainer
 
 from raynas.checkpoints import STATE_FILE, load_state
 from raynas.config import to_dict
+from raynas.io import atomic_write_json, run_info
 from raynas.training.data import ensure_dataset
 
 
@@ -79,9 +80,16 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
             )
         resume = ray.train.Checkpoint.from_directory(str(Path(resume_from).resolve()))
     storage = Path(run.storage_path).resolve()
+    # written first, so that a run that fails still says what it was
+    atomic_write_json(
+        storage / run.name / "run_info.json",
+        run_info(cfg, task=task, resume_from=str(resume_from) if resume_from is not None else None),
+    )
     trainer = TorchTrainer(
         _worker_entry,
-        train_loop_config={"task": task, "config": to_dict(cfg)},
+        # Ray Train V2 rejects TorchTrainer(resume_from_checkpoint=...): the worker loop takes the
+        # starting checkpoint from its config instead (ray-project/ray#49454)
+        train_loop_config={"task": task, "config": to_dict(cfg), "resume_from": resume},
         scaling_config=ray.train.ScalingConfig(
             num_workers=run.num_workers,
             use_gpu=run.use_gpu,
@@ -93,7 +101,6 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
             failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.num_to_keep),
         ),
-        resume_from_checkpoint=resume,
     )
     try:
         result = trainer.fit()

@@ -1,0 +1,188 @@
+"""OPANAS super-net training (Sec. 3.2.1): a real 2-worker Ray Train run, and the step in plain PyTorch.
+
+One Ray Train run (RetinaNet-ResNet18, 16-channel super-net neck, 64 px, ``tiny_digits``): it completes,
+every rank drew the same fair sub-nets, and its checkpoint scores sub-nets without Ray. The fair draw
+and the gamma L1 term (Eq. 12) are checked on ``SupernetTask`` directly, without Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from raynas.checkpoints import load_detector
+from raynas.search.scorer import SupernetScorer, state_to_numpy
+from raynas.spaces.opanas import PARAMETERISED_PATHS, OPANASSpace, OPANASSupernet, fair_sample, fair_step_seed
+from raynas.training.config import (
+    DataConfig,
+    ModelConfig,
+    OPANASConfig,
+    OptimConfig,
+    RunConfig,
+    SupernetConfig,
+)
+from raynas.training.data import build_dataset, make_loader
+from raynas.training.launch import TrainResult
+from raynas.training.supernet import SupernetTask, step_seed, train_supernet
+
+AP_KEYS = {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+STEPS = 2  # 8 images / 2 workers / batch 2, one epoch
+
+
+def tiny_supernet_config(root: Path, storage: Path | str = "runs", **opanas) -> SupernetConfig:
+    return SupernetConfig(
+        data=DataConfig(root=str(root), batch_size=2, hflip=0.0),
+        model=ModelConfig(kind="retinanet", backbone="resnet18", out_channels=16, min_size=64, max_size=64),
+        optim=OptimConfig(epochs=1, lr=0.01, warmup_iters=2, milestones=[]),
+        run=RunConfig(name="supernet", storage_path=str(storage), num_workers=2, max_failures=0),
+        opanas=OPANASConfig(**{"k": 4, "eval_subnets": 1, **opanas}),
+    )
+
+
+def expected_digest(seed: int, steps: int, k: int = 4) -> int:
+    """The digest ``SupernetTask`` keeps of the sub-nets it trained, recomputed from the fair draws."""
+    digest = hashlib.sha256()
+    for step in range(steps):
+        for arch in fair_sample(OPANASSpace(5), seed=step_seed(seed, step), k=k):
+            digest.update(repr(arch).encode())
+    return int(digest.hexdigest()[:15], 16)
+
+
+def val_images(root: Path, count: int = 2) -> list[torch.Tensor]:
+    dataset = build_dataset(DataConfig(root=str(root)), "val")
+    images, _ = next(iter(make_loader(dataset, count, shuffle=False)))
+    return images
+
+
+@pytest.fixture(scope="module")
+def supernet_run(tiny_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield train_supernet(tiny_supernet_config(tiny_digits, tmp_path_factory.mktemp("runs")))
+    finally:
+        ray.shutdown()
+
+
+# -- the Ray Train run -------------------------------------------------------------------------------
+
+
+def test_two_worker_supernet_run(supernet_run: TrainResult) -> None:
+    metrics = supernet_run.metrics
+    assert (metrics["epoch"], metrics["step"]) == (1, STEPS)
+    assert set(metrics) >= AP_KEYS
+    # rank 0 all-gathered every rank's digest of its sampled sub-nets: all equal ...
+    assert metrics["ranks_sampled_same_subnets"] is True
+    # ... and equal to the strict fair draws of steps 0 and 1 seeded from the step
+    assert metrics["subnet_digest"] == expected_digest(seed=0, steps=STEPS)
+    assert 0 < metrics["gamma_l1"] <= 15.0  # 15 edges, gamma initialised to 1, pulled down by mu
+
+    state = supernet_run.load_state()
+    assert state["task"] == "raynas.training.supernet.SupernetTask"
+    assert state["config"]["neck"]["type"] == "opanas_supernet"
+    gamma = state["model"]["backbone.neck.gamma"]
+    assert gamma.shape == (15,) and not torch.equal(gamma, torch.ones(15))  # gamma was trained
+
+
+def test_checkpoint_loads_as_a_plain_pytorch_supernet(supernet_run: TrainResult, tiny_digits: Path) -> None:
+    model, cfg, state = load_detector(supernet_run.checkpoint_dir, expect="opanas_supernet")
+    neck = model.backbone.neck
+    assert isinstance(neck, OPANASSupernet)
+    assert torch.equal(neck.gamma.detach(), state["model"]["backbone.neck.gamma"])
+    arch = OPANASSpace(cfg.opanas.num_nodes).sample(random.Random(0))
+    images = val_images(tiny_digits)
+    model.eval()
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError, match="no active sub-net"):
+            model(images)
+        with neck.using(arch):
+            outputs = model(images)
+    assert len(outputs) == 2
+    for output in outputs:
+        assert {"boxes", "scores", "labels"} <= set(output)
+        assert output["boxes"].shape[-1] == 4 and len(output["boxes"]) == len(output["scores"])
+
+
+def test_checkpoint_scores_a_subnet_with_the_scorer(supernet_run: TrainResult) -> None:
+    state = supernet_run.load_state()
+    scorer = SupernetScorer(
+        weights=state_to_numpy(state["model"]),
+        config=state["config"],
+        num_classes=state["num_classes"],
+        batch_size=4,
+        device="cpu",
+    )
+    space = OPANASSpace(5)
+    arch = fair_sample(space, seed=1)[0]
+    result = scorer.score({**space.to_config(arch), "unrelated_tune_key": 3})
+    assert set(result) >= AP_KEYS
+    # NaN where the validation images hold no object of that size (COCO's -1)
+    assert all(math.isnan(result[k]) or 0.0 <= result[k] <= 1.0 for k in AP_KEYS)
+    assert result["neck_params"] > 0 and result["neck_flops"] > 0
+
+
+def test_supernet_checkpoint_is_not_an_fpn_checkpoint(supernet_run: TrainResult) -> None:
+    with pytest.raises(ValueError, match="holds a 'opanas_supernet' neck, not 'fpn'"):
+        load_detector(supernet_run.checkpoint_dir, expect="fpn")
+
+
+# -- plain PyTorch ------------------------------------------------------------------------------------
+
+
+def test_fair_draw_is_seeded_from_the_step(tiny_digits: Path) -> None:
+    """Two task instances (two ranks) derive the same K sub-nets per step without communicating."""
+    rank0 = SupernetTask(tiny_supernet_config(tiny_digits))
+    rank1 = SupernetTask(tiny_supernet_config(tiny_digits))
+    assert step_seed(0, 7) == fair_step_seed(0, 7)  # the training task uses the sampler's seed rule
+    draws = []
+    for step in range(4):
+        a = fair_sample(rank0.space, seed=step_seed(rank0.cfg.run.seed, step), k=rank0.cfg.opanas.k)
+        b = fair_sample(rank1.space, seed=step_seed(rank1.cfg.run.seed, step), k=rank1.cfg.opanas.k)
+        assert a == b
+        assert len(a) == 4
+        for edge in range(rank0.space.num_edges):  # strict fairness: each path once per edge per step
+            assert sorted(arch.edges[edge] for arch in a) == sorted(PARAMETERISED_PATHS)
+        draws.append(tuple(a))
+    assert len(set(draws)) == 4  # a new draw every step
+    other_seed = fair_sample(rank0.space, seed=step_seed(1, 0), k=4)
+    assert other_seed != draws[0]
+    assert step_seed(0, 1) != step_seed(1, 0)
+
+
+def test_train_step_applies_the_gamma_l1_term(tiny_digits: Path) -> None:
+    """One super-net step (K=4 sub-nets, then one update) with mu=0 and with mu=1 from the same weights:
+    gamma gets gradients, the mu=1 gradient is larger by exactly mu * sign(gamma) = 1 per edge
+    (Eq. 12), the loss by mu * ||gamma||_1 = 15, and gamma moves."""
+    data = DataConfig(root=str(tiny_digits), hflip=0.0)
+    batch = next(iter(make_loader(build_dataset(data, "train"), 2, shuffle=False)))
+    runs = {}
+    for mu in (0.0, 1.0):
+        cfg = tiny_supernet_config(tiny_digits, mu=mu)
+        cfg.optim.grad_clip = None  # clipping would rescale the gradients compared here
+        cfg.optim.warmup_iters = 0
+        task = SupernetTask(cfg)
+        torch.manual_seed(0)
+        model = task.build_model(num_classes=11)
+        model.train()
+        task.build_optimizers(model, iters_per_epoch=1)
+        gamma = model.backbone.neck.gamma
+        assert torch.equal(gamma.detach(), torch.ones(15))  # initialised to 1 (Sec. 4.1.2)
+        values = task.train_step(model, batch, step=0, extra_batches={})
+        runs[mu] = (values["loss"], gamma.detach().clone(), gamma.grad.clone(), task.epoch_metrics(model))
+
+    (loss0, _, grad0, metrics0), (loss1, gamma1, grad1, metrics1) = runs[0.0], runs[1.0]
+    assert grad0.abs().sum() > 0  # the detection loss alone reaches gamma
+    torch.testing.assert_close(grad1 - grad0, torch.ones(15), atol=1e-4, rtol=0)
+    assert loss1 - loss0 == pytest.approx(15.0, abs=1e-3)
+    lr, weight_decay = cfg.optim.lr, cfg.optim.weight_decay
+    torch.testing.assert_close(gamma1, 1 - lr * (grad1 + weight_decay))  # one SGD step from gamma = 1
+    assert (gamma1 < 1).all()
+    # both instances trained the same fair sub-nets at step 0, the ones the step's seed gives
+    assert metrics0["subnet_digest"] == metrics1["subnet_digest"] == expected_digest(seed=0, steps=1)
+    assert metrics0["ranks_sampled_same_subnets"]
+    assert metrics1["gamma_l1"] == pytest.approx(float(gamma1.sum()))
