@@ -16,7 +16,7 @@ import torch
 
 from raynas.checkpoints import config_from_state, load_state
 from raynas.evaluation import count_flops, count_params
-from raynas.io import atomic_write_json
+from raynas.io import atomic_write_json, run_info
 from raynas.search.constraints import CostLimit
 from raynas.search.evolution import EvolutionSearcher
 from raynas.search.pool import ScorerPool
@@ -131,6 +131,17 @@ class _AllOf:
         return all(limit(arch) for limit in self.limits)
 
 
+def _check_finished(grid, strategy: str, budget: int, experiment: Path) -> None:
+    """Tune returns normally when Ctrl+C (SIGINT, or SIGUSR1) stops a run; stop the job there too,
+    rather than publishing a truncated search as a finished one and starting the next strategy."""
+    done = grid.num_terminated + grid.num_errors
+    if done < budget:
+        raise RuntimeError(
+            f"the {strategy} search was interrupted after {done} of {budget} evaluations; its state is "
+            f"saved in {str(experiment)!r}: run it again with resume=True (--resume) to finish it"
+        )
+
+
 def search_opanas(
     checkpoint_dir: str | Path, cfg: OPANASSearchConfig, resume: bool = False, verbose: int = 1
 ) -> dict[str, Any]:
@@ -153,16 +164,18 @@ def search_opanas(
     space = OPANASSpace(num_nodes=pool.config.opanas.num_nodes)
     run_dir = Path(cfg.storage_path).resolve() / cfg.name
     constraint = _constraint(checkpoint_dir, cfg)
+    atomic_write_json(run_dir / "run_info.json", run_info(cfg, supernet_checkpoint=str(checkpoint_dir)))
     tables, rows = {}, []
     try:
         for strategy in cfg.strategies:
             experiment = run_dir / strategy
             started = time.perf_counter()
+            searcher = make_searcher(strategy, space, cfg, constraint)
             if resume and experiment.exists():
                 grid = resume_search(experiment, pool.handles)
             else:
-                searcher = make_searcher(strategy, space, cfg, constraint)
                 grid = run_search(searcher, pool.handles, strategy, run_dir, cfg.num_scorers, verbose=verbose)
+            _check_finished(grid, strategy, getattr(searcher, "total_evaluations", cfg.budget), experiment)
             df = results_table(grid, strategy)
             summary = {"strategy": strategy, **summarize(df, time.perf_counter() - started)}
             best = df.loc[df["AP"].astype(float).fillna(-1).idxmax()]
