@@ -22,7 +22,9 @@ def load_tables(directories: list[str]) -> dict[str, pd.DataFrame]:
     for directory in directories:
         found = sorted(Path(directory).glob("*/results.csv"))
         if not found:
-            raise FileNotFoundError(f"{directory!r} holds no <strategy>/results.csv; pass a search output folder")
+            raise FileNotFoundError(
+                f"{directory!r} holds no <strategy>/results.csv; pass a search output folder"
+            )
         for csv in found:
             label = csv.parent.name if len(directories) == 1 else f"{Path(directory).name}/{csv.parent.name}"
             tables[label] = pd.read_csv(csv)
@@ -30,7 +32,9 @@ def load_tables(directories: list[str]) -> dict[str, pd.DataFrame]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("directories", nargs="+")
     parser.add_argument("--out", default="strategies.png")
     parser.add_argument("--metric", default="AP")

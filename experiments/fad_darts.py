@@ -21,8 +21,15 @@ import torch
 from raynas.evaluation import count_flops, count_params
 from raynas.spaces.fad import FADSpace
 from raynas.training.builders import build_model
-from raynas.training.config import DartsConfig, DataConfig, FADConfig, ModelConfig, OptimConfig, RunConfig
-from raynas.training.config import TrainConfig
+from raynas.training.config import (
+    DartsConfig,
+    DataConfig,
+    FADConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+)
 from raynas.training.launch import ensure_ray
 
 
@@ -32,13 +39,27 @@ def configs(args: argparse.Namespace) -> DartsConfig:
     optim = OptimConfig(epochs=4, lr=0.01, warmup_iters=50, milestones=[3])
     fad = FADConfig(c_prime=24)
     if args.smoke:
-        data = replace(data, num_train=16, num_val=8, image_size=96, max_train_images=None,
-                       max_val_images=None, batch_size=4)
+        data = replace(
+            data,
+            num_train=16,
+            num_val=8,
+            image_size=96,
+            max_train_images=None,
+            max_val_images=None,
+            batch_size=4,
+        )
         model = replace(model, min_size=96, max_size=96)
         optim = replace(optim, epochs=1, warmup_iters=2, milestones=[])
-        fad = replace(fad, c_prime=8)
-    run = RunConfig(name="fad_darts", storage_path=args.out, num_workers=args.workers, use_gpu=args.gpu,
-                    address=args.address)
+        # c' = 12: GroupNorm groups of 3 channels. With c' = 8 (groups of 1) the 1x1 p7 map of a single 96 px
+        # image has one value per group and GroupNorm raises (complexity() runs one image).
+        fad = replace(fad, c_prime=12)
+    run = RunConfig(
+        name="fad_darts",
+        storage_path=args.out,
+        num_workers=args.workers,
+        use_gpu=args.gpu,
+        address=args.address,
+    )
     return DartsConfig(data=data, model=model, optim=optim, run=run, fad=fad)
 
 
@@ -50,7 +71,9 @@ def complexity(cfg: TrainConfig, num_classes: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default="data/digits")
     parser.add_argument("--out", default="runs/fad_darts")
     parser.add_argument("--kind", default="fcos", choices=["fcos", "retinanet"])
@@ -76,14 +99,29 @@ def main(argv: list[str] | None = None) -> int:
     from raynas.training.standalone import train
 
     rows = []
-    heads = (("FCOS default head", None), ("FAD derived head", {"type": "fad", "genotype": space.to_config(genotype),
-                                                                 "c_prime": cfg.fad.c_prime}))
+    heads = (
+        ("FCOS default head", None),
+        (
+            "FAD derived head",
+            {"type": "fad", "genotype": space.to_config(genotype), "c_prime": cfg.fad.c_prime},
+        ),
+    )
     for label, head in heads:
-        standalone = TrainConfig(data=cfg.data, model=cfg.model, optim=cfg.optim, head=head,
-                                 run=replace(cfg.run, name="retrain_" + ("default" if head is None else "fad")))
+        standalone = TrainConfig(
+            data=cfg.data,
+            model=cfg.model,
+            optim=cfg.optim,
+            head=head,
+            run=replace(cfg.run, name="retrain_" + ("default" if head is None else "fad")),
+        )
         result = train(standalone)
-        rows.append({"head": label, **{k: result.metrics.get(k) for k in ("AP", "AP50")},
-                     **complexity(standalone, result.load_state()["num_classes"])})
+        rows.append(
+            {
+                "head": label,
+                **{k: result.metrics.get(k) for k in ("AP", "AP50")},
+                **complexity(standalone, result.load_state()["num_classes"]),
+            }
+        )
     print(pd.DataFrame(rows).to_string(index=False))
     return 0
 

@@ -64,9 +64,7 @@ def arch_from_json(space: SearchSpace, text: str) -> Any:
     if not isinstance(payload, dict) or "arch" not in payload:
         raise ValueError('architecture JSON must be an object {"space": ..., "arch": {...}}')
     if payload.get("space", space.name) != space.name:
-        raise ValueError(
-            f"architecture JSON is for space {payload.get('space')!r}, not {space.name!r}"
-        )
+        raise ValueError(f"architecture JSON is for space {payload.get('space')!r}, not {space.name!r}")
     if not isinstance(payload["arch"], dict):
         raise ValueError('architecture JSON field "arch" must be an object of choices')
     arch = space.from_config(payload["arch"])

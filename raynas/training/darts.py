@@ -72,11 +72,10 @@ class DartsTask(Task):
         self._weights = weights
         return optim
 
-    def train_step(self, model: nn.Module, batch, step: int, extra_batches: dict) -> dict[str, float]:
-        head = head_of(model)
-        (alphas,) = head.arch_parameters()
-        # alpha step: gradients w.r.t. alphas only, so no weight gradient is even computed
-        images, targets = extra_batches["alphas"]
+    def alpha_step(self, model: nn.Module, batch, step: int) -> float:
+        """Adam step on the alphas from a batch of the alpha half; computes no weight gradient."""
+        (alphas,) = head_of(model).arch_parameters()
+        images, targets = batch
         with self.autocast():
             arch_loss = sum(model(images, targets).values())
         check_finite(arch_loss, f"step {step} (alpha step)")
@@ -85,7 +84,11 @@ class DartsTask(Task):
         sync_gradients([alphas])
         self._optim["arch_optimizer"].step()
         alphas.grad = None
-        # weight step: alphas frozen for the duration
+        return float(arch_loss.detach())
+
+    def weight_step(self, model: nn.Module, batch, step: int) -> float:
+        """SGD step on the network weights from a batch of the weight half, alphas frozen meanwhile."""
+        (alphas,) = head_of(model).arch_parameters()
         images, targets = batch
         optimizer = self._optim["optimizer"]
         optimizer.zero_grad(set_to_none=True)
@@ -102,7 +105,13 @@ class DartsTask(Task):
             torch.nn.utils.clip_grad_norm_(self._weights, self.cfg.optim.grad_clip)
         optimizer.step()
         self._optim["scheduler"].step()
-        return {"loss": float(loss.detach()), "arch_loss": float(arch_loss.detach())}
+        return float(loss.detach())
+
+    def train_step(self, model: nn.Module, batch, step: int, extra_batches: dict) -> dict[str, float]:
+        """First-order DARTS: alpha step on ``extra_batches["alphas"]``, then weight step on ``batch``."""
+        arch_loss = self.alpha_step(model, extra_batches["alphas"], step)
+        loss = self.weight_step(model, batch, step)
+        return {"loss": loss, "arch_loss": arch_loss}
 
     def space(self, model: nn.Module) -> FADSpace:
         return FADSpace(candidates=head_of(model).candidates)
@@ -115,8 +124,9 @@ class DartsTask(Task):
         _, world = world_info()
         digests = [digest]
         if world > 1:
-            gathered = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
-            dist.all_gather(gathered, torch.tensor([digest], dtype=torch.int64))
+            # on the task's device: NCCL (GPU runs) gathers CUDA tensors only
+            gathered = [torch.zeros(1, dtype=torch.int64, device=self.device) for _ in range(world)]
+            dist.all_gather(gathered, torch.tensor([digest], dtype=torch.int64, device=self.device))
             digests = [int(t.item()) for t in gathered]
         return {"genotype": json.dumps(config, sort_keys=True), "ranks_same_genotype": len(set(digests)) == 1}
 

@@ -169,9 +169,7 @@ class FADSpace:
 
     def choices(self) -> dict[str, list[str]]:
         """The values of each ``to_config`` key (lets Tune's own searchers search this space)."""
-        return {
-            _config_key(g, edge): list(self.candidates) for g in range(NUM_GROUPS) for edge in EDGES
-        }
+        return {_config_key(g, edge): list(self.candidates) for g in range(NUM_GROUPS) for edge in EDGES}
 
     def to_config(self, arch: FADGenotype) -> dict[str, Any]:
         """``{"g1_e0_1": "std_3x3", ..., "g2_e2_3": "none"}``: one readable column per edge."""
