@@ -8,6 +8,7 @@ ignored typo in a search config costs GPU-days.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -71,6 +72,16 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+def check_local_storage(path: str, what: str = "storage_path") -> None:
+    """raynas writes its own tables, plots and run_info next to Ray's results with local file APIs, so
+    a cloud URI would fail half-way through a run: refuse it up front (docs/cluster.md)."""
+    if "://" in path:
+        raise ValueError(
+            f"{what} {path!r} is a URI; raynas needs a local or shared-filesystem path (NFS/EFS mounted at "
+            "the same path on every node, see docs/cluster.md). Cloud storage URIs are not supported yet."
+        )
+
+
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
     if data is None:
@@ -96,13 +107,32 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats: PyYAML (YAML 1.1) reads ``1e-4`` (no dot) as a string, which would reject
+    the natural way to write a learning rate or ``mu``."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
 def load_yaml(cls: type[T], path: str | Path) -> T:
     """Load ``cls`` from a YAML file; every error names the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     return from_dict(cls, data, where=str(path))

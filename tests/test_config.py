@@ -35,6 +35,21 @@ def test_valid_yaml_fills_defaults_and_converts_types(tmp_path: Path) -> None:
     assert cfg.run.num_workers == 2 and cfg.data.root == "data/digits"  # untouched sections keep defaults
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    # PyYAML alone reads 1e-4 as the string "1e-4"
+    cfg = load_yaml(
+        SupernetConfig, write(tmp_path, "opanas: {mu: 1e-4}\noptim: {lr: 2E-2, weight_decay: 5e-5}\n")
+    )
+    assert (cfg.opanas.mu, cfg.optim.lr, cfg.optim.weight_decay) == (1e-4, 2e-2, 5e-5)
+
+
+def test_a_cloud_storage_uri_is_refused_up_front(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"run.storage_path 's3://bucket/runs' is a URI.*shared-filesystem"):
+        load_yaml(TrainConfig, write(tmp_path, "run: {storage_path: s3://bucket/runs}\n"))
+    with pytest.raises(ConfigError, match="is a URI"):
+        load_yaml(OPANASSearchConfig, write(tmp_path, "storage_path: gs://bucket/runs\n"))
+
+
 def test_round_trip_through_dump_yaml(tmp_path: Path) -> None:
     cfg = SupernetConfig()
     cfg.opanas.k = 2

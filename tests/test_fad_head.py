@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 
 import pytest
@@ -228,3 +229,19 @@ def test_errors_and_not_implemented():
         FADHead(C, 1, NUM_CLASSES, genotype=FADGenotype((NONE,) * 6, GENOTYPE.group2))
     with pytest.raises(NotImplementedError, match="FAD mask-head search"):
         fad_mask_head(C)
+
+
+def test_a_darts_ops_genotype_retrains_through_the_config_builder():
+    from raynas.training.builders import build_model
+    from raynas.training.config import ModelConfig
+
+    darts_ops = candidate_names(ops="darts")
+    genotype = FADSpace(candidates=darts_ops).sample(random.Random(0))
+    model_cfg = ModelConfig(kind="retinanet", backbone="resnet18", out_channels=C, min_size=64, max_size=64)
+    head = {"type": "fad", "genotype": FADSpace(candidates=darts_ops).to_config(genotype), "c_prime": C_PRIME}
+    model = build_model(model_cfg, NUM_CLASSES, None, head)
+    assert model.head.genotype() == genotype
+    with pytest.raises(ValueError, match="unknown candidate .conv9."):
+        build_model(
+            model_cfg, NUM_CLASSES, None, {**head, "genotype": {**head["genotype"], "g1_e0_1": "conv9"}}
+        )

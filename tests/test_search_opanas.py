@@ -118,6 +118,33 @@ def test_bad_resume_path_and_bad_checkpoint_are_clear_errors(tmp_path: Path) -> 
         search_opanas(tmp_path, search_config(tmp_path))
 
 
+def test_tunes_own_optuna_searcher_runs_through_the_same_scorers(
+    ray_session, checkpoint: Path, tmp_path: Path
+) -> None:
+    """The README's recipe: OptunaSearch over one tune.choice per edge, wrapped in ConstrainedSearcher."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raynas.search import ConstrainedSearcher, tune_param_space
+    from raynas.search.pool import ScorerPool
+    from raynas.search.run import results_table, run_search
+
+    pool = ScorerPool(checkpoint, num_actors=1)
+    searcher = ConstrainedSearcher(OptunaSearch(seed=0), SPACE)
+    grid = run_search(
+        searcher,
+        pool.handles,
+        "optuna",
+        tmp_path,
+        1,
+        verbose=0,
+        param_space=tune_param_space(SPACE),
+        num_samples=3,
+    )
+    table = results_table(grid, "optuna")
+    assert len(table) == 3 and table["AP"].notna().all() and set(table["strategy"]) == {"optuna"}
+    assert all(SPACE.is_valid(SPACE.from_config(row)) for row in table[list(SPACE.keys)].to_dict("records"))
+
+
 @pytest.mark.slow
 def test_interrupted_search_stops_and_resumes_to_the_full_budget(
     ray_session, checkpoint: Path, tmp_path: Path

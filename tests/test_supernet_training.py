@@ -186,3 +186,30 @@ def test_train_step_applies_the_gamma_l1_term(tiny_digits: Path) -> None:
     assert metrics0["subnet_digest"] == metrics1["subnet_digest"] == expected_digest(seed=0, steps=1)
     assert metrics0["ranks_sampled_same_subnets"]
     assert metrics1["gamma_l1"] == pytest.approx(float(gamma1.sum()))
+
+
+def test_shared_body_step_gives_the_gradients_of_k_full_passes(tiny_digits: Path) -> None:
+    """The body runs once per fair step; every parameter's gradient must equal that of K separate
+    forward/backward passes of the whole detector (the paper's definition of the step)."""
+    dataset = build_dataset(DataConfig(root=str(tiny_digits), hflip=0.0), "train")
+    batch = next(iter(make_loader(dataset, 2, shuffle=False)))
+    images, targets = batch
+    task = SupernetTask(tiny_supernet_config(tiny_digits, mu=1e-4, reduce="sum"))
+    torch.manual_seed(0)
+    model = task.build_model(num_classes=11).train()
+    supernet = model.backbone.neck
+
+    model.zero_grad(set_to_none=True)
+    for arch in fair_sample(task.space, seed=step_seed(0, 3), k=4):
+        with supernet.using(arch):
+            sum(model(images, targets).values()).backward()
+    (1e-4 * supernet.gamma_l1()).backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    model.zero_grad(set_to_none=True)
+    task.accumulate_gradients(model, batch, step=3)
+    shared = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    assert shared.keys() == expected.keys()
+    assert any(name.startswith("backbone.body.") for name in shared)  # the body is trained too
+    for name, grad in expected.items():
+        torch.testing.assert_close(shared[name], grad, rtol=1e-4, atol=1e-6, msg=name)

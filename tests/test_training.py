@@ -147,6 +147,15 @@ def test_use_gpu_without_gpus_fails_before_launching(ray_session, tiny_digits: P
     assert not (tmp_path / "gpu").exists()  # nothing was launched
 
 
+def test_an_attached_cluster_may_autoscale_so_a_shortfall_only_warns(ray_session, caplog) -> None:
+    from raynas.training.launch import check_resources
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    with caplog.at_level("WARNING", logger="raynas.training.launch"):
+        check_resources(gpus + 1, use_gpu=True, cpus_per_worker=1, attached=True)
+    assert f"asks for {gpus + 1} GPU worker(s)" in caplog.text and "autoscaler" in caplog.text
+
+
 def test_resume_from_a_folder_that_is_not_a_checkpoint(
     ray_session, tiny_digits: Path, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from raynas.checkpoints import config_from_state, load_state
+from raynas.config import check_local_storage
 from raynas.evaluation import count_flops, count_params
 from raynas.io import atomic_write_json, run_info
 from raynas.search.constraints import CostLimit
@@ -51,6 +52,9 @@ class OPANASSearchConfig:
     seed: int = 0
     storage_path: str = "runs"
     name: str = "opanas_search"
+
+    def __post_init__(self) -> None:
+        check_local_storage(self.storage_path)
 
     @property
     def budget(self) -> int:

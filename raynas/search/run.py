@@ -41,15 +41,23 @@ def run_search(
     max_concurrent: int,
     metric: str = "AP",
     verbose: int = 1,
+    param_space: dict[str, Any] | None = None,
+    num_samples: int = -1,
 ) -> tune.ResultGrid:
-    """Run ``searcher`` until it says FINISHED; returns Tune's ``ResultGrid``."""
+    """Run ``searcher`` and return Tune's ``ResultGrid``.
+
+    raynas' searchers end the search themselves (``num_samples=-1``: until they say FINISHED). Tune's
+    own searchers (Optuna, HyperOpt, wrapped in ``ConstrainedSearcher``) need ``param_space``
+    (``tune_param_space(space)``) and a budget, ``num_samples``.
+    """
     tuner = tune.Tuner(
         _trainable(scorers),
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             metric=metric,
             mode="max",
-            num_samples=-1,
+            num_samples=num_samples,
             max_concurrent_trials=max_concurrent,
             reuse_actors=True,  # a trial process per candidate would cost seconds of imports each
         ),

@@ -12,36 +12,19 @@ actors that restart on failure and retry the interrupted call.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from raynas.config import from_dict
 from raynas.evaluation import coco_metrics_from_detections, count_flops, count_params
 from raynas.io import select_device
+from raynas.models.replay import replaying
 from raynas.spaces.opanas import OPAFPN, OPANASSpace
 from raynas.training.builders import build_model
 from raynas.training.config import SupernetConfig
 from raynas.training.data import base_dataset, build_dataset, ensure_dataset, make_loader
-
-
-class _Replay(nn.Module):
-    """Stands in for ``original`` and returns ``value`` (its cached output); other attributes
-    (e.g. the transform's ``postprocess``) still come from ``original``."""
-
-    def __init__(self, original: nn.Module, value: Any):
-        super().__init__()
-        self.value = value
-        self.original = original
-
-    def forward(self, *args, **kwargs):
-        return self.value
-
-    def postprocess(self, *args, **kwargs):
-        return self.original.postprocess(*args, **kwargs)
 
 
 def state_to_numpy(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -95,23 +78,12 @@ class SupernetScorer:
             image_list, _ = self.model.transform(images)
             self._cache.append((image_list, self.model.backbone.body(image_list.tensors)))
 
-    @contextlib.contextmanager
-    def _replaying(self, image_list, features):
-        """Swap the transform and backbone body for replays of their cached outputs."""
-        transform, body = self.model.transform, self.model.backbone.body
-        self.model.transform = _Replay(transform, (image_list, None))
-        self.model.backbone.body = _Replay(body, features)
-        try:
-            yield
-        finally:
-            self.model.transform, self.model.backbone.body = transform, body
-
     @torch.inference_mode()
     def _detect(self, index: int, images: list[torch.Tensor]):
         if not self.cache_features:
             return self.model(images)
         image_list, features = self._cache[index]
-        with self._replaying(image_list, features):
+        with replaying(self.model, (image_list, None), features):
             return self.model(images)
 
     def costs(self, arch) -> tuple[int, int]:

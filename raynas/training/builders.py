@@ -66,7 +66,7 @@ def head_factory(spec: dict[str, Any] | None, kind: str):
     head_type = spec.get("type")
     if head_type not in HEAD_TYPES:
         raise ValueError(f"unknown head type {head_type!r}; valid: {list(HEAD_TYPES)}")
-    from raynas.spaces.fad import FADSpace, fad_head_factory
+    from raynas.spaces.fad import derived_space, fad_head_factory
 
     options = _options(
         spec,
@@ -77,7 +77,7 @@ def head_factory(spec: dict[str, Any] | None, kind: str):
     if head_type == "fad":
         if genotype is None:
             raise ValueError('head spec {"type": "fad"} needs a "genotype" mapping (g1_e0_1: ..., ...)')
-        space = FADSpace()
+        space = derived_space()  # a genotype of any ablation (DARTS ops, stream subsets) retrains
         genotype = space.from_config(genotype)
         space.validate(genotype)
     return fad_head_factory(kind=kind, genotype=genotype, **options)

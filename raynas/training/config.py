@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from raynas.config import check_local_storage
+
 
 @dataclass
 class DataConfig:
@@ -26,7 +28,8 @@ class DataConfig:
     num_val: int = 200
     image_size: int = 128
     seed: int = 0
-    hflip: float = 0.5
+    # the default data are digits, and a mirrored digit is not that digit; 0.5 is the usual for COCO/VOC
+    hflip: float = 0.0
     batch_size: int = 8  # per worker
     loader_workers: int = 0
     max_train_images: int | None = None
@@ -77,6 +80,9 @@ class RunConfig:
     address: str | None = None  # attach to a running cluster ("auto" or "ray://..."); None: local
     eval_every: int = 1  # epochs
 
+    def __post_init__(self) -> None:
+        check_local_storage(self.storage_path, "run.storage_path")
+
 
 @dataclass
 class TrainConfig:
@@ -101,7 +107,9 @@ class OPANASConfig:
     norm: str | None = None
     k: int = 4
     mu: float = 1e-4
-    reduce: Literal["mean", "sum"] = "mean"
+    # Sec. 3.2.1: weights are updated "after accumulating gradients from the K sampled sub-nets" (a sum,
+    # as in FairNAS); "mean" divides by K, i.e. a K times smaller step for the shared body and head
+    reduce: Literal["mean", "sum"] = "sum"
     eval_subnets: int = 2
 
 

@@ -5,6 +5,8 @@ The same function serves the CLI, the experiment scripts and the tests; only the
 
 from __future__ import annotations
 
+import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,10 @@ from ray.train.torch import TorchTrainer
 from raynas.checkpoints import STATE_FILE, load_state
 from raynas.config import to_dict
 from raynas.io import atomic_write_json, run_info
+from raynas.ray_hooks import RUNTIME_ENV
 from raynas.training.data import ensure_dataset
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,9 +42,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     try:
         if address:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=True)  # keeps the job's own runtime_env
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, runtime_env=RUNTIME_ENV)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise RuntimeError(
             f"could not connect to the Ray cluster at {address!r}: {err}. Start it with `ray up "
@@ -47,19 +52,28 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ) from err
 
 
-def check_resources(num_workers: int, use_gpu: bool, cpus_per_worker: int) -> None:
-    """Fail fast (before Ray waits forever for resources) when the cluster cannot host the job."""
+def check_resources(num_workers: int, use_gpu: bool, cpus_per_worker: int, attached: bool = False) -> None:
+    """Fail fast (before Ray waits forever for resources) when the cluster cannot host the job.
+
+    ``attached``: a cluster started elsewhere (``--address``) may autoscale, so that a shortfall now is
+    only a warning there (Ray waits for the autoscaler); a local Ray never grows, so it is an error.
+    """
     available = ray.cluster_resources()
+    problems = []
     if use_gpu and available.get("GPU", 0) < num_workers:
-        raise RuntimeError(
+        problems.append(
             f"use_gpu=True asks for {num_workers} GPU worker(s) but the Ray cluster has "
-            f"{int(available.get('GPU', 0))} GPU(s); set run.use_gpu: false or add GPU nodes"
+            f"{int(available.get('GPU', 0))} GPU(s); set run.use_gpu: false (no --gpu) or add GPU nodes"
         )
     if available.get("CPU", 0) < num_workers * cpus_per_worker:
-        raise RuntimeError(
+        problems.append(
             f"the job asks for {num_workers} worker(s) x {cpus_per_worker} CPU but the Ray cluster has "
             f"{available.get('CPU', 0):g} CPU(s); lower run.num_workers / run.cpus_per_worker"
         )
+    for problem in problems:
+        if not attached:
+            raise RuntimeError(problem)
+        logger.warning("%s; waiting for the autoscaler to add nodes", problem)
 
 
 def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResult:
@@ -70,7 +84,7 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
     """
     run = cfg.run
     ensure_ray(run.address)
-    check_resources(run.num_workers, run.use_gpu, run.cpus_per_worker)
+    check_resources(run.num_workers, run.use_gpu, run.cpus_per_worker, attached=run.address is not None)
     ensure_dataset(cfg.data)
     resume = None
     if resume_from is not None:
@@ -115,7 +129,36 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
         raise
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run.name!r} finished without a checkpoint")
+    _remove_unregistered_checkpoints(result, keep=resume_from)
     return TrainResult(Path(result.path), Path(result.checkpoint.path), dict(result.metrics or {}))
+
+
+def _remove_unregistered_checkpoints(result: ray.train.Result, keep: str | Path | None = None) -> list[Path]:
+    """Delete the ``checkpoint_*`` folders of the run that Ray Train did not register.
+
+    Ray Train copies a checkpoint straight into its final folder and registers it only once every rank
+    has reported; a worker killed mid-copy leaves a folder with a truncated state file that the run
+    never refers to (the restarted workers redo that epoch). Left there, it looks like the newest
+    checkpoint to anyone who picks one by name. ``keep`` (the run's ``resume_from``) is never removed.
+    """
+    registered = {Path(checkpoint.path).resolve() for checkpoint, _ in result.best_checkpoints or []}
+    registered.add(Path(result.checkpoint.path).resolve())
+    if keep is not None:
+        registered.add(Path(keep).resolve())
+    removed = [
+        directory
+        for directory in sorted(Path(result.path).glob("checkpoint_*"))
+        if directory.is_dir() and directory.resolve() not in registered
+    ]
+    for directory in removed:
+        shutil.rmtree(directory, ignore_errors=True)
+    if removed:
+        logger.warning(
+            "removed %d checkpoint folder(s) of failed attempts that Ray Train never registered: %s",
+            len(removed),
+            ", ".join(d.name for d in removed),
+        )
+    return removed
 
 
 def _worker_entry(loop_config: dict[str, Any]) -> None:

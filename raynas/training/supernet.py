@@ -9,6 +9,7 @@ takes one optimiser step. The draw is seeded from ``(run.seed, step)`` so every 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from raynas.models.replay import replaying
 from raynas.spaces.opanas import OPANASSpace, fair_sample
 from raynas.training.builders import build_model
 from raynas.training.config import SupernetConfig
@@ -53,31 +55,52 @@ class SupernetTask(Task):
         self._optim = super().build_optimizers(model, iters_per_epoch)
         return self._optim
 
-    def train_step(self, model: nn.Module, batch, step: int, extra_batches: dict) -> dict[str, float]:
+    def accumulate_gradients(self, model: nn.Module, batch, step: int) -> float:
+        """Gradients of the K fair sub-nets at ``step`` (summed, or averaged with ``reduce: mean``) and of
+        the gamma L1 term; returns the loss. The backbone body is the same in all K sub-nets and sees the
+        same batch, so it runs forward and backward once: each sub-net's loss is back-propagated to
+        detached copies of the body features, whose summed gradients then go through the body in one
+        backward. The gradients equal K full forward/backward passes; only BatchNorm's running
+        statistics are updated once per step instead of K times (with the same batch statistics)."""
         images, targets = batch
         opanas = self.cfg.opanas
+        detector = unwrap(model)
         supernet = supernet_of(model)
         archs = fair_sample(self.space, seed=step_seed(self.cfg.run.seed, step), k=opanas.k)
         for arch in archs:
             self._digest.update(repr(arch).encode())
-        optimizer = self._optim["optimizer"]
-        optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            transformed = detector.transform(images, targets)
+            features = detector.backbone.body(transformed[0].tensors)
+        leaves = OrderedDict((name, f.detach().requires_grad_()) for name, f in features.items())
         scale = 1.0 / len(archs) if opanas.reduce == "mean" else 1.0
         total = 0.0
         for index, arch in enumerate(archs):
-            with supernet.using(arch), self.autocast():
-                loss = sum(model(images, targets).values())
+            with supernet.using(arch), replaying(detector, transformed, leaves), self.autocast():
+                loss = sum(detector(images, targets).values())
             check_finite(loss, f"step {step}, fair sub-net {index}")
             (loss * scale).backward()
             total += float(loss.detach()) * scale
+        used = [
+            (f, leaf.grad) for f, leaf in zip(features.values(), leaves.values()) if leaf.grad is not None
+        ]
+        if used:
+            torch.autograd.backward([f for f, _ in used], [g for _, g in used])
         l1 = opanas.mu * supernet.gamma_l1()
         l1.backward()
-        sync_gradients(list(unwrap(model).parameters()))
+        return total + float(l1.detach())
+
+    def train_step(self, model: nn.Module, batch, step: int, extra_batches: dict) -> dict[str, float]:
+        optimizer = self._optim["optimizer"]
+        optimizer.zero_grad(set_to_none=True)
+        loss = self.accumulate_gradients(model, batch, step)
+        parameters = list(unwrap(model).parameters())
+        sync_gradients(parameters)
         if self.cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.optim.grad_clip)
+            torch.nn.utils.clip_grad_norm_(parameters, self.cfg.optim.grad_clip)
         optimizer.step()
         self._optim["scheduler"].step()
-        return {"loss": total + float(l1.detach())}
+        return {"loss": loss}
 
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
         """The digest of every sub-net drawn so far, and whether all ranks drew the same ones."""
@@ -85,8 +108,9 @@ class SupernetTask(Task):
         _, world = world_info()
         digests = [digest]
         if world > 1:
-            gathered = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
-            dist.all_gather(gathered, torch.tensor([digest], dtype=torch.int64))
+            # on the task's device: NCCL (GPU runs) gathers CUDA tensors only
+            gathered = [torch.zeros(1, dtype=torch.int64, device=self.device) for _ in range(world)]
+            dist.all_gather(gathered, torch.tensor([digest], dtype=torch.int64, device=self.device))
             digests = [int(t.item()) for t in gathered]
         gamma = supernet_of(model).gamma.detach()
         return {

@@ -7,7 +7,7 @@ heads), ``genotype`` (discrete space, derivation). Pure PyTorch: no Ray import h
 
 from raynas.spaces.fad.cells import EDGES, DerivedCell, FADModule, SearchCell
 from raynas.spaces.fad.genotype import FADGenotype, FADSpace, derive, representation_to_transformation
-from raynas.spaces.fad.head import FADHead, fad_head_factory, fad_mask_head, head_cost
+from raynas.spaces.fad.head import FADHead, derived_space, fad_head_factory, fad_mask_head, head_cost
 from raynas.spaces.fad.ops import build_transformation, candidate_names, receptive_field
 from raynas.spaces.fad.repshare import BlockConfig, NaiveBlock, RepShareBlock
 
@@ -25,6 +25,7 @@ __all__ = [
     "build_transformation",
     "candidate_names",
     "derive",
+    "derived_space",
     "fad_head_factory",
     "fad_mask_head",
     "head_cost",

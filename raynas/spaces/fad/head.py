@@ -35,6 +35,12 @@ KINDS = ("fcos", "retinanet")
 DEFAULT_C_PRIME = 96  # Table 3: "Dim. 256 -> 96"
 
 
+def derived_space() -> FADSpace:
+    """The space of genotypes a derived head can be built from: any search's candidates (FAD or DARTS ops,
+    any stream / RF subset), so that the genotype of every ablation retrains."""
+    return FADSpace(candidates=(*FAD_TRANSFORMATIONS, *DARTS_TRANSFORMATIONS, NONE))
+
+
 def _to_hwa(t: Tensor, per_anchor: int) -> Tensor:
     """(N, A * per_anchor, H, W) -> (N, HWA, per_anchor), torchvision's layout."""
     n, _, h, w = t.shape
@@ -87,8 +93,7 @@ class FADHead(nn.Module):
             self.module = FADModule(in_channels, c_prime, cells_per_group, block=block)
         else:
             _no_block_options(block_kwargs)
-            known = (*FAD_TRANSFORMATIONS, *DARTS_TRANSFORMATIONS, NONE)
-            FADSpace(candidates=known).validate(genotype)
+            derived_space().validate(genotype)
             self.candidates = None
             self.alphas = None
             self.module = FADModule(in_channels, c_prime, cells_per_group, genotype_groups=genotype.groups)
@@ -218,4 +223,12 @@ def head_cost(head: nn.Module, feature_sizes: Sequence[tuple[int, int]], in_chan
     return {"params": params, "flops": int(counter.get_total_flops())}
 
 
-__all__ = ["DEFAULT_C_PRIME", "KINDS", "FADHead", "fad_head_factory", "fad_mask_head", "head_cost"]
+__all__ = [
+    "DEFAULT_C_PRIME",
+    "KINDS",
+    "FADHead",
+    "derived_space",
+    "fad_head_factory",
+    "fad_mask_head",
+    "head_cost",
+]
