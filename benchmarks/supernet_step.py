@@ -5,15 +5,15 @@ backward, gradient clipping, SGD update, LR scheduler) through the training task
 ``train_step``, in plain PyTorch (no Ray), on the same batch of digits images, interleaved (the
 order rotates every repeat); medians are reported.
 
-* ``supernet``: ``SupernetTask.train_step``, K=4 strictly fair sub-nets (forward+backward each,
-  gradients accumulated) + the gamma L1 term + one update. The step index is fixed, so every repeat
+* ``supernet``: ``SupernetTask.train_step``, K=4 strictly fair sub-nets (the backbone body once, neck
+  and head forward+backward per sub-net, gradients accumulated) + the gamma L1 term + one update. The step index is fixed, so every repeat
   draws the same K sub-nets.
 * ``fpn``: ``StandaloneTask.train_step`` of the same detector with torchvision's FPN neck.
   Goal: supernet <= 1.2 x K x fpn.
 * ``opa_fpn_xK``: the K sub-nets of that same fair draw built as discrete OPA-FPN detectors, one
   standalone step each (K updates). An OPA-FPN sub-net is a bigger neck than an FPN, so this is
   what the K forward+backward passes cost without weight sharing: supernet / opa_fpn_xK is the
-  super-net's own overhead (~1 expected).
+  super-net's overhead over them, below 1 because the super-net runs the shared body once.
 
     python benchmarks/supernet_step.py                       # retinanet, resnet18, 128 px, batch 8
     python benchmarks/supernet_step.py --device cuda --batch 16 --size 512
