@@ -6,8 +6,8 @@ backward, gradient clipping, SGD update, LR scheduler) through the training task
 order rotates every repeat); medians are reported.
 
 * ``supernet``: ``SupernetTask.train_step``, K=4 strictly fair sub-nets (the backbone body once, neck
-  and head forward+backward per sub-net, gradients accumulated) + the gamma L1 term + one update. The step index is fixed, so every repeat
-  draws the same K sub-nets.
+  and head forward+backward per sub-net, gradients accumulated) + the gamma L1 term + one update.
+  The step index is fixed, so every repeat draws the same K sub-nets.
 * ``fpn``: ``StandaloneTask.train_step`` of the same detector with torchvision's FPN neck.
   Goal: supernet <= 1.2 x K x fpn.
 * ``opa_fpn_xK``: the K sub-nets of that same fair draw built as discrete OPA-FPN detectors, one

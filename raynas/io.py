@@ -6,9 +6,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -41,6 +42,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` with the same all-or-nothing guarantee as :func:`atomic_write_bytes`."""
+    import torch  # here, not at the top: Tune trial processes import this module and never need torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -56,6 +59,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 
 def select_device(prefer: str = "auto") -> torch.device:
     """``auto`` -> CUDA when present, else CPU. Asking for ``cuda`` without a GPU is an error."""
+    import torch
+
     if prefer == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(prefer)
@@ -69,6 +74,8 @@ def run_info(config: Any = None, **extra: Any) -> dict[str, Any]:
     import dataclasses
     import platform
     from importlib.metadata import PackageNotFoundError, version
+
+    import torch
 
     versions = {}
     for package in ("raynas", "torch", "torchvision", "ray", "pycocotools", "numpy", "pandas"):

@@ -9,7 +9,6 @@ restart when they die (``max_restarts``) and Ray retries the interrupted ``score
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +16,9 @@ import ray
 from ray.util.queue import Queue
 
 from raynas.checkpoints import config_from_state, load_state
+from raynas.search.handles import ScorerHandles
 from raynas.search.scorer import SupernetScorer, state_to_numpy
 from raynas.training.config import SupernetConfig
-
-
-@dataclass
-class ScorerHandles:
-    """The picklable part of a pool: what a Tune trial needs to borrow an actor."""
-
-    actors: list[Any]
-    free: Queue
-
-    def score(self, config: dict[str, Any]) -> dict[str, Any]:
-        index = self.free.get()
-        try:
-            return ray.get(self.actors[index].score.remote(config))
-        finally:
-            self.free.put(index)
 
 
 class ScorerPool:

@@ -235,6 +235,8 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
             "train_loss": float(sum(losses) / max(1, len(losses))),
             "lr": float(optim["optimizer"].param_groups[0]["lr"]),
             "epoch_time_s": time.perf_counter() - started,
+            # > 0 shows this attempt resumed (a worker restart or resume_from) instead of starting over
+            "started_at_epoch": start_epoch,
         }
         metrics.update(task.epoch_metrics(model))
         last = epoch + 1 == cfg.optim.epochs

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,30 @@ class TrainResult:
         return load_state(self.checkpoint_dir)
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A TCP connect to ``host:port`` (or ``ray://host:port``) first: ``ray.init`` retries an unreachable
+    GCS for minutes before it gives up, which looks like a hang. ``auto`` and ``local`` are Ray's to
+    resolve."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if address in ("auto", "local") or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise RuntimeError(
+            f"cannot reach the Ray cluster at {address!r} ({err}). Check that it is running (`ray status` on "
+            "its head), the address and port (GCS 6379, Ray Client 10001), and the firewall; or omit "
+            "--address to run on a local Ray."
+        ) from err
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Attach to ``address`` (a running cluster) or start a local Ray once; errors say how to fix."""
     if ray.is_initialized():
         return
+    if address:
+        check_reachable(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=True)  # keeps the job's own runtime_env
