@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import ray
 import torch
 
 from raynas.checkpoints import STATE_FILE, config_from_state, load_detector, load_state
-from raynas.config import load_yaml
+from raynas.config import from_dict, load_yaml
 from raynas.training.builders import build_model
 from raynas.training.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from raynas.training.data import build_dataset, make_loader
@@ -80,6 +81,13 @@ def test_two_worker_run_writes_a_checkpoint(first_run: TrainResult, tiny_digits:
     cfg = tiny_config(tiny_digits, storage, "first", epochs=1)
     assert config_from_state(state) == cfg
     assert load_yaml(TrainConfig, directory / "config.yaml") == cfg
+
+    # what reproduces the run: the config (seed included) and the versions of the stack
+    info = json.loads((first_run.run_dir / "run_info.json").read_text())
+    assert info["task"] == "raynas.training.standalone.StandaloneTask" and info["resume_from"] is None
+    assert from_dict(TrainConfig, info["config"]) == cfg and info["config"]["run"]["seed"] == cfg.run.seed
+    assert info["versions"]["torch"] == version("torch") and info["versions"]["ray"] == version("ray")
+    assert {"raynas", "torchvision", "pycocotools", "numpy"} <= set(info["versions"])
 
 
 def test_checkpoint_loads_without_ray(first_run: TrainResult, tiny_digits: Path) -> None:
