@@ -252,7 +252,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--data", default=None, help="digits root for the untrained super-net (default: temp)"
     )
-    parser.add_argument("--kind", default="retinanet", choices=["retinanet", "fcos", "faster_rcnn"])
+    parser.add_argument(
+        "--kind", default="retinanet", choices=["retinanet", "fcos", "faster_rcnn", "cascade_rcnn"]
+    )
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--out-channels", type=int, default=32, help="neck width (the main job: 32)")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")

@@ -149,7 +149,9 @@ def run(args: argparse.Namespace, device: torch.device, data_root: Path) -> dict
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", default="retinanet", choices=["retinanet", "fcos", "faster_rcnn"])
+    parser.add_argument(
+        "--kind", default="retinanet", choices=["retinanet", "fcos", "faster_rcnn", "cascade_rcnn"]
+    )
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--out-channels", type=int, default=32, help="neck width (the main job: 32)")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--kind",
         default="fcos",
-        choices=["fcos", "retinanet", "faster_rcnn"],
+        choices=["fcos", "retinanet", "faster_rcnn", "cascade_rcnn"],
         help="detector (FCOS learns fastest from scratch on CPU; the paper's Table 6 also has the others)",
     )
     parser.add_argument(

@@ -29,7 +29,10 @@ def test_an_unreachable_cluster_address_fails_fast(tmp_path: Path, capsys) -> No
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("model: {kind: yolo}\n", "model.kind: must be one of ['fcos', 'retinanet', 'faster_rcnn']"),
+        (
+            "model: {kind: yolo}\n",
+            "model.kind: must be one of ['fcos', 'retinanet', 'faster_rcnn', 'cascade_rcnn']",
+        ),
         ("optim: {lrate: 0.1}\n", "unknown key(s) ['lrate']"),
         ("optim: {epochs: many}\n", "optim.epochs: expected an integer"),
         ("model: [oops\n", "not valid YAML"),

@@ -83,7 +83,11 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
         ("optim: {lr: fast}\n", "optim.lr", "expected a number"),
         ("run: {use_gpu: 1}\n", "run.use_gpu", "expected bool"),
         ("run: {num_workers: true}\n", "run.num_workers", "expected an integer"),
-        ("model: {kind: yolo}\n", "model.kind", "must be one of ['fcos', 'retinanet', 'faster_rcnn']"),
+        (
+            "model: {kind: yolo}\n",
+            "model.kind",
+            "must be one of ['fcos', 'retinanet', 'faster_rcnn', 'cascade_rcnn']",
+        ),
         ("optim: {milestones: 8}\n", "optim.milestones", "expected a list"),
         ("optim: {milestones: [8, soon]}\n", "optim.milestones[1]", "expected an integer"),
         ("optim: {grad_clip: off}\n", "optim.grad_clip", "expected float | NoneType"),

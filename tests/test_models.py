@@ -13,6 +13,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from raynas.models import BackboneWithNeck, build_backbone_body, build_detector, default_anchor_sizes
+from raynas.models.cascade import CascadeRCNN
 
 SMALL = dict(min_size=64, out_channels=64)  # FCOS head: GroupNorm(32, out_channels)
 
@@ -40,10 +41,11 @@ def test_resnet50_parameter_counts_match_torchvision_reference(kind, expected):
     assert _params(model) == expected
 
 
-@pytest.mark.parametrize("kind", ["fcos", "retinanet", "faster_rcnn"])
+@pytest.mark.parametrize("kind", ["fcos", "retinanet", "faster_rcnn", "cascade_rcnn"])
 def test_train_step_gives_losses_and_eval_gives_detections(kind):
     model = build_detector(kind, "resnet18", num_classes=4, **SMALL)
-    assert isinstance(model, {"fcos": FCOS, "retinanet": RetinaNet, "faster_rcnn": FasterRCNN}[kind])
+    classes = {"fcos": FCOS, "retinanet": RetinaNet, "faster_rcnn": FasterRCNN, "cascade_rcnn": CascadeRCNN}
+    assert isinstance(model, classes[kind])
     assert isinstance(model.backbone, BackboneWithNeck)
     assert model.backbone.out_channels == 64
     images, targets = _batch()
@@ -126,13 +128,14 @@ def test_custom_head_factory_plugs_in(kind, head_cls):
     assert torch.isfinite(sum(model(images, targets).values()))
 
 
-def test_faster_rcnn_rejects_custom_head():
+@pytest.mark.parametrize("kind", ["faster_rcnn", "cascade_rcnn"])
+def test_two_stage_detectors_reject_custom_head(kind):
     with pytest.raises(ValueError, match="one-stage"):
-        build_detector("faster_rcnn", head=lambda c, a, k: nn.Identity(), **SMALL)
+        build_detector(kind, head=lambda c, a, k: nn.Identity(), **SMALL)
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match="fcos.*retinanet.*faster_rcnn"):
+    with pytest.raises(ValueError, match="fcos.*retinanet.*faster_rcnn.*cascade_rcnn"):
         build_detector("yolo")
     with pytest.raises(ValueError, match="resnet18.*mobilenet_v3_large"):
         build_detector("fcos", backbone="vgg16")
@@ -142,8 +145,6 @@ def test_unknown_names_list_the_valid_ones():
         build_detector("fcos", out_channels=32)
     with pytest.raises(ValueError, match="frozen_bn.*bn.*gn"):
         build_backbone_body("resnet18", norm="syncbn")
-    with pytest.raises(NotImplementedError, match="Cascade R-CNN is not implemented yet.*torchvision"):
-        build_detector("cascade_rcnn")
 
 
 def test_anchors_at_800_are_torchvision_defaults():
@@ -177,11 +178,12 @@ def test_anchor_sizes_override_and_validation():
 
 
 def test_norm_and_trainable_layer_defaults():
-    body, _ = build_backbone_body("resnet18")
-    assert any(isinstance(m, nn.BatchNorm2d) for m in body.modules())
+    body, _ = build_backbone_body("resnet18")  # random init: GroupNorm, every stage trained
+    assert any(isinstance(m, nn.GroupNorm) for m in body.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d | FrozenBatchNorm2d) for m in body.modules())
     assert all(p.requires_grad for p in body.parameters())
-    gn_body, _ = build_backbone_body("resnet18", norm="gn")
-    assert any(isinstance(m, nn.GroupNorm) for m in gn_body.modules())
+    bn_body, _ = build_backbone_body("resnet18", norm="bn")
+    assert any(isinstance(m, nn.BatchNorm2d) for m in bn_body.modules())
     frozen, _ = build_backbone_body("resnet18", norm="frozen_bn", trainable_layers=2)
     assert any(isinstance(m, FrozenBatchNorm2d) for m in frozen.modules())
     trainable = {name.split(".")[0] for name, p in frozen.named_parameters() if p.requires_grad}

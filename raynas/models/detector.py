@@ -1,4 +1,5 @@
-"""``build_detector``: torchvision's FCOS / RetinaNet / Faster R-CNN from a body, a neck and a head.
+"""``build_detector``: torchvision's FCOS / RetinaNet / Faster R-CNN (and a Cascade R-CNN built from
+torchvision's parts, :mod:`raynas.models.cascade`) from a body, a neck and a head.
 
 The pieces are composed, not re-implemented: a body from :mod:`raynas.models.backbones`, a neck (torchvision's
 FPN or any factory with its signature, e.g. a searched OPANAS FPN) and torchvision's detector classes, which
@@ -21,11 +22,13 @@ from torchvision.ops.feature_pyramid_network import (
 )
 
 from raynas.models.backbones import BackboneWithNeck, build_backbone_body
+from raynas.models.cascade import CascadeRCNN
 
 NeckFactory = Callable[[list[int], int, ExtraFPNBlock], nn.Module]
 HeadFactory = Callable[[int, int, int], nn.Module]
 
-DETECTORS = ("fcos", "retinanet", "faster_rcnn")
+DETECTORS = ("fcos", "retinanet", "faster_rcnn", "cascade_rcnn")
+TWO_STAGE = ("faster_rcnn", "cascade_rcnn")
 NECKS = ("fpn",)
 
 # torchvision's defaults, tuned for images resized to ~800 px (FCOS: anchor = stride of P3..P7, one per
@@ -36,10 +39,12 @@ TORCHVISION_ANCHOR_SIZES: dict[str, tuple[tuple[float, ...], ...]] = {
     "retinanet": tuple((x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (32, 64, 128, 256, 512)),
     "faster_rcnn": ((32,), (64,), (128,), (256,), (512,)),
 }
+TORCHVISION_ANCHOR_SIZES["cascade_rcnn"] = TORCHVISION_ANCHOR_SIZES["faster_rcnn"]  # the same RPN
 ASPECT_RATIOS: dict[str, tuple[float, ...]] = {
     "fcos": (1.0,),
     "retinanet": (0.5, 1.0, 2.0),
     "faster_rcnn": (0.5, 1.0, 2.0),
+    "cascade_rcnn": (0.5, 1.0, 2.0),
 }
 MIN_ANCHOR_PX = 4.0
 
@@ -114,7 +119,8 @@ def build_detector(
     """Build a torchvision detector; ``model.backbone`` is a :class:`BackboneWithNeck`.
 
     - ``kind``: ``"fcos"``, ``"retinanet"`` (body levels C3-C5 + P6/P7 from P5, as torchvision's
-      reference builders) or ``"faster_rcnn"`` (C2-C5 + max-pooled "pool" level).
+      reference builders), ``"faster_rcnn"`` (C2-C5 + max-pooled "pool" level) or ``"cascade_rcnn"``
+      (the same body, neck and RPN; three box stages at IoU 0.5/0.6/0.7, :class:`CascadeRCNN`).
     - ``neck``: ``"fpn"`` or a factory ``(in_channels_list, out_channels, extra_blocks) -> nn.Module``.
     - ``head``: None (torchvision's head) or, for FCOS/RetinaNet, a factory
       ``(in_channels, num_anchors, num_classes) -> nn.Module`` honouring torchvision's head contract.
@@ -126,17 +132,12 @@ def build_detector(
       :func:`~raynas.models.backbones.build_backbone_body`.
     - ``detector_kwargs`` go to the torchvision class (``score_thresh``, ``detections_per_img``, ...).
     """
-    if kind == "cascade_rcnn":
-        raise NotImplementedError(
-            "Cascade R-CNN is not implemented yet: torchvision has no Cascade R-CNN and raynas does not "
-            "build one; use kind='faster_rcnn'"
-        )
     if kind not in DETECTORS:
         raise ValueError(f"unknown detector kind '{kind}'; valid kinds: {list(DETECTORS)}")
-    if head is not None and kind == "faster_rcnn":
+    if head is not None and kind in TWO_STAGE:
         raise ValueError(
-            "a custom head is for one-stage detectors (kind='fcos' or 'retinanet'); Faster R-CNN keeps "
-            "torchvision's RPN and box heads"
+            "a custom head is for one-stage detectors (kind='fcos' or 'retinanet'); Faster and Cascade "
+            "R-CNN keep their RPN and box heads"
         )
     if kind == "fcos" and head is None and (out_channels % 32 or out_channels < 64):
         # GroupNorm(32, 32) on the 1x1 P7 map of a small image, batch 1, normalises single values: error.
@@ -144,11 +145,11 @@ def build_detector(
             f"out_channels={out_channels}: torchvision's FCOS head normalises with GroupNorm(32, channels), "
             "so out_channels must be a multiple of 32 and at least 64 (or pass a head factory)"
         )
-    anchor_key = "rpn_anchor_generator" if kind == "faster_rcnn" else "anchor_generator"
+    anchor_key = "rpn_anchor_generator" if kind in TWO_STAGE else "anchor_generator"
     if anchor_key in detector_kwargs and anchor_sizes is not None:
         raise ValueError(f"pass either anchor_sizes or {anchor_key}, not both")
 
-    one_stage = kind != "faster_rcnn"
+    one_stage = kind not in TWO_STAGE
     body, in_channels_list = build_backbone_body(
         backbone,
         trainable_layers=trainable_backbone_layers,
@@ -169,6 +170,8 @@ def build_detector(
 
     if kind == "faster_rcnn":
         return FasterRCNN(model_backbone, **common)
+    if kind == "cascade_rcnn":
+        return CascadeRCNN(model_backbone, **common)
     if head is not None:
         num_anchors = detector_kwargs[anchor_key].num_anchors_per_location()[0]
         common["head"] = head(model_backbone.out_channels, num_anchors, num_classes)

@@ -38,7 +38,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    kind: Literal["fcos", "retinanet", "faster_rcnn"] = "fcos"
+    kind: Literal["fcos", "retinanet", "faster_rcnn", "cascade_rcnn"] = "fcos"
     backbone: str = "resnet18"
     out_channels: int = 64
     min_size: int = 128
