@@ -1,6 +1,6 @@
 """Baseline: train FCOS-ResNet18 + FPN on the embedded digits data through Ray Train, print COCO metrics.
 
-    python experiments/train_baseline.py                    # 2 CPU workers, the config's 12 epochs
+    python experiments/train_baseline.py                    # 2 CPU workers, the config's 10 epochs
     python experiments/train_baseline.py --epochs 1         # a quick check that everything runs
     python experiments/train_baseline.py --gpu --workers 4  # 4 GPU workers (scale optim.lr with them)
     python experiments/train_baseline.py --address auto     # a cluster started with `ray up cluster.yaml`

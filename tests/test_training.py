@@ -17,11 +17,12 @@ import ray
 import torch
 
 from raynas.checkpoints import STATE_FILE, config_from_state, load_detector, load_state
-from raynas.config import from_dict, load_yaml
+from raynas.config import ConfigError, from_dict, load_yaml, to_dict
+from raynas.io import atomic_write_json, run_info
 from raynas.training.builders import build_model
 from raynas.training.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from raynas.training.data import build_dataset, make_loader
-from raynas.training.launch import TrainResult
+from raynas.training.launch import TrainResult, check_same_run
 from raynas.training.standalone import train
 
 AP_KEYS = {"AP", "AP50", "AP75", "APs", "APm", "APl"}
@@ -206,3 +207,17 @@ def test_a_few_steps_on_one_batch_decrease_the_loss(tiny_digits: Path) -> None:
         losses.append(float(loss.detach()))
     assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
     assert losses[-1] < 0.99 * losses[0], losses
+
+
+def test_a_changed_config_under_the_name_of_a_checkpointed_run_is_refused(tmp_path: Path) -> None:
+    """Ray Train would continue the old run (its weights and schedule) under the new config: refuse."""
+    config = to_dict(TrainConfig())
+    run_dir = tmp_path / "train"
+    atomic_write_json(run_dir / "run_info.json", run_info(config))
+    check_same_run(run_dir, config)  # no checkpoint yet: nothing to continue
+    (run_dir / "checkpoint_2026-01-01_00-00-00.000000").mkdir()
+    check_same_run(run_dir, config)  # the same config continues the run (a killed driver, rerun)
+    check_same_run(run_dir, {**config, "run": {**config["run"], "address": "auto"}})  # where it runs
+    changed = {**config, "optim": {**config["optim"], "epochs": 9, "milestones": [7]}}
+    with pytest.raises(ConfigError, match=r"differs in \['optim.epochs', 'optim.milestones'\].*new run.name"):
+        check_same_run(run_dir, changed)

@@ -5,6 +5,7 @@ The same function serves the CLI, the experiment scripts and the tests; only the
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import socket
@@ -17,7 +18,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from raynas.checkpoints import STATE_FILE, load_state
-from raynas.config import to_dict
+from raynas.config import ConfigError, to_dict
 from raynas.io import atomic_write_json, run_info
 from raynas.ray_hooks import RUNTIME_ENV
 from raynas.training.data import ensure_dataset
@@ -115,11 +116,10 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
             )
         resume = ray.train.Checkpoint.from_directory(str(Path(resume_from).resolve()))
     storage = Path(run.storage_path).resolve()
+    info = run_info(cfg, task=task, resume_from=str(resume_from) if resume_from is not None else None)
+    check_same_run(storage / run.name, info["config"])
     # written first, so that a run that fails still says what it was
-    atomic_write_json(
-        storage / run.name / "run_info.json",
-        run_info(cfg, task=task, resume_from=str(resume_from) if resume_from is not None else None),
-    )
+    atomic_write_json(storage / run.name / "run_info.json", info)
     trainer = TorchTrainer(
         _worker_entry,
         # Ray Train V2 rejects TorchTrainer(resume_from_checkpoint=...): the worker loop takes the
@@ -152,6 +152,38 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
         raise RuntimeError(f"training run {run.name!r} finished without a checkpoint")
     _remove_unregistered_checkpoints(result, keep=resume_from)
     return TrainResult(Path(result.path), Path(result.checkpoint.path), dict(result.metrics or {}))
+
+
+def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts (``run.address`` aside)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys for d in _config_differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    key = prefix.rstrip(".")
+    return [] if old == new or key == "run.address" else [key]
+
+
+def check_same_run(run_dir: Path, config: dict[str, Any]) -> None:
+    """Refuse to start a run in a folder that holds checkpoints of a run with another config.
+
+    Ray Train continues a run whose folder holds checkpoints (that is how a killed driver resumes), so
+    starting a *changed* config under the same ``run.name`` would silently continue the old run's weights
+    and schedule. The same config continues it, as intended.
+    """
+    info_path = run_dir / "run_info.json"
+    if not info_path.is_file() or not any(run_dir.glob("checkpoint_*")):
+        return
+    try:
+        old = json.loads(info_path.read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return  # not ours to judge; Ray Train reports what it finds
+    changed = _config_differences(old, json.loads(json.dumps(config, default=str)))
+    if old is not None and changed:
+        raise ConfigError(
+            f"{run_dir} holds checkpoints of an earlier run whose config differs in {changed[:8]}; Ray Train "
+            "would continue that run. Give this run a new run.name (or --out), delete that folder, or "
+            "rerun with the earlier config to continue it (resume_from / --resume starts from a checkpoint)."
+        )
 
 
 def _remove_unregistered_checkpoints(result: ray.train.Result, keep: str | Path | None = None) -> list[Path]:
