@@ -214,8 +214,11 @@ class CascadeRCNN(FasterRCNN):
             raise ValueError(
                 f"{len(stage_ious)} stage IoUs but {len(stage_box_weights)} stage box weights; give one each"
             )
-        super().__init__(backbone, num_classes=num_classes, **kwargs)
-        single = self.roi_heads  # the Faster R-CNN box head built by torchvision, for its settings
+        # placeholders keep torchvision from building a single-stage box head that would be replaced
+        super().__init__(
+            backbone, num_classes=None, box_head=nn.Identity(), box_predictor=nn.Identity(), **kwargs
+        )
+        single = self.roi_heads  # torchvision's RoIHeads: its pool and sampling / inference settings
         pool = single.box_roi_pool
         in_features = backbone.out_channels * pool.output_size[0] * pool.output_size[1]
         stages = [
