@@ -33,12 +33,12 @@ import torch
 from torch import nn
 
 from raynas.io import atomic_write_json, select_device
-from raynas.spaces.opanas import OPANASSpace, fair_sample
+from raynas.spaces.opanas import OPANASSpace, fair_sample, fair_step_seed
 from raynas.training.config import DataConfig, ModelConfig, OPANASConfig, SupernetConfig, TrainConfig
 from raynas.training.data import base_dataset, build_dataset, ensure_dataset, make_loader
 from raynas.training.engine import Task
 from raynas.training.standalone import StandaloneTask
-from raynas.training.supernet import SupernetTask, step_seed
+from raynas.training.supernet import SupernetTask
 
 STEP = 0  # the fixed step index: the same fair draw in every repeat
 
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace, device: torch.device, data_root: Path) -> dict
     batch = ([image.to(device) for image in images], targets)
 
     space = OPANASSpace(num_nodes=supernet_cfg.opanas.num_nodes)
-    archs = fair_sample(space, seed=step_seed(supernet_cfg.run.seed, STEP), k=args.k)
+    archs = fair_sample(space, seed=fair_step_seed(supernet_cfg.run.seed, STEP), k=args.k)
     supernet_task = SupernetTask(supernet_cfg)
     fpn_task = StandaloneTask(TrainConfig(data=data, model=model, optim=supernet_cfg.optim))
     discrete_tasks = [

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from raynas.errors import run_main
 from raynas.search.run import summarize
 from raynas.viz import plot_search_curves
 
@@ -39,11 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="strategies.png")
     parser.add_argument("--metric", default="AP")
     args = parser.parse_args(argv)
-    try:
-        tables = load_tables(args.directories)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_main("compare_strategies", lambda: compare(args))
+
+
+def compare(args: argparse.Namespace) -> int:
+    tables = load_tables(args.directories)
+    missing = sorted(label for label, df in tables.items() if args.metric not in df)
+    if missing:
+        columns = sorted(c for c in next(iter(tables.values())).columns if c.startswith("AP"))
+        raise ValueError(
+            f"--metric {args.metric!r} is not a column of the results of {missing}; metric columns: {columns}"
+        )
     rows = []
     for label, df in tables.items():
         wall = float(df["time_total_s"].sum()) if "time_total_s" in df else float("nan")

@@ -18,6 +18,7 @@ from dataclasses import replace
 import pandas as pd
 import torch
 
+from raynas.errors import run_main
 from raynas.evaluation import count_flops, count_params
 from raynas.spaces.fad import FADSpace
 from raynas.training.builders import build_model
@@ -83,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--random", action="store_true", help="random genotype baseline (no search)")
     args = parser.parse_args(argv)
+    return run_main("fad_darts", lambda: run(args))
 
+
+def run(args: argparse.Namespace) -> int:
     cfg = configs(args)
     ensure_ray(args.address)
     space = FADSpace()

@@ -1,15 +1,19 @@
-"""The main job: OPANAS end to end on Ray (data -> super-net -> EA vs random search -> table).
+"""The main job: OPANAS end to end on Ray (data -> body -> super-net -> EA vs random search -> table).
 
-    python experiments/opanas_ea.py                  # small default budget, 2-core CPU, minutes
+    python experiments/opanas_ea.py                  # default budget: a 2-core CPU, about 15 minutes
     python experiments/opanas_ea.py --smoke          # seconds-scale run used by CI
     python experiments/opanas_ea.py --paper          # the paper's search settings (N_S 50, T 12, k 10, p 0.1)
     python experiments/opanas_ea.py --address auto   # on a cluster started with `ray up cluster.yaml`
 
-Steps: generate the embedded digits data if absent; train the super-net on Ray Train (K=4 strict
-fair sampling, gamma with an L1 term); search it with the evolutionary searcher and with random
-search under the same evaluation budget on Ray Tune, scoring every candidate inference-only on
-scorer actors that share the super-net weights; print the comparison; optionally (``--retrain``)
-train the best architecture and the FPN baseline standalone with the same budget.
+Steps: generate the embedded digits data and pretrain the detector body on digit crops if absent (the
+papers' ImageNet pretraining, made locally); train the super-net on Ray Train (K=4 strict fair sampling,
+gamma with an L1 term); train the FPN detector standalone with the same data and epochs (the reference
+the sub-nets are measured against); search the super-net with the evolutionary searcher and with random
+search under the same evaluation budget on Ray Tune, scoring every candidate inference-only on the
+search split (training images held out of every training run) with scorer actors that share the
+super-net weights; print the comparison and the ratio of a random sub-net's AP to the standalone FPN's.
+``--retrain`` then trains the best evolved architecture standalone with the same recipe and prints it
+next to the FPN on val. Re-running resumes: finished training runs are skipped.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 
 from raynas.config import load_yaml
-from raynas.search.opanas import OPANASSearchConfig, search_opanas
+from raynas.errors import run_main
+from raynas.search.opanas import OPANASSearchConfig
 from raynas.training.config import (
     DataConfig,
     ModelConfig,
@@ -32,135 +39,257 @@ from raynas.training.config import (
     SupernetConfig,
     TrainConfig,
 )
-from raynas.training.launch import ensure_ray
+
+KINDS = ("fcos", "retinanet", "faster_rcnn", "cascade_rcnn")
+SMOKE_PRETRAIN_STEPS = 5
+
+
+def smoke_supernet_config(
+    data: str, out: str, kind: str = "fcos", workers: int = 2, address: str | None = None
+) -> SupernetConfig:
+    """The seconds-scale super-net of ``--smoke`` (also used by the other experiments' smoke modes)."""
+    return SupernetConfig(
+        data=DataConfig(root=data, num_train=16, num_val=8, image_size=96, batch_size=2),
+        model=ModelConfig(
+            kind=kind,
+            backbone="resnet18",
+            out_channels=64 if kind == "fcos" else 16,
+            min_size=96,
+            max_size=96,
+            backbone_weights="proxy",
+        ),
+        optim=OptimConfig(epochs=1, lr=0.01, warmup_iters=2, milestones=[]),
+        run=RunConfig(name="supernet", storage_path=out, num_workers=workers, address=address, eval_every=1),
+        opanas=OPANASConfig(norm="gn", eval_subnets=1),
+    )
 
 
 def default_configs(args: argparse.Namespace) -> tuple[SupernetConfig, OPANASSearchConfig]:
-    """The budget of each mode; every number can be overridden with --supernet-config/--search-config."""
-    # The digits of the baseline (experiments/configs/baseline_fcos_r18.yaml), 400 of them per epoch:
-    # about 5 minutes of super-net training on 2 CPU cores, enough to rank sub-nets, not to converge.
-    data = DataConfig(
-        root=args.data, num_train=1000, num_val=200, max_train_images=400, max_val_images=100, batch_size=4
-    )
-    # torchvision's FCOS head needs GroupNorm(32, c) with c >= 64; the other heads run at 32 channels
-    width = 64 if args.kind == "fcos" else 32
-    model = ModelConfig(kind=args.kind, backbone="resnet18", out_channels=width, min_size=128, max_size=128)
-    optim = OptimConfig(epochs=5, lr=0.01, warmup_iters=50, milestones=[4])
-    search = OPANASSearchConfig(population_size=10, generations=3, top_k=4, max_val_images=100)
+    """The budget of each mode (see the README's main-job row for what the default costs)."""
     if args.smoke:
-        data = replace(
-            data,
-            root=args.data,
-            num_train=16,
-            num_val=8,
-            image_size=96,
-            max_train_images=None,
-            max_val_images=None,
-            batch_size=2,
+        supernet = smoke_supernet_config(args.data, args.out, args.kind, args.train_workers, args.address)
+        search = OPANASSearchConfig(population_size=4, generations=1, top_k=2)
+    else:
+        # digits at 128 px from the body pretrained on digit crops; the widths torchvision's heads need
+        # (FCOS: GroupNorm(32, c) with c >= 64)
+        data = DataConfig(root=args.data, num_train=1000, num_val=200, batch_size=4)
+        model = ModelConfig(
+            kind=args.kind,
+            backbone="resnet18",
+            out_channels=64 if args.kind == "fcos" else 32,
+            min_size=128,
+            max_size=128,
+            backbone_weights="proxy",
+            trainable_backbone_layers=3,  # torchvision's default with weights; conv1 + layer1 frozen
         )
-        model = replace(model, min_size=96, max_size=96, out_channels=64 if args.kind == "fcos" else 16)
-        optim = replace(optim, epochs=1, warmup_iters=2, milestones=[])
-        search = replace(search, population_size=4, generations=1, top_k=2, max_val_images=None)
-    if args.paper:
-        search = replace(
-            search, population_size=50, generations=12, top_k=10, mutation_prob=0.1, max_val_images=None
+        optim = OptimConfig(epochs=4, lr=0.01, warmup_iters=50, milestones=[3])
+        run = RunConfig(name="supernet", storage_path=args.out, num_workers=args.train_workers, eval_every=4)
+        supernet = SupernetConfig(
+            data=data, model=model, optim=optim, run=run, opanas=OPANASConfig(norm="gn")
         )
-    run = RunConfig(
-        name="supernet",
-        storage_path=args.out,
-        num_workers=args.train_workers,
-        use_gpu=args.gpu,
-        address=args.address,
-        eval_every=optim.epochs,  # the search scores sub-nets; one super-net evaluation at the end suffices
-    )
-    supernet = SupernetConfig(data=data, model=model, optim=optim, run=run, opanas=OPANASConfig())
-    search = replace(search, num_scorers=args.scorers, use_gpu=args.gpu, storage_path=args.out, name="search")
+        search = OPANASSearchConfig(population_size=10, generations=3, top_k=4, max_search_images=100)
+        if args.paper:
+            search = replace(search, population_size=50, generations=12, top_k=10, max_search_images=None)
     if args.supernet_config:
         supernet = load_yaml(SupernetConfig, args.supernet_config)
     if args.search_config:
         search = load_yaml(OPANASSearchConfig, args.search_config)
-    return supernet, search
+    return apply_flags(supernet, search, args)
 
 
-def retrain(best_arch: dict, supernet: SupernetConfig, out: str) -> pd.DataFrame:
-    """The full-training phase: the best OPA-FPN and the FPN baseline, same budget, side by side."""
-    from raynas.training.standalone import train
+def apply_flags(
+    supernet: SupernetConfig, search: OPANASSearchConfig, args: argparse.Namespace
+) -> tuple[SupernetConfig, OPANASSearchConfig]:
+    """Flags given on the command line win over the config files; without a file, flags and their
+    defaults decide. ``replace`` re-runs each config's own checks on the new values."""
+    run_changes: dict = {}
+    search_changes: dict = {}
+    if args.out_given or not args.supernet_config:
+        run_changes["storage_path"] = args.out
+    if args.out_given or not args.search_config:
+        search_changes["storage_path"] = args.out
+    if not args.search_config:
+        search_changes["name"] = "search"
+    if args.gpu:
+        run_changes["use_gpu"] = search_changes["use_gpu"] = True
+    if args.address:
+        run_changes["address"] = args.address
+    if args.train_workers_given or not args.supernet_config:
+        run_changes["num_workers"] = args.train_workers
+    if args.scorers is not None or not args.search_config:
+        search_changes["num_scorers"] = 2 if args.scorers is None else args.scorers
+    supernet = replace(supernet, run=replace(supernet.run, **run_changes), neck=None)
+    return supernet, replace(search, **search_changes)
 
-    rows = []
-    for label, neck in (
-        ("FPN baseline", None),
-        ("OPA-FPN (best EA)", {"type": "opa_fpn", "arch": best_arch}),
-    ):
-        cfg = TrainConfig(
-            data=supernet.data,
-            model=supernet.model,
-            optim=supernet.optim,
-            run=replace(
-                supernet.run, name=f"retrain_{'fpn' if neck is None else 'opa_fpn'}", storage_path=out
-            ),
-            neck=neck,
-        )
-        result = train(cfg)
-        rows.append({"model": label, **{k: result.metrics.get(k) for k in ("AP", "AP50", "AP75")}})
-    return pd.DataFrame(rows)
+
+def reference_config(supernet: SupernetConfig) -> TrainConfig:
+    """The FPN detector trained standalone with the super-net's data, model and schedule."""
+    return TrainConfig(
+        data=supernet.data,
+        model=supernet.model,
+        optim=supernet.optim,
+        run=replace(supernet.run, name="reference_fpn", eval_every=supernet.optim.epochs),
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
+def retrain_config(supernet: SupernetConfig, arch_config: dict) -> TrainConfig:
+    """The full-training phase of the best architecture: the reference's recipe, the searched neck."""
+    from raynas.training.builders import searched_neck_spec
+
+    return replace(
+        reference_config(supernet),
+        run=replace(supernet.run, name="retrain_opa_fpn", eval_every=supernet.optim.epochs),
+        neck=searched_neck_spec(arch_config, supernet.opanas),
+    )
+
+
+def prepare_inputs(supernet: SupernetConfig, smoke: bool) -> None:
+    """Data and pretrained body on the driver, before any worker starts (a tiny body for --smoke)."""
+    from raynas.models.pretrain import PretrainConfig, pretrain_body
+    from raynas.training.data import ensure_dataset, ensure_inputs
+
+    ensure_dataset(supernet.data)
+    weights = Path(supernet.model.backbone_weights or "")
+    if smoke and supernet.model.backbone_weights and not weights.is_file():
+        pretrain_body(PretrainConfig(steps=SMOKE_PRETRAIN_STEPS, eval_crops=64), weights, log_every=0)
+    ensure_inputs(supernet)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", default="data/digits", help="dataset root (digits are generated if absent)")
-    parser.add_argument("--out", default="runs/opanas_ea", help="where runs, tables and plots go")
+    parser.add_argument("--data", default=None, help="dataset root (default data/digits; data/digits_smoke)")
     parser.add_argument(
-        "--kind",
-        default="fcos",
-        choices=["fcos", "retinanet", "faster_rcnn", "cascade_rcnn"],
-        help="detector (FCOS learns fastest from scratch on CPU; the paper's Table 6 also has the others)",
+        "--out", default=None, help="where runs, tables and plots go (default runs/opanas_ea)"
+    )
+    parser.add_argument(
+        "--kind", default="fcos", choices=KINDS, help="detector (the paper also has the others)"
     )
     parser.add_argument(
         "--train-workers",
         type=int,
-        default=2,
-        help="Ray Train workers for the super-net (Ray gives each CPU worker one thread: 2 uses 2 cores)",
+        default=None,
+        help="Ray Train workers (default 2; Ray gives each CPU worker one thread: 2 uses 2 cores)",
     )
-    parser.add_argument("--scorers", type=int, default=2, help="scorer actors (concurrent evaluations)")
+    parser.add_argument("--scorers", type=int, default=None, help="scorer actors (default 2)")
     parser.add_argument("--gpu", action="store_true", help="train and score on GPUs")
     parser.add_argument("--address", default=None, help="attach to a Ray cluster (e.g. auto)")
     parser.add_argument("--paper", action="store_true", help="the paper's EA settings (N_S 50, T 12, k 10)")
     parser.add_argument("--smoke", action="store_true", help="tiny data and budget (CI)")
-    parser.add_argument("--retrain", action="store_true", help="retrain best arch and FPN baseline")
+    parser.add_argument("--retrain", action="store_true", help="train the best EA architecture standalone")
+    parser.add_argument("--no-reference", action="store_true", help="skip the standalone FPN reference")
     parser.add_argument("--supernet-checkpoint", default=None, help="skip training; search this checkpoint")
-    parser.add_argument("--supernet-config", default=None, help="YAML SupernetConfig (overrides defaults)")
-    parser.add_argument("--search-config", default=None, help="YAML OPANASSearchConfig (overrides defaults)")
+    parser.add_argument("--supernet-config", default=None, help="YAML SupernetConfig (flags win over it)")
+    parser.add_argument("--search-config", default=None, help="YAML OPANASSearchConfig (flags win over it)")
     parser.add_argument("--resume", action="store_true", help="resume interrupted searches under --out")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    args.out_given, args.train_workers_given = args.out is not None, args.train_workers is not None
+    args.out = args.out or "runs/opanas_ea"
+    args.data = args.data or ("data/digits_smoke" if args.smoke else "data/digits")
+    args.train_workers = 2 if args.train_workers is None else args.train_workers
+    return args
+
+
+def ratio_line(summary: pd.DataFrame, reference: dict | None, metric: str) -> tuple[str, float | None]:
+    """How a random sub-net of the super-net compares with the FPN trained standalone (search split)."""
+    rows = summary.set_index("strategy")
+    if reference is None or "random" not in rows.index:
+        return "sub-net / standalone ratio: not measured (needs the random strategy and the reference)", None
+    subnet, standalone = float(rows.loc["random", "mean_" + metric]), reference[metric]
+    ratio = subnet / standalone if standalone else float("nan")
+    return (
+        f"random sub-nets of the super-net: mean {metric} {100 * subnet:.1f} on the search split = "
+        f"{ratio:.2f} x the standalone FPN's {100 * standalone:.1f} (same data and epochs)",
+        ratio,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from raynas.checkpoints import config_from_state, load_state
+    from raynas.io import atomic_write_json
+    from raynas.search.opanas import search_opanas
+    from raynas.training.launch import ensure_ray
+    from raynas.training.standalone import evaluate_checkpoint, train
+    from raynas.training.supernet import train_supernet
+
+    started = time.perf_counter()
+    times: dict[str, float] = {}
     supernet_cfg, search_cfg = default_configs(args)
     ensure_ray(args.address)
     checkpoint = args.supernet_checkpoint
     if checkpoint is None:
-        from raynas.training.supernet import train_supernet
-
+        prepare_inputs(supernet_cfg, args.smoke)
+        times["data_and_body_s"] = time.perf_counter() - started
         print(f"== super-net training ({supernet_cfg.optim.epochs} epochs, K={supernet_cfg.opanas.k}) ==")
         checkpoint = str(train_supernet(supernet_cfg).checkpoint_dir)
+        times["supernet_s"] = time.perf_counter() - started - sum(times.values())
+    else:
+        supernet_cfg = config_from_state(load_state(checkpoint))
+    reference = None
+    if not args.no_reference:
+        print(f"== standalone FPN reference ({supernet_cfg.optim.epochs} epochs, same data) ==")
+        fpn = train(reference_config(supernet_cfg))
+        reference = {
+            **evaluate_checkpoint(fpn.checkpoint_dir, "search", search_cfg.max_search_images),
+            "val": {k: fpn.metrics.get(k) for k in ("AP", "AP50", "AP75")},
+        }
+        times["reference_s"] = time.perf_counter() - started - sum(times.values())
     print(f"== search: {search_cfg.strategies}, {search_cfg.budget} evaluations each ==")
     outcome = search_opanas(checkpoint, search_cfg, resume=args.resume, verbose=0 if args.smoke else 1)
+    times["search_s"] = time.perf_counter() - started - sum(times.values())
     pd.set_option("display.width", 160)
+    summary = outcome["summary"]
     print("\n== strategies compared (Tune result tables) ==")
-    print(outcome["summary"].to_string(index=False))
+    print(summary.to_string(index=False))
+    line, ratio = ratio_line(summary, reference, search_cfg.metric)
+    print("\n" + line)
     for strategy, table in outcome["tables"].items():
         columns = [
             c for c in ("evaluation", "generation", "origin", "AP", "AP50", "neck_params") if c in table
         ]
         print(f"\n-- top 5 {strategy} --")
-        print(table.sort_values("AP", ascending=False)[columns].head(5).to_string(index=False))
+        print(table.sort_values(search_cfg.metric, ascending=False)[columns].head(5).to_string(index=False))
     run_dir = outcome["run_dir"]
-    print(f"\nresults: {run_dir} (results.csv, best_arch.json/png per strategy, search_curves.png)")
+    retrained = None
     if args.retrain:
         best = json.loads((run_dir / "evolution" / "best_arch.json").read_text())["arch"]
-        print("\n== full training: best EA architecture vs FPN baseline ==")
-        print(retrain(best, supernet_cfg, args.out).to_string(index=False))
+        print("\n== full training: best EA architecture vs the FPN reference (val) ==")
+        result = train(retrain_config(supernet_cfg, best))
+        retrained = {k: result.metrics.get(k) for k in ("AP", "AP50", "AP75")}
+        rows = [
+            {"model": "FPN (reference)", **(reference or {}).get("val", {})},
+            {"model": "OPA-FPN (best EA)", **retrained},
+        ]
+        print(pd.DataFrame(rows).to_string(index=False))
+        times["retrain_s"] = time.perf_counter() - started - sum(times.values())
+    times["total_s"] = time.perf_counter() - started
+    atomic_write_json(
+        Path(args.out) / "main_job.json",
+        {
+            "strategies": summary.to_dict("records"),
+            "reference_fpn": reference,
+            "subnet_to_standalone_ratio": ratio,
+            "retrained_best_evolution": retrained,
+            "supernet_checkpoint": checkpoint,
+            "times_s": {k: round(v, 1) for k, v in times.items()},
+        },
+    )
+    print(f"\nresults: {run_dir} (results.csv, best_arch.json/png per strategy, search_curves.png)")
+    print(
+        f"{times['total_s']:.0f} s in all: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in times.items() if k != "total_s")
+    )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_main("opanas_ea", lambda: run(args))
 
 
 if __name__ == "__main__":

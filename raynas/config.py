@@ -8,6 +8,7 @@ ignored typo in a search config costs GPU-days.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -72,6 +73,37 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+#: ``(low, high)`` closed, or ``(low, high, "low_open")`` for ``low < value``; ``None``: unbounded
+Bound = tuple
+
+
+def _out_of(value: float, bound: Bound) -> str | None:
+    low, high, *flags = bound
+    low_open = "low_open" in flags
+    below = low is not None and (value <= low if low_open else value < low)
+    if not below and (high is None or value <= high):
+        return None
+    lower = None if low is None else f"{'>' if low_open else '>='} {low}"
+    upper = None if high is None else f"<= {high}"
+    return " and ".join(part for part in (lower, upper) if part)
+
+
+def check_ranges(config: Any, ranges: dict[str, Bound], prefix: str = "") -> None:
+    """Raise :class:`ConfigError` for a field outside its range (see :data:`Bound`).
+
+    Values that can never work (zero epochs, a negative learning rate, a probability above 1) are refused
+    when the config is built, before any job starts; ``None`` passes (optional fields); lists are checked
+    item by item. The message names the field and the range."""
+    for name, bound in ranges.items():
+        value = getattr(config, name)
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if item is None or isinstance(item, bool):
+                continue
+            problem = _out_of(item, bound)
+            if problem:
+                raise ConfigError(f"{prefix}{name} must be {problem}, got {value!r}")
+
+
 def check_local_storage(path: str, what: str = "storage_path") -> None:
     """raynas writes its own tables, plots and run_info next to Ray's results with local file APIs, so
     a cloud URI would fail half-way through a run: refuse it up front (docs/cluster.md)."""
@@ -79,6 +111,17 @@ def check_local_storage(path: str, what: str = "storage_path") -> None:
         raise ValueError(
             f"{what} {path!r} is a URI; raynas needs a local or shared-filesystem path (NFS/EFS mounted at "
             "the same path on every node, see docs/cluster.md). Cloud storage URIs are not supported yet."
+        )
+    existing = Path(path).expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"{what} {path!r} cannot be a folder: {str(existing)!r} is a file; choose another --out / path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{what} {path!r} is not writable here ({str(existing)!r}); choose another --out / path"
         )
 
 
@@ -99,7 +142,11 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from err
+        text = str(err)
+        parent, _, section = where.rpartition(".")
+        if parent and text.startswith(f"{section}."):  # "x.yaml.optim" + "optim.epochs ..."
+            where = parent
+        raise ConfigError(f"{where}: {text}") from err
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -109,7 +156,23 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 floats: PyYAML (YAML 1.1) reads ``1e-4`` (no dot) as a string, which would reject
-    the natural way to write a learning rate or ``mu``."""
+    the natural way to write a learning rate or ``mu``. A key given twice in one mapping is an error
+    (PyYAML keeps the last one silently, so a whole ``optim:`` block could vanish)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice (lines {seen[key]} and {line}); keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -129,12 +192,17 @@ _Loader.add_implicit_resolver(
 def load_yaml(cls: type[T], path: str | Path) -> T:
     """Load ``cls`` from a YAML file; every error names the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {str(path)!r} is a directory; pass the path of a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
         data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from err
     return from_dict(cls, data, where=str(path))
 
 

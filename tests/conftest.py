@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from tiny_data import TINY_DIGITS
 
 
 @pytest.fixture(scope="session")
@@ -11,4 +12,4 @@ def tiny_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from raynas.data import generate_digits
 
     root = tmp_path_factory.mktemp("digits")
-    return generate_digits(root, num_train=8, num_val=4, image_size=96, seed=0, progress=False)
+    return generate_digits(root, **TINY_DIGITS, progress=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tiny_data import TINY_DIGITS
 
 from raynas.checkpoints import STATE_FILE
 from raynas.config import dump_yaml, to_dict
@@ -38,7 +39,7 @@ def tiny_config(
     standalone: bool = False,
 ) -> TrainConfig:
     """A tiny super-net config (``standalone=True``: the same detector with a plain FPN)."""
-    data = DataConfig(root=str(data_root), batch_size=batch_size, hflip=0.0)
+    data = DataConfig(root=str(data_root), **TINY_DIGITS, batch_size=batch_size, hflip=0.0)
     model = ModelConfig(
         kind=kind, backbone=backbone, out_channels=out_channels, min_size=size, max_size=max_size
     )

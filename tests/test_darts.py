@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from tiny_data import TINY_DIGITS
 
 from raynas.cli import main as cli_main
 from raynas.config import ConfigError, load_yaml
@@ -46,7 +47,13 @@ def tiny_config(root: Path, storage: Path | None = None, workers: int = 1) -> Da
     """``fad_smoke.yaml`` pointed at the session's tiny digits: resnet18, FPN 32, c' = 8, 64 px, 1 epoch."""
     cfg = load_yaml(DartsConfig, SMOKE)
     cfg.data = dataclasses.replace(
-        cfg.data, root=str(root), max_train_images=None, max_val_images=None, batch_size=2, hflip=0.0
+        cfg.data,
+        root=str(root),
+        **TINY_DIGITS,
+        max_train_images=None,
+        max_val_images=None,
+        batch_size=2,
+        hflip=0.0,
     )
     cfg.model = dataclasses.replace(cfg.model, min_size=64, max_size=64)
     cfg.run = dataclasses.replace(cfg.run, num_workers=workers, storage_path=str(storage or root / "runs"))

@@ -21,6 +21,8 @@ from raynas.evaluation import (
     count_params,
     evaluate_coco,
     measure_latency,
+    rank_agreement,
+    spread_picks,
 )
 from raynas.models import build_detector
 
@@ -183,3 +185,36 @@ def test_measure_latency_reports_positive_times():
     assert measure_latency(model, torch.rand(1, 3, 8, 8), warmup=0, repeats=1)["std_ms"] == 0.0
     with pytest.raises(ValueError, match="repeats"):
         measure_latency(model, torch.rand(1, 3, 8, 8), repeats=0)
+
+
+def test_deformable_conv_flops_equal_the_plain_conv_plus_its_offset_conv():
+    """torch's flop counter has no formula for torchvision::deform_conv2d; raynas adds the plain conv's."""
+    from raynas.spaces.opanas.paths import Conv3x3
+
+    x = torch.randn(1, 16, 12, 10)
+    plain, deformable = Conv3x3(16, 16, deformable=False), Conv3x3(16, 16, deformable=True)
+    assert count_flops(deformable, x) == count_flops(plain, x) + count_flops(deformable.offset, x)
+    assert count_flops(deformable, x) > count_flops(plain, x) > 0
+
+
+def test_rank_agreement_of_known_rankings():
+    perfect = rank_agreement([1, 2, 3, 4, 5], [10, 20, 30, 40, 50], bootstrap=200)
+    assert perfect["kendall_tau"] == pytest.approx(1.0) and perfect["spearman_rho"] == pytest.approx(1.0)
+    assert perfect["kendall_tau_low"] == pytest.approx(1.0) and perfect["n"] == 5
+    reversed_ = rank_agreement([1, 2, 3, 4], [4, 3, 2, 1], bootstrap=200)
+    assert reversed_["kendall_tau"] == pytest.approx(-1.0)
+    # one discordant pair of 6: tau = (5 - 1) / 6
+    assert rank_agreement([1, 2, 3, 4], [1, 2, 4, 3])["kendall_tau"] == pytest.approx(4 / 6)
+    noisy = rank_agreement(list(range(12)), [0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10], bootstrap=500)
+    assert noisy["kendall_tau_low"] <= noisy["kendall_tau"] <= noisy["kendall_tau_high"]
+    with pytest.raises(ValueError, match="at least 3"):
+        rank_agreement([1, 2], [1, 2])
+
+
+def test_spread_picks_cover_the_score_range():
+    scores = [0.1, 0.11, 0.12, 0.5, 0.52, 0.9, 0.3]
+    picked = spread_picks(scores, 3)
+    assert [scores[i] for i in picked] == [0.1, 0.5, 0.9]
+    assert len(set(spread_picks(scores, 7))) == 7
+    with pytest.raises(ValueError):
+        spread_picks(scores, 8)

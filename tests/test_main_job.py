@@ -8,17 +8,57 @@ own Ray instance, as a user's run has, and keeps it away from the suite's.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+import yaml
 
 from raynas.checkpoints import load_state
+from raynas.config import to_dict
 from raynas.spaces.base import arch_from_json
-from raynas.spaces.opanas import OPANASSpace
+from raynas.spaces.opanas import OPAFPN, OPANASSpace
+from raynas.training.builders import build_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "opanas_ea.py"
+sys.path.insert(0, str(SCRIPT.parent))
+import opanas_ea  # noqa: E402
+
+
+def test_command_line_flags_win_over_the_config_files(tmp_path: Path) -> None:
+    supernet, search = opanas_ea.default_configs(opanas_ea.parse_args(["--smoke"]))
+    supernet.run.storage_path, supernet.run.num_workers = "from_file", 1
+    search.storage_path, search.num_scorers, search.name = "from_file", 1, "file_search"
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(to_dict(supernet)))
+    (tmp_path / "q.yaml").write_text(yaml.safe_dump(to_dict(search)))
+    files = ["--supernet-config", str(tmp_path / "s.yaml"), "--search-config", str(tmp_path / "q.yaml")]
+
+    supernet, search = opanas_ea.default_configs(opanas_ea.parse_args(files))
+    assert (supernet.run.storage_path, supernet.run.num_workers) == ("from_file", 1)
+    assert (search.storage_path, search.num_scorers, search.name) == ("from_file", 1, "file_search")
+    flags = ["--out", "cli_out", "--scorers", "3", "--train-workers", "2", "--address", "auto", "--gpu"]
+    supernet, search = opanas_ea.default_configs(opanas_ea.parse_args(files + flags))
+    assert supernet.run.storage_path == search.storage_path == "cli_out"
+    assert (supernet.run.num_workers, supernet.run.address, supernet.run.use_gpu) == (2, "auto", True)
+    assert (search.num_scorers, search.use_gpu, search.name) == (3, True, "file_search")
+
+
+def test_retraining_builds_the_neck_that_was_searched(tmp_path: Path) -> None:
+    """deformable, norm and num_nodes come from the super-net's config, not the OPA-FPN defaults."""
+    supernet = opanas_ea.smoke_supernet_config(str(tmp_path / "d"), str(tmp_path / "o"))
+    supernet.opanas.num_nodes, supernet.opanas.deformable, supernet.opanas.norm = 3, True, "gn"
+    space = OPANASSpace(num_nodes=3)
+    arch = space.from_config({key: "scale_equalizing" for key in space.keys})
+    cfg = opanas_ea.retrain_config(supernet, {**space.to_config(arch), "AP": 0.5, "generation": 1})
+    assert cfg.neck == {"type": "opa_fpn", "arch": space.to_config(arch), "num_nodes": 3,
+                        "deformable": True, "norm": "gn"}  # fmt: skip
+    assert cfg.optim == supernet.optim and cfg.data == supernet.data
+    cfg.model.backbone_weights = None
+    neck = build_model(cfg.model, 11, cfg.neck, cfg.head).backbone.neck
+    assert isinstance(neck, OPAFPN) and neck.arch == arch and neck.deformable and neck.norm == "gn"
 
 
 def test_smoke_run_trains_searches_and_prints_the_comparison(tmp_path: Path) -> None:
@@ -29,11 +69,13 @@ def test_smoke_run_trains_searches_and_prints_the_comparison(tmp_path: Path) -> 
 
     stdout = done.stdout
     assert "== super-net training" in stdout and "== strategies compared" in stdout
+    assert "== standalone FPN reference" in stdout and "x the standalone FPN's" in stdout
     table = stdout.split("== strategies compared (Tune result tables) ==")[1].strip().splitlines()
-    assert table[0].split() == ["strategy", "best_AP", "top5_mean_AP", "evaluations", "wall_time_s"]
+    header = ["strategy", "best_AP", "top5_mean_AP", "mean_AP", "evaluations", "wall_time_s"]
+    assert table[0].split() == header
     rows = {line.split()[0]: line.split() for line in table[1:3]}
     assert set(rows) == {"evolution", "random"}
-    assert rows["evolution"][3] == rows["random"][3] == "8"  # same budget: 4 x (1 + 1)
+    assert rows["evolution"][4] == rows["random"][4] == "8"  # same budget: 4 x (1 + 1)
     assert "-- top 5 evolution --" in stdout and "-- top 5 random --" in stdout
 
     (checkpoint,) = [p for p in (out / "supernet").glob("checkpoint_*") if p.is_dir()]
@@ -47,3 +89,9 @@ def test_smoke_run_trains_searches_and_prints_the_comparison(tmp_path: Path) -> 
         assert space.is_valid(arch_from_json(space, (search / strategy / "best_arch.json").read_text()))
         assert (search / strategy / "best_arch.png").stat().st_size > 0
     assert (search / "search_curves.png").stat().st_size > 0
+    record = json.loads((out / "main_job.json").read_text())
+    random_mean = next(row["mean_AP"] for row in record["strategies"] if row["strategy"] == "random")
+    reference = record["reference_fpn"]["AP"]
+    ratio = record["subnet_to_standalone_ratio"]
+    assert ratio == pytest.approx(random_mean / reference) if reference > 0 else math.isnan(ratio)
+    assert (data / "pretrained" / "resnet18.pt").is_file()  # the smoke's tiny pretrained body

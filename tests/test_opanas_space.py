@@ -191,3 +191,16 @@ def test_fair_sample_argument_errors():
     with pytest.raises(ValueError, match="k must be between 1 and 4"):
         fair_sample(SPACE, seed=0, k=5)
     assert len(fair_sample(SPACE, seed=0, k=2)) == 2
+
+
+def test_canonical_form_sets_edges_out_of_dead_nodes_to_none():
+    space = OPANASSpace()
+    # node 1 is dead (its only input edge is none): its outgoing edges never run
+    base = space.from_edges({(0, 2): "top_down", (1, 2): "bottom_up", (1, 3): "skip", (2, 3): "top_down"})
+    canonical = space.canonical(base)
+    assert canonical == space.from_edges({(0, 2): "top_down", (2, 3): "top_down"})
+    assert space.canonical(canonical) == canonical and space.active_edges(base) == space.active_edges(
+        canonical
+    )
+    live = space.from_config({key: "top_down" for key in space.keys})
+    assert space.canonical(live) == live

@@ -65,6 +65,22 @@ def same_metrics(a: dict, b: dict) -> bool:
 
 
 # ---- the scorer (plain Python) ------------------------------------------------------------------
+def test_the_feature_cache_stays_within_its_byte_budget(checkpoint, scorers) -> None:
+    """Past the budget, batches run the full forward: the cache never grows beyond it, scores stay equal."""
+    state = load_state(checkpoint)
+    weights = state_to_numpy(state["model"])
+    unbounded = SupernetScorer(weights, state["config"], state["num_classes"], batch_size=1)
+    assert unbounded.cached_batches == len(unbounded.batches) >= 2
+    one_batch = unbounded.cache_nbytes // unbounded.cached_batches + 1
+    bounded = SupernetScorer(
+        weights, state["config"], state["num_classes"], batch_size=1, cache_bytes=one_batch
+    )
+    assert bounded.cached_batches == 1 < len(bounded.batches)
+    assert 0 < bounded.cache_nbytes <= one_batch
+    config = SPACE.to_config(SAMPLED)
+    assert same_metrics(bounded.score(config), scorers[False].score(config))
+
+
 @pytest.mark.parametrize("arch", [HEAVY, SAMPLED], ids=["heavy", "sampled"])
 def test_cached_features_give_the_same_detections_and_ap_as_the_full_forward(scorers, arch) -> None:
     cached, full = detections(scorers[True], arch), detections(scorers[False], arch)

@@ -152,6 +152,27 @@ def test_never_suggests_an_architecture_twice() -> None:
     assert ("d", "d", "d") not in seen
 
 
+def test_no_evaluation_is_spent_on_a_network_already_evaluated() -> None:
+    """Architectures that differ only on edges out of dead nodes compute the same network: the searchers
+    compare canonical forms, so none of them is suggested twice."""
+    from raynas.search.random import VisitedArchs
+    from raynas.spaces.opanas import OPANASSpace
+
+    space = OPANASSpace(num_nodes=2)  # 3 edges: e0_1, e0_2, e1_2
+    visited = VisitedArchs(space)
+    visited.add(space.from_edges({(0, 2): "top_down", (1, 2): "skip"}))  # node 1 dead
+    assert space.from_edges({(0, 2): "top_down", (1, 2): "bottom_up"}) in visited
+    assert space.from_edges({(0, 2): "top_down"}) in visited
+    assert space.from_edges({(0, 1): "skip", (0, 2): "top_down"}) not in visited
+    for searcher in (
+        EvolutionSearcher(space, population_size=8, generations=6, top_k=3, mutation_prob=0.5, seed=0),
+        RandomSearcher(space, max_evaluations=60, seed=0),
+    ):
+        suggested = Driver(searcher, concurrency=2).run()
+        canonical = [space.canonical(space.from_config(config)) for _, config in suggested]
+        assert len(canonical) == len(set(canonical)) > 20
+
+
 def test_constraint_filters_every_suggestion() -> None:
     few_a = CostLimit(cost=lambda arch: arch.ops.count("a"), limit=3)
     for searcher in (

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from tiny_data import TINY_DIGITS
 
 from raynas.checkpoints import load_detector
 from raynas.search.scorer import SupernetScorer, state_to_numpy
@@ -29,7 +30,7 @@ from raynas.training.config import (
 )
 from raynas.training.data import build_dataset, make_loader
 from raynas.training.launch import TrainResult
-from raynas.training.supernet import SupernetTask, step_seed, train_supernet
+from raynas.training.supernet import SupernetTask, train_supernet
 
 AP_KEYS = {"AP", "AP50", "AP75", "APs", "APm", "APl"}
 STEPS = 2  # 8 images / 2 workers / batch 2, one epoch
@@ -37,7 +38,7 @@ STEPS = 2  # 8 images / 2 workers / batch 2, one epoch
 
 def tiny_supernet_config(root: Path, storage: Path | str = "runs", **opanas) -> SupernetConfig:
     return SupernetConfig(
-        data=DataConfig(root=str(root), batch_size=2, hflip=0.0),
+        data=DataConfig(root=str(root), **TINY_DIGITS, batch_size=2, hflip=0.0),
         model=ModelConfig(kind="retinanet", backbone="resnet18", out_channels=16, min_size=64, max_size=64),
         optim=OptimConfig(epochs=1, lr=0.01, warmup_iters=2, milestones=[]),
         run=RunConfig(name="supernet", storage_path=str(storage), num_workers=2, max_failures=0),
@@ -49,13 +50,13 @@ def expected_digest(seed: int, steps: int, k: int = 4) -> int:
     """The digest ``SupernetTask`` keeps of the sub-nets it trained, recomputed from the fair draws."""
     digest = hashlib.sha256()
     for step in range(steps):
-        for arch in fair_sample(OPANASSpace(5), seed=step_seed(seed, step), k=k):
+        for arch in fair_sample(OPANASSpace(5), seed=fair_step_seed(seed, step), k=k):
             digest.update(repr(arch).encode())
     return int(digest.hexdigest()[:15], 16)
 
 
 def val_images(root: Path, count: int = 2) -> list[torch.Tensor]:
-    dataset = build_dataset(DataConfig(root=str(root)), "val")
+    dataset = build_dataset(DataConfig(root=str(root), **TINY_DIGITS), "val")
     images, _ = next(iter(make_loader(dataset, count, shuffle=False)))
     return images
 
@@ -138,27 +139,26 @@ def test_fair_draw_is_seeded_from_the_step(tiny_digits: Path) -> None:
     """Two task instances (two ranks) derive the same K sub-nets per step without communicating."""
     rank0 = SupernetTask(tiny_supernet_config(tiny_digits))
     rank1 = SupernetTask(tiny_supernet_config(tiny_digits))
-    assert step_seed(0, 7) == fair_step_seed(0, 7)  # the training task uses the sampler's seed rule
     draws = []
     for step in range(4):
-        a = fair_sample(rank0.space, seed=step_seed(rank0.cfg.run.seed, step), k=rank0.cfg.opanas.k)
-        b = fair_sample(rank1.space, seed=step_seed(rank1.cfg.run.seed, step), k=rank1.cfg.opanas.k)
+        a = fair_sample(rank0.space, seed=fair_step_seed(rank0.cfg.run.seed, step), k=rank0.cfg.opanas.k)
+        b = fair_sample(rank1.space, seed=fair_step_seed(rank1.cfg.run.seed, step), k=rank1.cfg.opanas.k)
         assert a == b
         assert len(a) == 4
         for edge in range(rank0.space.num_edges):  # strict fairness: each path once per edge per step
             assert sorted(arch.edges[edge] for arch in a) == sorted(PARAMETERISED_PATHS)
         draws.append(tuple(a))
     assert len(set(draws)) == 4  # a new draw every step
-    other_seed = fair_sample(rank0.space, seed=step_seed(1, 0), k=4)
+    other_seed = fair_sample(rank0.space, seed=fair_step_seed(1, 0), k=4)
     assert other_seed != draws[0]
-    assert step_seed(0, 1) != step_seed(1, 0)
+    assert fair_step_seed(0, 1) != fair_step_seed(1, 0)
 
 
 def test_train_step_applies_the_gamma_l1_term(tiny_digits: Path) -> None:
     """One super-net step (K=4 sub-nets, then one update) with mu=0 and with mu=1 from the same weights:
     gamma gets gradients, the mu=1 gradient is larger by exactly mu * sign(gamma) = 1 per edge
     (Eq. 12), the loss by mu * ||gamma||_1 = 15, and gamma moves."""
-    data = DataConfig(root=str(tiny_digits), hflip=0.0)
+    data = DataConfig(root=str(tiny_digits), **TINY_DIGITS, hflip=0.0)
     batch = next(iter(make_loader(build_dataset(data, "train"), 2, shuffle=False)))
     runs = {}
     for mu in (0.0, 1.0):
@@ -191,7 +191,7 @@ def test_train_step_applies_the_gamma_l1_term(tiny_digits: Path) -> None:
 def test_shared_body_step_gives_the_gradients_of_k_full_passes(tiny_digits: Path) -> None:
     """The body runs once per fair step; every parameter's gradient must equal that of K separate
     forward/backward passes of the whole detector (the paper's definition of the step)."""
-    dataset = build_dataset(DataConfig(root=str(tiny_digits), hflip=0.0), "train")
+    dataset = build_dataset(DataConfig(root=str(tiny_digits), **TINY_DIGITS, hflip=0.0), "train")
     batch = next(iter(make_loader(dataset, 2, shuffle=False)))
     images, targets = batch
     task = SupernetTask(tiny_supernet_config(tiny_digits, mu=1e-4, reduce="sum"))
@@ -200,7 +200,7 @@ def test_shared_body_step_gives_the_gradients_of_k_full_passes(tiny_digits: Path
     supernet = model.backbone.neck
 
     model.zero_grad(set_to_none=True)
-    for arch in fair_sample(task.space, seed=step_seed(0, 3), k=4):
+    for arch in fair_sample(task.space, seed=fair_step_seed(0, 3), k=4):
         with supernet.using(arch):
             sum(model(images, targets).values()).backward()
     (1e-4 * supernet.gamma_l1()).backward()
@@ -211,5 +211,12 @@ def test_shared_body_step_gives_the_gradients_of_k_full_passes(tiny_digits: Path
     shared = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     assert shared.keys() == expected.keys()
     assert any(name.startswith("backbone.body.") for name in shared)  # the body is trained too
+    # strict fairness: after one step every parameterised path of every edge has a gradient, and gamma too
+    for key in supernet.space.keys:
+        for path_name, path in supernet.edges[key].items():
+            assert all(
+                f"backbone.neck.edges.{key}.{path_name}.{n}" in shared for n, _ in path.named_parameters()
+            )
+    assert "backbone.neck.gamma" in shared
     for name, grad in expected.items():
         torch.testing.assert_close(shared[name], grad, rtol=1e-4, atol=1e-6, msg=name)

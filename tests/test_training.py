@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from tiny_data import TINY_DIGITS
 
 from raynas.checkpoints import STATE_FILE, config_from_state, load_detector, load_state
 from raynas.config import ConfigError, from_dict, load_yaml, to_dict
@@ -33,7 +34,7 @@ TINY_MODEL = ModelConfig(kind="retinanet", backbone="resnet18", out_channels=16,
 def tiny_config(root: Path, storage: Path, name: str, epochs: int = 1, **optim) -> TrainConfig:
     """RetinaNet-ResNet18 at 64 px with a 16-channel FPN: the smallest detector that still trains."""
     return TrainConfig(
-        data=DataConfig(root=str(root), batch_size=2, hflip=0.0),
+        data=DataConfig(root=str(root), **TINY_DIGITS, batch_size=2, hflip=0.0),
         model=TINY_MODEL,
         optim=OptimConfig(**{"epochs": epochs, "lr": 0.01, "warmup_iters": 2, "milestones": [], **optim}),
         run=RunConfig(name=name, storage_path=str(storage), num_workers=2, max_failures=0),
@@ -191,7 +192,7 @@ def test_load_state_of_a_corrupt_checkpoint(tmp_path: Path) -> None:
 def test_a_few_steps_on_one_batch_decrease_the_loss(tiny_digits: Path) -> None:
     """Plain PyTorch, no Ray: the detector a config describes learns (loss and gradients are wired)."""
     torch.manual_seed(0)
-    data = DataConfig(root=str(tiny_digits), hflip=0.0)
+    data = DataConfig(root=str(tiny_digits), **TINY_DIGITS, hflip=0.0)
     images, targets = next(iter(make_loader(build_dataset(data, "train"), 2, shuffle=False)))
     model = build_model(TINY_MODEL, num_classes=11)
     model.train()

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from raynas.io import atomic_write_bytes, atomic_write_json
+from raynas.io import atomic_write_json
 
 MIN_SIDE_PX = 8  # smallest pasted digit (patch height); the largest is image_size // 2
 MAX_OBJECTS = 6
@@ -124,6 +126,7 @@ def _write_split(
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     step = max(1, count // 50)
+    (out_dir / split).mkdir(parents=True, exist_ok=True)
     for index in range(count):
         # one generator per image: image i does not depend on how many images are generated
         rng = np.random.default_rng([seed, split_code, index])
@@ -131,7 +134,7 @@ def _write_split(
         file_name = f"{index:06d}.png"
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG")
-        atomic_write_bytes(out_dir / split / file_name, buffer.getvalue())
+        (out_dir / split / file_name).write_bytes(buffer.getvalue())  # a staging folder: see generate_digits
         image_id = index + 1
         images.append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size})
         for (x1, y1, x2, y2), digit in zip(boxes, classes):
@@ -167,6 +170,21 @@ def _write_split(
     )
 
 
+def digits_settings(root: str | os.PathLike) -> dict[str, int] | None:
+    """The settings a digits dataset at ``root`` was generated with, read back from its annotation files
+    (``None`` when there is none): ``{"num_train", "num_val", "image_size", "seed"}``."""
+    settings: dict[str, int] = {}
+    for split in ("train", "val"):
+        path = Path(root) / "annotations" / f"instances_{split}.json"
+        if not path.is_file():
+            return None
+        payload = json.loads(path.read_text())
+        info = payload.get("info", {})
+        settings.update(image_size=info.get("image_size"), seed=info.get("seed"))
+        settings[f"num_{split}"] = len(payload.get("images", []))
+    return settings
+
+
 def generate_digits(
     out_dir: str | os.PathLike,
     num_train: int = 1000,
@@ -183,7 +201,11 @@ def generate_digits(
     noise; boxes are tight around the ink, overlaps are capped (IoU <= 0.3). Val images are drawn from
     digit scans never used for train (every 5th scan of each class is held out, whatever the seed), so
     validation measures generalisation to unseen handwriting. The same arguments give byte-identical
-    files. Files from an earlier, larger run in ``out_dir`` are left in place but are not in the JSON.
+    files.
+
+    The dataset is written into a staging folder next to ``out_dir`` and moved into place only when
+    complete, so an interrupted generation leaves the previous dataset (or none) intact, never a mix.
+    Other entries of ``out_dir`` (e.g. ``pretrained/``) are kept.
     """
     limits = (("num_train", num_train, 1), ("num_val", num_val, 1), ("image_size", image_size, 32))
     for name, value, low in limits:
@@ -192,7 +214,49 @@ def generate_digits(
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"generate_digits: seed must be a non-negative integer, got {seed!r}")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"digits output {str(out_dir)!r} exists and is not a directory")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     pools = _digit_pools()
-    for split, count in (("train", num_train), ("val", num_val)):
-        _write_split(out_dir, split, count, image_size, seed, pools[split], progress)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent) as staging:
+        staging = Path(staging)
+        for split, count in (("train", num_train), ("val", num_val)):
+            _write_split(staging, split, count, image_size, seed, pools[split], progress)
+        out_dir.mkdir(exist_ok=True)
+        old = staging / "replaced"
+        old.mkdir()
+        # annotations last: they are what marks a dataset as present (ensure_dataset)
+        for entry in ("train", "val", "annotations"):
+            if (out_dir / entry).exists():
+                os.replace(out_dir / entry, old / entry)
+            os.replace(staging / entry, out_dir / entry)
     return out_dir
+
+
+def digit_crops(
+    rng: np.random.Generator, count: int, size: int = 32, split: str = "train", min_side: int = 12
+) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` single-digit classification crops: uint8 ``[count, size, size, 3]`` and int64 labels.
+
+    The proxy's stand-in for ImageNet pretraining (``raynas pretrain``): one glyph per crop, its height
+    log-uniform in ``[min_side, size]``, at a random position, with the detection canvases' random colours
+    and gaussian noise. ``split="train"`` draws from the training scans only, so nothing of the detection
+    val split leaks into a pretrained body; ``"val"`` draws from the held-out scans (for accuracy only).
+    """
+    scans, labels = _digit_pools()[split]
+    images = np.empty((count, size, size, 3), dtype=np.uint8)
+    picks = rng.integers(len(scans), size=count)
+    log_min, log_max = math.log(min_side), math.log(size)
+    for index, pick in enumerate(picks):
+        background = rng.uniform(0.0, 255.0, 3)
+        canvas = np.empty((size, size, 3), dtype=np.float32)
+        canvas[:] = background
+        height = min(size, round(math.exp(rng.uniform(log_min, log_max))))
+        width = min(size, max(4, round(height * rng.uniform(0.8, 1.25))))
+        left, top = int(rng.integers(size - width + 1)), int(rng.integers(size - height + 1))
+        alpha = _upscale(scans[pick], width, height)
+        region = canvas[top : top + height, left : left + width]
+        region += (_colour(rng, background) - region) * alpha[..., None]
+        canvas += rng.normal(0.0, rng.uniform(2.0, 20.0), canvas.shape)
+        images[index] = canvas.round().clip(0, 255).astype(np.uint8)
+    return images, labels[picks]

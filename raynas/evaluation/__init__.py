@@ -1,7 +1,8 @@
-"""Evaluation: COCO box mAP (pycocotools), parameters, FLOPs and latency (no Ray here)."""
+"""Evaluation: COCO box mAP (pycocotools), parameters, FLOPs, latency, rank agreement (no Ray here)."""
 
 from raynas.evaluation.coco_eval import METRIC_NAMES, coco_metrics_from_detections, evaluate_coco
 from raynas.evaluation.complexity import count_flops, count_params, measure_latency
+from raynas.evaluation.ranking import rank_agreement, spread_picks
 
 __all__ = [
     "METRIC_NAMES",
@@ -10,4 +11,6 @@ __all__ = [
     "count_params",
     "evaluate_coco",
     "measure_latency",
+    "rank_agreement",
+    "spread_picks",
 ]

@@ -3,6 +3,11 @@
 FLOPs are counted the way PyTorch counts them: one multiply-add = 2 FLOPs, for the ops FlopCounterMode
 knows (convolutions, matmuls, ...; element-wise ops, NMS and ROI-Align are not counted). Papers that
 report "FLOPs" for detectors (OPANAS Table 1, FAD) usually count multiply-adds: divide by 2 to compare.
+
+torchvision's ``deform_conv2d`` has no formula in ``torch.utils.flop_counter``, so without one a deformable
+3x3 conv would count only its offset conv; :func:`count_flops` gives it the formula of the plain
+convolution with the same weight and output (the multiply-adds of the kernel; the bilinear sampling of
+the input is element-wise work, not counted, as for every other op here).
 """
 
 from __future__ import annotations
@@ -15,7 +20,18 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+
+
+def _deform_conv2d_flop(x_shape, w_shape, _offset, _mask, _bias, *args, out_shape=None, **kwargs) -> int:
+    return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+
+
+def _custom_flop_formulas() -> dict[Any, Callable]:
+    import torchvision  # noqa: F401  (registers torch.ops.torchvision)
+
+    op = torch.ops.torchvision.deform_conv2d
+    return {op: _deform_conv2d_flop, op.default: _deform_conv2d_flop}
 
 
 def count_params(module: nn.Module, trainable_only: bool = False) -> int:
@@ -48,7 +64,7 @@ def count_flops(model: Callable, inputs: Any) -> int:
     ``inputs``: a tensor, a list of images (torchvision detectors), an ``OrderedDict`` of feature maps (a
     neck), or a tuple of positional arguments.
     """
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_custom_flop_formulas())
     with _eval_mode(model), torch.inference_mode(), counter:
         _call(model, inputs)
     return int(counter.get_total_flops())

@@ -63,14 +63,26 @@ def _weights_enum_or_path(name: str, weights: str | Path | WeightsEnum) -> Weigh
     return path
 
 
-def _load_local_weights(model: nn.Module, path: Path, family: str) -> None:
-    """Load a classifier state dict from ``path``; any key that does not fit raises, naming the keys."""
+def _read_local_weights(path: Path) -> dict[str, Tensor]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(
             f"backbone weights file '{path}' does not hold a state dict (a dict of tensors); save one with "
             "torch.save(model.state_dict(), path)"
         )
+    return state
+
+
+def _norm_of_state(state: dict[str, Tensor]) -> str:
+    """The norm a classifier state dict was trained with: BatchNorm leaves running statistics, GroupNorm none.
+
+    A detector must keep the norm its body was pretrained with (GroupNorm weights under FrozenBatchNorm would
+    meet zero-mean unit-variance "statistics" they were never trained for)."""
+    return "frozen_bn" if any(k.endswith("running_mean") for k in state) else "gn"
+
+
+def _load_local_weights(model: nn.Module, state: dict[str, Tensor], path: Path, family: str) -> None:
+    """Load a classifier state dict read from ``path``; any key that does not fit raises, naming the keys."""
     own = model.state_dict()
     mismatched = [
         f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
@@ -158,22 +170,27 @@ def build_backbone_body(
     classification head may be absent), or a torchvision weights name/enum such as ``"IMAGENET1K_V1"``
     (torchvision downloads it; needs internet).
 
-    ``norm`` (default: ``"frozen_bn"`` with weights, ``"gn"`` without): torchvision's reference
-    detectors freeze BatchNorm (``FrozenBatchNorm2d``) because detection batches are too small to
-    re-estimate ImageNet statistics. From random init there are no statistics to keep, and frozen
-    identity BN would leave the network unnormalised. Detectors trained from scratch normalise with
-    GroupNorm (He et al., "Rethinking ImageNet Pre-training", ICCV 2019), which does not depend on the
-    per-worker batch of 2-8 images detection affords; measured here, FCOS-ResNet18 on the digits data
-    reached AP50 28.3 with GroupNorm vs 10.4 with trained BatchNorm after 4 epochs (batch 8, same
-    recipe). ``"bn"`` (torchvision's ``BatchNorm2d``) remains available for large per-GPU batches.
+    ``norm`` (default: ``"gn"`` without weights; with a local state dict, the norm it was trained with:
+    ``"frozen_bn"`` when it holds BatchNorm statistics, else ``"gn"``; ``"frozen_bn"`` with torchvision's
+    weights): torchvision's reference detectors freeze BatchNorm (``FrozenBatchNorm2d``) because detection
+    batches are too small to re-estimate ImageNet statistics. From random init there are no statistics to
+    keep, and frozen identity BN would leave the network unnormalised. Detectors trained from scratch
+    normalise with GroupNorm (He et al., "Rethinking ImageNet Pre-training", ICCV 2019), which does not
+    depend on the per-worker batch of 2-8 images detection affords; measured here, FCOS-ResNet18 on the
+    digits data reached AP50 28.3 with GroupNorm vs 10.4 with trained BatchNorm after 4 epochs (batch 8,
+    same recipe). ``"bn"`` (torchvision's ``BatchNorm2d``) remains available for large per-GPU batches.
 
     ``trainable_layers`` (default: all without weights, 3 with weights, as torchvision): stages counted
     from the top that keep ``requires_grad``; ResNet ``0..5``, MobileNetV3 ``0..6``.
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone '{name}'; valid backbones: {list(BACKBONES)}")
+    source = None if weights is None else _weights_enum_or_path(name, weights)
+    local_state = _read_local_weights(source) if isinstance(source, Path) else None
     if norm is None:
-        norm = "gn" if weights is None else "frozen_bn"
+        norm = (
+            "gn" if weights is None else "frozen_bn" if local_state is None else _norm_of_state(local_state)
+        )
     if norm not in NORMS:
         raise ValueError(f"unknown norm '{norm}'; valid norms: {list(NORMS)}")
     returned_layers = list(returned_layers)
@@ -181,15 +198,14 @@ def build_backbone_body(
         raise ValueError(f"returned_layers must be a non-empty subset of [1, 2, 3, 4], got {returned_layers}")
     family = "resnet" if name in RESNETS else "mobilenet"
 
-    source = None if weights is None else _weights_enum_or_path(name, weights)
     torchvision_weights = source if isinstance(source, str | WeightsEnum) else None
     kwargs = {}
     norm_layer = _norm_layer(norm, family)
     if norm_layer is not None:
         kwargs["norm_layer"] = norm_layer
     model = torchvision.models.get_model(name, weights=torchvision_weights, **kwargs)
-    if isinstance(source, Path):
-        _load_local_weights(model, source, family)
+    if local_state is not None:
+        _load_local_weights(model, local_state, source, family)
 
     if family == "resnet":
         if trainable_layers is None:

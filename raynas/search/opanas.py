@@ -6,6 +6,7 @@ the same super-net weights and validation images); their result tables are compa
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import pandas as pd
 import torch
 
 from raynas.checkpoints import config_from_state, load_state
-from raynas.config import check_local_storage
+from raynas.config import ConfigError, check_local_storage, check_ranges
 from raynas.evaluation import count_flops, count_params
 from raynas.io import atomic_write_json, run_info
 from raynas.search.constraints import CostLimit
@@ -43,10 +44,15 @@ class OPANASSearchConfig:
     max_evaluations: int | None = None  # default: population_size * (generations + 1)
     num_scorers: int = 1
     cpus_per_scorer: float = 0.9  # < 1 leaves room for Tune's trial processes on a 2-core machine
-    max_val_images: int | None = None
+    # the fitness: a COCO metric of the search split ("AP" = mAP@[.5:.95]; "AP50" for VOC, as the paper
+    # reports VOC); each candidate is scored on at most max_search_images of the split (a seeded subset)
+    metric: Literal["AP", "AP50", "AP75", "APs", "APm", "APl"] = "AP"
+    max_search_images: int | None = None
     batch_size: int = 8
     use_gpu: bool = False
     cache_features: bool = True
+    # per scorer, on its device; batches past the budget run the full forward (raynas.search.scorer)
+    cache_gib: float = 2.0
     max_neck_params: int | None = None
     max_neck_flops: int | None = None
     seed: int = 0
@@ -55,6 +61,19 @@ class OPANASSearchConfig:
 
     def __post_init__(self) -> None:
         check_local_storage(self.storage_path)
+        check_ranges(
+            self,
+            {"population_size": (1, None), "generations": (0, None), "top_k": (1, self.population_size),
+             "mutation_prob": (0.0, 1.0), "crossover_fraction": (0.0, 1.0), "max_evaluations": (1, None),
+             "num_scorers": (1, None), "cpus_per_scorer": (0.0, None, "low_open"),
+             "max_search_images": (1, None), "batch_size": (1, None), "cache_gib": (0.0, None),
+             "max_neck_params": (1, None), "max_neck_flops": (1, None), "seed": (0, None)},
+        )  # fmt: skip
+        if not self.strategies or len(set(self.strategies)) != len(self.strategies):
+            raise ConfigError(
+                f"strategies must name each search strategy once, at least one of {list(STRATEGIES)}; "
+                f"got {self.strategies!r}"
+            )
 
     @property
     def budget(self) -> int:
@@ -104,6 +123,7 @@ def make_searcher(strategy: str, space: OPANASSpace, cfg: OPANASSearchConfig, co
             constraint=constraint,
             seed=cfg.seed,
             max_evaluations=cfg.budget,
+            metric=cfg.metric,
         )
     if strategy == "random":
         return RandomSearcher(
@@ -112,6 +132,7 @@ def make_searcher(strategy: str, space: OPANASSpace, cfg: OPANASSearchConfig, co
             constraint=constraint,
             seed=cfg.seed,
             batch_size=cfg.population_size,
+            metric=cfg.metric,
         )
     raise ValueError(f"unknown search strategy {strategy!r}; valid: {list(STRATEGIES)}")
 
@@ -146,6 +167,41 @@ def _check_finished(grid, strategy: str, budget: int, experiment: Path) -> None:
         )
 
 
+#: settings that change how a search runs, not what it finds (may differ when a search is resumed)
+_RUNTIME_KEYS = {"num_scorers", "cpus_per_scorer", "use_gpu", "batch_size", "cache_features", "cache_gib"}
+
+
+def guard_search_folder(run_dir: Path, cfg: OPANASSearchConfig, checkpoint_dir: str, resume: bool) -> None:
+    """Never silently reuse or throw away a search: a folder of another search (other settings or another
+    super-net) is refused, an unfinished strategy is continued only with ``resume`` and otherwise
+    refused with the command that continues it. Writes ``run_info.json`` on the first start."""
+    info_path = run_dir / "run_info.json"
+    new = json.loads(json.dumps(run_info(cfg, supernet_checkpoint=checkpoint_dir), default=str))
+    if info_path.is_file():
+        old = json.loads(info_path.read_text())
+        changed = sorted(
+            key
+            for key in set(old.get("config", {})) | set(new["config"])
+            if key not in _RUNTIME_KEYS and old.get("config", {}).get(key) != new["config"].get(key)
+        )
+        if old.get("supernet_checkpoint") != checkpoint_dir:
+            changed.append("supernet checkpoint")
+        if changed:
+            raise ConfigError(
+                f"{run_dir} holds a search with other settings ({changed[:8]}); give this search a new "
+                "--out (or name), or delete that folder"
+            )
+    for strategy in cfg.strategies:
+        experiment = run_dir / strategy
+        if experiment.exists() and not (experiment / "summary.json").is_file() and not resume:
+            raise ConfigError(
+                f"{experiment} holds an unfinished {strategy} search; run the same command with --resume to "
+                "finish it (its finished evaluations are kept), or give a new --out"
+            )
+    if not info_path.is_file():
+        atomic_write_json(info_path, new)
+
+
 def search_opanas(
     checkpoint_dir: str | Path, cfg: OPANASSearchConfig, resume: bool = False, verbose: int = 1
 ) -> dict[str, Any]:
@@ -156,40 +212,56 @@ def search_opanas(
     """
     from raynas.viz import draw_opanas_arch, plot_search_curves
 
+    run_dir = Path(cfg.storage_path).resolve() / cfg.name
+    guard_search_folder(run_dir, cfg, str(checkpoint_dir), resume)
     pool = ScorerPool(
         checkpoint_dir,
         num_actors=cfg.num_scorers,
-        max_val_images=cfg.max_val_images,
+        max_images=cfg.max_search_images,
         batch_size=cfg.batch_size,
         use_gpu=cfg.use_gpu,
         cpus_per_actor=cfg.cpus_per_scorer,
         cache_features=cfg.cache_features,
+        cache_bytes=int(cfg.cache_gib * 1024**3),
     )
     space = OPANASSpace(num_nodes=pool.config.opanas.num_nodes)
-    run_dir = Path(cfg.storage_path).resolve() / cfg.name
     constraint = _constraint(checkpoint_dir, cfg)
-    atomic_write_json(run_dir / "run_info.json", run_info(cfg, supernet_checkpoint=str(checkpoint_dir)))
     tables, rows = {}, []
     try:
         for strategy in cfg.strategies:
             experiment = run_dir / strategy
+            if (experiment / "summary.json").is_file():  # finished earlier: its table is the result
+                tables[strategy] = pd.read_csv(experiment / "results.csv")
+                rows.append(json.loads((experiment / "summary.json").read_text()))
+                print(f"[raynas] {strategy} search already finished in {experiment}; not run again")
+                continue
             started = time.perf_counter()
             searcher = make_searcher(strategy, space, cfg, constraint)
             if resume and experiment.exists():
                 grid = resume_search(experiment, pool.handles)
             else:
-                grid = run_search(searcher, pool.handles, strategy, run_dir, cfg.num_scorers, verbose=verbose)
+                grid = run_search(
+                    searcher,
+                    pool.handles,
+                    strategy,
+                    run_dir,
+                    cfg.num_scorers,
+                    metric=cfg.metric,
+                    verbose=verbose,
+                )
             _check_finished(grid, strategy, getattr(searcher, "total_evaluations", cfg.budget), experiment)
             df = results_table(grid, strategy)
-            summary = {"strategy": strategy, **summarize(df, time.perf_counter() - started)}
-            best = df.loc[df["AP"].astype(float).fillna(-1).idxmax()]
+            summary = {"strategy": strategy, **summarize(df, time.perf_counter() - started, cfg.metric)}
+            best = df.loc[df[cfg.metric].astype(float).fillna(-1).idxmax()]
             arch = space.from_config(best.to_dict())
             write_results(experiment, df, arch_to_json(space, arch), summary)
-            draw_opanas_arch(arch, experiment / "best_arch.png", f"best {strategy}: AP {best['AP']:.3f}")
+            draw_opanas_arch(
+                arch, experiment / "best_arch.png", f"best {strategy}: {cfg.metric} {best[cfg.metric]:.3f}"
+            )
             tables[strategy], rows = df, rows + [summary]
     finally:
         pool.shutdown()
     summary_df = pd.DataFrame(rows)
-    plot_search_curves(tables, run_dir / "search_curves.png")
+    plot_search_curves(tables, run_dir / "search_curves.png", metric=cfg.metric)
     atomic_write_json(run_dir / "comparison.json", rows)
     return {"tables": tables, "summary": summary_df, "run_dir": run_dir}

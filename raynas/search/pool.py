@@ -17,7 +17,7 @@ from ray.util.queue import Queue
 
 from raynas.checkpoints import config_from_state, load_state
 from raynas.search.handles import ScorerHandles
-from raynas.search.scorer import SupernetScorer, state_to_numpy
+from raynas.search.scorer import DEFAULT_CACHE_BYTES, SupernetScorer, state_to_numpy
 from raynas.training.config import SupernetConfig
 
 
@@ -28,11 +28,12 @@ class ScorerPool:
         self,
         checkpoint_dir: str | Path,
         num_actors: int = 1,
-        max_val_images: int | None = None,
+        max_images: int | None = None,
         batch_size: int = 8,
         use_gpu: bool = False,
         cpus_per_actor: float = 0.9,
         cache_features: bool = True,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_restarts: int = 3,
     ):
         state = load_state(checkpoint_dir)
@@ -57,10 +58,11 @@ class ScorerPool:
                 self._weights,
                 state["config"],
                 self.num_classes,
-                max_val_images=max_val_images,
+                max_images=max_images,
                 batch_size=batch_size,
                 device="cuda" if use_gpu else "cpu",
                 cache_features=cache_features,
+                cache_bytes=cache_bytes,
                 num_threads=max(1, round(cpus_per_actor)),
             )
             for _ in range(num_actors)

@@ -80,6 +80,36 @@ def _config_of_result(result: dict | None) -> dict[str, Any]:
     return {key[len("config/") :]: value for key, value in result.items() if key.startswith("config/")}
 
 
+class VisitedArchs:
+    """The architectures already suggested, compared in the space's canonical form.
+
+    Two encodings can compute the same network (in OPANAS, an edge leaving a dead node never runs); a
+    space that knows this offers ``canonical(arch)``, and a candidate whose canonical form was seen is a
+    duplicate, so no evaluation is spent on a network already scored. Other spaces compare as is.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self._canonical = getattr(space, "canonical", None)
+        self._seen: set[Any] = set()
+
+    def _key(self, arch: Any) -> Any:
+        if self._canonical is None:
+            return arch
+        try:
+            return self._canonical(arch)
+        except ValueError:  # not a valid architecture: the caller rejects it; compare it as is
+            return arch
+
+    def add(self, arch: Any) -> None:
+        self._seen.add(self._key(arch))
+
+    def __contains__(self, arch: Any) -> bool:
+        return self._key(arch) in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
 class ArchSearcher(Searcher):
     """Shared state and Tune plumbing of raynas' searchers; subclasses implement :meth:`_propose`.
 
@@ -127,7 +157,7 @@ class ArchSearcher(Searcher):
         self._rng = random.Random(seed)
         self._records: list[ArchRecord] = []
         self._pending: dict[str, ArchRecord] = {}
-        self._visited: set[Any] = set()
+        self._visited = VisitedArchs(space)
         self._warned_missing_metric = False
 
     # ---- strategy hook -------------------------------------------------------------------------
@@ -135,7 +165,7 @@ class ArchSearcher(Searcher):
         """Next ``(arch, generation, origin, parents)``, ``None`` (not now) or ``Searcher.FINISHED``."""
         raise NotImplementedError(f"{type(self).__name__}._propose is not implemented yet")
 
-    def _draw_random(self, taken: set[Any]) -> Any:
+    def _draw_random(self, taken: VisitedArchs) -> Any:
         arch, _ = draw_new_or_raise(
             lambda: (self.space.sample(self._rng), None), self.space, self.constraint, taken, self.max_retries
         )

@@ -127,11 +127,13 @@ def results_table(grid: tune.ResultGrid, strategy: str) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame, wall_time_s: float, metric: str = "AP") -> dict[str, Any]:
-    """Best metric, mean of the top 5, number of evaluations, wall time (one strategy)."""
+    """Best metric, mean of the top 5, mean of all, number of evaluations, wall time (one strategy)."""
     values = df[metric].astype(float).fillna(0.0)
     return {
         "best_" + metric: float(values.max()) if len(values) else float("nan"),
         "top5_mean_" + metric: float(values.nlargest(5).mean()) if len(values) else float("nan"),
+        # for random search: the expected score of a random sub-net (the main job's ratio to standalone)
+        "mean_" + metric: float(values.mean()) if len(values) else float("nan"),
         "evaluations": len(df),
         "wall_time_s": round(wall_time_s, 1),
     }

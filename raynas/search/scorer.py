@@ -6,6 +6,12 @@ over the validation set a single time and replays those tensors for every candid
 costs only neck + head + post-processing + COCO evaluation. ``cache_features=False`` runs the full
 forward instead (the benchmark's reference, and the equivalence test).
 
+The cache is bounded by ``cache_bytes`` (default 2 GiB, on the scorer's device): batches are cached in
+order until the next one would pass the budget, and the rest run the full forward. At paper scale (5k
+images, ResNet-50, 800 px) every body feature map would take hundreds of GB; the budget keeps the
+speed-up where it fits and the memory where it does not. ``cached_batches`` / ``cache_nbytes`` say how
+much was cached.
+
 The class is plain Python (usable in a loop); :class:`ScorerPool` runs several of them as Ray
 actors that restart on failure and retry the interrupted call.
 """
@@ -24,7 +30,9 @@ from raynas.models.replay import replaying
 from raynas.spaces.opanas import OPAFPN, OPANASSpace
 from raynas.training.builders import build_model
 from raynas.training.config import SupernetConfig
-from raynas.training.data import base_dataset, build_dataset, ensure_dataset, make_loader
+from raynas.training.data import base_dataset, build_dataset, ensure_inputs, make_loader
+
+DEFAULT_CACHE_BYTES = 2 * 1024**3
 
 
 def state_to_numpy(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -33,18 +41,20 @@ def state_to_numpy(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]
 
 
 class SupernetScorer:
-    """Scores architectures of a trained OPANAS super-net on a fixed validation set."""
+    """Scores architectures of a trained OPANAS super-net on the search split (held out of training; never
+    the val split that results are reported on). ``max_images`` caps the search split (a seeded subset)."""
 
     def __init__(
         self,
         weights: dict[str, np.ndarray],
         config: dict[str, Any],
         num_classes: int,
-        max_val_images: int | None = None,
+        max_images: int | None = None,
         batch_size: int = 8,
         device: str = "auto",
         cache_features: bool = True,
         num_threads: int | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ):
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -55,11 +65,10 @@ class SupernetScorer:
         model.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in weights.items()})
         self.model = model.to(self.device).eval()
         self.supernet = self.model.backbone.neck
-        data_cfg = self.cfg.data
-        if max_val_images is not None:
-            data_cfg.max_val_images = max_val_images
-        ensure_dataset(data_cfg, progress=False)
-        dataset = build_dataset(data_cfg, "val", train_transforms=False)
+        if max_images is not None:
+            self.cfg.data.max_search_images = max_images
+        ensure_inputs(self.cfg, progress=False)
+        dataset = build_dataset(self.cfg.data, "search", train_transforms=False)
         self.coco = base_dataset(dataset).coco
         self.batches = [
             ([img.to(self.device) for img in images], targets)
@@ -67,20 +76,32 @@ class SupernetScorer:
         ]
         self.image_ids = [int(t["image_id"]) for _, targets in self.batches for t in targets]
         self.cache_features = cache_features
+        self.cache_bytes = cache_bytes
+        self.cache_nbytes = 0
         self._cache: list[tuple[Any, Any]] = []
         if cache_features:
             self._fill_cache()
         self._costs: dict[Any, tuple[int, int]] = {}
 
+    @property
+    def cached_batches(self) -> int:
+        return len(self._cache)
+
     @torch.inference_mode()
     def _fill_cache(self) -> None:
+        """Cache batches in order while they fit in ``cache_bytes``; the first that does not ends it."""
         for images, _ in self.batches:
             image_list, _ = self.model.transform(images)
-            self._cache.append((image_list, self.model.backbone.body(image_list.tensors)))
+            features = self.model.backbone.body(image_list.tensors)
+            nbytes = image_list.tensors.nbytes + sum(f.nbytes for f in features.values())
+            if self.cache_nbytes + nbytes > self.cache_bytes:
+                break
+            self._cache.append((image_list, features))
+            self.cache_nbytes += nbytes
 
     @torch.inference_mode()
     def _detect(self, index: int, images: list[torch.Tensor]):
-        if not self.cache_features:
+        if index >= len(self._cache):
             return self.model(images)
         image_list, features = self._cache[index]
         with replaying(self.model, (image_list, None), features):

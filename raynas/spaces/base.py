@@ -50,6 +50,19 @@ class SearchSpace(Protocol[Arch]):
         """Inverse of ``to_config``; ignores keys that are not architecture choices."""
 
 
+def from_config_strict(space: SearchSpace, config: dict[str, Any], where: str) -> Any:
+    """``space.from_config`` for what a user wrote (an architecture file, a neck spec): a key that is not a
+    choice of the space (a typo, an edge of a bigger DAG) is an error naming it, not silently ignored."""
+    known = set(space.choices()) if hasattr(space, "choices") else None
+    unknown = sorted(set(config) - known) if known is not None else []
+    if unknown:
+        raise ValueError(
+            f"{where}: key(s) {unknown} are not choices of the {space.name} space; "
+            f"valid keys: {sorted(known)}"
+        )
+    return space.from_config(config)
+
+
 def arch_to_json(space: SearchSpace, arch: Any) -> str:
     """JSON text of an architecture (its ``to_config`` form, tagged with the space's name)."""
     return json.dumps({"space": space.name, "arch": space.to_config(arch)}, indent=2, sort_keys=True)
@@ -67,6 +80,6 @@ def arch_from_json(space: SearchSpace, text: str) -> Any:
         raise ValueError(f"architecture JSON is for space {payload.get('space')!r}, not {space.name!r}")
     if not isinstance(payload["arch"], dict):
         raise ValueError('architecture JSON field "arch" must be an object of choices')
-    arch = space.from_config(payload["arch"])
+    arch = from_config_strict(space, payload["arch"], "architecture JSON")
     space.validate(arch)
     return arch

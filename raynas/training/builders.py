@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from raynas.models import build_detector
+from raynas.spaces.base import from_config_strict
 from raynas.training.config import ModelConfig
 
 NECK_TYPES = ("fpn", "opa_fpn", "opanas_supernet")
@@ -38,7 +39,11 @@ def neck_factory(spec: dict[str, Any] | None):
         if "arch" not in options:
             raise ValueError('neck spec {"type": "opa_fpn"} needs an "arch" mapping (e0_1: top_down, ...)')
         space = OPANASSpace(num_nodes=options.pop("num_nodes", 5))
-        arch = space.from_config(options.pop("arch"))
+        if not isinstance(options["arch"], dict):
+            raise ValueError(
+                f'neck spec "arch" must be a mapping of edges (e0_1: top_down, ...), got {options["arch"]!r}'
+            )
+        arch = from_config_strict(space, options.pop("arch"), 'neck spec "arch"')
         space.validate(arch)
         return functools.partial(_opa_fpn, arch, options)
     if kind == "opanas_supernet":
@@ -47,6 +52,22 @@ def neck_factory(spec: dict[str, Any] | None):
         options = _options(spec, {"num_nodes", "deformable", "norm"}, "neck")
         return functools.partial(_supernet, OPANASSupernet, options)
     raise ValueError(f"unknown neck type {kind!r}; valid: {list(NECK_TYPES)}")
+
+
+def searched_neck_spec(arch_config: dict[str, Any], opanas: Any) -> dict[str, Any]:
+    """The ``opa_fpn`` neck spec of a searched architecture, built with the options of the super-net it
+    was found in (``OPANASConfig``: ``num_nodes``, ``deformable``, ``norm``), so a retrained neck is the
+    network that was searched."""
+    from raynas.spaces.opanas import OPANASSpace
+
+    space = OPANASSpace(num_nodes=opanas.num_nodes)
+    return {
+        "type": "opa_fpn",
+        "arch": space.to_config(space.from_config(arch_config)),
+        "num_nodes": opanas.num_nodes,
+        "deformable": opanas.deformable,
+        "norm": opanas.norm,
+    }
 
 
 def _opa_fpn(arch, options, in_channels_list, out_channels, extra_blocks):
@@ -78,7 +99,9 @@ def head_factory(spec: dict[str, Any] | None, kind: str):
         if genotype is None:
             raise ValueError('head spec {"type": "fad"} needs a "genotype" mapping (g1_e0_1: ..., ...)')
         space = derived_space()  # a genotype of any ablation (DARTS ops, stream subsets) retrains
-        genotype = space.from_config(genotype)
+        if not isinstance(genotype, dict):
+            raise ValueError(f'head spec "genotype" must be a mapping (g1_e0_1: ..., ...), got {genotype!r}')
+        genotype = from_config_strict(space, genotype, 'head spec "genotype"')
         space.validate(genotype)
     return fad_head_factory(kind=kind, genotype=genotype, **options)
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from raynas.config import check_local_storage
+from raynas.config import ConfigError, check_local_storage, check_ranges
+
+PROXY_WEIGHTS = "proxy"
+
+
+def proxy_weights_path(data_root: str, backbone: str) -> str:
+    """Where ``raynas pretrain`` keeps the body pretrained for the digits data at ``data_root``."""
+    return f"{data_root.rstrip('/')}/pretrained/{backbone}.pt"
 
 
 @dataclass
@@ -32,8 +39,31 @@ class DataConfig:
     hflip: float = 0.0
     batch_size: int = 8  # per worker
     loader_workers: int = 0
-    max_train_images: int | None = None
+    # the search split: this fraction of the training images (seeded by ``seed``) is held out of training
+    # in every job and is what search candidates are scored on; val stays for reported results only
+    search_fraction: float = 0.2
+    max_train_images: int | None = None  # a seeded random subset of the training images, not the first N
+    max_search_images: int | None = None
     max_val_images: int | None = None
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {
+                "num_train": (1, None),
+                "num_val": (1, None),
+                "image_size": (32, None),
+                "seed": (0, None),
+                "hflip": (0.0, 1.0),
+                "batch_size": (1, None),
+                "loader_workers": (0, None),
+                "search_fraction": (0.0, 0.9),
+                "max_train_images": (1, None),
+                "max_search_images": (1, None),
+                "max_val_images": (1, None),
+            },
+            "data.",
+        )
 
 
 @dataclass
@@ -43,9 +73,22 @@ class ModelConfig:
     out_channels: int = 64
     min_size: int = 128
     max_size: int = 128
+    # None (random init), a local state dict of the torchvision classifier, or "proxy": the body
+    # pretrained on the digits proxy (`raynas pretrain`), kept at {data.root}/pretrained/{backbone}.pt
+    # and made when absent
     backbone_weights: str | None = None
-    norm: str | None = None  # None: the builder's default for random init / pretrained weights
+    norm: str | None = None  # None: the builder's default for random init / the weights' own norm
     trainable_backbone_layers: int | None = None
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {"out_channels": (1, None), "min_size": (32, None), "max_size": (32, None),
+             "trainable_backbone_layers": (0, 6)},
+            "model.",
+        )  # fmt: skip
+        if self.max_size < self.min_size:
+            raise ConfigError(f"model.max_size ({self.max_size}) must be >= model.min_size ({self.min_size})")
 
 
 @dataclass
@@ -62,6 +105,15 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=lambda: [8, 11])
     decay: float = 0.1
     grad_clip: float | None = 10.0
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {"epochs": (1, None), "lr": (0.0, None, "low_open"), "momentum": (0.0, 1.0),
+             "weight_decay": (0.0, None), "warmup_iters": (0, None), "warmup_factor": (0.0, 1.0, "low_open"),
+             "milestones": (1, None), "decay": (0.0, 1.0, "low_open"), "grad_clip": (0.0, None, "low_open")},
+            "optim.",
+        )  # fmt: skip
 
 
 @dataclass
@@ -82,6 +134,12 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_local_storage(self.storage_path, "run.storage_path")
+        check_ranges(
+            self,
+            {"num_workers": (1, None), "cpus_per_worker": (1, None), "max_failures": (-1, None),
+             "num_to_keep": (1, None), "seed": (0, None), "eval_every": (1, None)},
+            "run.",
+        )  # fmt: skip
 
 
 @dataclass
@@ -94,6 +152,15 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     neck: dict | None = None  # {"type": "fpn"} or {"type": "opa_fpn", "arch": {...}, ...}
     head: dict | None = None  # {"type": "fad", "genotype": {...}, "c_prime": 96}
+
+    def __post_init__(self) -> None:
+        if self.model.backbone_weights == PROXY_WEIGHTS:
+            if self.data.format != "digits":
+                raise ValueError(
+                    'model.backbone_weights: "proxy" is the body pretrained on the digits proxy; with '
+                    f"data.format {self.data.format!r} give the path of a torchvision state dict instead"
+                )
+            self.model.backbone_weights = proxy_weights_path(self.data.root, self.model.backbone)
 
 
 @dataclass
@@ -112,6 +179,13 @@ class OPANASConfig:
     reduce: Literal["mean", "sum"] = "sum"
     eval_subnets: int = 2
 
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {"num_nodes": (1, None), "k": (1, 4), "mu": (0.0, None), "eval_subnets": (1, None)},
+            "opanas.",
+        )
+
 
 @dataclass
 class SupernetConfig(TrainConfig):
@@ -120,6 +194,7 @@ class SupernetConfig(TrainConfig):
     opanas: OPANASConfig = field(default_factory=OPANASConfig)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         spec = {
             "type": "opanas_supernet",
             "num_nodes": self.opanas.num_nodes,
@@ -148,6 +223,14 @@ class FADConfig:
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
 
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {"c_prime": (1, None), "cells_per_group": (1, None), "rf_max": (3, None),
+             "arch_lr": (0.0, None, "low_open"), "arch_betas": (0.0, 1.0), "arch_weight_decay": (0.0, None)},
+            "fad.",
+        )  # fmt: skip
+
 
 @dataclass
 class DartsConfig(TrainConfig):
@@ -156,6 +239,7 @@ class DartsConfig(TrainConfig):
     fad: FADConfig = field(default_factory=FADConfig)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.model.kind not in ("fcos", "retinanet"):
             raise ValueError(
                 f"FAD searches one-stage heads: model.kind must be fcos or retinanet, not {self.model.kind!r}"

@@ -6,9 +6,11 @@ import fcntl
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from raynas.config import ConfigError
 from raynas.data import (
     CocoDetection,
     Compose,
@@ -17,7 +19,8 @@ from raynas.data import (
     detection_collate,
     generate_digits,
 )
-from raynas.training.config import DataConfig
+from raynas.data.digits import digits_settings
+from raynas.training.config import DataConfig, TrainConfig, proxy_weights_path
 
 
 @contextmanager
@@ -42,11 +45,21 @@ def ensure_dataset(cfg: DataConfig, progress: bool = True) -> Path:
         if not root.exists() and cfg.train_annotations is None:
             raise FileNotFoundError(f"dataset root {str(root)!r} does not exist (format={cfg.format})")
         return root
-    marker = root / "annotations" / "instances_val.json"
-    if marker.exists():
-        return root
+    wanted = {
+        "num_train": cfg.num_train,
+        "num_val": cfg.num_val,
+        "image_size": cfg.image_size,
+        "seed": cfg.seed,
+    }
     with _file_lock(root.parent / f".{root.name}.lock"):
-        if not marker.exists():
+        found = digits_settings(root)
+        if found is not None and found != wanted:
+            changed = {k: f"{found.get(k)} there, {v} asked" for k, v in wanted.items() if found.get(k) != v}
+            raise ConfigError(
+                f"data.root {str(root)!r} holds digits generated with other settings ({changed}); point "
+                "data.root at another folder, or set data.num_train/num_val/image_size/seed to match"
+            )
+        if found is None:
             generate_digits(
                 root,
                 num_train=cfg.num_train,
@@ -58,6 +71,22 @@ def ensure_dataset(cfg: DataConfig, progress: bool = True) -> Path:
     return root
 
 
+def ensure_backbone_weights(cfg: TrainConfig) -> None:
+    """Pretrain the proxy body (``backbone_weights: proxy``) when it is not there yet; other paths are the
+    user's to provide (the builder says which file is missing)."""
+    weights = cfg.model.backbone_weights
+    if weights is not None and weights == proxy_weights_path(cfg.data.root, cfg.model.backbone):
+        from raynas.models.pretrain import ensure_proxy_weights
+
+        ensure_proxy_weights(weights, cfg.model.backbone)
+
+
+def ensure_inputs(cfg: TrainConfig, progress: bool = True) -> None:
+    """Everything a job reads before its first step: the dataset and the pretrained body."""
+    ensure_dataset(cfg.data, progress=progress)
+    ensure_backbone_weights(cfg)
+
+
 def _coco_paths(cfg: DataConfig, split: str) -> tuple[Path, Path]:
     root = Path(cfg.root)
     images = getattr(cfg, f"{split}_images") or root / split
@@ -65,26 +94,62 @@ def _coco_paths(cfg: DataConfig, split: str) -> tuple[Path, Path]:
     return Path(images), Path(annotations)
 
 
-def _limit(dataset: Dataset, limit: int | None) -> Dataset:
-    if limit is None or limit >= len(dataset):
+SPLITS = ("train", "search", "val")
+
+
+def search_split_indices(num_images: int, cfg: DataConfig) -> tuple[list[int], list[int]]:
+    """``(train, search)`` indices into the training images: a seeded random ``search_fraction`` held out.
+
+    OPANAS scores sub-nets on images it sampled for the purpose (Sec. 3.2.2), never on the images results
+    are reported on; the search split is carved out of the training images, the same way for every job
+    (super-net, search, standalone arms), so no job trains on what the search scores with. At least one
+    image stays on each side when the fraction is positive.
+    """
+    order = np.random.default_rng([cfg.seed, 0x5EA4C4]).permutation(num_images)
+    held = (
+        0
+        if cfg.search_fraction == 0
+        else min(num_images - 1, max(1, round(num_images * cfg.search_fraction)))
+    )
+    return sorted(order[held:].tolist()), sorted(order[:held].tolist())
+
+
+def _subset(dataset: Dataset, indices: list[int], limit: int | None, seed: int) -> Dataset:
+    """``indices`` of ``dataset``, cut to a seeded random ``limit`` of them (not the first ``limit``)."""
+    if limit is not None and limit < len(indices):
+        picked = np.random.default_rng([seed, 0x11A17]).permutation(len(indices))[:limit]
+        indices = sorted(indices[i] for i in picked)
+    if len(indices) == len(dataset):
         return dataset
-    return Subset(dataset, range(limit))
+    return Subset(dataset, indices)
 
 
 def build_dataset(cfg: DataConfig, split: str, train_transforms: bool | None = None) -> Dataset:
-    """The ``split`` ("train" or "val") dataset; flips only on the training split by default."""
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    """The ``split`` dataset: "train" (training images minus the search split), "search" (the held-out
+    part of the training images that candidates are scored on) or "val" (what results are reported on).
+    Flips only on the training split by default."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if split == "search" and cfg.search_fraction == 0:
+        raise ValueError(
+            "data.search_fraction is 0, so there is no search split to score candidates on; set it to the "
+            "fraction of training images to hold out (e.g. 0.2)"
+        )
     augment = split == "train" if train_transforms is None else train_transforms
     transforms = Compose([RandomHorizontalFlip(cfg.hflip)]) if augment and cfg.hflip > 0 else None
+    source = "val" if split == "val" else "train"
     if cfg.format == "voc":
-        image_set = cfg.voc_train_set if split == "train" else cfg.voc_val_set
+        image_set = cfg.voc_train_set if source == "train" else cfg.voc_val_set
         dataset = VOCDetection(cfg.root, image_set=image_set, transforms=transforms)
     else:
-        images, annotations = _coco_paths(cfg, split)
+        images, annotations = _coco_paths(cfg, source)
         dataset = CocoDetection(images, annotations, transforms=transforms)
-    limit = cfg.max_train_images if split == "train" else cfg.max_val_images
-    return _limit(dataset, limit)
+    if split == "val":
+        return _subset(dataset, list(range(len(dataset))), cfg.max_val_images, cfg.seed)
+    train, search = search_split_indices(len(dataset), cfg)
+    if split == "search":
+        return _subset(dataset, search, cfg.max_search_images, cfg.seed)
+    return _subset(dataset, train, cfg.max_train_images, cfg.seed)
 
 
 def base_dataset(dataset: Dataset) -> Dataset:

@@ -26,7 +26,7 @@ from raynas.checkpoints import STATE_FILE, load_state
 from raynas.config import dump_yaml, from_dict
 from raynas.io import atomic_torch_save, atomic_write_json
 from raynas.training.config import TrainConfig
-from raynas.training.data import base_dataset, build_dataset, ensure_dataset, make_loader
+from raynas.training.data import base_dataset, build_dataset, ensure_inputs, make_loader
 
 
 class NonFiniteLossError(RuntimeError):
@@ -180,7 +180,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     rank, world = world_info()
     torch.manual_seed(cfg.run.seed)
 
-    ensure_dataset(cfg.data, progress=False)
+    ensure_inputs(cfg, progress=False)
     train_dataset = build_dataset(cfg.data, "train")
     val_dataset = build_dataset(cfg.data, "val")
     num_classes = base_dataset(train_dataset).num_classes

@@ -5,6 +5,7 @@ The same function serves the CLI, the experiment scripts and the tests; only the
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -21,7 +22,7 @@ from raynas.checkpoints import STATE_FILE, load_state
 from raynas.config import ConfigError, to_dict
 from raynas.io import atomic_write_json, run_info
 from raynas.ray_hooks import RUNTIME_ENV
-from raynas.training.data import ensure_dataset
+from raynas.training.data import ensure_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -98,26 +99,98 @@ def check_resources(num_workers: int, use_gpu: bool, cpus_per_worker: int, attac
         logger.warning("%s; waiting for the autoscaler to add nodes", problem)
 
 
+def with_absolute_paths(cfg: Any) -> Any:
+    """A copy of ``cfg`` whose data and weight paths are absolute (resolved on the driver).
+
+    Ray Train workers run in a folder of their own (``<session>/artifacts/<run>``), so a relative
+    ``data.root`` would make every worker generate (or miss) its own copy of the data there."""
+    cfg = copy.deepcopy(cfg)
+    data = cfg.data
+    for name in ("root", "train_images", "train_annotations", "val_images", "val_annotations"):
+        value = getattr(data, name)
+        if value is not None:
+            setattr(data, name, str(Path(value).expanduser().resolve()))
+    weights = cfg.model.backbone_weights
+    if weights is not None and (Path(weights).exists() or weights.endswith((".pt", ".pth"))):
+        cfg.model.backbone_weights = str(Path(weights).expanduser().resolve())
+    return cfg
+
+
+def preflight(task: str, cfg: Any, resume_from: str | Path | None = None) -> None:
+    """Check on the driver what would otherwise fail inside a Ray Train worker, where the error reaches
+    the user wrapped in Ray's traceback: the annotation files parse, the model builds (neck and head
+    specs, genotype, backbone weights), and a resume checkpoint was written by this kind of job for this
+    model. Data the driver cannot see (on a cluster) is left to the workers."""
+    from raynas.training.data import base_dataset, build_dataset
+    from raynas.training.engine import _resolve_task
+
+    visible = cfg.data.format == "digits" or Path(cfg.data.train_annotations or cfg.data.root).exists()
+    num_classes = 91  # only used to build the model when the driver cannot see the data
+    if visible or cfg.run.address is None:
+        for split in ("train", "val"):
+            num_classes = base_dataset(build_dataset(cfg.data, split)).num_classes
+    task_cls = _resolve_task(task)
+    model = task_cls(cfg).build_model(num_classes)
+    if resume_from is None:
+        return
+    if not (Path(resume_from) / STATE_FILE).is_file():
+        raise FileNotFoundError(
+            f"cannot resume: {str(resume_from)!r} is not a raynas checkpoint (no {STATE_FILE})"
+        )
+    state = load_state(resume_from)
+    where = f"cannot resume from {str(resume_from)!r}"
+    if state.get("task") != task:
+        raise ConfigError(
+            f"{where}: it was written by {state.get('task')!r}, not {task!r}; "
+            "pass a checkpoint of this kind of job"
+        )
+    try:
+        result = model.load_state_dict(state["model"], strict=False)
+        problems = result.missing_keys[:3] + result.unexpected_keys[:3]
+    except RuntimeError as err:  # tensors of other shapes
+        problems = [" ".join(str(err).split())[:200]]
+    if problems or state.get("num_classes") != num_classes:
+        raise ConfigError(
+            f"{where}: its model does not match this config's ({problems}, {state.get('num_classes')} vs "
+            f"{num_classes} classes); resume with the config it was trained with"
+        )
+
+
 def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResult:
     """Run ``task`` (``"module.TaskClass"``) with ``cfg`` on Ray Train and return its final state.
 
     ``resume_from``: a checkpoint directory of an earlier run; the run continues at its next epoch.
     Within a run, ``run.max_failures`` restarts dead workers from the last checkpoint.
     """
+    cfg = with_absolute_paths(cfg)
     run = cfg.run
+    ensure_inputs(cfg)
+    preflight(task, cfg, resume_from)
     ensure_ray(run.address)
     check_resources(run.num_workers, run.use_gpu, run.cpus_per_worker, attached=run.address is not None)
-    ensure_dataset(cfg.data)
     resume = None
     if resume_from is not None:
-        if not (Path(resume_from) / STATE_FILE).is_file():
-            raise FileNotFoundError(
-                f"cannot resume: {str(resume_from)!r} is not a raynas checkpoint (no {STATE_FILE})"
-            )
         resume = ray.train.Checkpoint.from_directory(str(Path(resume_from).resolve()))
     storage = Path(run.storage_path).resolve()
     info = run_info(cfg, task=task, resume_from=str(resume_from) if resume_from is not None else None)
     check_same_run(storage / run.name, info["config"])
+    own = [p for p in (storage / run.name).glob("checkpoint_*") if p.is_dir()]
+    if (
+        resume_from is not None
+        and own
+        and Path(resume_from).resolve().parent != (storage / run.name).resolve()
+    ):
+        raise ConfigError(
+            f"{storage / run.name} already holds checkpoints of its own run, which Ray Train would continue "
+            f"instead of {str(resume_from)!r}; give this run a new run.name (or --out), or drop --resume"
+        )
+    if resume_from is None:
+        done = finished_run(storage / run.name, cfg.optim.epochs)
+        if done is not None:
+            logger.warning(
+                "run %r already finished (%s); not training it again", run.name, done.checkpoint_dir
+            )
+            return done
     # written first, so that a run that fails still says what it was
     atomic_write_json(storage / run.name / "run_info.json", info)
     trainer = TorchTrainer(
@@ -161,6 +234,21 @@ def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
         return [d for k in keys for d in _config_differences(old.get(k), new.get(k), f"{prefix}{k}.")]
     key = prefix.rstrip(".")
     return [] if old == new or key == "run.address" else [key]
+
+
+def finished_run(run_dir: Path, epochs: int) -> TrainResult | None:
+    """The result of a run in ``run_dir`` that already reached ``epochs``, else ``None``.
+
+    Experiments are sequences of runs; re-running one after an interruption skips what finished (the
+    config was checked the same by :func:`check_same_run`) and continues what did not."""
+    for directory in sorted(run_dir.glob("checkpoint_*"), reverse=True):
+        try:
+            metrics = json.loads((directory / "metrics.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if (directory / STATE_FILE).is_file() and metrics.get("epoch") == epochs:
+            return TrainResult(run_dir, directory, metrics)
+    return None
 
 
 def check_same_run(run_dir: Path, config: dict[str, Any]) -> None:

@@ -42,6 +42,26 @@ class StandaloneTask(Task):
         return {"loss": float(loss.detach())}
 
 
+def evaluate_checkpoint(
+    checkpoint_dir: str | Path, split: str = "val", max_images: int | None = None, batch_size: int = 8
+) -> dict[str, float]:
+    """COCO metrics of a trained detector's checkpoint on ``split`` ("search" to compare it with the
+    sub-nets a search scored; "val" for reported results), on the driver, without Ray."""
+    from dataclasses import replace
+
+    from raynas.checkpoints import load_detector
+    from raynas.evaluation import evaluate_coco
+    from raynas.io import select_device
+    from raynas.training.data import build_dataset, make_loader
+
+    model, cfg, _ = load_detector(checkpoint_dir)
+    limit = {"max_search_images" if split == "search" else "max_val_images": max_images}
+    data = replace(cfg.data, **limit) if max_images is not None else cfg.data
+    loader = make_loader(build_dataset(data, split, train_transforms=False), batch_size, shuffle=False)
+    device = select_device("auto")
+    return evaluate_coco(model.to(device), loader, device=device)
+
+
 def train(cfg: TrainConfig, resume_from: str | Path | None = None) -> TrainResult:
     """Train a detector on Ray Train; returns the run directory, last checkpoint and metrics."""
     return fit("raynas.training.standalone.StandaloneTask", cfg, resume_from=resume_from)

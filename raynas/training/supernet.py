@@ -2,8 +2,16 @@
 
 Each step draws K=4 sub-nets in which every edge takes each parameterised path exactly once,
 runs forward+backward for each, adds ``mu * ||gamma||_1`` once, averages gradients over ranks and
-takes one optimiser step. The draw is seeded from ``(run.seed, step)`` so every rank samples the
-*same* K sub-nets without communicating.
+takes one optimiser step.
+
+How ``mu`` relates to Eq. 12: the step minimises ``sum_k L_bbox(a_k) + mu * ||gamma||_1`` over the K fair
+sub-nets ``a_k`` (``reduce: sum``, the default: gradients "accumulated" from the K sub-nets, Sec. 3.2.1),
+i.e. Eq. 12 with its detection term summed over the step's sub-nets and the L1 term counted once, so
+``mu = 1e-4`` is the paper's value as written. With ``reduce: mean`` the detection term is divided by K
+while the L1 term is not, which weights the L1 term K times more relative to the detection loss.
+
+The draw is seeded from ``(run.seed, step)`` so every rank samples the *same* K sub-nets without
+communicating.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from raynas.models.replay import replaying
-from raynas.spaces.opanas import OPANASSpace, fair_sample
+from raynas.spaces.opanas import OPANASSpace, fair_sample, fair_step_seed
 from raynas.training.builders import build_model
 from raynas.training.config import SupernetConfig
 from raynas.training.engine import Task, check_finite, sync_gradients, unwrap, world_info
@@ -26,11 +34,6 @@ from raynas.training.launch import TrainResult, fit
 
 #: fixed seed of the sub-nets evaluated after each epoch (the same ones every epoch)
 EVAL_SEED = 20_210_601
-
-
-def step_seed(seed: int, step: int) -> int:
-    """Seed of the fair draw at ``step``: equal on all ranks, different for every step."""
-    return seed * 1_000_003 + step
 
 
 def supernet_of(model: nn.Module):
@@ -66,7 +69,7 @@ class SupernetTask(Task):
         opanas = self.cfg.opanas
         detector = unwrap(model)
         supernet = supernet_of(model)
-        archs = fair_sample(self.space, seed=step_seed(self.cfg.run.seed, step), k=opanas.k)
+        archs = fair_sample(self.space, seed=fair_step_seed(self.cfg.run.seed, step), k=opanas.k)
         for arch in archs:
             self._digest.update(repr(arch).encode())
         with self.autocast():

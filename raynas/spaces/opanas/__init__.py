@@ -20,7 +20,7 @@ from raynas.spaces.opanas.paths import (
     build_path,
     fusing_levels,
 )
-from raynas.spaces.opanas.sampling import accumulate_fair_step, fair_sample, fair_step_seed
+from raynas.spaces.opanas.sampling import fair_sample, fair_step_seed
 from raynas.spaces.opanas.space import OPANASArch, OPANASSpace, active_edges, edge_key, edge_pairs, live_nodes
 from raynas.spaces.opanas.supernet import OPANASSupernet
 
@@ -37,7 +37,6 @@ __all__ = [
     "ScaleEqualizingPath",
     "SkipPath",
     "TopDownPath",
-    "accumulate_fair_step",
     "active_edges",
     "build_path",
     "edge_key",

@@ -167,6 +167,15 @@ class OPANASSpace:
         self.validate(arch)
         return live_nodes(arch)
 
+    def canonical(self, arch: OPANASArch) -> OPANASArch:
+        """The encoding of the network ``arch`` computes: edges leaving dead nodes become ``none``.
+
+        Such edges never run (:func:`active_edges`), so architectures that differ only there are the same
+        network with the same score; searchers de-duplicate on this form."""
+        self.validate(arch)
+        live = live_nodes(arch)
+        return OPANASArch(tuple(n if live[i] else "none" for (i, _), n in arch.items()))
+
     def active_edges(self, arch: OPANASArch) -> list[tuple[int, int, int, str]]:
         """See :func:`active_edges` (validates first)."""
         self.validate(arch)

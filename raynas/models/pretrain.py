@@ -1,0 +1,163 @@
+"""A body pretrained on the proxy's digit glyphs: the papers' ImageNet pretraining, made locally.
+
+Both papers start every detector and super-net from an ImageNet-pretrained ResNet (OPANAS Sec. 4.1;
+FAD Sec. 4.1). Nothing is downloaded here, so ``raynas pretrain`` trains the same torchvision ResNet as
+a 10-way classifier of single-digit crops drawn from the digits generator's *training* scans
+(:func:`raynas.data.digits.digit_crops`) and saves its state dict without the classifier, in
+torchvision's key format, so ``backbone_weights`` loads it like any torchvision checkpoint.
+
+Measured choices (``shared/notes/proxy-pretraining-calibration.md``): GroupNorm in the classifier,
+because the detector must keep the norm it was pretrained with and GroupNorm does not depend on the
+small detection batches; 32 px crops (digits 12-32 px), which learn within a few hundred AdamW steps
+where 64 px crops stayed at chance.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from raynas.data.digits import digit_crops
+from raynas.io import atomic_torch_save, atomic_write_json, run_info
+from raynas.models.backbones import RESNETS, _norm_layer
+
+# torchvision's detection transform normalises with these (GeneralizedRCNNTransform's defaults), so the
+# classifier sees images normalised the way the detector will show them.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class PretrainConfig:
+    """Classifier pretraining of a detector body on digit crops (about 2 minutes on 2 CPU cores)."""
+
+    backbone: str = "resnet18"
+    norm: Literal["gn", "bn"] = "gn"
+    steps: int = 700
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    crop_size: int = 32
+    min_side: int = 12
+    eval_crops: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backbone not in RESNETS:
+            raise ValueError(f"pretrain: backbone must be one of {list(RESNETS)}, got {self.backbone!r}")
+        for name in ("steps", "batch_size", "eval_crops"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"pretrain: {name} must be >= 1, got {getattr(self, name)}")
+        if not 16 <= self.crop_size <= 256 or not 4 <= self.min_side <= self.crop_size:
+            raise ValueError(
+                f"pretrain: need 16 <= crop_size <= 256 and 4 <= min_side <= crop_size, got "
+                f"crop_size={self.crop_size}, min_side={self.min_side}"
+            )
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(
+                f"pretrain: lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}"
+            )
+
+
+def _batch(cfg: PretrainConfig, rng: np.random.Generator, count: int, split: str):
+    images, labels = digit_crops(rng, count, size=cfg.crop_size, split=split, min_side=cfg.min_side)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    x = (x - torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+    return x, torch.from_numpy(labels)
+
+
+@torch.inference_mode()
+def _accuracy(model: nn.Module, cfg: PretrainConfig) -> float:
+    model.eval()
+    x, y = _batch(cfg, np.random.default_rng([cfg.seed, 1]), cfg.eval_crops, "val")
+    correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(256), y.split(256)))
+    model.train()
+    return correct / len(y)
+
+
+def pretrain_body(cfg: PretrainConfig, out_path: str | Path, log_every: int = 100) -> dict:
+    """Train the classifier, save the body's state dict to ``out_path`` (plus ``<name>.run_info.json``).
+
+    Returns the run record: held-out accuracy on crops of unseen scans, final loss, wall time.
+    """
+    out_path = Path(out_path)
+    torch.manual_seed(cfg.seed)
+    model = torchvision.models.get_model(
+        cfg.backbone, weights=None, num_classes=10, norm_layer=_norm_layer(cfg.norm, "resnet")
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1, anneal_strategy="cos"
+    )
+    started, losses = time.perf_counter(), []
+    model.train()
+    for step in range(cfg.steps):
+        x, y = _batch(cfg, np.random.default_rng([cfg.seed, 0, step]), cfg.batch_size, "train")
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if log_every and ((step + 1) % log_every == 0 or step + 1 == cfg.steps):
+            recent = sum(losses[-log_every:]) / len(losses[-log_every:])
+            print(f"[pretrain] step {step + 1}/{cfg.steps}: loss {recent:.3f}", flush=True)
+    accuracy = _accuracy(model, cfg)
+    wall = time.perf_counter() - started
+    body = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    atomic_torch_save(body, out_path)
+    record = run_info(
+        asdict(cfg),
+        task="raynas.models.pretrain",
+        weights=str(out_path),
+        heldout_accuracy=accuracy,
+        final_loss=sum(losses[-20:]) / len(losses[-20:]),
+        wall_time_s=wall,
+    )
+    atomic_write_json(out_path.with_suffix(".run_info.json"), record)
+    print(
+        f"[pretrain] {cfg.backbone}: held-out accuracy {accuracy:.3f} in {wall:.0f} s -> {out_path}",
+        flush=True,
+    )
+    return record
+
+
+@contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_proxy_weights(path: str | Path, backbone: str) -> Path:
+    """Pretrain the body into ``path`` unless it is there (deterministic; one writer per node)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    with _file_lock(path.parent / f".{path.name}.lock"):
+        if not path.is_file():
+            print(
+                f"[pretrain] no pretrained body at {path}: pretraining {backbone} on digit crops", flush=True
+            )
+            pretrain_body(PretrainConfig(backbone=backbone), path)
+    return path
+
+
+def pretrain_record(path: str | Path) -> dict | None:
+    """The run record written next to a pretrained body, if any."""
+    record = Path(path).with_suffix(".run_info.json")
+    return json.loads(record.read_text()) if record.is_file() else None

@@ -1,0 +1,233 @@
+"""Bad input through the real entry points (``raynas ...`` and ``experiments/*.py``): one line on stderr
+naming what is wrong, exit status 2, no traceback, and the files that were there unchanged.
+
+Every case is checked before Ray starts anything (config checks, the driver's preflight), so these run in
+process and in seconds; the case that needs a subprocess (an interrupted data generation) says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers_supernet import make_supernet_checkpoint
+from tiny_data import TINY_DIGITS
+
+from raynas.cli import main as raynas_main
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+import compare_strategies  # noqa: E402
+import opanas_ea  # noqa: E402
+import train_baseline  # noqa: E402
+
+
+def tree_hash(root: Path) -> str:
+    """A hash of every file under ``root`` (names and bytes): equal before and after = nothing lost."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def refused(capfd: pytest.CaptureFixture, code: int, *needles: str) -> str:
+    """The entry point said one line naming ``needles`` and exited 2, without a traceback."""
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert ": error: " in lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def train_config(tmp_path: Path, tiny_digits: Path, **changes) -> Path:
+    """A tiny standalone training config (YAML) with ``changes`` merged per section."""
+    cfg = {
+        "data": {"root": str(tiny_digits), **TINY_DIGITS, "batch_size": 2},
+        "model": {"kind": "retinanet", "out_channels": 16, "min_size": 64, "max_size": 64},
+        "optim": {"epochs": 1, "warmup_iters": 1, "milestones": []},
+        "run": {"name": "t", "storage_path": str(tmp_path / "runs"), "num_workers": 1},
+    }
+    for section, values in changes.items():
+        cfg[section] = values if not isinstance(values, dict) else {**cfg.get(section, {}), **values}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# ---- 1. errors that used to surface inside Ray Train workers -------------------------------------------
+def test_a_bad_neck_architecture_is_refused_before_ray_starts(tmp_path, tiny_digits, capfd) -> None:
+    arch = {f"e{i}_{j}": "top_down" for j in range(1, 6) for i in range(j)} | {"e0_2": "sideways"}
+    config = train_config(tmp_path, tiny_digits, neck={"type": "opa_fpn", "arch": arch})
+    refused(capfd, raynas_main(["train", "--config", str(config)]), "e0_2", "sideways")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_edge_outside_the_space_is_refused(tmp_path, tiny_digits, capfd) -> None:
+    arch = {f"e{i}_{j}": "skip" for j in range(1, 6) for i in range(j)} | {"e5_6": "top_down"}
+    config = train_config(tmp_path, tiny_digits, neck={"type": "opa_fpn", "arch": arch})
+    refused(capfd, raynas_main(["train", "--config", str(config)]), "e5_6", "not choices")
+
+
+def test_a_bad_fad_option_is_refused(tmp_path, tiny_digits, capfd) -> None:
+    config = train_config(tmp_path, tiny_digits, fad={"streams": ["std", "wide"]})
+    code = raynas_main(["search", "fad", "--config", str(config)])
+    refused(capfd, code, "wide")
+
+
+def test_a_coco_file_without_images_is_refused(tmp_path, capfd) -> None:
+    (tmp_path / "images").mkdir()
+    annotations = tmp_path / "bad.json"
+    annotations.write_text(json.dumps({"annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    data = {
+        "format": "coco",
+        "root": str(tmp_path),
+        "train_images": str(tmp_path / "images"),
+        "train_annotations": str(annotations),
+        "val_images": str(tmp_path / "images"),
+        "val_annotations": str(annotations),
+    }
+    config = train_config(tmp_path, tmp_path, data=data)
+    refused(capfd, raynas_main(["train", "--config", str(config)]), "bad.json", "images")
+
+
+def test_resuming_from_a_checkpoint_of_another_job_is_refused(tmp_path, tiny_digits, capfd) -> None:
+    supernet = make_supernet_checkpoint(tmp_path / "supernet", tiny_digits)
+    config = train_config(tmp_path, tiny_digits)
+    code = raynas_main(["train", "--config", str(config), "--resume", str(supernet)])
+    refused(capfd, code, "cannot resume", "SupernetTask")
+
+
+# ---- 2. values that can never work ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"optim": {"epochs": 0}}, "optim.epochs must be >= 1"),
+        ({"data": {"batch_size": 0}}, "data.batch_size must be >= 1"),
+        ({"optim": {"lr": -0.1}}, "optim.lr must be > 0"),
+        ({"data": {"hflip": 1.5}}, "data.hflip must be >= 0.0 and <= 1.0"),
+        ({"run": {"num_workers": 0}}, "run.num_workers must be >= 1"),
+    ],
+)
+def test_out_of_range_values_are_refused_with_the_field_named(tmp_path, tiny_digits, capfd, changes, needle):
+    config = train_config(tmp_path, tiny_digits, **changes)
+    refused(capfd, raynas_main(["train", "--config", str(config)]), needle, str(config))
+
+
+def test_zero_workers_or_scorers_and_empty_strategies_are_refused(tmp_path, capfd) -> None:
+    out = ["--smoke", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "d")]
+    refused(capfd, opanas_ea.main([*out, "--train-workers", "0"]), "num_workers must be >= 1")
+    refused(capfd, opanas_ea.main([*out, "--scorers", "0"]), "num_scorers must be >= 1")
+    search = tmp_path / "search.yaml"
+    search.write_text("strategies: []\n")
+    refused(capfd, opanas_ea.main([*out, "--search-config", str(search)]), "strategies")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "d").exists()
+
+
+def test_a_key_given_twice_in_yaml_is_refused(tmp_path, tiny_digits, capfd) -> None:
+    config = train_config(tmp_path, tiny_digits)
+    text = config.read_text() + "optim:\n  epochs: 3\n"
+    config.write_text(text)
+    refused(capfd, raynas_main(["train", "--config", str(config)]), "'optim' appears twice")
+
+
+# ---- 3. existing work is neither silently reused nor thrown away ---------------------------------------
+def test_a_data_root_generated_with_other_settings_is_refused(tmp_path, tiny_digits, capfd) -> None:
+    before = tree_hash(tiny_digits)
+    config = train_config(tmp_path, tiny_digits, data={"num_train": 16})
+    refused(capfd, raynas_main(["train", "--config", str(config)]), "other settings", "num_train")
+    assert tree_hash(tiny_digits) == before
+
+
+def test_an_unfinished_search_is_resumed_only_with_resume(tmp_path, tiny_digits, capfd) -> None:
+    from raynas.search.opanas import OPANASSearchConfig, guard_search_folder
+
+    cfg = OPANASSearchConfig(storage_path=str(tmp_path), name="s")
+    guard_search_folder(tmp_path / "s", cfg, "ckpt", resume=False)  # first start: writes run_info
+    (tmp_path / "s" / "evolution").mkdir()  # Tune's folder of a search that did not finish
+    before = tree_hash(tmp_path / "s")
+    with pytest.raises(ValueError, match="unfinished evolution search; run the same command with --resume"):
+        guard_search_folder(tmp_path / "s", cfg, "ckpt", resume=False)
+    guard_search_folder(tmp_path / "s", cfg, "ckpt", resume=True)
+    with pytest.raises(ValueError, match="other settings"):
+        guard_search_folder(tmp_path / "s", OPANASSearchConfig(storage_path=str(tmp_path), name="s", top_k=3),
+                            "ckpt", resume=True)  # fmt: skip
+    assert tree_hash(tmp_path / "s") == before
+
+
+def test_resume_is_refused_where_ray_train_would_ignore_it(tmp_path, tiny_digits, capfd) -> None:
+    supernet = make_supernet_checkpoint(tmp_path / "other", tiny_digits)
+    run_dir = tmp_path / "runs" / "t"
+    (run_dir / "checkpoint_000").mkdir(parents=True)  # the run folder holds checkpoints of its own
+    config = train_config(tmp_path, tiny_digits)
+    before = tree_hash(run_dir)
+    code = raynas_main(["train", "--config", str(config), "--resume", str(supernet)])
+    refused(capfd, code, "cannot resume")  # another job's checkpoint: refused first
+    assert tree_hash(run_dir) == before
+
+
+def test_an_interrupted_generation_leaves_the_old_dataset_intact(tmp_path: Path) -> None:
+    """SIGINT to `raynas data digits` while it regenerates: the previous dataset stays whole."""
+    from raynas.data import generate_digits
+    from raynas.data.digits import digits_settings
+
+    root = generate_digits(tmp_path / "digits", num_train=4, num_val=2, image_size=64, progress=False)
+    before = tree_hash(root)
+    command = [sys.executable, "-m", "raynas.cli", "data", "digits", "--out", str(root), "--train", "3000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    staging = f".{root.name}.staging-"
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(staging) and any(p.rglob("*.png")) for p in tmp_path.iterdir()):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert tree_hash(root) == before
+    assert digits_settings(root) == {"num_train": 4, "num_val": 2, "image_size": 64, "seed": 0}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(staging)]  # staging removed
+
+
+# ---- 4. filesystem mistakes ----------------------------------------------------------------------------
+def test_out_pointing_at_a_file_or_below_one_is_refused(tmp_path, tiny_digits, capfd) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    for out in (afile, afile / "below"):
+        code = train_baseline.main(["--config", str(train_config(tmp_path, tiny_digits)), "--out", str(out)])
+        refused(capfd, code, "is a file")
+    assert afile.read_text() == "keep me"
+
+
+def test_a_directory_given_as_config_is_named_a_directory(tmp_path, capfd) -> None:
+    refused(capfd, raynas_main(["train", "--config", str(tmp_path)]), "is a directory")
+    refused(capfd, opanas_ea.main(["--supernet-config", str(tmp_path)]), "is a directory")
+
+
+# ---- 5. scripts outside the CLI ------------------------------------------------------------------------
+def test_compare_strategies_names_a_missing_metric_column(tmp_path, capfd) -> None:
+    (tmp_path / "evolution").mkdir()
+    (tmp_path / "evolution" / "results.csv").write_text("AP,AP50\n0.1,0.2\n")
+    code = compare_strategies.main([str(tmp_path), "--metric", "mAP", "--out", str(tmp_path / "c.png")])
+    refused(capfd, code, "'mAP'", "AP50")
+    refused(capfd, compare_strategies.main([str(tmp_path / "nothing")]), "results.csv")
+
+
+def test_a_genuine_bug_keeps_its_traceback() -> None:
+    from raynas.errors import run_main
+
+    def buggy() -> int:
+        return {}["missing"]
+
+    with pytest.raises(KeyError):
+        run_main("raynas", buggy)

@@ -1,0 +1,79 @@
+"""The proxy's pretrained body (``raynas pretrain``): what it writes and how detectors load it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from raynas.cli import main as cli_main
+from raynas.data.digits import digit_crops
+from raynas.models import build_detector
+from raynas.models.backbones import build_backbone_body
+from raynas.models.pretrain import PretrainConfig, ensure_proxy_weights, pretrain_body
+from raynas.training.config import DataConfig, ModelConfig, TrainConfig, proxy_weights_path
+
+
+@pytest.fixture(scope="module")
+def body(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A resnet18 body after 3 pretraining steps (what is saved, not how well it learned)."""
+    path = tmp_path_factory.mktemp("pretrained") / "resnet18.pt"
+    pretrain_body(PretrainConfig(steps=3, batch_size=8, eval_crops=16), path, log_every=0)
+    return path
+
+
+def test_crops_come_from_the_training_scans_only_and_are_deterministic() -> None:
+    a, labels = digit_crops(np.random.default_rng(0), 6, size=32)
+    b, _ = digit_crops(np.random.default_rng(0), 6, size=32)
+    assert a.shape == (6, 32, 32, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert set(labels.tolist()) <= set(range(10))
+    val, _ = digit_crops(np.random.default_rng(0), 6, size=32, split="val")
+    assert not np.array_equal(a, val)  # another pool of scans
+
+
+def test_pretraining_writes_a_torchvision_state_dict_without_the_classifier(body: Path) -> None:
+    state = torch.load(body, weights_only=True)
+    assert not any(key.startswith("fc.") for key in state)
+    assert not any(key.endswith("running_mean") for key in state)  # GroupNorm: no BN statistics
+    record = json.loads(body.with_suffix(".run_info.json").read_text())
+    assert record["config"]["steps"] == 3 and 0.0 <= record["heldout_accuracy"] <= 1.0
+    assert record["versions"]["torch"]
+
+
+def test_a_detector_loads_the_body_strictly_and_keeps_its_norm(body: Path) -> None:
+    model = build_detector("fcos", backbone="resnet18", num_classes=11, backbone_weights=str(body))
+    saved = torch.load(body, weights_only=True)
+    loaded = model.backbone.body.state_dict()
+    for key in ("conv1.weight", "layer4.1.conv2.weight", "layer2.0.bn1.weight"):
+        torch.testing.assert_close(loaded[key], saved[key])
+    assert isinstance(model.backbone.body.bn1, torch.nn.GroupNorm)  # norm inferred from the file
+    trainable = [n for n, p in model.backbone.body.named_parameters() if p.requires_grad]
+    assert not any(n.startswith(("conv1", "layer1")) for n in trainable)  # torchvision: 3 layers
+
+
+def test_a_body_of_another_architecture_is_refused_with_the_file_named(body: Path) -> None:
+    with pytest.raises(ValueError, match=r"resnet18\.pt.*(wrong shape|does not match)"):
+        build_backbone_body("resnet50", weights=str(body))
+    with pytest.raises(ValueError, match="GroupNorm has no BN stats"):
+        build_backbone_body("resnet18", weights=str(body), norm="frozen_bn")
+
+
+def test_proxy_weights_resolve_next_to_the_data_and_are_made_when_absent(tmp_path: Path) -> None:
+    cfg = TrainConfig(data=DataConfig(root=str(tmp_path / "d")), model=ModelConfig(backbone_weights="proxy"))
+    assert cfg.model.backbone_weights == proxy_weights_path(str(tmp_path / "d"), "resnet18")
+    assert cfg.model.backbone_weights.endswith("d/pretrained/resnet18.pt")
+    with pytest.raises(ValueError, match="proxy"):
+        TrainConfig(data=DataConfig(format="coco"), model=ModelConfig(backbone_weights="proxy"))
+    target = tmp_path / "made" / "resnet18.pt"
+    target.parent.mkdir()
+    target.write_bytes(b"already there")  # an existing body is never replaced
+    assert ensure_proxy_weights(target, "resnet18") == target and target.read_bytes() == b"already there"
+
+
+def test_cli_pretrain_writes_the_body(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "body.pt"
+    assert cli_main(["pretrain", "--data", str(tmp_path), "--steps", "2", "--out", str(out)]) == 0
+    assert out.is_file() and "held-out accuracy" in capsys.readouterr().out
