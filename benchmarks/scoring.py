@@ -27,6 +27,7 @@ are reported either way.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import random
@@ -54,13 +55,17 @@ from raynas.training.config import DataConfig, ModelConfig, SupernetConfig
 from raynas.training.data import base_dataset, build_dataset, ensure_dataset
 
 SPACE = OPANASSpace()
+SEARCH_FRACTION = 0.9
 
 
 def untrained_checkpoint(args: argparse.Namespace, directory: Path) -> Path:
     """An untrained super-net checkpoint (the format ``worker_loop`` writes) over generated digits."""
     data = DataConfig(
         root=str(Path(args.data or directory / "digits")),
-        num_train=8,
+        # candidates are scored on the search split (held out of the training images): make it hold
+        # --val-images images
+        num_train=math.ceil(args.val_images / SEARCH_FRACTION),
+        search_fraction=SEARCH_FRACTION,
         num_val=args.val_images,
         image_size=args.size,
         batch_size=args.batch,
@@ -121,7 +126,7 @@ def bench_cache(checkpoint: Path, archs: list, args: argparse.Namespace, device:
             weights,
             state["config"],
             state["num_classes"],
-            max_val_images=args.val_images,
+            max_images=args.val_images,
             batch_size=args.batch,
             device=str(device),
             cache_features=mode == "cached",
@@ -317,7 +322,7 @@ def bench_pool(args: argparse.Namespace, checkpoint: Path, device: torch.device,
         pool = ScorerPool(
             checkpoint,
             num_actors=actors,
-            max_val_images=args.val_images,
+            max_images=args.val_images,
             batch_size=args.batch,
             use_gpu=use_gpu,
         )

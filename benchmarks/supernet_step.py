@@ -65,6 +65,7 @@ def run(args: argparse.Namespace, device: torch.device, data_root: Path) -> dict
     data = DataConfig(
         root=str(data_root),
         num_train=args.batch,
+        search_fraction=0.0,  # one training batch, nothing scored: no search split
         num_val=2,
         image_size=args.size,
         batch_size=args.batch,

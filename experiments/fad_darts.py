@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", default="data/digits")
+    parser.add_argument("--data", default=None, help="dataset root (default data/digits; data/digits_smoke)")
     parser.add_argument("--out", default="runs/fad_darts")
     parser.add_argument("--kind", default="fcos", choices=["fcos", "retinanet"])
     parser.add_argument("--workers", type=int, default=1)
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--random", action="store_true", help="random genotype baseline (no search)")
     args = parser.parse_args(argv)
+    args.data = args.data or ("data/digits_smoke" if args.smoke else "data/digits")
     return run_main("fad_darts", lambda: run(args))
 
 

@@ -289,7 +289,20 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_main("opanas_ea", lambda: run(args))
+    return run_main("opanas_ea", lambda: run_and_shut_down(args))
+
+
+def run_and_shut_down(args: argparse.Namespace) -> int:
+    """``run`` with the Ray it started shut down in order: left to the interpreter's exit, Ray kills
+    the Tune trial actors mid-teardown and they print noise."""
+    import ray
+
+    started_here = not ray.is_initialized()
+    try:
+        return run(args)
+    finally:
+        if started_here and ray.is_initialized():
+            ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -156,11 +156,12 @@ def plot(table: pd.DataFrame, stats: dict, path: Path) -> None:
 def smoke_checkpoint(out: Path, args: argparse.Namespace) -> str:
     """A tiny super-net for the smoke mode (the same one opanas_ea.py --smoke trains)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from opanas_ea import smoke_supernet_config
+    from opanas_ea import prepare_inputs, smoke_supernet_config
 
     from raynas.training.supernet import train_supernet
 
     cfg = smoke_supernet_config(data=str(out / "data"), out=str(out), workers=1, address=args.address)
+    prepare_inputs(cfg, smoke=True)  # a pretrained body of a few steps, not the 2-minute one
     return str(train_supernet(cfg).checkpoint_dir)
 
 

@@ -111,7 +111,7 @@ class OptimConfig:
             self,
             {"epochs": (1, None), "lr": (0.0, None, "low_open"), "momentum": (0.0, 1.0),
              "weight_decay": (0.0, None), "warmup_iters": (0, None), "warmup_factor": (0.0, 1.0, "low_open"),
-             "milestones": (1, None), "decay": (0.0, 1.0, "low_open"), "grad_clip": (0.0, None, "low_open")},
+             "milestones": (1, None), "decay": (0.0, None, "low_open"), "grad_clip": (0.0, None, "low_open")},
             "optim.",
         )  # fmt: skip
 

@@ -51,24 +51,25 @@ def ensure_dataset(cfg: DataConfig, progress: bool = True) -> Path:
         "image_size": cfg.image_size,
         "seed": cfg.seed,
     }
+    if _check_settings(root, wanted):
+        return root  # there, and generated with these settings (no lock: the folder may be read-only)
     with _file_lock(root.parent / f".{root.name}.lock"):
-        found = digits_settings(root)
-        if found is not None and found != wanted:
-            changed = {k: f"{found.get(k)} there, {v} asked" for k, v in wanted.items() if found.get(k) != v}
-            raise ConfigError(
-                f"data.root {str(root)!r} holds digits generated with other settings ({changed}); point "
-                "data.root at another folder, or set data.num_train/num_val/image_size/seed to match"
-            )
-        if found is None:
-            generate_digits(
-                root,
-                num_train=cfg.num_train,
-                num_val=cfg.num_val,
-                image_size=cfg.image_size,
-                seed=cfg.seed,
-                progress=progress,
-            )
+        if not _check_settings(root, wanted):
+            generate_digits(root, **wanted, progress=progress)
     return root
+
+
+def _check_settings(root: Path, wanted: dict[str, int]) -> bool:
+    """True when ``root`` holds digits generated with ``wanted``, False when it holds none; a dataset
+    generated with other settings is refused, never silently used or replaced."""
+    found = digits_settings(root)
+    if found is not None and found != wanted:
+        changed = {k: f"{found.get(k)} there, {v} asked" for k, v in wanted.items() if found.get(k) != v}
+        raise ConfigError(
+            f"data.root {str(root)!r} holds digits generated with other settings ({changed}); point "
+            "data.root at another folder, or set data.num_train/num_val/image_size/seed to match"
+        )
+    return found is not None
 
 
 def ensure_backbone_weights(cfg: TrainConfig) -> None:
