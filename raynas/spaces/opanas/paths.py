@@ -80,13 +80,15 @@ def make_norm(channels: int, norm: str | None) -> nn.Module:
 
     32 groups for the usual widths (256, 160, 64, ...); narrower layers get ``gcd(32, channels // 2)``
     groups so every group keeps at least two channels and a 1x1 map (P7 of a small image) still has more
-    than one value per group in training mode.
+    than one value per group in training mode; an odd width gets ``gcd(32, channels)`` (1) group.
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if norm is None:
         return nn.Identity()
     groups = math.gcd(32, channels // 2) if channels > 1 else 1
+    if channels % groups:  # an odd width (a width-matched neck): groups must divide it
+        groups = math.gcd(32, channels)
     return nn.GroupNorm(groups, channels)
 
 

@@ -1,0 +1,369 @@
+"""Evidence for OPANAS on the proxy: the searched neck against the FPN, random and single-path necks.
+
+    python experiments/opanas_evidence.py --search-dir runs/opanas_ea          # after the main job
+    python experiments/opanas_evidence.py --search-dir runs/opanas_ea --kind retinanet
+    python experiments/opanas_evidence.py --smoke                               # tiny, for CI
+
+The paper's Tables 2, 4 and 6 on the digits proxy. Every arm is trained standalone from the same
+pretrained body with one recipe (the super-net's data and model, ``--epochs`` epochs, decay in the last
+one), on Ray Train, once per seed (``--seeds``, default 3), and evaluated on val:
+
+- ``FPN``: torchvision's FPN at the super-net's width (the hand-made baseline);
+- ``OPA-FPN (evolution)`` / ``OPA-FPN (random search)``: the best architectures the main job's two
+  strategies found with the same number of super-net evaluations;
+- ``random arch k``: ``--random-archs`` architectures drawn uniformly and trained fully (Table 6's
+  random baseline; reported each and as their mean and best);
+- ``all <path>``: every edge the same parameterised path (Table 4's single-path FPNs);
+- ``OPA-FPN (evolution) @c``: the evolved neck at the width whose neck + head parameters are nearest the
+  FPN's (within 5 % where the detector's head allows such a width), when that width differs.
+
+Outputs in ``--out``: ``evidence.csv`` (one row per arm and seed), ``evidence.md`` (mean +/- std, delta vs
+the FPN and whether it exceeds 2 std of the FPN's seeds), ``evidence.png`` (AP with error bars; AP vs
+FLOPs). Resumable: each finished run is skipped on re-run, an interrupted one continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raynas.config import ConfigError
+from raynas.errors import run_main
+from raynas.io import atomic_write_json, atomic_write_text
+from raynas.spaces.base import arch_from_json
+from raynas.spaces.opanas import PARAMETERISED_PATHS, OPANASSpace
+from raynas.training.config import SupernetConfig, TrainConfig
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+BASELINE = "FPN"
+WIDTH_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Arm:
+    label: str
+    slug: str
+    neck: dict | None  # None: torchvision's FPN
+    out_channels: int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--search-dir", help="the main job's --out (holds supernet/ and search/)")
+    parser.add_argument("--out", default="runs/opanas_evidence", help="where runs and tables go")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per arm")
+    parser.add_argument("--random-archs", type=int, default=3, help="random architectures trained fully")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of the one recipe (decay in the last)")
+    parser.add_argument("--kind", default=None, help="detector (default: the super-net's)")
+    parser.add_argument("--no-single-path", action="store_true", help="leave out the single-path necks")
+    parser.add_argument("--train-workers", type=int, default=2, help="Ray Train workers per run")
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--address", default=None)
+    parser.add_argument("--smoke", action="store_true", help="tiny: runs the main job's smoke first (CI)")
+    return parser
+
+
+def neck_params_and_flops(cfg: TrainConfig, num_classes: int) -> tuple[int, int]:
+    """Parameters and FLOPs of neck + head (what the necks change) at the recipe's image size."""
+    import torch
+
+    from raynas.evaluation import count_flops, count_params
+    from raynas.training.builders import build_model
+
+    model = build_model(replace(cfg.model, backbone_weights=None), num_classes, cfg.neck, cfg.head).eval()
+    size = cfg.model.min_size
+    with torch.inference_mode():
+        features = model.backbone.body(torch.zeros(1, 3, size, size))
+    params = count_params(model.backbone.neck) + count_params(model.head)
+    return params, count_flops(model.backbone.neck, features)
+
+
+def matched_width(
+    cfg: TrainConfig, neck: dict, target: int, num_classes: int, candidates: list[int]
+) -> tuple[int, int]:
+    """The width among ``candidates`` (ascending) whose neck + head parameters are nearest ``target``:
+    ``(c, params)``. Parameters grow with the width, so a bisection needs a handful of builds."""
+
+    def params_at(width: int) -> int:
+        model = replace(cfg.model, out_channels=width)
+        return neck_params_and_flops(replace(cfg, model=model, neck=neck), num_classes)[0]
+
+    low, high = 0, len(candidates) - 1
+    while high - low > 1:
+        middle = (low + high) // 2
+        if params_at(candidates[middle]) < target:
+            low = middle
+        else:
+            high = middle
+    options = [(width, params_at(width)) for width in {candidates[low], candidates[high]}]
+    return min(options, key=lambda option: (abs(option[1] - target), option[0]))
+
+
+def width_candidates(kind: str, width: int) -> list[int]:
+    """Widths a detector's head accepts, up to twice ``width``: torchvision's FCOS head normalises with
+    GroupNorm(32, c), so multiples of 32; the other heads take any width."""
+    step = 32 if kind == "fcos" else 1
+    return list(range(step, 2 * width + 1, step))
+
+
+def arms(supernet: SupernetConfig, search_dir: Path, args: argparse.Namespace, num_classes: int) -> list[Arm]:
+    from raynas.training.builders import searched_neck_spec
+
+    space = OPANASSpace(num_nodes=supernet.opanas.num_nodes)
+    width = supernet.model.out_channels
+    result = [Arm(BASELINE, "fpn", None, width)]
+    for strategy, label in (("evolution", "OPA-FPN (evolution)"), ("random", "OPA-FPN (random search)")):
+        arch = arch_from_json(space, (search_dir / "search" / strategy / "best_arch.json").read_text())
+        result.append(
+            Arm(label, f"opa_{strategy}", searched_neck_spec(space.to_config(arch), supernet.opanas), width)
+        )
+    rng = random.Random(2021)
+    for k in range(1, args.random_archs + 1):
+        arch = space.sample(rng)
+        result.append(
+            Arm(
+                f"random arch {k}",
+                f"random_{k}",
+                searched_neck_spec(space.to_config(arch), supernet.opanas),
+                width,
+            )
+        )
+    if args.smoke:
+        return result[:2]  # the FPN and the evolved neck: every part of the experiment, in seconds
+    if not args.no_single_path:
+        for path in PARAMETERISED_PATHS:
+            config = {key: path for key in space.keys}
+            result.append(
+                Arm(f"all {path}", f"all_{path}", searched_neck_spec(config, supernet.opanas), width)
+            )
+    recipe = recipe_config(supernet, args)
+    fpn_params, _ = neck_params_and_flops(recipe, num_classes)
+    evolved = result[1].neck
+    c, params = matched_width(
+        recipe, evolved, fpn_params, num_classes, width_candidates(recipe.model.kind, width)
+    )
+    if c != width:
+        result.append(Arm(f"OPA-FPN (evolution) @{c}", f"opa_evolution_at{c}", evolved, c))
+    return result
+
+
+def recipe_config(supernet: SupernetConfig, args: argparse.Namespace) -> TrainConfig:
+    """The one recipe of every arm: the super-net's data and model, ``--epochs`` with decay in the last."""
+    from raynas.training.config import OptimConfig
+
+    optim = replace(
+        supernet.optim, epochs=args.epochs, milestones=[args.epochs - 1] if args.epochs > 1 else []
+    )
+    optim = OptimConfig(**vars(optim))  # re-checked
+    model = supernet.model if args.kind is None else replace(supernet.model, kind=args.kind)
+    return TrainConfig(data=supernet.data, model=model, optim=optim, run=supernet.run)
+
+
+def arm_config(recipe: TrainConfig, arm: Arm, seed: int, args: argparse.Namespace, out: Path) -> TrainConfig:
+    run = replace(
+        recipe.run,
+        name=f"{arm.slug}_seed{seed}",
+        storage_path=str(out / "runs"),
+        seed=seed,
+        eval_every=recipe.optim.epochs,
+        num_workers=args.train_workers,
+        use_gpu=args.gpu,
+        address=args.address,
+    )
+    return replace(recipe, model=replace(recipe.model, out_channels=arm.out_channels), neck=arm.neck, run=run)
+
+
+def summarize_evidence(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per arm: mean and std of each metric over seeds, delta of the mean AP vs the FPN, and whether that
+    delta exceeds 2 std of the FPN's seeds (the issue's bar for "beats")."""
+    grouped = rows.groupby("arm", sort=False)
+    table = grouped[list(METRICS)].mean().add_suffix("_mean")
+    table = table.join(grouped[list(METRICS)].std(ddof=1).add_suffix("_std"))
+    table = table.join(grouped[["params", "flops"]].first()).join(grouped.size().rename("seeds"))
+    if BASELINE in table.index:
+        base = table.loc[BASELINE]
+        table["delta_AP"] = table["AP_mean"] - base["AP_mean"]
+        table["beats_2std"] = table["delta_AP"] > 2 * base["AP_std"]
+    return table.reset_index()
+
+
+def random_summary(rows: pd.DataFrame) -> dict[str, float]:
+    """Table 6's random baseline: the mean and the best of the random architectures' mean APs."""
+    per_arch = rows[rows["arm"].str.startswith("random arch")].groupby("arm")["AP"].mean()
+    return {"random_archs_mean_AP": float(per_arch.mean()), "random_archs_best_AP": float(per_arch.max())}
+
+
+def markdown(table: pd.DataFrame, extra: dict) -> str:
+    lines = [
+        "| arm | AP (mean +/- std) | AP50 | APs | APm | neck+head params | neck FLOPs | delta AP vs FPN "
+        "| > 2 std of FPN |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for _, row in table.iterrows():
+        cells = [
+            str(row["arm"]),
+            f"{100 * row['AP_mean']:.1f} +/- {100 * row['AP_std']:.1f}",
+            f"{100 * row['AP50_mean']:.1f}",
+            f"{100 * row['APs_mean']:.1f}",
+            f"{100 * row['APm_mean']:.1f}",
+            f"{row['params'] / 1e6:.2f} M",
+            f"{row['flops'] / 1e9:.2f} G",
+            f"{100 * row.get('delta_AP', float('nan')):+.1f}",
+            "yes" if row.get("beats_2std") else "no",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        f"Random architectures (Table 6's baseline): mean AP {100 * extra['random_archs_mean_AP']:.1f}, "
+        f"best {100 * extra['random_archs_best_AP']:.1f}. Seeds per arm: {int(table['seeds'].min())}."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (bars, scatter) = plt.subplots(1, 2, figsize=(12, 4.5))
+    x = np.arange(len(table))
+    bars.bar(x, 100 * table["AP_mean"], yerr=100 * table["AP_std"].fillna(0), capsize=3)
+    bars.set_xticks(x, table["arm"], rotation=45, ha="right", fontsize=8)
+    bars.set_ylabel("AP on val (%)")
+    scatter.scatter(table["flops"] / 1e9, 100 * table["AP_mean"])
+    for _, row in table.iterrows():
+        scatter.annotate(row["arm"], (row["flops"] / 1e9, 100 * row["AP_mean"]), fontsize=7)
+    scatter.set_xlabel("neck GFLOPs")
+    scatter.set_ylabel("AP on val (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def smoke_search_dir(out: Path, args: argparse.Namespace) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import opanas_ea
+
+    search_dir = out / "search_run"
+    code = opanas_ea.run(
+        opanas_ea.parse_args(
+            [
+                "--smoke",
+                "--out",
+                str(search_dir),
+                "--data",
+                str(out / "data"),
+                "--no-reference",
+                "--train-workers",
+                str(args.train_workers),
+            ]
+        )
+    )
+    if code:
+        raise RuntimeError("the main job's smoke run failed")
+    return search_dir
+
+
+def run(args: argparse.Namespace) -> dict:
+    from raynas.checkpoints import config_from_state, load_state
+    from raynas.training.launch import ensure_ray, finished_run
+    from raynas.training.standalone import train
+
+    out = Path(args.out)
+    ensure_ray(args.address)
+    started = time.perf_counter()
+    search_dir = Path(args.search_dir) if args.search_dir else smoke_search_dir(out, args)
+    checkpoints = sorted(p for p in (search_dir / "supernet").glob("checkpoint_*") if p.is_dir())
+    if not checkpoints:
+        raise ConfigError(
+            f"--search-dir {str(search_dir)!r} holds no supernet/checkpoint_*; pass the main job's --out"
+        )
+    state = load_state(checkpoints[-1])
+    supernet = config_from_state(state)
+    num_classes = state["num_classes"]
+    recipe = recipe_config(supernet, args)
+    rows, launched = [], 0
+    for arm in arms(supernet, search_dir, args, num_classes):
+        params, flops = neck_params_and_flops(
+            replace(recipe, model=replace(recipe.model, out_channels=arm.out_channels), neck=arm.neck),
+            num_classes,
+        )
+        for seed in range(args.seeds):
+            cfg = arm_config(recipe, arm, seed, args, out)
+            launched += (
+                finished_run(Path(cfg.run.storage_path).resolve() / cfg.run.name, cfg.optim.epochs) is None
+            )
+            print(f"== {arm.label}, seed {seed} ==", flush=True)
+            result = train(cfg)
+            rows.append(
+                {
+                    "arm": arm.label,
+                    "seed": seed,
+                    **{k: result.metrics.get(k) for k in METRICS},
+                    "params": params,
+                    "flops": flops,
+                    "out_channels": arm.out_channels,
+                    "neck": json.dumps(arm.neck, sort_keys=True) if arm.neck else "fpn",
+                    "train_time_s": result.metrics.get("epoch_time_s", 0) * result.metrics.get("epoch", 0),
+                }
+            )
+    frame = pd.DataFrame(rows)
+    for metric in METRICS:
+        frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
+    table = summarize_evidence(frame)
+    extra = (
+        random_summary(frame)
+        if args.random_archs
+        else {"random_archs_mean_AP": float("nan"), "random_archs_best_AP": float("nan")}
+    )
+    atomic_write_text(out / "evidence.csv", frame.to_csv(index=False))
+    atomic_write_text(out / "evidence.md", markdown(table, extra))
+    plot(table, out / "evidence.png")
+    record = {
+        **extra,
+        "runs_started": launched,
+        "runs": len(frame),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
+    atomic_write_json(out / "evidence.json", record)
+    print("\n" + markdown(table, extra))
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.smoke:
+        args.seeds, args.random_archs, args.epochs, args.no_single_path = 1, 0, 1, True
+        args.train_workers = 1
+    return run_main("opanas_evidence", lambda: check_and_run(args))
+
+
+def check_and_run(args: argparse.Namespace) -> int:
+    if not args.smoke and not args.search_dir:
+        raise ConfigError("--search-dir is required (the main job's --out, e.g. runs/opanas_ea), or --smoke")
+    for name in ("seeds", "epochs", "train_workers"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.random_archs < 0:
+        raise ConfigError(f"--random-archs must be >= 0, got {args.random_archs}")
+    record = run(args)
+    print(
+        f"{record['runs']} runs ({record['runs_started']} trained now) in {record['wall_time_s']:.0f} s; "
+        f"results: {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""``experiments/opanas_evidence.py``: the table's statistics, the width-matching rule, and the smoke run
+end to end (its own process and Ray), re-run without training anything again."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+import opanas_ea  # noqa: E402
+import opanas_evidence  # noqa: E402
+
+from raynas.spaces.opanas import OPANASSpace  # noqa: E402
+from raynas.training.builders import searched_neck_spec  # noqa: E402
+
+
+def test_table_mean_std_and_delta_come_from_the_per_seed_rows() -> None:
+    rows = pd.DataFrame(
+        [
+            {"arm": "FPN", "seed": s, "AP": ap, "AP50": 0.5, "AP75": 0.3, "APs": 0.2, "APm": 0.4, "APl": None,
+             "params": 10, "flops": 100}
+            for s, ap in enumerate([0.30, 0.32, 0.34])
+        ]
+        + [
+            {"arm": "OPA-FPN (evolution)", "seed": s, "AP": ap, "AP50": 0.6, "AP75": 0.3, "APs": 0.2,
+             "APm": 0.4, "APl": None, "params": 8, "flops": 90}
+            for s, ap in enumerate([0.40, 0.41, 0.42])
+        ]
+        + [
+            {"arm": "random arch 1", "seed": s, "AP": ap, "AP50": 0.5, "AP75": 0.3, "APs": 0.2, "APm": 0.4,
+             "APl": None, "params": 9, "flops": 95}
+            for s, ap in enumerate([0.33, 0.35, 0.37])
+        ]
+    )  # fmt: skip
+    table = opanas_evidence.summarize_evidence(rows).set_index("arm")
+    assert table.loc["FPN", "AP_mean"] == pytest.approx(0.32)
+    assert table.loc["FPN", "AP_std"] == pytest.approx(0.02)  # sample std over the 3 seeds
+    assert table.loc["OPA-FPN (evolution)", "delta_AP"] == pytest.approx(0.09)
+    assert bool(table.loc["OPA-FPN (evolution)", "beats_2std"])  # 0.09 > 2 x 0.02
+    assert not bool(table.loc["random arch 1", "beats_2std"])  # 0.03 < 0.04
+    assert (table["seeds"] == 3).all() and table.loc["OPA-FPN (evolution)", "params"] == 8
+    extra = opanas_evidence.random_summary(rows)
+    assert extra["random_archs_mean_AP"] == pytest.approx(0.35)
+    markdown = opanas_evidence.markdown(table.reset_index(), extra)
+    assert "| OPA-FPN (evolution) | 41.0 +/- 1.0 |" in markdown and "+9.0 | yes |" in markdown
+
+
+def test_width_matching_picks_neck_and_head_params_within_5_percent(tmp_path: Path) -> None:
+    supernet = opanas_ea.smoke_supernet_config(str(tmp_path / "d"), str(tmp_path / "o"), kind="retinanet")
+    supernet.model.out_channels = 64
+    recipe = opanas_evidence.recipe_config(
+        supernet, opanas_evidence.build_parser().parse_args(["--epochs", "1"])
+    )
+    space = OPANASSpace()
+    heavy = searched_neck_spec({key: "fusing_splitting" for key in space.keys}, supernet.opanas)
+    target, _ = opanas_evidence.neck_params_and_flops(recipe, 11)
+    width, params = opanas_evidence.matched_width(
+        recipe, heavy, target, 11, opanas_evidence.width_candidates("retinanet", 64)
+    )
+    assert width < 64  # the heavier neck needs fewer channels for the same parameters
+    assert abs(params - target) <= opanas_evidence.WIDTH_TOLERANCE * target
+    assert opanas_evidence.width_candidates("fcos", 64) == [32, 64, 96, 128]  # GroupNorm(32, c)
+
+
+def test_smoke_run_writes_all_outputs_and_skips_finished_runs(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, str(EXPERIMENTS / "opanas_evidence.py"), "--smoke", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = pd.read_csv(out / "evidence.csv")
+    assert list(rows["arm"]) == ["FPN", "OPA-FPN (evolution)"] and rows["AP"].notna().all()
+    assert "| FPN |" in (out / "evidence.md").read_text()
+    assert (out / "evidence.png").stat().st_size > 0
+    assert json.loads((out / "evidence.json").read_text())["runs_started"] == 2
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert json.loads((out / "evidence.json").read_text())["runs_started"] == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "evidence.csv"), rows)
