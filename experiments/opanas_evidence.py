@@ -275,6 +275,33 @@ def smoke_search_dir(out: Path, args: argparse.Namespace) -> Path:
     return search_dir
 
 
+def write_outputs(
+    rows: list[dict], args: argparse.Namespace, out: Path, launched: int, started: float
+) -> dict:
+    """``evidence.csv`` / ``.md`` / ``.png`` / ``.json`` from the rows so far (rewritten after every run, so
+    an interrupted experiment leaves its partial table)."""
+    frame = pd.DataFrame(rows)
+    for metric in METRICS:
+        frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
+    table = summarize_evidence(frame)
+    has_random = frame["arm"].str.startswith("random arch").any()
+    nan = float("nan")
+    extra = (
+        random_summary(frame) if has_random else {"random_archs_mean_AP": nan, "random_archs_best_AP": nan}
+    )
+    atomic_write_text(out / "evidence.csv", frame.to_csv(index=False))
+    atomic_write_text(out / "evidence.md", markdown(table, extra))
+    plot(table, out / "evidence.png")
+    record = {
+        **extra,
+        "runs_started": launched,
+        "runs": len(frame),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
+    atomic_write_json(out / "evidence.json", record)
+    return record
+
+
 def run(args: argparse.Namespace) -> dict:
     from raynas.checkpoints import config_from_state, load_state
     from raynas.training.launch import ensure_ray, finished_run
@@ -294,12 +321,17 @@ def run(args: argparse.Namespace) -> dict:
     num_classes = state["num_classes"]
     recipe = recipe_config(supernet, args)
     rows, launched = [], 0
-    for arm in arms(supernet, search_dir, args, num_classes):
-        params, flops = neck_params_and_flops(
+    plan = arms(supernet, search_dir, args, num_classes)
+    costs = {
+        arm.slug: neck_params_and_flops(
             replace(recipe, model=replace(recipe.model, out_channels=arm.out_channels), neck=arm.neck),
             num_classes,
         )
-        for seed in range(args.seeds):
+        for arm in plan
+    }
+    for seed in range(args.seeds):  # seed by seed: an interrupted run leaves every arm at some seeds
+        for arm in plan:
+            params, flops = costs[arm.slug]
             cfg = arm_config(recipe, arm, seed, args, out)
             launched += (
                 finished_run(Path(cfg.run.storage_path).resolve() / cfg.run.name, cfg.optim.epochs) is None
@@ -318,26 +350,8 @@ def run(args: argparse.Namespace) -> dict:
                     "train_time_s": result.metrics.get("epoch_time_s", 0) * result.metrics.get("epoch", 0),
                 }
             )
-    frame = pd.DataFrame(rows)
-    for metric in METRICS:
-        frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
-    table = summarize_evidence(frame)
-    extra = (
-        random_summary(frame)
-        if args.random_archs
-        else {"random_archs_mean_AP": float("nan"), "random_archs_best_AP": float("nan")}
-    )
-    atomic_write_text(out / "evidence.csv", frame.to_csv(index=False))
-    atomic_write_text(out / "evidence.md", markdown(table, extra))
-    plot(table, out / "evidence.png")
-    record = {
-        **extra,
-        "runs_started": launched,
-        "runs": len(frame),
-        "wall_time_s": round(time.perf_counter() - started, 1),
-    }
-    atomic_write_json(out / "evidence.json", record)
-    print("\n" + markdown(table, extra))
+            record = write_outputs(rows, args, out, launched, started)  # after every run: partial tables
+    print("\n" + (out / "evidence.md").read_text())
     return record
 
 

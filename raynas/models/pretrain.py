@@ -14,10 +14,7 @@ where 64 px crops stayed at chance.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,7 +25,7 @@ import torchvision
 from torch import nn
 
 from raynas.data.digits import digit_crops
-from raynas.io import atomic_torch_save, atomic_write_json, run_info
+from raynas.io import atomic_torch_save, atomic_write_json, file_lock, run_info
 from raynas.models.backbones import RESNETS, _norm_layer
 
 # torchvision's detection transform normalises with these (GeneralizedRCNNTransform's defaults), so the
@@ -132,32 +129,15 @@ def pretrain_body(cfg: PretrainConfig, out_path: str | Path, log_every: int = 10
     return record
 
 
-@contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_proxy_weights(path: str | Path, backbone: str) -> Path:
     """Pretrain the body into ``path`` unless it is there (deterministic; one writer per node)."""
     path = Path(path)
     if path.is_file():
         return path
-    with _file_lock(path.parent / f".{path.name}.lock"):
+    with file_lock(path.parent / f".{path.name}.lock"):
         if not path.is_file():
             print(
                 f"[pretrain] no pretrained body at {path}: pretraining {backbone} on digit crops", flush=True
             )
             pretrain_body(PretrainConfig(backbone=backbone), path)
     return path
-
-
-def pretrain_record(path: str | Path) -> dict | None:
-    """The run record written next to a pretrained body, if any."""
-    record = Path(path).with_suffix(".run_info.json")
-    return json.loads(record.read_text()) if record.is_file() else None

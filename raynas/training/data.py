@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +18,8 @@ from raynas.data import (
     generate_digits,
 )
 from raynas.data.digits import digits_settings
+from raynas.io import file_lock
 from raynas.training.config import DataConfig, TrainConfig, proxy_weights_path
-
-
-@contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_dataset(cfg: DataConfig, progress: bool = True) -> Path:
@@ -53,7 +41,7 @@ def ensure_dataset(cfg: DataConfig, progress: bool = True) -> Path:
     }
     if _check_settings(root, wanted):
         return root  # there, and generated with these settings (no lock: the folder may be read-only)
-    with _file_lock(root.parent / f".{root.name}.lock"):
+    with file_lock(root.parent / f".{root.name}.lock"):
         if not _check_settings(root, wanted):
             generate_digits(root, **wanted, progress=progress)
     return root
