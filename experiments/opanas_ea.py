@@ -49,7 +49,9 @@ def smoke_supernet_config(
 ) -> SupernetConfig:
     """The seconds-scale super-net of ``--smoke`` (also used by the other experiments' smoke modes)."""
     return SupernetConfig(
-        data=DataConfig(root=data, num_train=16, num_val=8, image_size=96, batch_size=2),
+        data=DataConfig(
+            root=data, num_train=16, num_val=8, image_size=96, batch_size=2, search_fraction=0.25
+        ),
         model=ModelConfig(
             kind=kind,
             backbone="resnet18",
@@ -72,7 +74,9 @@ def default_configs(args: argparse.Namespace) -> tuple[SupernetConfig, OPANASSea
     else:
         # digits at 128 px from the body pretrained on digit crops; the widths torchvision's heads need
         # (FCOS: GroupNorm(32, c) with c >= 64)
-        data = DataConfig(root=args.data, num_train=1000, num_val=200, batch_size=4)
+        # 20 % of the training images are the search split: held out of the super-net and of every
+        # standalone run it is compared with, and what candidates are scored on
+        data = DataConfig(root=args.data, num_train=1000, num_val=200, batch_size=4, search_fraction=0.2)
         model = ModelConfig(
             kind=args.kind,
             backbone="resnet18",
@@ -228,8 +232,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"== super-net training ({supernet_cfg.optim.epochs} epochs, K={supernet_cfg.opanas.k}) ==")
         checkpoint = str(train_supernet(supernet_cfg).checkpoint_dir)
         times["supernet_s"] = time.perf_counter() - started - sum(times.values())
-    else:
-        supernet_cfg = config_from_state(load_state(checkpoint))
+    else:  # the checkpoint's config, with the flags applied as they would be to a new super-net
+        supernet_cfg = apply_flags(config_from_state(load_state(checkpoint)), search_cfg, args)[0]
     reference = None
     if not args.no_reference:
         print(f"== standalone FPN reference ({supernet_cfg.optim.epochs} epochs, same data) ==")

@@ -84,7 +84,8 @@ def neck_params_and_flops(cfg: TrainConfig, num_classes: int) -> tuple[int, int]
     size = cfg.model.min_size
     with torch.inference_mode():
         features = model.backbone.body(torch.zeros(1, 3, size, size))
-    params = count_params(model.backbone.neck) + count_params(model.head)
+    heads = [model.head] if hasattr(model, "head") else [model.rpn, model.roi_heads]  # two-stage: RPN + RoI
+    params = count_params(model.backbone.neck) + sum(count_params(head) for head in heads)
     return params, count_flops(model.backbone.neck, features)
 
 
@@ -151,6 +152,12 @@ def arms(supernet: SupernetConfig, search_dir: Path, args: argparse.Namespace, n
     evolved = result[1].neck
     c, params = matched_width(
         recipe, evolved, fpn_params, num_classes, width_candidates(recipe.model.kind, width)
+    )
+    within = abs(params - fpn_params) <= WIDTH_TOLERANCE * fpn_params
+    print(
+        f"width-matched OPA-FPN: {c} channels, {params / 1e6:.2f} M neck+head params vs the FPN's "
+        f"{fpn_params / 1e6:.2f} M ({'within' if within else 'NOT within'} {WIDTH_TOLERANCE:.0%}; "
+        f"{recipe.model.kind} heads take widths {width_candidates(recipe.model.kind, width)[:4]}...)"
     )
     if c != width:
         result.append(Arm(f"OPA-FPN (evolution) @{c}", f"opa_evolution_at{c}", evolved, c))

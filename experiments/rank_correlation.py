@@ -76,10 +76,16 @@ def arch_id(arch_config: dict) -> str:
 def score_pool(checkpoint: str, space: OPANASSpace, args: argparse.Namespace, out: Path) -> pd.DataFrame:
     """Super-net scores of ``--pool`` random architectures (kept in ``pool.csv``; reused on re-run)."""
     path = out / "pool.csv"
+    key = {
+        "seed": args.seed,
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "search_images": args.search_images,
+    }
     if path.is_file():
         table = pd.read_csv(path)
-        if len(table) == args.pool and table["seed"].eq(args.seed).all():
-            return table
+        same = all(table[k].astype(str).eq(str(v)).all() for k, v in key.items() if k in table)
+        if len(table) == args.pool and same and set(key) <= set(table):
+            return table  # scored by this super-net on these images: reused
     from ray.util import ActorPool
 
     from raynas.search.pool import ScorerPool
@@ -102,7 +108,7 @@ def score_pool(checkpoint: str, space: OPANASSpace, args: argparse.Namespace, ou
         scorers.shutdown()
     rows = [
         {"arch_id": arch_id(c), **c, "supernet_" + METRIC: r[METRIC], "supernet_AP50": r["AP50"],
-         "neck_params": r["neck_params"], "neck_flops": r["neck_flops"], "seed": args.seed}
+         "neck_params": r["neck_params"], "neck_flops": r["neck_flops"], **key}
         for c, r in zip(configs, results)
     ]  # fmt: skip
     table = pd.DataFrame(rows)

@@ -6,10 +6,9 @@
     python experiments/train_baseline.py --address auto     # a cluster started with `ray up cluster.yaml`
     python experiments/train_baseline.py --scratch          # the same recipe from a randomly initialised body
 
-The digits data (about 1000 training images, 800 of them trained on and 200 held out as the search
-split, and 200 validation images at 128 px) is generated into the config's ``data.root`` (default
-``data/digits``) when absent, and so is the body pretrained on digit crops (``backbone_weights: proxy``,
-about 2 minutes the first time). This is the FPN reference that a
+The digits data (1000 training and 200 validation images at 128 px) is generated into the config's
+``data.root`` (default ``data/digits``) when absent, and so is the body pretrained on digit crops
+(``backbone_weights: proxy``, about 2 minutes the first time). This is the hand-made detector that a
 searched OPA-FPN neck or FAD head is compared with; ``--config`` trains any ``TrainConfig`` YAML.
 """
 

@@ -112,6 +112,12 @@ def check_local_storage(path: str, what: str = "storage_path") -> None:
             f"{what} {path!r} is a URI; raynas needs a local or shared-filesystem path (NFS/EFS mounted at "
             "the same path on every node, see docs/cluster.md). Cloud storage URIs are not supported yet."
         )
+
+
+def check_writable_folder(path: str, what: str = "storage_path") -> None:
+    """Refuse, before a job writes anything, an output folder that is a file, lies below a file or is not
+    writable. Checked where a job starts (not when a config is loaded: a checkpoint's config may name a
+    cluster path that does not exist here)."""
     existing = Path(path).expanduser().absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -162,8 +168,12 @@ class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *anchor": merged keys may be overridden, that is what merging is for
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, str | int | float | bool | type(None)):
+                continue  # an unhashable key: SafeLoader reports it itself
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None,

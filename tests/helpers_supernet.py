@@ -39,7 +39,10 @@ def tiny_config(
     standalone: bool = False,
 ) -> TrainConfig:
     """A tiny super-net config (``standalone=True``: the same detector with a plain FPN)."""
-    data = DataConfig(root=str(data_root), **TINY_DIGITS, batch_size=batch_size, hflip=0.0)
+    # a quarter of the 8 training images is the search split the scorer scores on
+    data = DataConfig(
+        root=str(data_root), **TINY_DIGITS, batch_size=batch_size, hflip=0.0, search_fraction=0.25
+    )
     model = ModelConfig(
         kind=kind, backbone=backbone, out_channels=out_channels, min_size=size, max_size=max_size
     )

@@ -26,9 +26,10 @@ def test_search_split_is_disjoint_from_train_and_val(tiny_digits: Path) -> None:
 
 
 def test_search_split_depends_on_the_seed_only() -> None:
-    a = search_split_indices(100, DataConfig(seed=0))
-    assert a == search_split_indices(100, DataConfig(seed=0))
-    assert a != search_split_indices(100, DataConfig(seed=1))
+    a = search_split_indices(100, DataConfig(seed=0, search_fraction=0.2))
+    assert a == search_split_indices(100, DataConfig(seed=0, search_fraction=0.2))
+    assert a != search_split_indices(100, DataConfig(seed=1, search_fraction=0.2))
+    assert search_split_indices(100, DataConfig()) == (list(range(100)), [])  # default: no search split
     train, search = a
     assert len(search) == 20 and sorted(train + search) == list(range(100))
 

@@ -38,7 +38,7 @@ STEPS = 2  # 8 images / 2 workers / batch 2, one epoch
 
 def tiny_supernet_config(root: Path, storage: Path | str = "runs", **opanas) -> SupernetConfig:
     return SupernetConfig(
-        data=DataConfig(root=str(root), **TINY_DIGITS, batch_size=2, hflip=0.0),
+        data=DataConfig(root=str(root), **TINY_DIGITS, batch_size=2, hflip=0.0, search_fraction=0.25),
         model=ModelConfig(kind="retinanet", backbone="resnet18", out_channels=16, min_size=64, max_size=64),
         optim=OptimConfig(epochs=1, lr=0.01, warmup_iters=2, milestones=[]),
         run=RunConfig(name="supernet", storage_path=str(storage), num_workers=2, max_failures=0),

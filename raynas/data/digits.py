@@ -213,7 +213,7 @@ def generate_digits(
             raise ValueError(f"generate_digits: {name} must be an integer >= {low}, got {value!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"generate_digits: seed must be a non-negative integer, got {seed!r}")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # the staging folder must sit on the same filesystem
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"digits output {str(out_dir)!r} exists and is not a directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -225,10 +225,13 @@ def generate_digits(
         out_dir.mkdir(exist_ok=True)
         old = staging / "replaced"
         old.mkdir()
-        # annotations last: they are what marks a dataset as present (ensure_dataset)
-        for entry in ("train", "val", "annotations"):
+        # The annotation files mark a dataset as present (digits_settings): the old ones leave first and
+        # the new ones arrive last, so a swap cut short leaves no dataset (regenerated on next use), never
+        # new images under old annotations.
+        for entry in ("annotations", "train", "val"):
             if (out_dir / entry).exists():
                 os.replace(out_dir / entry, old / entry)
+        for entry in ("train", "val", "annotations"):
             os.replace(staging / entry, out_dir / entry)
     return out_dir
 

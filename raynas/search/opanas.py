@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from raynas.checkpoints import config_from_state, load_state
-from raynas.config import ConfigError, check_local_storage, check_ranges
+from raynas.config import ConfigError, check_local_storage, check_ranges, check_writable_folder
 from raynas.evaluation import count_flops, count_params
 from raynas.io import atomic_write_json, run_info
 from raynas.search.constraints import CostLimit
@@ -168,7 +168,10 @@ def _check_finished(grid, strategy: str, budget: int, experiment: Path) -> None:
 
 
 #: settings that change how a search runs, not what it finds (may differ when a search is resumed)
-_RUNTIME_KEYS = {"num_scorers", "cpus_per_scorer", "use_gpu", "batch_size", "cache_features", "cache_gib"}
+_RUNTIME_KEYS = {
+    "num_scorers", "cpus_per_scorer", "use_gpu", "batch_size", "cache_features", "cache_gib",
+    "storage_path", "name",
+}  # fmt: skip
 
 
 def guard_search_folder(run_dir: Path, cfg: OPANASSearchConfig, checkpoint_dir: str, resume: bool) -> None:
@@ -193,7 +196,8 @@ def guard_search_folder(run_dir: Path, cfg: OPANASSearchConfig, checkpoint_dir: 
             )
     for strategy in cfg.strategies:
         experiment = run_dir / strategy
-        if experiment.exists() and not (experiment / "summary.json").is_file() and not resume:
+        started = (experiment / "tuner.pkl").is_file()
+        if started and not (experiment / "summary.json").is_file() and not resume:
             raise ConfigError(
                 f"{experiment} holds an unfinished {strategy} search; run the same command with --resume to "
                 "finish it (its finished evaluations are kept), or give a new --out"
@@ -212,8 +216,9 @@ def search_opanas(
     """
     from raynas.viz import draw_opanas_arch, plot_search_curves
 
+    check_writable_folder(cfg.storage_path)
     run_dir = Path(cfg.storage_path).resolve() / cfg.name
-    guard_search_folder(run_dir, cfg, str(checkpoint_dir), resume)
+    guard_search_folder(run_dir, cfg, str(Path(checkpoint_dir).resolve()), resume)
     pool = ScorerPool(
         checkpoint_dir,
         num_actors=cfg.num_scorers,
@@ -237,7 +242,7 @@ def search_opanas(
                 continue
             started = time.perf_counter()
             searcher = make_searcher(strategy, space, cfg, constraint)
-            if resume and experiment.exists():
+            if resume and (experiment / "tuner.pkl").is_file():
                 grid = resume_search(experiment, pool.handles)
             else:
                 grid = run_search(

@@ -133,7 +133,7 @@ def summarize(df: pd.DataFrame, wall_time_s: float, metric: str = "AP") -> dict[
         "best_" + metric: float(values.max()) if len(values) else float("nan"),
         "top5_mean_" + metric: float(values.nlargest(5).mean()) if len(values) else float("nan"),
         # for random search: the expected score of a random sub-net (the main job's ratio to standalone)
-        "mean_" + metric: float(values.mean()) if len(values) else float("nan"),
+        "mean_" + metric: float(df[metric].astype(float).mean()) if len(values) else float("nan"),
         "evaluations": len(df),
         "wall_time_s": round(wall_time_s, 1),
     }

@@ -61,13 +61,13 @@ class SupernetScorer:
         self.cfg = from_dict(SupernetConfig, config, where="scorer config")
         self.device = select_device(device)
         self.space = OPANASSpace(num_nodes=self.cfg.opanas.num_nodes)
+        if max_images is not None:
+            self.cfg.data.max_search_images = max_images
+        ensure_inputs(self.cfg, progress=False)  # the data and the body file, before the model reads it
         model = build_model(self.cfg.model, num_classes, self.cfg.neck, self.cfg.head)
         model.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in weights.items()})
         self.model = model.to(self.device).eval()
         self.supernet = self.model.backbone.neck
-        if max_images is not None:
-            self.cfg.data.max_search_images = max_images
-        ensure_inputs(self.cfg, progress=False)
         dataset = build_dataset(self.cfg.data, "search", train_transforms=False)
         self.coco = base_dataset(dataset).coco
         self.batches = [

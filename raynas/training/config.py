@@ -40,8 +40,10 @@ class DataConfig:
     batch_size: int = 8  # per worker
     loader_workers: int = 0
     # the search split: this fraction of the training images (seeded by ``seed``) is held out of training
-    # in every job and is what search candidates are scored on; val stays for reported results only
-    search_fraction: float = 0.2
+    # and is what search candidates are scored on; val stays for reported results only. OPANAS jobs set
+    # it (0.2: the super-net, the search and every arm compared with it train on the same images); jobs
+    # that search nothing keep every training image
+    search_fraction: float = 0.0
     max_train_images: int | None = None  # a seeded random subset of the training images, not the first N
     max_search_images: int | None = None
     max_val_images: int | None = None

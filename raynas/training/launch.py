@@ -19,7 +19,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from raynas.checkpoints import STATE_FILE, load_state
-from raynas.config import ConfigError, to_dict
+from raynas.config import ConfigError, check_writable_folder, to_dict
 from raynas.io import atomic_write_json, run_info
 from raynas.ray_hooks import RUNTIME_ENV
 from raynas.training.data import ensure_inputs
@@ -164,6 +164,7 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
     """
     cfg = with_absolute_paths(cfg)
     run = cfg.run
+    check_writable_folder(run.storage_path, "run.storage_path")
     ensure_inputs(cfg)
     preflight(task, cfg, resume_from)
     ensure_ray(run.address)
@@ -240,14 +241,22 @@ def finished_run(run_dir: Path, epochs: int) -> TrainResult | None:
     """The result of a run in ``run_dir`` that already reached ``epochs``, else ``None``.
 
     Experiments are sequences of runs; re-running one after an interruption skips what finished (the
-    config was checked the same by :func:`check_same_run`) and continues what did not."""
+    config was checked the same by :func:`check_same_run`, so ``run_info.json`` must be there) and
+    continues what did not. A checkpoint whose state does not load (a copy cut short) does not count."""
+    if not (run_dir / "run_info.json").is_file():
+        return None
     for directory in sorted(run_dir.glob("checkpoint_*"), reverse=True):
         try:
             metrics = json.loads((directory / "metrics.json").read_text())
         except (OSError, ValueError):
             continue
-        if (directory / STATE_FILE).is_file() and metrics.get("epoch") == epochs:
-            return TrainResult(run_dir, directory, metrics)
+        if metrics.get("epoch") != epochs:
+            continue
+        try:
+            load_state(directory)
+        except (OSError, ValueError):
+            continue
+        return TrainResult(run_dir, directory, metrics)
     return None
 
 
