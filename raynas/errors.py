@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, RuntimeError, OSError)
 
@@ -36,7 +37,9 @@ def unwrap(err: BaseException) -> BaseException:
     return err
 
 
-_OUR_CODE = ("/raynas/", "/experiments/", "/benchmarks/")
+_PACKAGE = Path(__file__).resolve().parent
+#: raynas's own code: the package, and the experiment and benchmark scripts of its checkout
+_OUR_CODE = (_PACKAGE, _PACKAGE.parent / "experiments", _PACKAGE.parent / "benchmarks")
 
 
 def _raised_here(err: BaseException) -> bool:
@@ -47,7 +50,8 @@ def _raised_here(err: BaseException) -> bool:
         return True
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return any(part in tb.tb_frame.f_code.co_filename for part in _OUR_CODE)
+    filename = Path(tb.tb_frame.f_code.co_filename).resolve()
+    return any(filename.is_relative_to(root) for root in _OUR_CODE)
 
 
 def user_message(err: BaseException) -> str | None:
