@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from raynas.errors import run_main
 from raynas.io import atomic_write_json, select_device
 from raynas.spaces.fad.repshare import NaiveBlock, RepShareBlock
 
@@ -135,4 +137,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main("repshare", lambda: main() and 0))  # a user's mistake: one line, exit 2

@@ -32,6 +32,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ import torch
 
 from raynas.checkpoints import STATE_FILE, load_state
 from raynas.config import to_dict
+from raynas.errors import run_main
 from raynas.io import atomic_torch_save, atomic_write_json, select_device
 from raynas.search.pool import ScorerPool
 from raynas.search.random import RandomSearcher
@@ -362,4 +364,4 @@ def bench_pool(args: argparse.Namespace, checkpoint: Path, device: torch.device,
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main("scoring", lambda: main() and 0))  # a user's mistake: one line, exit 2

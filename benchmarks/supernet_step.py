@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from raynas.errors import run_main
 from raynas.io import atomic_write_json, select_device
 from raynas.spaces.opanas import OPANASSpace, fair_sample, fair_step_seed
 from raynas.training.config import DataConfig, ModelConfig, OPANASConfig, SupernetConfig, TrainConfig
@@ -185,4 +187,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main("supernet_step", lambda: main() and 0))  # a user's mistake: one line, exit 2

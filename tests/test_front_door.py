@@ -232,3 +232,15 @@ def test_a_genuine_bug_keeps_its_traceback() -> None:
 
     with pytest.raises(KeyError):
         run_main("raynas", buggy)
+
+
+def test_an_error_from_a_ray_worker_is_unwrapped_to_its_own_message() -> None:
+    """What Ray Train raises on the driver when a worker fails: the worker's raynas error, as one line."""
+    from ray.train import WorkerGroupError
+
+    from raynas.errors import user_message
+
+    worker_error = ValueError("neck spec 'arch': edge 3 (e0_3) has unknown path 'sideways'")
+    wrapped = WorkerGroupError("Training failed\nTraceback ...\n", {1: RuntimeError("peer"), 0: worker_error})
+    assert user_message(wrapped) == "neck spec 'arch': edge 3 (e0_3) has unknown path 'sideways'"
+    assert user_message(WorkerGroupError("x", {0: KeyError("bug")})) is None  # a bug stays a traceback
