@@ -112,9 +112,9 @@ def matched_width(
 
 def width_candidates(kind: str, width: int) -> list[int]:
     """Widths a detector's head accepts, up to twice ``width``: torchvision's FCOS head normalises with
-    GroupNorm(32, c), so multiples of 32; the other heads take any width."""
-    step = 32 if kind == "fcos" else 1
-    return list(range(step, 2 * width + 1, step))
+    GroupNorm(32, c), so multiples of 32 from 64 (raynas.models.detector); the other heads take any width."""
+    low, step = (64, 32) if kind == "fcos" else (1, 1)
+    return list(range(low, 2 * width + 1, step))
 
 
 def arms(supernet: SupernetConfig, search_dir: Path, args: argparse.Namespace, num_classes: int) -> list[Arm]:

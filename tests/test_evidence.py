@@ -65,7 +65,7 @@ def test_width_matching_picks_neck_and_head_params_within_5_percent(tmp_path: Pa
     )
     assert width < 64  # the heavier neck needs fewer channels for the same parameters
     assert abs(params - target) <= opanas_evidence.WIDTH_TOLERANCE * target
-    assert opanas_evidence.width_candidates("fcos", 64) == [32, 64, 96, 128]  # GroupNorm(32, c)
+    assert opanas_evidence.width_candidates("fcos", 64) == [64, 96, 128]  # GroupNorm(32, c), c >= 64
 
 
 def test_smoke_run_writes_all_outputs_and_skips_finished_runs(tmp_path: Path) -> None:
