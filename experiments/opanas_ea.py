@@ -293,20 +293,14 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_main("opanas_ea", lambda: run_and_shut_down(args))
+    return run_main("opanas_ea", lambda: run_in_ray_session(args))
 
 
-def run_and_shut_down(args: argparse.Namespace) -> int:
-    """``run`` with the Ray it started shut down in order: left to the interpreter's exit, Ray kills
-    the Tune trial actors mid-teardown and they print noise."""
-    import ray
+def run_in_ray_session(args: argparse.Namespace) -> int:
+    from raynas.training.launch import ray_session
 
-    started_here = not ray.is_initialized()
-    try:
+    with ray_session(args.address):
         return run(args)
-    finally:
-        if started_here and ray.is_initialized():
-            ray.shutdown()
 
 
 if __name__ == "__main__":

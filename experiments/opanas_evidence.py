@@ -378,7 +378,10 @@ def check_and_run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.random_archs < 0:
         raise ConfigError(f"--random-archs must be >= 0, got {args.random_archs}")
-    record = run(args)
+    from raynas.training.launch import ray_session
+
+    with ray_session(args.address):
+        record = run(args)
     print(
         f"{record['runs']} runs ({record['runs_started']} trained now) in {record['wall_time_s']:.0f} s; "
         f"results: {args.out}"

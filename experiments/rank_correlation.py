@@ -224,7 +224,10 @@ def report(args: argparse.Namespace) -> int:
         )
     if not 3 <= args.m <= args.pool:
         raise ConfigError(f"need 3 <= --m <= --pool, got --m {args.m} --pool {args.pool}")
-    record = run(args)
+    from raynas.training.launch import ray_session
+
+    with ray_session(args.address):
+        record = run(args)
     print(
         f"\nKendall tau {record['kendall_tau']:.3f} (95 % CI {record['kendall_tau_low']:.3f} .. "
         f"{record['kendall_tau_high']:.3f}), Spearman rho {record['spearman_rho']:.3f} "

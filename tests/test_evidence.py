@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tiny_data import failure_text
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
@@ -72,7 +73,7 @@ def test_smoke_run_writes_all_outputs_and_skips_finished_runs(tmp_path: Path) ->
     out = tmp_path / "out"
     command = [sys.executable, str(EXPERIMENTS / "opanas_evidence.py"), "--smoke", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, failure_text(done)
     rows = pd.read_csv(out / "evidence.csv")
     assert list(rows["arm"]) == ["FPN", "OPA-FPN (evolution)"] and rows["AP"].notna().all()
     assert "| FPN |" in (out / "evidence.md").read_text()
@@ -80,6 +81,6 @@ def test_smoke_run_writes_all_outputs_and_skips_finished_runs(tmp_path: Path) ->
     assert json.loads((out / "evidence.json").read_text())["runs_started"] == 2
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.returncode == 0, failure_text(again)
     assert json.loads((out / "evidence.json").read_text())["runs_started"] == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "evidence.csv"), rows)

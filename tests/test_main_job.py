@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from tiny_data import failure_text
 
 from raynas.checkpoints import load_state
 from raynas.config import to_dict
@@ -65,7 +66,7 @@ def test_smoke_run_trains_searches_and_prints_the_comparison(tmp_path: Path) -> 
     data, out = tmp_path / "digits", tmp_path / "out"
     command = [sys.executable, str(SCRIPT), "--smoke", "--data", str(data), "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, failure_text(done)
 
     stdout = done.stdout
     assert "== super-net training" in stdout and "== strategies compared" in stdout

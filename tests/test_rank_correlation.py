@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from tiny_data import failure_text
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "rank_correlation.py"
 
@@ -19,7 +20,7 @@ def test_smoke_run_writes_the_table_the_coefficients_and_the_plot(tmp_path: Path
     out = tmp_path / "out"
     command = [sys.executable, str(SCRIPT), "--smoke", "--out", str(out), "--train-workers", "1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, failure_text(done)
     assert "Kendall tau" in done.stdout
 
     table = pd.read_csv(out / "rank_correlation.csv")
@@ -37,6 +38,6 @@ def test_smoke_run_writes_the_table_the_coefficients_and_the_plot(tmp_path: Path
     # re-running skips every finished run: no new checkpoint folder appears, the table is the same
     before = sorted(str(p) for p in (out / "standalone").glob("*/checkpoint_*"))
     again = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.returncode == 0, failure_text(again)
     assert sorted(str(p) for p in (out / "standalone").glob("*/checkpoint_*")) == before
     pd.testing.assert_frame_equal(pd.read_csv(out / "rank_correlation.csv"), table)

@@ -5,11 +5,13 @@ The same function serves the CLI, the experiment scripts and the tests; only the
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import shutil
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,20 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             f"could not connect to the Ray cluster at {address!r}: {err}. Start it with `ray up "
             "cluster.yaml` (or `ray start --head`) and pass its address, or omit --address to run locally."
         ) from err
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None) -> Iterator[None]:
+    """Ray for one entry point: attached or started (:func:`ensure_ray`) and, when started here, shut down
+    in order on the way out. Left to the interpreter's exit, Ray kills its trial actors mid-teardown: they
+    print noise and the process can exit non-zero after a successful run."""
+    started_here = not ray.is_initialized()
+    ensure_ray(address)
+    try:
+        yield
+    finally:
+        if started_here and ray.is_initialized():
+            ray.shutdown()
 
 
 def check_resources(num_workers: int, use_gpu: bool, cpus_per_worker: int, attached: bool = False) -> None:
