@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,17 @@ import torch
 from tiny_data import TINY_DIGITS
 
 from raynas.checkpoints import load_detector
+from raynas.config import ConfigError
 from raynas.search.scorer import SupernetScorer, state_to_numpy
-from raynas.spaces.opanas import PARAMETERISED_PATHS, OPANASSpace, OPANASSupernet, fair_sample, fair_step_seed
+from raynas.spaces.opanas import (
+    PARAMETERISED_PATHS,
+    PATH_NAMES,
+    OPANASSpace,
+    OPANASSupernet,
+    fair_sample,
+    fair_step_seed,
+)
+from raynas.spaces.opanas.sampling import training_subnets
 from raynas.training.config import (
     DataConfig,
     ModelConfig,
@@ -220,3 +230,81 @@ def test_shared_body_step_gives_the_gradients_of_k_full_passes(tiny_digits: Path
     assert "backbone.neck.gamma" in shared
     for name, grad in expected.items():
         torch.testing.assert_close(shared[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+# -- the ablation switches (Table 5/6): uniform sampling (SPOS), no gamma, all six paths ----------------
+
+
+def test_uniform_sampling_draws_one_subnet_per_step_with_equal_path_frequency() -> None:
+    space = OPANASSpace(5)
+    counts = Counter()
+    steps = 2000
+    for step in range(steps):
+        archs = training_subnets(space, "uniform", "parameterised", k=4, seed=fair_step_seed(0, step))
+        assert len(archs) == 1  # SPOS: one sub-net per step
+        counts.update(archs[0].edges)
+    assert set(counts) == set(PARAMETERISED_PATHS)  # skip/none have no weights: never trained
+    expected = steps * space.num_edges / len(PARAMETERISED_PATHS)
+    for path in PARAMETERISED_PATHS:  # equal frequency in expectation (binomial sd ~ 47)
+        assert abs(counts[path] - expected) < 5 * math.sqrt(expected)
+    # unlike fair sampling, a single step does not train every path of an edge
+    first = training_subnets(space, "uniform", "parameterised", k=4, seed=fair_step_seed(0, 0))
+    assert first == training_subnets(space, "uniform", "parameterised", k=4, seed=fair_step_seed(0, 0))
+
+
+def test_training_over_all_six_paths_is_fair_and_connected() -> None:
+    space = OPANASSpace(5)
+    for step in range(50):
+        archs = training_subnets(space, "fair", "all", k=6, seed=fair_step_seed(0, step))
+        assert len(archs) == 6 and all(space.is_valid(a) for a in archs)
+        for edge in range(space.num_edges):
+            assert sorted(a.edges[edge] for a in archs) == sorted(PATH_NAMES)
+    uniform = Counter()
+    for step in range(600):
+        (arch,) = training_subnets(space, "uniform", "all", k=6, seed=fair_step_seed(0, step))
+        assert space.is_valid(arch)
+        uniform.update(arch.edges)
+    assert set(uniform) == set(PATH_NAMES)
+
+
+def test_switches_are_checked_and_recorded(tiny_digits: Path) -> None:
+    with pytest.raises(ConfigError, match="opanas.sampling must be one of"):
+        OPANASConfig(sampling="spos")
+    with pytest.raises(ConfigError, match=r"opanas.k must be >= 1 and <= 4"):
+        OPANASConfig(k=6)
+    assert OPANASConfig(k=6, train_paths="all").subnets_per_step() == 6
+    assert OPANASConfig(sampling="uniform").subnets_per_step() == 1
+    cfg = tiny_supernet_config(tiny_digits, gamma=False, sampling="uniform")
+    assert cfg.neck["gamma"] is False
+    # a checkpoint config written before the switch existed (no "gamma" key) still loads
+    old_neck = {k: v for k, v in tiny_supernet_config(tiny_digits).neck.items() if k != "gamma"}
+    assert SupernetConfig(data=cfg.data, model=cfg.model, neck=old_neck).neck["gamma"] is True
+
+
+def test_gamma_off_has_no_gamma_parameter_and_no_l1_term(tiny_digits: Path) -> None:
+    data = DataConfig(root=str(tiny_digits), **TINY_DIGITS, hflip=0.0)
+    batch = next(iter(make_loader(build_dataset(data, "train"), 2, shuffle=False)))
+    losses = {}
+    for mu in (0.0, 1.0):
+        cfg = tiny_supernet_config(tiny_digits, gamma=False, sampling="uniform", mu=mu)
+        task = SupernetTask(cfg)
+        torch.manual_seed(0)
+        model = task.build_model(num_classes=11).train()
+        neck = model.backbone.neck
+        assert not any(name.endswith("gamma") for name, _ in model.named_parameters())
+        assert "backbone.neck.gamma" in model.state_dict()  # a buffer of ones: the scorer loads it
+        assert neck.gamma_l1() is None
+        task.build_optimizers(model, iters_per_epoch=1)
+        losses[mu] = task.train_step(model, batch, step=0, extra_batches={})["loss"]
+        assert torch.equal(neck.gamma, torch.ones(15))
+        # one uniform sub-net trained: the paths it did not take got no gradient
+        (arch,) = training_subnets(task.space, "uniform", "parameterised", 4, fair_step_seed(0, 0))
+        untouched = [
+            p
+            for key, taken in zip(neck.space.keys, arch.edges)
+            for name, path in neck.edges[key].items()
+            if name != taken
+            for p in path.parameters()
+        ]
+        assert untouched and all(p.grad is None for p in untouched)
+    assert losses[0.0] == pytest.approx(losses[1.0], rel=1e-6)  # mu has nothing to act on

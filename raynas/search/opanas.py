@@ -206,6 +206,15 @@ def guard_search_folder(run_dir: Path, cfg: OPANASSearchConfig, checkpoint_dir: 
         atomic_write_json(info_path, new)
 
 
+def supernet_variant(opanas) -> dict[str, Any]:
+    """How the scoring super-net was trained (Table 5's switches), for the result tables."""
+    return {
+        "supernet_sampling": opanas.sampling,
+        "supernet_gamma": opanas.gamma,
+        "supernet_train_paths": opanas.train_paths,
+    }
+
+
 def search_opanas(
     checkpoint_dir: str | Path, cfg: OPANASSearchConfig, resume: bool = False, verbose: int = 1
 ) -> dict[str, Any]:
@@ -256,7 +265,11 @@ def search_opanas(
                 )
             _check_finished(grid, strategy, getattr(searcher, "total_evaluations", cfg.budget), experiment)
             df = results_table(grid, strategy)
-            summary = {"strategy": strategy, **summarize(df, time.perf_counter() - started, cfg.metric)}
+            summary = {
+                "strategy": strategy,
+                **supernet_variant(pool.config.opanas),
+                **summarize(df, time.perf_counter() - started, cfg.metric),
+            }
             best = df.loc[df[cfg.metric].astype(float).fillna(-1).idxmax()]
             arch = space.from_config(best.to_dict())
             write_results(experiment, df, arch_to_json(space, arch), summary)

@@ -49,7 +49,8 @@ def neck_factory(spec: dict[str, Any] | None):
     if kind == "opanas_supernet":
         from raynas.spaces.opanas import OPANASSupernet
 
-        options = _options(spec, {"num_nodes", "deformable", "norm"}, "neck")
+        options = _options(spec, {"num_nodes", "deformable", "norm", "gamma"}, "neck")
+        options["learn_gamma"] = options.pop("gamma", True)
         return functools.partial(_supernet, OPANASSupernet, options)
     raise ValueError(f"unknown neck type {kind!r}; valid: {list(NECK_TYPES)}")
 

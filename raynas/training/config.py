@@ -180,13 +180,34 @@ class OPANASConfig:
     # as in FairNAS); "mean" divides by K, i.e. a K times smaller step for the shared body and head
     reduce: Literal["mean", "sum"] = "sum"
     eval_subnets: int = 2
+    # the ablations of Table 5/6: "uniform" is SPOS (one sub-net per step, k unused); "gamma: false"
+    # trains without edge importance weights (fixed ones, no L1 term); "train_paths: all" also draws
+    # skip/none during training (our deviation; see raynas.spaces.opanas.sampling)
+    sampling: Literal["fair", "uniform"] = "fair"
+    gamma: bool = True
+    train_paths: Literal["parameterised", "all"] = "parameterised"
 
     def __post_init__(self) -> None:
+        from raynas.spaces.opanas.sampling import SAMPLING_RULES, TRAIN_PATHS
+
+        for name, choices in (("sampling", SAMPLING_RULES), ("train_paths", tuple(TRAIN_PATHS))):
+            if getattr(self, name) not in choices:
+                raise ConfigError(
+                    f"opanas.{name} must be one of {list(choices)}, got {getattr(self, name)!r}"
+                )
         check_ranges(
             self,
-            {"num_nodes": (1, None), "k": (1, 4), "mu": (0.0, None), "eval_subnets": (1, None)},
+            {
+                "num_nodes": (1, None),
+                "k": (1, len(TRAIN_PATHS[self.train_paths])),
+                "mu": (0.0, None),
+                "eval_subnets": (1, None),
+            },
             "opanas.",
         )
+
+    def subnets_per_step(self) -> int:
+        return 1 if self.sampling == "uniform" else self.k
 
 
 @dataclass
@@ -202,8 +223,11 @@ class SupernetConfig(TrainConfig):
             "num_nodes": self.opanas.num_nodes,
             "deformable": self.opanas.deformable,
             "norm": self.opanas.norm,
+            "gamma": self.opanas.gamma,
         }
-        if self.neck not in (None, spec):
+        # a checkpoint written before the gamma switch has no "gamma" key in its neck: learned gamma
+        written = None if self.neck is None else {"gamma": True, **self.neck}
+        if written not in (None, spec):
             raise ValueError("SupernetConfig derives `neck` from `opanas`; remove the `neck` key")
         self.neck = spec
 

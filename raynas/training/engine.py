@@ -68,6 +68,14 @@ def sync_gradients(parameters: list[nn.Parameter]) -> None:
     if world == 1:
         return
     params = [p for p in parameters if p.requires_grad]
+    # a parameter no rank used this step (a path no sampled sub-net took) keeps grad None, so the
+    # optimiser skips it (no weight decay or momentum) exactly as in a single-process run
+    device = params[0].device if params else torch.device("cpu")
+    used = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=device)
+    dist.all_reduce(used, op=dist.ReduceOp.MAX)
+    params = [p for p, u in zip(params, used.tolist()) if u]
+    if not params:
+        return
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)

@@ -2,7 +2,9 @@
 
 Each step draws K=4 sub-nets in which every edge takes each parameterised path exactly once,
 runs forward+backward for each, adds ``mu * ||gamma||_1`` once, averages gradients over ranks and
-takes one optimiser step.
+takes one optimiser step. The ablations of Tables 5/6 are config switches (``opanas.sampling: uniform``
+is SPOS's one uniform sub-net per step; ``opanas.gamma: false`` has no gamma and no L1 term;
+``opanas.train_paths: all`` also draws skip/none), see :mod:`raynas.spaces.opanas.sampling`.
 
 How ``mu`` relates to Eq. 12: the step minimises ``sum_k L_bbox(a_k) + mu * ||gamma||_1`` over the K fair
 sub-nets ``a_k`` (``reduce: sum``, the default: gradients "accumulated" from the K sub-nets, Sec. 3.2.1),
@@ -27,6 +29,7 @@ from torch import nn
 
 from raynas.models.replay import replaying
 from raynas.spaces.opanas import OPANASSpace, fair_sample, fair_step_seed
+from raynas.spaces.opanas.sampling import training_subnets
 from raynas.training.builders import build_model
 from raynas.training.config import SupernetConfig
 from raynas.training.engine import Task, check_finite, sync_gradients, unwrap, world_info
@@ -59,17 +62,18 @@ class SupernetTask(Task):
         return self._optim
 
     def accumulate_gradients(self, model: nn.Module, batch, step: int) -> float:
-        """Gradients of the K fair sub-nets at ``step`` (summed, or averaged with ``reduce: mean``) and of
-        the gamma L1 term; returns the loss. The backbone body is the same in all K sub-nets and sees the
-        same batch, so it runs forward and backward once: each sub-net's loss is back-propagated to
-        detached copies of the body features, whose summed gradients then go through the body in one
-        backward. The gradients equal K full forward/backward passes; only BatchNorm's running
+        """Gradients of the step's sub-nets (K fair ones, summed or averaged with ``reduce: mean``; or one
+        uniform one) and of the gamma L1 term; returns the loss. The backbone body is the same in all K
+        sub-nets and sees the same batch, so it runs forward and backward once: each sub-net's loss is
+        back-propagated to detached copies of the body features, whose summed gradients then go through
+        the body in one backward. The gradients equal K full forward/backward passes; only BatchNorm's running
         statistics are updated once per step instead of K times (with the same batch statistics)."""
         images, targets = batch
         opanas = self.cfg.opanas
         detector = unwrap(model)
         supernet = supernet_of(model)
-        archs = fair_sample(self.space, seed=fair_step_seed(self.cfg.run.seed, step), k=opanas.k)
+        seed = fair_step_seed(self.cfg.run.seed, step)
+        archs = training_subnets(self.space, opanas.sampling, opanas.train_paths, opanas.k, seed)
         for arch in archs:
             self._digest.update(repr(arch).encode())
         with self.autocast():
@@ -89,7 +93,10 @@ class SupernetTask(Task):
         ]
         if used:
             torch.autograd.backward([f for f, _ in used], [g for _, g in used])
-        l1 = opanas.mu * supernet.gamma_l1()
+        l1 = supernet.gamma_l1()
+        if l1 is None:
+            return total
+        l1 = opanas.mu * l1
         l1.backward()
         return total + float(l1.detach())
 
@@ -127,7 +134,8 @@ class SupernetTask(Task):
         from raynas.evaluation import evaluate_coco
 
         supernet = supernet_of(model)
-        archs = fair_sample(self.space, seed=EVAL_SEED, k=self.cfg.opanas.k)[: self.cfg.opanas.eval_subnets]
+        # the same sub-nets for every sampling rule, so the variants' curves compare
+        archs = fair_sample(self.space, seed=EVAL_SEED)[: self.cfg.opanas.eval_subnets]
         results = []
         for arch in archs:
             with supernet.using(arch):

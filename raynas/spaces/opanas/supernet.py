@@ -3,7 +3,8 @@
 Every edge ``(i, j)`` owns its four parameterised paths (top-down, bottom-up, scale-equalizing,
 fusing-splitting) in a ``ModuleDict``; ``skip`` and ``none`` need no weights (Sec. 3.2.1). Node ``j`` is
 ``x_j = sum_i gamma_ij IP_ij(x_i)`` (Eq. 10) with one learnable edge importance weight ``gamma_ij`` per
-edge, initialised to 1 (Sec. 4.1.2); ``skip`` contributes ``gamma_ij * x_i`` and ``none`` nothing. The
+edge, initialised to 1 (Sec. 4.1.2; ``learn_gamma=False``, the ablation of Table 5 / Fig. 4, keeps them
+fixed at 1 as a buffer); ``skip`` contributes ``gamma_ij * x_i`` and ``none`` nothing. The
 output node sums the live intermediate nodes. Only the selected path of each live edge runs, so the
 other paths get no gradient. The loss adds ``mu * gamma_l1()`` (Eq. 12, ``mu = 1e-4``).
 
@@ -45,6 +46,7 @@ class OPANASSupernet(PyramidDAGNeck):
         norm: str | None = None,
         gamma_init: float = 1.0,
         extra_on: str = "auto",
+        learn_gamma: bool = True,
     ) -> None:
         super().__init__(in_channels_list, out_channels, extra_blocks, num_nodes, deformable, norm, extra_on)
         self.edges = nn.ModuleDict(
@@ -53,7 +55,12 @@ class OPANASSupernet(PyramidDAGNeck):
                 for i, j in self.space.pairs
             }
         )
-        self.gamma = nn.Parameter(torch.full((self.space.num_edges,), float(gamma_init)))
+        gamma = torch.full((self.space.num_edges,), float(gamma_init))
+        self.learn_gamma = learn_gamma
+        if learn_gamma:
+            self.gamma = nn.Parameter(gamma)
+        else:
+            self.register_buffer("gamma", gamma)
         self._arch: OPANASArch | None = None
 
     def _path(self, index: int, name: str) -> nn.Module:
@@ -89,9 +96,9 @@ class OPANASSupernet(PyramidDAGNeck):
             self.space.validate(arch)
         return self.run(features, arch)
 
-    def gamma_l1(self) -> Tensor:
-        """``||gamma||_1`` over all edges, the regulariser of Eq. 12."""
-        return self.gamma.abs().sum()
+    def gamma_l1(self) -> Tensor | None:
+        """``||gamma||_1`` over all edges, the regulariser of Eq. 12; ``None`` when gamma is not learned."""
+        return self.gamma.abs().sum() if self.learn_gamma else None
 
     def subnet_state_dict(self, arch: OPANASArch) -> OrderedDict[str, Tensor]:
         """The weights of sub-net ``arch`` under :class:`~raynas.spaces.opanas.fpn.OPAFPN`'s key names.
