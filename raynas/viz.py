@@ -83,6 +83,27 @@ def plot_search_curves(tables: dict[str, pd.DataFrame], path: str | Path, metric
     return _save(fig, path)
 
 
+def plot_pareto(
+    tables: dict[str, pd.DataFrame], path: str | Path, metric: str = "AP", cost: str = "neck_flops"
+) -> Path:
+    """``metric`` against ``cost`` for every evaluated candidate, each strategy's Pareto front joined."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (strategy, df), color in zip(tables.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        if df.empty or cost not in df:
+            continue
+        x, y = df[cost].astype(float) / 1e9, df[metric].astype(float)
+        ax.scatter(x, y, s=10, alpha=0.35, color=color)
+        if "pareto_front" in df:
+            front = df["pareto_front"].astype(bool)
+            order = x[front].sort_values().index
+            ax.plot(x[order], y[order], "o-", color=color, label=f"{strategy} front ({int(front.sum())})")
+    ax.set_xlabel(f"{cost} (G)")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
 def draw_fad_genotype(genotype: Any, path: str | Path) -> Path:
     """Both FAD cells (group 1: box regression, group 2: classification) side by side."""
     from raynas.spaces.fad import EDGES

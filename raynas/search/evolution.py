@@ -11,6 +11,11 @@ repeatedly generate new ones ... max iterations T" reads as T bred generations a
 so a full search evaluates N_S x (T + 1) = 650 architectures (``total_evaluations``);
 ``max_evaluations`` caps it lower, e.g. to match another strategy's budget.
 
+Multi-objective search: with ``objectives=[("AP", "max"), ("neck_flops", "min")]`` the parents are the
+``top_k`` records in NSGA-II's order (non-dominated rank, then crowding distance; Deb et al. 2002,
+:mod:`raynas.search.pareto`) instead of the ``top_k`` by one metric; Tune's ``metric`` is the first
+objective. Without ``objectives`` the searcher behaves exactly as the single-objective one above.
+
 Generation barrier: a generation is bred, all at once, only when every trial of the previous one has
 completed; until then ``suggest`` returns ``None`` and Tune asks again later. Because each
 generation is built in one go from a ranking that does not depend on completion order, the
@@ -25,7 +30,8 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from raynas.search.constraints import Constraint, draw_new
-from raynas.search.random import ArchRecord, ArchSearcher
+from raynas.search.pareto import MODES, nsga2_order, oriented
+from raynas.search.random import ArchRecord, ArchSearcher, _finite
 from raynas.spaces.base import SearchSpace
 
 Proposal = tuple[Any, int, str, tuple[str, ...]]
@@ -54,7 +60,16 @@ class EvolutionSearcher(ArchSearcher):
         seed: int = 0,
         max_retries: int = 100,
         max_evaluations: int | None = None,
+        objectives: list[tuple[str, str]] | None = None,
     ):
+        if objectives is not None:
+            objectives = [tuple(o) for o in objectives]
+            if len(objectives) < 2 or any(len(o) != 2 or o[1] not in MODES for o in objectives):
+                raise ValueError(
+                    'objectives must be two or more (name, "max"|"min") pairs, e.g. [("AP", "max"), '
+                    f'("neck_flops", "min")]; got {objectives!r}'
+                )
+            metric, mode = objectives[0]
         if population_size < 1 or top_k < 1 or generations < 0:
             raise ValueError(
                 "population_size and top_k must be >= 1 and generations >= 0, got "
@@ -73,6 +88,25 @@ class EvolutionSearcher(ArchSearcher):
         self.crossover_fraction = crossover_fraction
         self._generation = -1  # the generation being handed out; -1 before the first suggest
         self._queue: list[Proposal] = []  # bred but not yet suggested, in order
+        self.objectives = objectives
+        self._objective_values: dict[int, tuple[float, ...] | None] = {}  # record index -> oriented
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        super().on_trial_complete(trial_id, result, error)
+        record = next((r for r in reversed(self._records) if r.trial_id == trial_id and r.done), None)
+        if self.objectives and record is not None:
+            values = [
+                None if error or not result else _finite(result.get(name)) for name, _ in self.objectives
+            ]
+            self._objective_values[record.index] = oriented(values, [mode for _, mode in self.objectives])
+
+    def top(self, k: int) -> list[ArchRecord]:
+        """The ``k`` best completed trials: by the metric, or in NSGA-II order with ``objectives``."""
+        if not self.objectives:
+            return super().top(k)
+        done = self.history
+        order = nsga2_order([self._objective_values.get(r.index) for r in done])
+        return [done[i] for i in order[:k]]
 
     @property
     def total_evaluations(self) -> int:

@@ -21,6 +21,7 @@ from raynas.evaluation import count_flops, count_params
 from raynas.io import atomic_write_json, run_info
 from raynas.search.constraints import CostLimit
 from raynas.search.evolution import EvolutionSearcher
+from raynas.search.pareto import oriented, pareto_mask
 from raynas.search.pool import ScorerPool
 from raynas.search.random import RandomSearcher
 from raynas.search.run import results_table, resume_search, run_search, summarize, write_results
@@ -28,14 +29,19 @@ from raynas.spaces.base import arch_to_json
 from raynas.spaces.opanas import OPAFPN, OPANASSpace
 from raynas.training.builders import build_model
 
-STRATEGIES = ("evolution", "random")
+#: "pareto" is the evolution with NSGA-II selection on (metric max, neck FLOPs min); not run by default
+STRATEGIES = ("evolution", "random", "pareto")
+DEFAULT_STRATEGIES = ("evolution", "random")
+PARETO_COST = "neck_flops"
 
 
 @dataclass
 class OPANASSearchConfig:
     """Search settings. Paper (Sec. 3.2.2): population 50, 12 generations, top-10, p=0.1."""
 
-    strategies: list[Literal["evolution", "random"]] = field(default_factory=lambda: list(STRATEGIES))
+    strategies: list[Literal["evolution", "random", "pareto"]] = field(
+        default_factory=lambda: list(DEFAULT_STRATEGIES)
+    )
     population_size: int = 50
     generations: int = 12
     top_k: int = 10
@@ -112,7 +118,8 @@ class NeckCost:
 
 
 def make_searcher(strategy: str, space: OPANASSpace, cfg: OPANASSearchConfig, constraint=None):
-    if strategy == "evolution":
+    if strategy in ("evolution", "pareto"):
+        objectives = [(cfg.metric, "max"), (PARETO_COST, "min")] if strategy == "pareto" else None
         return EvolutionSearcher(
             space,
             population_size=cfg.population_size,
@@ -124,6 +131,7 @@ def make_searcher(strategy: str, space: OPANASSpace, cfg: OPANASSearchConfig, co
             seed=cfg.seed,
             max_evaluations=cfg.budget,
             metric=cfg.metric,
+            objectives=objectives,
         )
     if strategy == "random":
         return RandomSearcher(
@@ -206,6 +214,14 @@ def guard_search_folder(run_dir: Path, cfg: OPANASSearchConfig, checkpoint_dir: 
         atomic_write_json(info_path, new)
 
 
+def mark_pareto_front(df: pd.DataFrame, metric: str, cost: str = PARETO_COST) -> pd.DataFrame:
+    """``pareto_front``: the candidates no other candidate of the table beats on ``metric`` at no more
+    ``cost`` (every strategy's table gets it; the "pareto" strategy selects parents by it)."""
+    values = zip(pd.to_numeric(df[metric], errors="coerce"), pd.to_numeric(df[cost], errors="coerce"))
+    points = [oriented([float(m), float(c)], ["max", "min"]) for m, c in values]
+    return df.assign(pareto_front=pareto_mask(points))
+
+
 def supernet_variant(opanas) -> dict[str, Any]:
     """How the scoring super-net was trained (Table 5's switches), for the result tables."""
     return {
@@ -223,7 +239,7 @@ def search_opanas(
     Returns ``{"tables": {strategy: DataFrame}, "summary": DataFrame, "run_dir": Path}``.
     ``resume=True`` continues interrupted strategies from their Tune directories.
     """
-    from raynas.viz import draw_opanas_arch, plot_search_curves
+    from raynas.viz import draw_opanas_arch, plot_pareto, plot_search_curves
 
     check_writable_folder(cfg.storage_path)
     run_dir = Path(cfg.storage_path).resolve() / cfg.name
@@ -264,7 +280,7 @@ def search_opanas(
                     verbose=verbose,
                 )
             _check_finished(grid, strategy, getattr(searcher, "total_evaluations", cfg.budget), experiment)
-            df = results_table(grid, strategy)
+            df = mark_pareto_front(results_table(grid, strategy), cfg.metric)
             summary = {
                 "strategy": strategy,
                 **supernet_variant(pool.config.opanas),
@@ -281,5 +297,6 @@ def search_opanas(
         pool.shutdown()
     summary_df = pd.DataFrame(rows)
     plot_search_curves(tables, run_dir / "search_curves.png", metric=cfg.metric)
+    plot_pareto(tables, run_dir / "pareto.png", metric=cfg.metric, cost=PARETO_COST)
     atomic_write_json(run_dir / "comparison.json", rows)
     return {"tables": tables, "summary": summary_df, "run_dir": run_dir}

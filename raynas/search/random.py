@@ -252,11 +252,14 @@ class ArchSearcher(Searcher):
 
     def top(self, k: int) -> list[ArchRecord]:
         """The ``k`` best completed trials (failed ones last), best first; ties: earlier first."""
-        return sorted(self.history, key=lambda r: (-r.score, r.index))[:k]
+        return self._by_metric()[:k]
+
+    def _by_metric(self) -> list[ArchRecord]:
+        return sorted(self.history, key=lambda r: (-r.score, r.index))
 
     def best(self) -> ArchRecord:
         """The best completed trial that reported the metric."""
-        scored = [record for record in self.top(len(self._records)) if record.metric is not None]
+        scored = [record for record in self._by_metric() if record.metric is not None]
         if not scored:
             raise ValueError(f"no trial has reported {self._metric!r} yet")
         return scored[0]
