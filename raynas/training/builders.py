@@ -1,7 +1,8 @@
 """Detectors from a config: the ``neck`` / ``head`` specs name what the searches produced.
 
 ``neck``: ``None`` or ``{"type": "fpn"}`` (torchvision FPN), ``{"type": "opa_fpn", "arch": {...}}``
-(a discrete OPANAS neck) or ``{"type": "opanas_supernet"}``. ``head``: ``None`` (torchvision's
+(a discrete OPANAS neck), ``{"type": "opanas_supernet"}`` or ``{"type": "opanas_mixed"}`` (the DARTS
+relaxation of the OPANAS DAG). ``head``: ``None`` (torchvision's
 head) or ``{"type": "fad", "genotype": {...}}`` / ``{"type": "fad_search"}``.
 """
 
@@ -16,7 +17,7 @@ from raynas.models import build_detector
 from raynas.spaces.base import from_config_strict
 from raynas.training.config import ModelConfig
 
-NECK_TYPES = ("fpn", "opa_fpn", "opanas_supernet")
+NECK_TYPES = ("fpn", "opa_fpn", "opanas_supernet", "opanas_mixed")
 HEAD_TYPES = ("fad", "fad_search")
 
 
@@ -52,6 +53,11 @@ def neck_factory(spec: dict[str, Any] | None):
         options = _options(spec, {"num_nodes", "deformable", "norm", "gamma"}, "neck")
         options["learn_gamma"] = options.pop("gamma", True)
         return functools.partial(_supernet, OPANASSupernet, options)
+    if kind == "opanas_mixed":
+        from raynas.spaces.opanas.mixed import OPANASMixedNeck
+
+        allowed = {"num_nodes", "deformable", "norm", "relaxation", "zero_one_weight", "threshold"}
+        return functools.partial(_supernet, OPANASMixedNeck, _options(spec, allowed, "neck"))
     raise ValueError(f"unknown neck type {kind!r}; valid: {list(NECK_TYPES)}")
 
 

@@ -283,3 +283,66 @@ class DartsConfig(TrainConfig):
         if self.head not in (None, spec):
             raise ValueError("DartsConfig derives `head` from `fad`; remove the `head` key")
         self.head = spec
+
+    def arch_settings(self) -> FADConfig:
+        """Where the architecture optimiser's settings live (arch_lr, arch_betas, arch_weight_decay)."""
+        return self.fad
+
+
+@dataclass
+class OPANASDartsSettings:
+    """Differentiable baselines on the OPANAS DAG (OPANAS Table 6; raynas.spaces.opanas.mixed):
+    ``relaxation: softmax`` is DARTS, ``sigmoid`` Fair DARTS (zero-one loss weight 10, derivation
+    threshold 0.85). The architecture optimiser is DARTS's (Adam, lr 3e-4, betas (0.5, 0.999), wd 1e-3)."""
+
+    relaxation: Literal["softmax", "sigmoid"] = "softmax"
+    num_nodes: int = 5
+    deformable: bool = False
+    norm: str | None = None
+    zero_one_weight: float = 10.0
+    threshold: float = 0.85
+    arch_lr: float = 3e-4
+    arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    arch_weight_decay: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.relaxation not in ("softmax", "sigmoid"):
+            raise ConfigError(f"darts.relaxation must be softmax or sigmoid, got {self.relaxation!r}")
+        check_ranges(
+            self,
+            {"num_nodes": (1, None), "zero_one_weight": (0.0, None), "threshold": (0.0, 1.0),
+             "arch_lr": (0.0, None, "low_open"), "arch_betas": (0.0, 1.0), "arch_weight_decay": (0.0, None)},
+            "darts.",
+        )  # fmt: skip
+
+
+@dataclass
+class OPANASDartsConfig(TrainConfig):
+    """DARTS / Fair DARTS search of the OPANAS neck: weights on the training split, alphas on the search
+    split (``data.search_fraction`` > 0). ``neck`` is derived from ``darts``."""
+
+    darts: OPANASDartsSettings = field(default_factory=OPANASDartsSettings)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.data.search_fraction == 0:
+            raise ConfigError(
+                "the OPANAS DARTS search updates the architecture on the search split: set "
+                "data.search_fraction > 0 (e.g. 0.2)"
+            )
+        d = self.darts
+        spec = {
+            "type": "opanas_mixed",
+            "num_nodes": d.num_nodes,
+            "deformable": d.deformable,
+            "norm": d.norm,
+            "relaxation": d.relaxation,
+            "zero_one_weight": d.zero_one_weight,
+            "threshold": d.threshold,
+        }
+        if self.neck not in (None, spec):
+            raise ValueError("OPANASDartsConfig derives `neck` from `darts`; remove the `neck` key")
+        self.neck = spec
+
+    def arch_settings(self) -> OPANASDartsSettings:
+        return self.darts

@@ -1,10 +1,15 @@
-"""FAD head search with first-order DARTS on Ray Train (Sec. 3.2, bilevel, first-order).
+"""First-order DARTS on Ray Train, for both spaces: the FAD head (FAD Sec. 3.2) and the OPANAS neck
+(the DARTS / Fair DARTS baselines of OPANAS Table 6).
 
-The training set is split into two disjoint halves. Each step first updates the architecture
-weights (alphas) on a batch of the alpha half with Adam, then the network weights on a batch of the
-weight half with SGD; alphas are never in the weight optimiser and the weights never move in the
-alpha step. Gradients of both are averaged over ranks explicitly, and every rank starts from the
-same seed, so all ranks hold the same alphas and derive the same genotype.
+One trainer serves both through the differentiable-search contract of the searchable module (the
+detector's head, else its neck): ``arch_parameters()``, ``arch_penalty()`` (Fair DARTS's zero-one loss
+or ``None``), ``derive()`` and ``search_space()``. Each step first updates the architecture weights
+(alphas) with Adam on a batch of the architecture data, then the network weights with SGD on a batch of
+the weight data; alphas are never in the weight optimiser and the weights never move in the alpha
+step. FAD splits the training set into two disjoint halves (the paper's bilevel setting); OPANAS uses
+the training split for weights and the held-out search split for alphas. Gradients of both are averaged
+over ranks explicitly, and every rank starts from the same seed, so all ranks hold the same alphas and
+derive the same architecture.
 """
 
 from __future__ import annotations
@@ -24,14 +29,19 @@ from raynas.io import atomic_write_json
 from raynas.spaces.base import arch_to_json
 from raynas.spaces.fad import FADSpace
 from raynas.training.builders import build_model
-from raynas.training.config import DartsConfig
-from raynas.training.data import make_loader
+from raynas.training.config import DartsConfig, OPANASDartsConfig
+from raynas.training.data import build_dataset, make_loader
 from raynas.training.engine import Task, check_finite, sync_gradients, unwrap, world_info
 from raynas.training.launch import TrainResult, fit
 
 
-def head_of(model: nn.Module):
-    return unwrap(model).head
+def searchable_of(model: nn.Module) -> nn.Module:
+    """The module whose architecture is searched: a searchable head (FAD), else the neck (OPANAS)."""
+    detector = unwrap(model)
+    for module in (getattr(detector, "head", None), getattr(detector.backbone, "neck", None)):
+        if module is not None and hasattr(module, "arch_parameters") and module.arch_parameters():
+            return module
+    raise ValueError("the detector has no searchable head or neck (no architecture parameters)")
 
 
 def split_halves(dataset) -> tuple[Subset, Subset]:
@@ -57,49 +67,58 @@ class DartsTask(Task):
         }
 
     def build_optimizers(self, model: nn.Module, iters_per_epoch: int) -> dict[str, Any]:
-        head = head_of(model)
-        alphas = {id(p) for p in head.arch_parameters()}
+        searchable = searchable_of(model)
+        alphas = {id(p) for p in searchable.arch_parameters()}
         weights = [p for p in model.parameters() if p.requires_grad and id(p) not in alphas]
-        fad = self.cfg.fad
+        settings = self.cfg.arch_settings()
         optim = super().build_optimizers(nn.ParameterList(weights), iters_per_epoch)
         optim["arch_optimizer"] = torch.optim.Adam(
-            head.arch_parameters(),
-            lr=fad.arch_lr,
-            betas=tuple(fad.arch_betas),
-            weight_decay=fad.arch_weight_decay,
+            searchable.arch_parameters(),
+            lr=settings.arch_lr,
+            betas=tuple(settings.arch_betas),
+            weight_decay=settings.arch_weight_decay,
         )
         self._optim = optim
         self._weights = weights
         return optim
 
     def alpha_step(self, model: nn.Module, batch, step: int) -> float:
-        """Adam step on the alphas from a batch of the alpha half; computes no weight gradient."""
-        (alphas,) = head_of(model).arch_parameters()
+        """Adam step on the alphas from a batch of the architecture data (plus the space's penalty,
+        e.g. Fair DARTS's zero-one loss); computes no weight gradient."""
+        searchable = searchable_of(model)
+        alphas = searchable.arch_parameters()
         images, targets = batch
         with self.autocast():
             arch_loss = sum(model(images, targets).values())
+        penalty = searchable.arch_penalty()
+        if penalty is not None:
+            arch_loss = arch_loss + penalty
         check_finite(arch_loss, f"step {step} (alpha step)")
-        (grad,) = torch.autograd.grad(arch_loss, [alphas])
-        alphas.grad = grad
-        sync_gradients([alphas])
+        grads = torch.autograd.grad(arch_loss, alphas)
+        for alpha, grad in zip(alphas, grads):
+            alpha.grad = grad
+        sync_gradients(alphas)
         self._optim["arch_optimizer"].step()
-        alphas.grad = None
+        for alpha in alphas:
+            alpha.grad = None
         return float(arch_loss.detach())
 
     def weight_step(self, model: nn.Module, batch, step: int) -> float:
-        """SGD step on the network weights from a batch of the weight half, alphas frozen meanwhile."""
-        (alphas,) = head_of(model).arch_parameters()
+        """SGD step on the network weights from a batch of the weight data, alphas frozen meanwhile."""
+        alphas = searchable_of(model).arch_parameters()
         images, targets = batch
         optimizer = self._optim["optimizer"]
         optimizer.zero_grad(set_to_none=True)
-        alphas.requires_grad_(False)
+        for alpha in alphas:
+            alpha.requires_grad_(False)
         try:
             with self.autocast():
                 loss = sum(model(images, targets).values())
             check_finite(loss, f"step {step} (weight step)")
             loss.backward()
         finally:
-            alphas.requires_grad_(True)
+            for alpha in alphas:
+                alpha.requires_grad_(True)
         sync_gradients(self._weights)
         if self.cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(self._weights, self.cfg.optim.grad_clip)
@@ -113,13 +132,10 @@ class DartsTask(Task):
         loss = self.weight_step(model, batch, step)
         return {"loss": loss, "arch_loss": arch_loss}
 
-    def space(self, model: nn.Module) -> FADSpace:
-        return FADSpace(candidates=head_of(model).candidates)
-
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
-        """The genotype derived now (logged every epoch) and whether all ranks derived the same."""
-        genotype = head_of(model).genotype()
-        config = self.space(model).to_config(genotype)
+        """The architecture derived now (logged every epoch) and whether all ranks derived the same."""
+        searchable = searchable_of(model)
+        config = searchable.search_space().to_config(searchable.derive())
         digest = int(hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:15], 16)
         _, world = world_info()
         digests = [digest]
@@ -131,11 +147,25 @@ class DartsTask(Task):
         return {"genotype": json.dumps(config, sort_keys=True), "ranks_same_genotype": len(set(digests)) == 1}
 
     def extra_state(self, model: nn.Module) -> dict[str, Any]:
-        head = head_of(model)
+        searchable = searchable_of(model)
         return {
-            "genotype": self.space(model).to_config(head.genotype()),
-            "candidates": list(head.candidates),
-            "alphas": head.alphas.detach().cpu().clone(),
+            "genotype": searchable.search_space().to_config(searchable.derive()),
+            "candidates": list(searchable.candidates),
+            "alphas": searchable.alphas.detach().cpu().clone(),
+        }
+
+
+class OPANASDartsTask(DartsTask):
+    """DARTS / Fair DARTS on the OPANAS DAG: weights on the training split, alphas on the search split."""
+
+    config_class = OPANASDartsConfig
+
+    def train_loaders(self, train_dataset) -> dict[str, Any]:
+        d, seed = self.cfg.data, self.cfg.run.seed
+        search = build_dataset(d, "search", train_transforms=True)
+        return {
+            "weights": make_loader(train_dataset, d.batch_size, True, d.loader_workers, seed),
+            "alphas": make_loader(search, d.batch_size, True, d.loader_workers, seed + 1),
         }
 
 
@@ -143,6 +173,21 @@ class DartsTask(Task):
 class FADResult(TrainResult):
     genotype: Any = None
     genotype_path: Path | None = None
+
+
+def search_opanas_darts(cfg: OPANASDartsConfig, resume_from: str | Path | None = None) -> FADResult:
+    """DARTS / Fair DARTS on the OPANAS DAG; writes ``arch.json`` (loads as a neck spec's arch) and
+    ``arch.png`` into the run directory. ``genotype`` is the derived ``OPANASArch``."""
+    from raynas.spaces.opanas import OPANASSpace
+    from raynas.viz import draw_opanas_arch
+
+    result = fit("raynas.training.darts.OPANASDartsTask", cfg, resume_from=resume_from)
+    space = OPANASSpace(cfg.darts.num_nodes)
+    arch = space.from_config(result.load_state()["genotype"])
+    path = result.run_dir / "arch.json"
+    atomic_write_json(path, json.loads(arch_to_json(space, arch)))
+    draw_opanas_arch(arch, result.run_dir / "arch.png", f"{cfg.darts.relaxation} relaxation")
+    return FADResult(result.run_dir, result.checkpoint_dir, result.metrics, arch, path)
 
 
 def search_fad(cfg: DartsConfig, resume_from: str | Path | None = None) -> FADResult:

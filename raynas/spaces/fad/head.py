@@ -138,6 +138,16 @@ class FADHead(nn.Module):
             return self._genotype
         return derive(self.alphas, self.candidates)
 
+    # the differentiable-search contract the DARTS trainer uses (raynas.training.darts)
+    def derive(self) -> FADGenotype:
+        return self.genotype()
+
+    def search_space(self) -> FADSpace:
+        return FADSpace(candidates=self.candidates)
+
+    def arch_penalty(self) -> Tensor | None:
+        return None
+
     def forward(self, x: list[Tensor]) -> dict[str, Tensor]:
         weights = self.arch_weights() if self.searchable else None
         cls_logits, bbox_regression, bbox_ctrness = [], [], []

@@ -111,8 +111,8 @@ class PyramidDAGNeck(nn.Module, abc.ABC):
     def _new_path(self, name: str) -> nn.Module:
         return build_path(name, self.out_channels, self.num_levels, self.deformable, self.norm)
 
-    def run(self, features: dict[str, Tensor], arch: OPANASArch) -> OrderedDict[str, Tensor]:
-        """Input pyramid -> live DAG nodes (Eq. 10) -> output node O (sum of live nodes) -> extra levels."""
+    def input_pyramid(self, features: dict[str, Tensor]) -> tuple[list[Tensor], list[str], list[Tensor]]:
+        """Input node ``P``: laterals (and a parameterised extra block); returns pyramid, names, body."""
         if len(features) != len(self.lateral):
             raise ValueError(
                 f"neck was built for {len(self.lateral)} backbone levels but got {len(features)} "
@@ -123,17 +123,27 @@ class PyramidDAGNeck(nn.Module, abc.ABC):
         pyramid = [conv(x) for conv, x in zip(self.lateral, body)]
         if self.extra_blocks is not None and self.extra_on == "input":
             pyramid, names = self.extra_blocks(pyramid, body, names)
+        return pyramid, names, body
+
+    def output_node(
+        self, live: list[list[Tensor]], body: list[Tensor], names: list[str]
+    ) -> OrderedDict[str, Tensor]:
+        """Output node ``O``: the sum of the live intermediate nodes, then a parameter-free extra block."""
+        outputs = [sum(levels[1:], levels[0]) for levels in zip(*live)]
+        if self.extra_blocks is not None and self.extra_on == "output":
+            outputs, names = self.extra_blocks(outputs, body, names)
+        return OrderedDict(zip(names, outputs))
+
+    def run(self, features: dict[str, Tensor], arch: OPANASArch) -> OrderedDict[str, Tensor]:
+        """Input pyramid -> live DAG nodes (Eq. 10) -> output node O (sum of live nodes) -> extra levels."""
+        pyramid, names, body = self.input_pyramid(features)
         nodes: list[list[Tensor] | None] = [pyramid] + [None] * self.space.num_nodes
         for k, i, j, name in active_edges(arch):
             source = nodes[i]  # live: active_edges only lists edges leaving live nodes
             out = source if name == "skip" else self._path(k, name)(source)
             weighted = [self.gamma[k] * level for level in out]
             nodes[j] = weighted if nodes[j] is None else [a + b for a, b in zip(nodes[j], weighted)]
-        live = [node for node in nodes[1:] if node is not None]
-        outputs = [sum(levels[1:], levels[0]) for levels in zip(*live)]
-        if self.extra_blocks is not None and self.extra_on == "output":
-            outputs, names = self.extra_blocks(outputs, body, names)
-        return OrderedDict(zip(names, outputs))
+        return self.output_node([node for node in nodes[1:] if node is not None], body, names)
 
 
 class OPAFPN(PyramidDAGNeck):
