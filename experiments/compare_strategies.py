@@ -1,21 +1,63 @@
-"""Compare search strategies across one or more result directories (pandas table + PNG).
+"""Compare search strategies: existing result folders, or a full side-by-side run (OPANAS Tables 5/6).
 
     python experiments/compare_strategies.py runs/opanas_ea/search [more/search/dirs ...] [--out cmp.png]
+    python experiments/compare_strategies.py --run                 # all strategies, ~40 min on 2 cores
+    python experiments/compare_strategies.py --run --retrain       # + 3-seed standalone training of each best
+    python experiments/compare_strategies.py --run --smoke         # tiny data (CI)
 
-A result directory is what ``search_opanas`` writes: one sub-folder per strategy with results.csv.
+Folder mode: a result folder is what ``search_opanas`` writes (one sub-folder per strategy with
+results.csv); prints the summary table and plots best-so-far curves.
+
+``--run`` mode runs every strategy with the main job's data, pretrained body and 4-epoch budget
+(``experiments/opanas_ea.py``):
+
+* ``OPANAS``: fair sampling + gamma super-net, evolutionary search;
+* ``random``: random search on the same super-net, same number of evaluations;
+* ``Pareto``: NSGA-II evolution on the same super-net (AP max, neck FLOPs min);
+* ``SPOS``: uniformly sampled super-net (one sub-net per step), evolutionary search;
+* ``DARTS`` / ``Fair DARTS``: the dense DAG relaxed (softmax / sigmoids + zero-one loss), bilevel on
+  Ray Train with the alphas on the search split, derived to one architecture.
+
+One budget: every strategy gets the same training epochs and, for the one-shot ones, the same number
+of scored candidates. The wall seconds each one actually spent on this machine are measured and reported
+as its search cost (the super-net's training is charged to every strategy that searches it), not
+equalised. Per strategy the table gives that cost, the best architecture, its score on the common
+yardstick (the OPANAS fair+gamma super-net on the search split), its score under the strategy's own
+super-net, and that super-net's Kendall tau on the fixed architectures with measured standalone AP
+(``experiments/supernet_variants.py``). ``--retrain`` trains each best architecture and the FPN
+standalone with the evidence experiment's recipe, ``--seeds`` seeds each, and adds their val AP.
+Resumable: finished trainings, searches and scorings are reused. Outputs in ``--out``:
+``strategies.csv`` / ``.md`` / ``.json`` and ``strategies.png`` (best-so-far vs search cost).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
+from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.search.run import summarize
 from raynas.viz import plot_search_curves
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+METRIC = "AP"
+#: the one-shot strategies: (label, super-net variant, search strategy)
+ONE_SHOT = (
+    ("OPANAS", "fair_gamma", "evolution"),
+    ("random", "fair_gamma", "random"),
+    ("Pareto", "fair_gamma", "pareto"),
+    ("SPOS", "uniform_gamma", "evolution"),
+)
+DIFFERENTIABLE = (("DARTS", "softmax"), ("Fair DARTS", "sigmoid"))
+YARDSTICK = "fair_gamma"
 
 
 def load_tables(directories: list[str]) -> dict[str, pd.DataFrame]:
@@ -32,18 +74,43 @@ def load_tables(directories: list[str]) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("directories", nargs="+")
-    parser.add_argument("--out", default="strategies.png")
-    parser.add_argument("--metric", default="AP")
-    args = parser.parse_args(argv)
-    return run_main("compare_strategies", lambda: compare(args))
+    parser.add_argument("directories", nargs="*", help="search result folders to compare (folder mode)")
+    parser.add_argument("--metric", default=METRIC)
+    parser.add_argument("--run", action="store_true", help="run every strategy side by side")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder mode: the PNG (strategies.png); --run: the folder (runs/strategies)",
+    )
+    parser.add_argument(
+        "--supernets", default=None, help="--run: folder of super-net runs to reuse (default: --out)"
+    )
+    parser.add_argument("--data", default=None, help="--run: dataset root (default data/digits)")
+    parser.add_argument("--retrain", action="store_true", help="--run: train each best architecture")
+    parser.add_argument("--seeds", type=int, default=3, help="--retrain: seeds per architecture")
+    parser.add_argument("--epochs", type=int, default=3, help="--retrain: epochs of the one recipe")
+    parser.add_argument("--search-images", type=int, default=None, help="cap on search-split images scored")
+    parser.add_argument("--scorers", type=int, default=2, help="scorer actors")
+    parser.add_argument("--train-workers", type=int, default=2, help="Ray Train workers per run")
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--address", default=None)
+    parser.add_argument("--smoke", action="store_true", help="--run: tiny data and budget (CI)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.out = args.out or ("runs/strategies" if args.run else "strategies.png")
+    return run_main("compare_strategies", lambda: run_strategies(args) if args.run else compare(args))
 
 
 def compare(args: argparse.Namespace) -> int:
+    if not args.directories:
+        raise ConfigError("give one or more search result folders, or --run to run the strategies")
     tables = load_tables(args.directories)
     missing = sorted(label for label, df in tables.items() if args.metric not in df)
     if missing:
@@ -58,6 +125,239 @@ def compare(args: argparse.Namespace) -> int:
     print(pd.DataFrame(rows).to_string(index=False))
     print(f"plot: {plot_search_curves(tables, args.out, args.metric)}")
     return 0
+
+
+# ---- --run mode -----------------------------------------------------------------------------------
+
+
+def variant_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The arguments ``supernet_variants`` builds its configs from, pointed at the super-net folder."""
+    return argparse.Namespace(**{**vars(args), "out": args.supernets or args.out})
+
+
+def search_config(supernet_cfg, args: argparse.Namespace, name: str, strategies: list[str]):
+    from opanas_ea import default_configs, parse_args
+
+    flags = ["--out", args.out] + (["--smoke"] if args.smoke else []) + (["--gpu"] if args.gpu else [])
+    _, search = default_configs(parse_args(flags + (["--data", args.data] if args.data else [])))
+    return replace(
+        search,
+        name=name,
+        strategies=strategies,
+        num_scorers=args.scorers,
+        max_search_images=args.search_images or search.max_search_images,
+    )
+
+
+def darts_config(supernet_cfg, relaxation: str, args: argparse.Namespace):
+    """DARTS on the OPANAS DAG with the super-net's data, model, schedule and neck options."""
+    from raynas.training.config import OPANASDartsConfig, OPANASDartsSettings
+
+    opanas = supernet_cfg.opanas
+    return OPANASDartsConfig(
+        data=supernet_cfg.data,
+        model=supernet_cfg.model,
+        optim=supernet_cfg.optim,
+        run=replace(supernet_cfg.run, name=f"darts_{relaxation}", storage_path=args.out),
+        darts=OPANASDartsSettings(
+            relaxation=relaxation, num_nodes=opanas.num_nodes, deformable=opanas.deformable, norm=opanas.norm
+        ),
+    )
+
+
+def train_cost_s(metrics: dict) -> float:
+    """Training wall seconds of a run (every epoch, also when the run was finished earlier and reused)."""
+    return float(metrics.get("epoch_time_s", 0.0)) * float(metrics.get("epoch", 0))
+
+
+def yardstick_scores(checkpoint: str, archs: dict[str, dict], args, path: Path) -> dict[str, float]:
+    """The common-yardstick super-net's score of each strategy's best architecture (cached in ``path``)."""
+    from supernet_variants import score_archs
+
+    frame = pd.DataFrame([{"strategy": s, **a} for s, a in archs.items()])
+    scored = score_archs(checkpoint, frame, args, path)
+    return dict(zip(scored["strategy"], scored["supernet_" + METRIC]))
+
+
+def run_strategies(args: argparse.Namespace) -> int:
+    from raynas.training.launch import ray_session
+
+    if args.directories:
+        raise ConfigError("--run takes no result folders; drop them, or drop --run to compare folders")
+    if min(args.seeds, args.epochs, args.scorers, args.train_workers) < 1:
+        raise ConfigError("--seeds, --epochs, --scorers and --train-workers must be >= 1")
+    if args.smoke:
+        args.seeds, args.epochs, args.train_workers = 1, 1, 1
+    with ray_session(args.address):
+        run(args)
+    print("\n" + (Path(args.out) / "strategies.md").read_text())
+    return 0
+
+
+def run(args: argparse.Namespace) -> pd.DataFrame:
+    from opanas_ea import prepare_inputs
+    from supernet_variants import DEFAULT_ARCHS, load_archs, score_archs, variant_config
+
+    from raynas.evaluation import rank_agreement
+    from raynas.io import atomic_write_json, atomic_write_text
+    from raynas.search.opanas import search_opanas
+    from raynas.spaces.opanas import OPANASSpace
+    from raynas.training.darts import search_opanas_darts
+    from raynas.training.supernet import train_supernet
+
+    out = Path(args.out)
+    started = time.perf_counter()
+    space = OPANASSpace(5)
+    vargs = variant_args(args)
+    prepare_inputs(variant_config(YARDSTICK, vargs), smoke=args.smoke)
+    fixed = load_archs(str(DEFAULT_ARCHS))
+    supernets, taus, curves, rows = {}, {}, {}, []
+    for variant in dict.fromkeys(v for _, v, _ in ONE_SHOT):
+        print(f"== super-net {variant} ==", flush=True)
+        result = train_supernet(variant_config(variant, vargs))
+        supernets[variant] = (str(result.checkpoint_dir), train_cost_s(result.metrics), result)
+        scored = score_archs(supernets[variant][0], fixed, args, out / f"tau_scores_{variant}.csv")
+        taus[variant] = rank_agreement(scored["supernet_" + METRIC], scored["standalone_" + METRIC])
+    base_cfg = variant_config(YARDSTICK, vargs)
+    best_archs: dict[str, dict] = {}
+    for variant in dict.fromkeys(v for _, v, _ in ONE_SHOT):
+        labels = [(label, strategy) for label, v, strategy in ONE_SHOT if v == variant]
+        cfg = search_config(base_cfg, args, f"search_{variant}", [s for _, s in labels])
+        print(f"== search on {variant}: {cfg.strategies} ==", flush=True)
+        outcome = search_opanas(supernets[variant][0], cfg, verbose=0)
+        summary = outcome["summary"].set_index("strategy")
+        checkpoint, train_s, _ = supernets[variant]
+        for label, strategy in labels:
+            df = outcome["tables"][strategy]
+            best = df.loc[df[METRIC].astype(float).fillna(-1).idxmax()]
+            best_archs[label] = space.to_config(space.from_config(best.to_dict()))
+            search_s = float(summary.loc[strategy, "wall_time_s"])
+            curves[label] = (train_s, search_s, df[METRIC].astype(float).fillna(0.0).cummax().tolist())
+            rows.append(
+                {"strategy": label, "supernet": variant, "search": strategy,
+                 "cost_s": round(train_s + search_s, 1), "evaluations": len(df),
+                 "own_score_AP": float(best[METRIC]), "kendall_tau": taus[variant]["kendall_tau"],
+                 "kendall_tau_low": taus[variant]["kendall_tau_low"],
+                 "kendall_tau_high": taus[variant]["kendall_tau_high"]}
+            )  # fmt: skip
+    for label, relaxation in DIFFERENTIABLE:
+        print(f"== {label} ==", flush=True)
+        result = search_opanas_darts(darts_config(base_cfg, relaxation, args))
+        best_archs[label] = space.to_config(result.genotype)
+        rows.append(
+            {"strategy": label, "supernet": "-", "search": f"darts ({relaxation})",
+             "cost_s": round(train_cost_s(result.metrics), 1), "evaluations": 1,
+             "own_score_AP": float(result.metrics.get(METRIC, float("nan"))), "kendall_tau": float("nan"),
+             "kendall_tau_low": float("nan"), "kendall_tau_high": float("nan")}
+        )  # fmt: skip
+    yardstick = yardstick_scores(supernets[YARDSTICK][0], best_archs, args, out / "yardstick_scores.csv")
+    for row in rows:
+        row["yardstick_AP"] = float(yardstick[row["strategy"]])
+        row["best_arch"] = json.dumps(best_archs[row["strategy"]], sort_keys=True)
+    table = pd.DataFrame(rows)
+    if args.retrain:
+        retrained = retrain(best_archs, base_cfg, args, out)
+        table = pd.concat(
+            [table, pd.DataFrame([{"strategy": "FPN", "supernet": "-", "search": "hand-made"}])]
+        )
+        table = table.merge(retrained, on="strategy", how="left").reset_index(drop=True)
+    atomic_write_text(out / "strategies.csv", table.to_csv(index=False))
+    atomic_write_text(out / "strategies.md", markdown(table))
+    atomic_write_json(
+        out / "strategies.json",
+        {"rows": table.to_dict("records"), "wall_time_s": round(time.perf_counter() - started, 1)},
+    )
+    plot_costs(curves, table, out / "strategies.png")
+    return table
+
+
+def retrain(best_archs: dict[str, dict], supernet_cfg, args: argparse.Namespace, out: Path) -> pd.DataFrame:
+    """Each best architecture and the FPN trained standalone, ``--seeds`` seeds, the evidence recipe."""
+    from opanas_evidence import Arm, arm_config, recipe_config
+
+    from raynas.training.builders import searched_neck_spec
+    from raynas.training.standalone import train
+
+    recipe = recipe_config(supernet_cfg, argparse.Namespace(epochs=args.epochs, kind=None))
+    width = supernet_cfg.model.out_channels
+    arms = [Arm("FPN", "fpn", None, width)] + [
+        Arm(
+            label,
+            "arch_" + label.lower().replace(" ", "_"),
+            searched_neck_spec(a, supernet_cfg.opanas),
+            width,
+        )
+        for label, a in best_archs.items()
+    ]
+    rows = []
+    for seed in range(args.seeds):
+        for arm in arms:
+            print(f"== retrain {arm.label}, seed {seed} ==", flush=True)
+            result = train(arm_config(recipe, arm, seed, args, out))
+            rows.append({"strategy": arm.label, "seed": seed, "AP": result.metrics.get(METRIC)})
+    frame = pd.DataFrame(rows)
+    frame["AP"] = pd.to_numeric(frame["AP"], errors="coerce")
+    grouped = frame.groupby("strategy")["AP"]
+    summary = pd.DataFrame({"standalone_AP_mean": grouped.mean(), "standalone_AP_std": grouped.std(ddof=1)})
+    summary["seeds"] = grouped.size()
+    return summary.reset_index()
+
+
+def markdown(table: pd.DataFrame) -> str:
+    retrained = "standalone_AP_mean" in table
+    head = (
+        "| strategy | super-net | search cost (s) | evaluations | score, common yardstick | own score "
+        "| tau [95 % CI] |"
+    )
+    lines = [
+        head + (" standalone AP (mean +/- std) |" if retrained else ""),
+        "|---" * (8 if retrained else 7) + "|",
+    ]
+    for row in table.to_dict("records"):
+        tau = (
+            "-"
+            if pd.isna(row["kendall_tau"])
+            else (f"{row['kendall_tau']:.2f} [{row['kendall_tau_low']:.2f}, {row['kendall_tau_high']:.2f}]")
+        )
+        cells = [row["strategy"], row["supernet"], _fmt(row["cost_s"], 1, ".0f"),
+                 _fmt(row["evaluations"], 1, ".0f"), _fmt(row["yardstick_AP"]), _fmt(row["own_score_AP"]),
+                 tau]  # fmt: skip
+        if retrained:
+            cells.append(f"{_fmt(row['standalone_AP_mean'])} +/- {_fmt(row['standalone_AP_std'])}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        "\nScores are COCO AP (%) of sub-nets with super-net weights on the search split; the common "
+        f"yardstick is the {YARDSTICK} super-net. DARTS rows: own score = the relaxed network's val AP."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value, scale: float = 100.0, spec: str = ".1f") -> str:
+    return "-" if value is None or pd.isna(value) else format(scale * float(value), spec)
+
+
+def plot_costs(curves: dict, table: pd.DataFrame, path: Path) -> None:
+    """Best-so-far own score against search cost (super-net training, then the evaluations spread over
+    the search's wall time); DARTS runs are one point at their training cost (common yardstick)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, (train_s, search_s, best) in curves.items():
+        xs = [train_s + search_s * (k + 1) / len(best) for k in range(len(best))]
+        ax.plot(xs, [100 * b for b in best], label=label)
+    for row in table.to_dict("records"):
+        if row["supernet"] == "-":
+            ax.scatter([row["cost_s"]], [100 * row["yardstick_AP"]], marker="s", label=row["strategy"])
+    ax.set_xlabel("search cost (wall seconds on this machine)")
+    ax.set_ylabel(f"best {METRIC} so far (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

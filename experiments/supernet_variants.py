@@ -118,7 +118,11 @@ def score_archs(checkpoint: str, archs: pd.DataFrame, args: argparse.Namespace, 
     key = {"checkpoint": str(Path(checkpoint).resolve()), "search_images": str(args.search_images)}
     if path.is_file():
         table = pd.read_csv(path, dtype={"search_images": str})
-        if len(table) == len(configs) and all(table[k].astype(str).eq(v).all() for k, v in key.items()):
+        same_archs = (
+            len(table) == len(configs)
+            and [space.to_config(space.from_config(row)) for row in table.to_dict("records")] == configs
+        )
+        if same_archs and all(table[k].astype(str).eq(v).all() for k, v in key.items()):
             return table
     scorers = ScorerPool(checkpoint, num_actors=args.scorers, max_images=args.search_images, use_gpu=args.gpu)
     try:
@@ -229,7 +233,7 @@ def report(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--train-workers and --scorers must be >= 1, got {args.train_workers}, {args.scorers}"
         )
-
+    load_archs(args.archs)  # a bad --archs fails before Ray starts
     with ray_session(args.address):
         table = run(args)
     columns = ["variant", "kendall_tau", "kendall_tau_low", "kendall_tau_high", "spearman_rho"]

@@ -1,0 +1,74 @@
+"""``experiments/compare_strategies.py --run`` (OPANAS Table 6 on the proxy) and
+``experiments/supernet_variants.py`` (Table 5): the smoke run end to end in its own process and Ray,
+re-run without training or searching anything again; and their one-line refusals of bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from tiny_data import failure_text
+
+from raynas.spaces.opanas import OPANASSpace
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+STRATEGIES = ["OPANAS", "random", "Pareto", "SPOS", "DARTS", "Fair DARTS"]
+
+
+def checkpoints(out: Path) -> list[Path]:
+    return sorted(out.rglob("checkpoint_*"))
+
+
+def test_strategy_comparison_smoke_runs_every_strategy_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, str(EXPERIMENTS / "compare_strategies.py"), "--run", "--smoke",
+               "--out", str(out), "--data", str(tmp_path / "data"), "--train-workers", "1"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    assert done.returncode == 0, failure_text(done)
+    table = pd.read_csv(out / "strategies.csv")
+    assert list(table["strategy"]) == STRATEGIES
+    assert list(table["supernet"]) == ["fair_gamma"] * 3 + ["uniform_gamma", "-", "-"]
+    assert (table["cost_s"] > 0).all() and table["yardstick_AP"].notna().all()
+    space = OPANASSpace(5)
+    for text in table["best_arch"]:
+        assert space.is_valid(space.from_config(json.loads(text)))
+    # the one-shot strategies of one super-net searched with the same number of evaluations
+    assert table.loc[table["supernet"] == "fair_gamma", "evaluations"].nunique() == 1
+    assert "| SPOS | uniform_gamma |" in (out / "strategies.md").read_text()
+    assert (out / "strategies.png").stat().st_size > 0
+    # the super-nets record their sampling rule; each search's table marks its Pareto front
+    summary = json.loads((out / "search_uniform_gamma" / "comparison.json").read_text())
+    assert summary[0]["supernet_sampling"] == "uniform"
+    assert "pareto_front" in pd.read_csv(out / "search_fair_gamma" / "pareto" / "results.csv")
+
+    before = checkpoints(out)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert again.returncode == 0, failure_text(again)
+    assert checkpoints(out) == before  # nothing trained again
+    assert "search already finished" in again.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(out / "strategies.csv"), table)
+
+
+def test_bad_arguments_get_one_line_and_exit_2(tmp_path: Path) -> None:
+    cases = [
+        (["compare_strategies.py", "--run", str(tmp_path)], "--run takes no result folders"),
+        (["compare_strategies.py"], "give one or more search result folders"),
+        (["supernet_variants.py", "--archs", str(tmp_path / "none.csv")], "is not a file"),
+    ]
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("e0_1,standalone_AP\ntop_down,0.3\n")
+    cases.append((["supernet_variants.py", "--archs", str(bad_csv)], "lacks the column(s)"))
+    for argv, expected in cases:
+        done = subprocess.run(
+            [sys.executable, str(EXPERIMENTS / argv[0]), *argv[1:]],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 2, failure_text(done)
+        assert expected in done.stderr and "Traceback" not in done.stderr + done.stdout
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
