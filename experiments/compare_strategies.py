@@ -15,6 +15,8 @@ results.csv); prints the summary table and plots best-so-far curves.
 * ``random``: random search on the same super-net, same number of evaluations;
 * ``Pareto``: NSGA-II evolution on the same super-net (AP max, neck FLOPs min);
 * ``SPOS``: uniformly sampled super-net (one sub-net per step), evolutionary search;
+* ``OPANAS, all paths trained``: fair sampling over all six paths (K=6; skip/none trained too, our
+  deviation, see ``experiments/supernet_variants.py``) + gamma, evolutionary search;
 * ``DARTS`` / ``Fair DARTS``: the dense DAG relaxed (softmax / sigmoids + zero-one loss), bilevel on
   Ray Train with the alphas on the search split, derived to one architecture.
 
@@ -55,6 +57,7 @@ ONE_SHOT = (
     ("random", "fair_gamma", "random"),
     ("Pareto", "fair_gamma", "pareto"),
     ("SPOS", "uniform_gamma", "evolution"),
+    ("OPANAS, all paths trained", "fair_gamma_all", "evolution"),
 )
 DIFFERENTIABLE = (("DARTS", "softmax"), ("Fair DARTS", "sigmoid"))
 YARDSTICK = "fair_gamma"
@@ -274,25 +277,22 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
 def retrain(best_archs: dict[str, dict], supernet_cfg, args: argparse.Namespace, out: Path) -> pd.DataFrame:
     """Each best architecture and the FPN trained standalone, ``--seeds`` seeds, the evidence recipe."""
     from opanas_evidence import Arm, arm_config, recipe_config
+    from rank_correlation import arch_id
 
     from raynas.training.builders import searched_neck_spec
     from raynas.training.standalone import train
 
     recipe = recipe_config(supernet_cfg, argparse.Namespace(epochs=args.epochs, kind=None))
     width = supernet_cfg.model.out_channels
+    # runs are named by architecture: strategies that found the same one share its runs
     arms = [Arm("FPN", "fpn", None, width)] + [
-        Arm(
-            label,
-            "arch_" + label.lower().replace(" ", "_"),
-            searched_neck_spec(a, supernet_cfg.opanas),
-            width,
-        )
+        Arm(label, "arch_" + arch_id(a), searched_neck_spec(a, supernet_cfg.opanas), width)
         for label, a in best_archs.items()
     ]
     rows = []
     for seed in range(args.seeds):
         for arm in arms:
-            print(f"== retrain {arm.label}, seed {seed} ==", flush=True)
+            print(f"== retrain {arm.label} ({arm.slug}), seed {seed} ==", flush=True)
             result = train(arm_config(recipe, arm, seed, args, out))
             rows.append({"strategy": arm.label, "seed": seed, "AP": result.metrics.get(METRIC)})
     frame = pd.DataFrame(rows)

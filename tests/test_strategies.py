@@ -15,7 +15,7 @@ from tiny_data import failure_text
 from raynas.spaces.opanas import OPANASSpace
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-STRATEGIES = ["OPANAS", "random", "Pareto", "SPOS", "DARTS", "Fair DARTS"]
+STRATEGIES = ["OPANAS", "random", "Pareto", "SPOS", "OPANAS, all paths trained", "DARTS", "Fair DARTS"]
 
 
 def checkpoints(out: Path) -> list[Path]:
@@ -30,7 +30,7 @@ def test_strategy_comparison_smoke_runs_every_strategy_and_resumes(tmp_path: Pat
     assert done.returncode == 0, failure_text(done)
     table = pd.read_csv(out / "strategies.csv")
     assert list(table["strategy"]) == STRATEGIES
-    assert list(table["supernet"]) == ["fair_gamma"] * 3 + ["uniform_gamma", "-", "-"]
+    assert list(table["supernet"]) == ["fair_gamma"] * 3 + ["uniform_gamma", "fair_gamma_all", "-", "-"]
     assert (table["cost_s"] > 0).all() and table["yardstick_AP"].notna().all()
     space = OPANASSpace(5)
     for text in table["best_arch"]:
