@@ -46,16 +46,32 @@ class Pointwise(nn.Sequential):
 
 
 class MixedEdge(nn.Module):
-    """Searchable edge: ``f_out(T(f_in(x), weights))`` with T a naive or RepShare block."""
+    """Searchable edge: ``(1 - w_none) * f_out(T(f_in(x), w / (1 - w_none)))``, T a naive or RepShare block.
+
+    Why not ``f_out(T(f_in(x), w))`` with ``none`` adding zero inside T: ``f_out`` ends in GroupNorm,
+    which removes any common scale of its input, so ``w_none`` could not change the edge's output and
+    alpha_none got gradients only from GroupNorm's epsilon. DARTS's ``none`` says how much an edge
+    contributes to its node (FAD Sec. 3.1 uses it as the importance of an edge), so here the block mixes
+    the real candidates with weights renormalised over them, and the edge's output is scaled by
+    ``1 - w_none`` after ``f_out``. Each real candidate still enters with its softmax weight ``w_k``
+    overall (``(1 - w_none) * w_k / (1 - w_none)``), which is what the derivation ranks.
+    """
 
     def __init__(self, c: int, c_prime: int, block: BlockConfig) -> None:
         super().__init__()
         self.f_in = Pointwise(c, c_prime)
         self.block = block.build(c_prime)
         self.f_out = Pointwise(c_prime, c)
+        self.none_index = block.candidates.index(NONE) if NONE in block.candidates else None
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        return self.f_out(self.block(self.f_in(x), weights))
+        if self.none_index is None:
+            return self.f_out(self.block(self.f_in(x), weights))
+        keep = 1.0 - weights[self.none_index]
+        mask = torch.ones_like(weights)
+        mask[self.none_index] = 0.0
+        inner = weights * mask / keep.clamp_min(1e-6)
+        return keep * self.f_out(self.block(self.f_in(x), inner))
 
 
 class DerivedEdge(nn.Module):
