@@ -6,6 +6,7 @@
     raynas search opanas-supernet --config experiments/configs/supernet_smoke.yaml
     raynas search opanas --checkpoint runs/supernet/checkpoint_... [--config search.yaml] [--resume]
     raynas search fad --config experiments/configs/fad_smoke.yaml
+    raynas search opanas-darts --config experiments/configs/opanas_darts_smoke.yaml
 
 User errors (bad config, missing files, invalid architectures, unreachable clusters) print one
 line that says what to fix and exit with status 2 instead of a traceback.
@@ -81,6 +82,16 @@ def _fad_search(args: argparse.Namespace) -> None:
     print(f"genotype: {result.genotype_path}\ncheckpoint: {result.checkpoint_dir}")
 
 
+def _opanas_darts(args: argparse.Namespace) -> None:
+    from raynas.training.config import OPANASDartsConfig
+    from raynas.training.darts import search_opanas_darts
+
+    cfg = load_yaml(OPANASDartsConfig, args.config)
+    _override_address(cfg, args)
+    result = search_opanas_darts(cfg, resume_from=args.resume)
+    print(f"architecture: {result.genotype_path}\ncheckpoint: {result.checkpoint_dir}")
+
+
 def _override_address(cfg, args: argparse.Namespace) -> None:
     if getattr(args, "address", None):
         cfg.run.address = args.address
@@ -138,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     fad.add_argument("--resume", default=None)
     fad.add_argument("--address", default=None)
     fad.set_defaults(func=_fad_search)
+    darts = search.add_parser(
+        "opanas-darts", help="DARTS / Fair DARTS on the OPANAS neck DAG, the Table 6 baselines (Ray Train)"
+    )
+    darts.add_argument("--config", required=True)
+    darts.add_argument("--resume", default=None)
+    darts.add_argument("--address", default=None)
+    darts.set_defaults(func=_opanas_darts)
     return parser
 
 

@@ -8,11 +8,11 @@ import pytest
 
 from raynas.config import ConfigError, dump_yaml, load_yaml
 from raynas.search.opanas import OPANASSearchConfig
-from raynas.training.config import DartsConfig, SupernetConfig, TrainConfig
+from raynas.training.config import DartsConfig, OPANASDartsConfig, SupernetConfig, TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 #: every config class a YAML in experiments/configs may describe, most specific first
-CONFIG_CLASSES = (SupernetConfig, DartsConfig, OPANASSearchConfig, TrainConfig)
+CONFIG_CLASSES = (SupernetConfig, DartsConfig, OPANASDartsConfig, OPANASSearchConfig, TrainConfig)
 
 
 def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
@@ -56,7 +56,13 @@ def test_round_trip_through_dump_yaml(tmp_path: Path) -> None:
     cfg.optim.epochs = 3
     again = load_yaml(SupernetConfig, write(tmp_path, dump_yaml(cfg)))
     assert again == cfg
-    assert again.neck == {"type": "opanas_supernet", "num_nodes": 5, "deformable": False, "norm": None}
+    assert again.neck == {
+        "type": "opanas_supernet",
+        "num_nodes": 5,
+        "deformable": False,
+        "norm": None,
+        "gamma": True,
+    }
 
 
 def test_unknown_key_names_key_section_and_file(tmp_path: Path) -> None:
@@ -156,7 +162,12 @@ def test_experiment_configs_exist() -> None:
 @pytest.mark.parametrize("path", EXPERIMENT_CONFIGS, ids=lambda p: p.name)
 def test_every_experiment_config_loads(path: Path) -> None:
     """Each YAML loads strictly: supernet_*, baseline_*, fad_* into their class, others into any class."""
-    expected = {"supernet_": SupernetConfig, "baseline_": TrainConfig, "fad_": DartsConfig}
+    expected = {
+        "supernet_": SupernetConfig,
+        "baseline_": TrainConfig,
+        "fad_": DartsConfig,
+        "opanas_darts_": OPANASDartsConfig,
+    }
     for prefix, cls in expected.items():
         if path.name.startswith(prefix):
             load_yaml(cls, path)

@@ -156,3 +156,13 @@ def test_two_worker_fair_darts_search_derives_one_architecture(two_worker_search
     # the derived architecture retrains as a discrete neck with the search's neck options
     spec = searched_neck_spec(payload["arch"], copy.copy(cfg.darts))
     assert spec["type"] == "opa_fpn" and spec["norm"] == "gn"
+
+
+def test_cli_opanas_darts_with_a_bad_config_exits_2(tmp_path: Path, capsys) -> None:
+    from raynas.cli import main as cli_main
+
+    bad = tmp_path / "darts.yaml"
+    bad.write_text("data:\n  search_fraction: 0.0\n")
+    assert cli_main(["search", "opanas-darts", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "search_fraction > 0" in err and "Traceback" not in err
