@@ -21,7 +21,7 @@ from raynas.checkpoints import STATE_FILE, config_from_state, load_detector, loa
 from raynas.config import ConfigError, from_dict, load_yaml, to_dict
 from raynas.io import atomic_write_json, run_info
 from raynas.training.builders import build_model
-from raynas.training.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from raynas.training.config import DataConfig, ModelConfig, OPANASConfig, OptimConfig, RunConfig, TrainConfig
 from raynas.training.data import build_dataset, make_loader
 from raynas.training.launch import TrainResult, check_same_run
 from raynas.training.standalone import train
@@ -222,3 +222,22 @@ def test_a_changed_config_under_the_name_of_a_checkpointed_run_is_refused(tmp_pa
     changed = {**config, "optim": {**config["optim"], "epochs": 9, "milestones": [7]}}
     with pytest.raises(ConfigError, match=r"differs in \['optim.epochs', 'optim.milestones'\].*new run.name"):
         check_same_run(run_dir, changed)
+
+
+def test_a_run_written_before_a_setting_existed_counts_as_its_default(tmp_path: Path) -> None:
+    """A super-net run from before the sampling/gamma switches continues under today's defaults, and is
+    refused when a switch changes."""
+    from raynas.training.config import SupernetConfig
+
+    config = to_dict(SupernetConfig())
+    older = json.loads(json.dumps(config))
+    for key in ("sampling", "gamma", "train_paths"):
+        del older["opanas"][key]
+    del older["neck"]["gamma"]
+    run_dir = tmp_path / "supernet"
+    atomic_write_json(run_dir / "run_info.json", run_info(older))
+    (run_dir / "checkpoint_2026-01-01_00-00-00.000000").mkdir()
+    check_same_run(run_dir, config, SupernetConfig)
+    uniform = to_dict(SupernetConfig(opanas=OPANASConfig(sampling="uniform")))
+    with pytest.raises(ConfigError, match=r"opanas.sampling"):
+        check_same_run(run_dir, uniform, SupernetConfig)

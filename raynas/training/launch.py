@@ -21,7 +21,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from raynas.checkpoints import STATE_FILE, load_state
-from raynas.config import ConfigError, check_writable_folder, to_dict
+from raynas.config import ConfigError, check_writable_folder, from_dict, to_dict
 from raynas.io import atomic_write_json, run_info
 from raynas.ray_hooks import RUNTIME_ENV
 from raynas.training.data import ensure_inputs
@@ -190,7 +190,7 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
         resume = ray.train.Checkpoint.from_directory(str(Path(resume_from).resolve()))
     storage = Path(run.storage_path).resolve()
     info = run_info(cfg, task=task, resume_from=str(resume_from) if resume_from is not None else None)
-    check_same_run(storage / run.name, info["config"])
+    check_same_run(storage / run.name, info["config"], type(cfg))
     own = [p for p in (storage / run.name).glob("checkpoint_*") if p.is_dir()]
     if (
         resume_from is not None
@@ -276,12 +276,13 @@ def finished_run(run_dir: Path, epochs: int) -> TrainResult | None:
     return None
 
 
-def check_same_run(run_dir: Path, config: dict[str, Any]) -> None:
+def check_same_run(run_dir: Path, config: dict[str, Any], config_class: type | None = None) -> None:
     """Refuse to start a run in a folder that holds checkpoints of a run with another config.
 
     Ray Train continues a run whose folder holds checkpoints (that is how a killed driver resumes), so
     starting a *changed* config under the same ``run.name`` would silently continue the old run's weights
-    and schedule. The same config continues it, as intended.
+    and schedule. The same config continues it, as intended. With ``config_class``, the old config is
+    read through it first, so a run written before a setting existed counts as having its default.
     """
     info_path = run_dir / "run_info.json"
     if not info_path.is_file() or not any(run_dir.glob("checkpoint_*")):
@@ -290,6 +291,10 @@ def check_same_run(run_dir: Path, config: dict[str, Any]) -> None:
         old = json.loads(info_path.read_text()).get("config")
     except (OSError, ValueError, AttributeError):
         return  # not ours to judge; Ray Train reports what it finds
+    if config_class is not None and old is not None:
+        # a key that no longer exists fails to load: then the config is compared as written (and named)
+        with contextlib.suppress(ConfigError, ValueError, TypeError):
+            old = json.loads(json.dumps(to_dict(from_dict(config_class, old)), default=str))
     changed = _config_differences(old, json.loads(json.dumps(config, default=str)))
     if old is not None and changed:
         raise ConfigError(
