@@ -3,7 +3,7 @@
 ``neck``: ``None`` or ``{"type": "fpn"}`` (torchvision FPN), ``{"type": "opa_fpn", "arch": {...}}``
 (a discrete OPANAS neck), ``{"type": "opanas_supernet"}`` or ``{"type": "opanas_mixed"}`` (the DARTS
 relaxation of the OPANAS DAG). ``head``: ``None`` (torchvision's
-head) or ``{"type": "fad", "genotype": {...}}`` / ``{"type": "fad_search"}``.
+head) or ``{"type": "fad", "genotype": {...} | "path/to/genotype.json"}`` / ``{"type": "fad_search"}``.
 """
 
 from __future__ import annotations
@@ -106,11 +106,36 @@ def head_factory(spec: dict[str, Any] | None, kind: str):
         if genotype is None:
             raise ValueError('head spec {"type": "fad"} needs a "genotype" mapping (g1_e0_1: ..., ...)')
         space = derived_space()  # a genotype of any ablation (DARTS ops, stream subsets) retrains
+        if isinstance(genotype, str):  # the genotype.json a search wrote
+            genotype = _genotype_file(genotype)
         if not isinstance(genotype, dict):
             raise ValueError(f'head spec "genotype" must be a mapping (g1_e0_1: ..., ...), got {genotype!r}')
         genotype = from_config_strict(space, genotype, 'head spec "genotype"')
         space.validate(genotype)
     return fad_head_factory(kind=kind, genotype=genotype, **options)
+
+
+def _genotype_file(path: str) -> dict[str, Any]:
+    """The ``arch`` mapping of a ``genotype.json`` written by ``raynas search fad`` / ``search_fad``."""
+    import json
+    from pathlib import Path
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ValueError(f'head spec "genotype": {path!r} is not a file; give a genotype.json or a mapping')
+    try:
+        payload = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f'head spec "genotype": {path!r} is not JSON ({err})') from err
+    if (
+        not isinstance(payload, dict)
+        or payload.get("space") != "fad"
+        or not isinstance(payload.get("arch"), dict)
+    ):
+        raise ValueError(
+            f'head spec "genotype": {path!r} is not a FAD genotype.json ({{"space": "fad", "arch": ...}})'
+        )
+    return payload["arch"]
 
 
 def build_model(

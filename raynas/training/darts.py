@@ -44,6 +44,16 @@ def searchable_of(model: nn.Module) -> nn.Module:
     raise ValueError("the detector has no searchable head or neck (no architecture parameters)")
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """The search's memory high-water mark (FAD Table 2's memory column): allocated CUDA memory on a GPU,
+    else the peak resident size of this worker process (data and Python included)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def split_halves(dataset) -> tuple[Subset, Subset]:
     """Disjoint halves of the training set: even indices train weights, odd ones alphas."""
     if len(dataset) < 2:
@@ -144,7 +154,11 @@ class DartsTask(Task):
             gathered = [torch.zeros(1, dtype=torch.int64, device=self.device) for _ in range(world)]
             dist.all_gather(gathered, torch.tensor([digest], dtype=torch.int64, device=self.device))
             digests = [int(t.item()) for t in gathered]
-        return {"genotype": json.dumps(config, sort_keys=True), "ranks_same_genotype": len(set(digests)) == 1}
+        return {
+            "genotype": json.dumps(config, sort_keys=True),
+            "ranks_same_genotype": len(set(digests)) == 1,
+            "peak_memory_mb": peak_memory_mb(self.device),
+        }
 
     def extra_state(self, model: nn.Module) -> dict[str, Any]:
         searchable = searchable_of(model)

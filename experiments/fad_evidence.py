@@ -1,0 +1,338 @@
+"""Evidence for FAD on the proxy: searched heads vs torchvision's head, random heads and the ablations.
+
+    python experiments/fad_evidence.py                    # FCOS, default budget for a 2-core CPU
+    python experiments/fad_evidence.py --kind retinanet   # Table 3's second detector
+    python experiments/fad_evidence.py --smoke            # tiny (CI)
+    python experiments/fad_evidence.py --paper            # the paper's settings (VOC on GPUs; see below)
+
+FAD's Table 2 (and Table 3's searched-vs-default columns) on the digits proxy. Every searched arm runs
+first-order DARTS (``raynas.training.darts``) on the training split from the pretrained proxy body, then
+its derived head is retrained; every retrained arm uses one recipe (``--epochs``, decay in the last) and
+``--seeds`` seeds, and is evaluated on val:
+
+- ``<detector> head``: torchvision's head (the hand-made baseline);
+- ``FAD searched``: the full space (12 transformations + none, RepShare, decoupling H);
+- ``FAD random``: the paper's random baseline (a random transformation per edge, two random incoming
+  edges per node), one genotype per seed;
+- the ablations, each searched and then retrained: ``no RepShare``, ``no decoupling``, ``std only``,
+  ``sep only``, ``RF <= 5`` and ``RF <= 7`` (Table 2's subsets), ``DARTS ops``.
+
+Search cost per searched arm: wall seconds and peak memory (CUDA allocated on a GPU, else the worker's
+resident size), Table 2's columns. Outputs in ``--out``: ``fad_evidence.csv`` (one row per arm and
+seed), ``fad_evidence.md`` (mean +/- std, delta vs the default head and whether it exceeds 2 std of that
+head's seeds, head parameters and FLOPs, search time and memory), ``fad_evidence.png`` and
+``genotypes/<arm>.json`` / ``.png``. Resumable: finished searches and runs are skipped.
+
+``--paper`` sets the paper's head width (c' = 96) and 12-epoch search and retraining schedules (meant for
+``--gpu``); the data stay the digits proxy. The paper's VOC setting is ``raynas search fad --config
+experiments/configs/fad_paper.yaml`` (the user's VOC copy; nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raynas.config import ConfigError
+from raynas.errors import run_main
+from raynas.io import atomic_write_json, atomic_write_text
+
+METRICS = ("AP", "AP50", "AP75")
+#: searched arms: (label, slug, FADConfig switches); Table 2's rows
+SEARCHED = (
+    ("FAD searched", "fad_full", {}),
+    ("no RepShare", "no_repshare", {"repshare": False}),
+    ("no decoupling", "no_decouple", {"decouple": False}),
+    ("std only", "std_only", {"streams": ["std"]}),
+    ("sep only", "sep_only", {"streams": ["sep"]}),
+    ("RF <= 5", "rf5", {"rf_max": 5}),
+    ("RF <= 7", "rf7", {"rf_max": 7}),
+    ("DARTS ops", "darts_ops", {"ops": "darts"}),
+)
+
+
+@dataclass
+class Arm:
+    label: str
+    slug: str
+    head_for_seed: dict = field(default_factory=dict)  # seed -> head spec (None: torchvision's head)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default="runs/fad_evidence", help="where runs, tables and plots go")
+    parser.add_argument("--data", default=None, help="dataset root (default data/digits)")
+    parser.add_argument("--kind", default="fcos", choices=["fcos", "retinanet"])
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per retrained arm")
+    parser.add_argument("--search-epochs", type=int, default=2, help="DARTS epochs per searched arm")
+    parser.add_argument("--epochs", type=int, default=2, help="retraining epochs (decay in the last)")
+    parser.add_argument("--train-images", type=int, default=400, help="training images (a seeded subset)")
+    parser.add_argument("--c-prime", type=int, default=24, help="FAD block width c' (paper: 96)")
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        default=None,
+        help=f"searched arms to run (default all): {[s for _, s, _ in SEARCHED]}",
+    )
+    parser.add_argument("--train-workers", type=int, default=1, help="Ray Train workers per run")
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--address", default=None)
+    parser.add_argument("--paper", action="store_true", help="the paper's widths and schedules")
+    parser.add_argument("--smoke", action="store_true", help="tiny data and budget (CI)")
+    return parser
+
+
+def base_config(args: argparse.Namespace):
+    """Data, model and schedule shared by every search and every retraining run."""
+    from raynas.training.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+
+    data = DataConfig(root=args.data, max_train_images=args.train_images, max_val_images=200)
+    model = ModelConfig(
+        kind=args.kind, out_channels=64, min_size=128, max_size=128, backbone_weights="proxy",
+        trainable_backbone_layers=3,
+    )  # fmt: skip
+    decay = [args.epochs - 1] if args.epochs > 1 else []
+    optim = OptimConfig(epochs=args.epochs, lr=0.01, warmup_iters=50, milestones=decay)
+    if args.smoke:
+        data = replace(data, num_train=16, num_val=8, image_size=96, max_train_images=None,
+                       max_val_images=None, batch_size=4)  # fmt: skip
+        model = replace(model, min_size=96, max_size=96)
+        optim = replace(optim, warmup_iters=2, milestones=[])
+    run = RunConfig(
+        name="base", storage_path=str(Path(args.out) / "runs"), num_workers=args.train_workers,
+        use_gpu=args.gpu, address=args.address, eval_every=args.epochs,
+    )  # fmt: skip
+    return TrainConfig(data=data, model=model, optim=OptimConfig(**vars(optim)), run=run)
+
+
+def search_config(base, switches: dict, slug: str, args: argparse.Namespace):
+    from raynas.training.config import DartsConfig, FADConfig, OptimConfig
+
+    epochs = args.search_epochs
+    optim = OptimConfig(
+        **{**vars(base.optim), "epochs": epochs, "milestones": [epochs - 1] if epochs > 1 else []}
+    )
+    run = replace(base.run, name=f"search_{slug}", eval_every=epochs)
+    return DartsConfig(
+        data=base.data,
+        model=base.model,
+        optim=optim,
+        run=run,
+        fad=FADConfig(c_prime=args.c_prime, **switches),
+    )
+
+
+def head_spec(genotype_config: dict, args: argparse.Namespace) -> dict:
+    return {"type": "fad", "genotype": genotype_config, "c_prime": args.c_prime}
+
+
+def head_cost(cfg, num_classes: int) -> tuple[int, int]:
+    """Parameters and FLOPs of the detector's head alone, on one image at the recipe's size."""
+    import torch
+
+    from raynas.evaluation import count_flops, count_params
+    from raynas.training.builders import build_model
+
+    model = build_model(cfg.model, num_classes, cfg.neck, cfg.head).eval()
+    size = cfg.model.min_size
+    with torch.no_grad():
+        features = model.backbone(torch.zeros(1, 3, size, size))
+    levels = list(features.values())
+    return count_params(model.head), count_flops(model.head, (levels,))
+
+
+def run_searches(base, args: argparse.Namespace, out: Path) -> tuple[dict, list[dict]]:
+    """Every searched arm's genotype (copied to ``genotypes/``) and its search cost."""
+    from raynas.training.darts import search_fad
+
+    genotypes, costs = {}, []
+    wanted = set(args.arms or [s for _, s, _ in SEARCHED])
+    for label, slug, switches in SEARCHED:
+        if slug not in wanted:
+            continue
+        print(f"== search: {label} ==", flush=True)
+        result = search_fad(search_config(base, switches, slug, args))
+        genotypes[label] = json.loads(result.genotype_path.read_text())["arch"]
+        (out / "genotypes").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(result.genotype_path, out / "genotypes" / f"{slug}.json")
+        shutil.copyfile(result.run_dir / "genotype.png", out / "genotypes" / f"{slug}.png")
+        metrics = result.metrics
+        costs.append(
+            {
+                "arm": label,
+                "search_time_s": float(metrics.get("epoch_time_s", 0)) * float(metrics.get("epoch", 0)),
+                "search_peak_memory_mb": float(metrics.get("peak_memory_mb", float("nan"))),
+            }
+        )
+    return genotypes, costs
+
+
+def plan_arms(genotypes: dict, args: argparse.Namespace) -> list[Arm]:
+    from raynas.spaces.fad import FADSpace
+
+    default = Arm(f"{'FCOS' if args.kind == 'fcos' else 'RetinaNet'} head", "default_head")
+    default.head_for_seed = {seed: None for seed in range(args.seeds)}
+    space = FADSpace()
+    randoms = Arm("FAD random", "fad_random")
+    randoms.head_for_seed = {
+        seed: head_spec(space.to_config(space.sample(random.Random(1000 + seed))), args)
+        for seed in range(args.seeds)
+    }
+    arms = [default, randoms]
+    for label, slug, _ in SEARCHED:
+        if label in genotypes:
+            arm = Arm(label, slug)
+            arm.head_for_seed = {seed: head_spec(genotypes[label], args) for seed in range(args.seeds)}
+            arms.append(arm)
+    return arms
+
+
+def summarize(rows: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    grouped = rows.groupby("arm", sort=False)
+    table = (
+        grouped[list(METRICS)]
+        .mean()
+        .add_suffix("_mean")
+        .join(grouped[list(METRICS)].std(ddof=1).add_suffix("_std"))
+    )
+    table = table.join(grouped[["head_params", "head_flops"]].mean()).join(grouped.size().rename("seeds"))
+    if baseline in table.index:
+        base = table.loc[baseline]
+        table["delta_AP"] = table["AP_mean"] - base["AP_mean"]
+        table["beats_2std"] = table["delta_AP"] > 2 * base["AP_std"]
+    return table.reset_index()
+
+
+def markdown(table: pd.DataFrame, costs: pd.DataFrame) -> str:
+    table = table.merge(costs, on="arm", how="left") if len(costs) else table
+    lines = [
+        "| arm | AP (mean +/- std) | AP50 | head params | head FLOPs | delta AP vs default | > 2 std "
+        "| search time | search peak memory |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table.to_dict("records"):
+        time_s, memory = row.get("search_time_s"), row.get("search_peak_memory_mb")
+        cells = [
+            row["arm"],
+            f"{100 * row['AP_mean']:.1f} +/- {100 * row['AP_std']:.1f}",
+            f"{100 * row['AP50_mean']:.1f}",
+            f"{row['head_params'] / 1e6:.2f} M",
+            f"{row['head_flops'] / 1e9:.2f} G",
+            f"{100 * row.get('delta_AP', float('nan')):+.1f}",
+            "yes" if row.get("beats_2std") else "no",
+            "-" if pd.isna(time_s) else f"{time_s:.0f} s",
+            "-" if pd.isna(memory) else f"{memory:.0f} MB",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(table))
+    ax.bar(x, 100 * table["AP_mean"], yerr=100 * table["AP_std"].fillna(0), capsize=3)
+    ax.set_xticks(x, table["arm"], rotation=40, ha="right", fontsize=8)
+    ax.set_ylabel("AP on val (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace, base) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from opanas_ea import prepare_inputs
+
+    from raynas.training.launch import finished_run
+    from raynas.training.standalone import train
+
+    out = Path(args.out)
+    started = time.perf_counter()
+    prepare_inputs(base, smoke=args.smoke)  # data and pretrained body (a few steps in --smoke)
+    genotypes, costs = run_searches(base, args, out)
+    arms = plan_arms(genotypes, args)
+    rows, launched = [], 0
+    for seed in range(args.seeds):
+        for arm in arms:
+            cfg = replace(
+                base,
+                head=arm.head_for_seed[seed],
+                run=replace(base.run, name=f"{arm.slug}_seed{seed}", seed=seed),
+            )
+            launched += (
+                finished_run(Path(cfg.run.storage_path).resolve() / cfg.run.name, cfg.optim.epochs) is None
+            )
+            print(f"== {arm.label}, seed {seed} ==", flush=True)
+            result = train(cfg)
+            params, flops = head_cost(cfg, result.load_state()["num_classes"])
+            head = json.dumps(cfg.head, sort_keys=True) if cfg.head else "torchvision"
+            rows.append({"arm": arm.label, "seed": seed, **{k: result.metrics.get(k) for k in METRICS},
+                         "head_params": params, "head_flops": flops, "head": head})  # fmt: skip
+            frame = pd.DataFrame(rows)
+            for metric in METRICS:
+                frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
+            table = summarize(frame, arms[0].label)
+            atomic_write_text(out / "fad_evidence.csv", frame.to_csv(index=False))
+            atomic_write_text(out / "fad_evidence.md", markdown(table, pd.DataFrame(costs)))
+            plot(table, out / "fad_evidence.png")
+    record = {
+        "runs_started": launched,
+        "runs": len(rows),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "search_costs": costs,
+        "settings": vars(args),
+    }
+    atomic_write_json(out / "fad_evidence.json", record)
+    print("\n" + (out / "fad_evidence.md").read_text())
+    return record
+
+
+def check_and_run(args: argparse.Namespace) -> int:
+    from raynas.training.launch import ray_session
+
+    known = [s for _, s, _ in SEARCHED]
+    if args.arms and set(args.arms) - set(known):
+        raise ConfigError(f"--arms {sorted(set(args.arms) - set(known))} unknown; choose from {known}")
+    if (
+        min(args.seeds, args.search_epochs, args.epochs, args.train_images, args.c_prime, args.train_workers)
+        < 1
+    ):
+        raise ConfigError(
+            "--seeds, --search-epochs, --epochs, --train-images, --c-prime, --train-workers must be >= 1"
+        )
+    base = base_config(args)  # every setting checked before Ray starts
+    search_config(base, {}, "check", args)
+    with ray_session(args.address):
+        run(args, base)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.smoke:
+        args.seeds, args.search_epochs, args.epochs, args.c_prime = 1, 1, 1, 12
+        args.arms = args.arms or ["fad_full"]
+        args.data = args.data or "data/digits_smoke"
+    if args.paper:
+        args.c_prime, args.search_epochs, args.epochs = 96, 12, 12
+    args.data = args.data or "data/digits"
+    return run_main("fad_evidence", lambda: check_and_run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""``experiments/fad_evidence.py`` (FAD Table 2 on the proxy): the smoke run end to end in its own process,
+re-run without training again; a searched genotype.json retrains as it is (a head spec takes its path)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tiny_data import failure_text
+
+from raynas.spaces.fad import FADSpace
+from raynas.spaces.fad.head import FADHead
+from raynas.training.builders import head_factory
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def test_smoke_run_writes_all_outputs_and_skips_finished_runs(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, str(EXPERIMENTS / "fad_evidence.py"), "--smoke", "--out", str(out),
+               "--data", str(tmp_path / "data")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, failure_text(done)
+    rows = pd.read_csv(out / "fad_evidence.csv")
+    assert list(rows["arm"]) == ["FCOS head", "FAD random", "FAD searched"] and rows["AP"].notna().all()
+    assert rows.loc[rows["arm"] == "FCOS head", "head"].item() == "torchvision"
+    table = (out / "fad_evidence.md").read_text()
+    assert "| FAD searched |" in table and " MB |" in table  # search time and peak memory of the searched arm
+    assert (out / "fad_evidence.png").stat().st_size > 0
+    genotype = out / "genotypes" / "fad_full.json"
+    assert (out / "genotypes" / "fad_full.png").stat().st_size > 0
+    assert json.loads((out / "fad_evidence.json").read_text())["runs_started"] == 3
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert again.returncode == 0, failure_text(again)
+    assert json.loads((out / "fad_evidence.json").read_text())["runs_started"] == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "fad_evidence.csv"), rows)
+
+    # the written genotype retrains as it is: a head spec takes its path
+    head = head_factory({"type": "fad", "genotype": str(genotype), "c_prime": 12}, "fcos")(64, 1, 11)
+    assert isinstance(head, FADHead) and not head.searchable
+    arch = json.loads(genotype.read_text())["arch"]
+    assert FADSpace().to_config(head.genotype()) == arch
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "is not a file"),
+        ("{", "is not JSON"),
+        ('{"space": "opanas", "arch": {}}', "not a FAD genotype"),
+    ],
+)
+def test_a_bad_genotype_path_is_a_clear_error(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "genotype.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        head_factory({"type": "fad", "genotype": str(path)}, "fcos")
