@@ -26,6 +26,7 @@ Outputs in ``--out``: ``supernet_variants.csv`` / ``.md`` / ``.json`` / ``.png``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import replace
@@ -177,9 +178,10 @@ def markdown(table: pd.DataFrame, archs_path: str) -> str:
             f"[{row['kendall_tau_low']:.2f}, {row['kendall_tau_high']:.2f}] | {row['spearman_rho']:.2f} | "
             f"{100 * row['mean_supernet_AP']:.1f} | {row['epoch_time_s']:.0f} |"
         )
+    shown = os.path.relpath(archs_path) if Path(archs_path).is_absolute() else archs_path
     lines.append(
-        f"\n{int(table['n'].iloc[0])} architectures with measured standalone AP from `{archs_path}`; "
-        "super-net scores on the search split, standalone AP on val."
+        f"\n{int(table['n'].iloc[0])} architectures with measured standalone AP from `{shown}`; "
+        "super-net scores on the search split, standalone AP on val; s/epoch is the last epoch's."
     )
     return "\n".join(lines) + "\n"
 
