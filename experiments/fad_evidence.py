@@ -15,7 +15,8 @@ its derived head is retrained; every retrained arm uses one recipe (``--epochs``
 - ``FAD random``: the paper's random baseline (a random transformation per edge, two random incoming
   edges per node), one genotype per seed;
 - the ablations, each searched and then retrained: ``no RepShare``, ``no decoupling``, ``std only``,
-  ``sep only``, ``RF <= 5`` and ``RF <= 7`` (Table 2's subsets), ``DARTS ops``.
+  ``sep only``, ``RF <= 5`` and ``RF <= 7`` (Table 2's subsets), ``DARTS ops`` (Table 2's seven, with
+  an RF-7 op) and ``DARTS primitives`` (the seven DARTS searches, skip included).
 
 Search cost per searched arm: wall seconds and peak memory (CUDA allocated on a GPU, else the worker's
 resident size), Table 2's columns. Outputs in ``--out``: ``fad_evidence.csv`` (one row per arm and
@@ -56,7 +57,8 @@ SEARCHED = (
     ("sep only", "sep_only", {"streams": ["sep"]}),
     ("RF <= 5", "rf5", {"rf_max": 5}),
     ("RF <= 7", "rf7", {"rf_max": 7}),
-    ("DARTS ops", "darts_ops", {"ops": "darts"}),
+    ("DARTS ops", "darts_ops", {"ops": "darts", "repshare": False}),
+    ("DARTS primitives", "darts_primitives", {"ops": "darts_primitives", "repshare": False}),
 )
 
 

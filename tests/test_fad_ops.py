@@ -232,3 +232,25 @@ def test_repshare_representations_map_to_real_transformations():
         for src, dst in zip(path, real):
             dst.load_state_dict(src.state_dict())  # same shapes: the path IS the transformation
         assert torch.allclose(block(x, _one_hot(block, name)), real(x), atol=1e-6), name
+
+
+def test_darts_primitives_are_the_seven_darts_searches() -> None:
+    """``ops="darts_primitives"``: DARTS's PRIMITIVES (skip included, no RF-7 op) + none; a derived head
+    with ``skip_connect`` builds and runs."""
+    from raynas.spaces.fad import FADGenotype, fad_head_factory
+    from raynas.spaces.fad.ops import DARTS_PRIMITIVES
+
+    names = candidate_names("darts_primitives")
+    assert names == (
+        "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+        "dil_conv_5x5", NONE,
+    )  # fmt: skip
+    assert 7 not in DARTS_PRIMITIVES.values() and "conv_7x1_1x7" not in names
+    x = torch.randn(1, 8, 6, 6)
+    assert torch.equal(build_transformation("skip_connect", 8)(x), x)
+    cell = ("skip_connect", "sep_conv_3x3", "max_pool_3x3", NONE, "dil_conv_5x5", "skip_connect")
+    head = fad_head_factory("fcos", c_prime=8, genotype=FADGenotype(cell, cell))(32, 1, 11)
+    out = head([torch.randn(1, 32, 8, 8)])
+    assert out["cls_logits"].shape == (1, 64, 11)
+    searchable = fad_head_factory("fcos", c_prime=8, ops="darts_primitives", repshare=False)(32, 1, 11)
+    assert searchable.candidates == names

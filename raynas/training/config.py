@@ -244,7 +244,7 @@ class FADConfig:
     decouple: bool = True
     streams: list[str] = field(default_factory=lambda: ["std", "sep"])
     rf_max: int = 9
-    ops: Literal["fad", "darts"] = "fad"
+    ops: Literal["fad", "darts", "darts_primitives"] = "fad"
     arch_lr: float = 3e-4
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3

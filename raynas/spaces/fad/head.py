@@ -28,7 +28,7 @@ from torchvision.models.detection.retinanet import RetinaNetClassificationHead, 
 
 from raynas.spaces.fad.cells import EDGES, NUM_GROUPS, FADModule
 from raynas.spaces.fad.genotype import FADGenotype, FADSpace, derive
-from raynas.spaces.fad.ops import DARTS_TRANSFORMATIONS, FAD_TRANSFORMATIONS, NONE
+from raynas.spaces.fad.ops import DARTS_PRIMITIVES, DARTS_TRANSFORMATIONS, FAD_TRANSFORMATIONS, NONE
 from raynas.spaces.fad.repshare import BlockConfig
 
 KINDS = ("fcos", "retinanet")
@@ -38,7 +38,11 @@ DEFAULT_C_PRIME = 96  # Table 3: "Dim. 256 -> 96"
 def derived_space() -> FADSpace:
     """The space of genotypes a derived head can be built from: any search's candidates (FAD or DARTS ops,
     any stream / RF subset), so that the genotype of every ablation retrains."""
-    return FADSpace(candidates=(*FAD_TRANSFORMATIONS, *DARTS_TRANSFORMATIONS, NONE))
+    return FADSpace(
+        candidates=tuple(
+            dict.fromkeys((*FAD_TRANSFORMATIONS, *DARTS_TRANSFORMATIONS, *DARTS_PRIMITIVES, NONE))
+        )
+    )
 
 
 def _to_hwa(t: Tensor, per_anchor: int) -> Tensor:

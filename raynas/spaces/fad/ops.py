@@ -32,6 +32,11 @@ from every count in Table 1) and minus ``sep_conv_7x7`` (its doubled RF of 13 is
 paper's remark that pooling "was not helpful" (Sec. 3.1) is what this ablation measures. The RF column of
 Table 2 lists the conv RFs. Deviation from DARTS: conv -> GroupNorm -> ReLU order (Sec. 3.1) instead of
 DARTS's ReLU -> conv -> BatchNorm.
+
+``ops="darts_primitives"`` is the other reading: the seven primitives DARTS actually searches
+(``cnn/genotypes.py`` PRIMITIVES besides ``none``: both pools, ``skip_connect``, sep 3x3/5x5, dil 3x3/5x5),
+:data:`DARTS_PRIMITIVES`. It has no RF-7 op, so it cannot match Table 2's "RFs 5,7,9"; it is the op set a
+DARTS user would expect.
 """
 
 from __future__ import annotations
@@ -170,6 +175,18 @@ DARTS_TRANSFORMATIONS: dict[str, int] = {
     "avg_pool_3x3": 3,
 }
 
+# the primitives DARTS searches (see the module docstring): name -> receptive field
+DARTS_PRIMITIVES: dict[str, int] = {
+    "max_pool_3x3": 3,
+    "avg_pool_3x3": 3,
+    "skip_connect": 1,
+    "sep_conv_3x3": 5,
+    "sep_conv_5x5": 9,
+    "dil_conv_3x3": 5,
+    "dil_conv_5x5": 9,
+}
+OP_SETS = ("fad", "darts", "darts_primitives")
+
 RF_LEVELS: tuple[int, ...] = (3, 5, 7, 9)
 
 
@@ -178,14 +195,15 @@ def candidate_names(ops: str = "fad", streams: tuple[str, ...] = STREAMS, rf_max
 
     ``ops="fad"``: the stream's t1..t6 with RF <= ``rf_max`` (Table 2: ``rf_max=5`` is Subset 1 with 4
     transformations, ``7`` is Subset 2 with 8, ``9`` the full 12); ``streams`` picks Std. only / Sep. only.
-    ``ops="darts"``: the 7 DARTS transformations (``streams``/``rf_max`` must stay at their defaults).
+    ``ops="darts"``: the 7 DARTS transformations of Table 2; ``"darts_primitives"``: DARTS's 7 searched
+    primitives (``streams``/``rf_max`` must stay at their defaults for both).
     """
-    if ops == "darts":
+    if ops in ("darts", "darts_primitives"):
         if tuple(streams) != STREAMS or rf_max != 9:
-            raise ValueError("ops='darts' is a fixed op set; leave streams and rf_max at their defaults")
-        return (*DARTS_TRANSFORMATIONS, NONE)
+            raise ValueError(f"ops={ops!r} is a fixed op set; leave streams and rf_max at their defaults")
+        return (*(DARTS_TRANSFORMATIONS if ops == "darts" else DARTS_PRIMITIVES), NONE)
     if ops != "fad":
-        raise ValueError(f"unknown op set {ops!r}; expected 'fad' or 'darts'")
+        raise ValueError(f"unknown op set {ops!r}; expected one of {OP_SETS}")
     if not streams or any(s not in STREAMS for s in streams) or len(set(streams)) != len(streams):
         raise ValueError(f"streams must be a non-empty subset of {STREAMS} without repeats, got {streams!r}")
     if rf_max not in RF_LEVELS[1:]:
@@ -203,6 +221,8 @@ def receptive_field(name: str) -> int:
         return FAD_TRANSFORMATIONS[name].rf
     if name in DARTS_TRANSFORMATIONS:
         return DARTS_TRANSFORMATIONS[name]
+    if name in DARTS_PRIMITIVES:
+        return DARTS_PRIMITIVES[name]
     raise ValueError(f"unknown transformation {name!r}")
 
 
@@ -225,11 +245,12 @@ def build_transformation(name: str, channels: int) -> nn.Sequential:
         "conv_7x1_1x7": [FactorizedConv7(channels)],
         "max_pool_3x3": [Pool3x3("max")],
         "avg_pool_3x3": [Pool3x3("avg")],
+        "skip_connect": [nn.Identity()],  # no new representation: not a Unit
     }.get(name)
     if darts is None:
         raise ValueError(
             f"unknown transformation {name!r}; expected one of {sorted(FAD_TRANSFORMATIONS)} "
-            f"or {sorted(DARTS_TRANSFORMATIONS)}"
+            f"or {sorted({**DARTS_TRANSFORMATIONS, **DARTS_PRIMITIVES})}"
         )
     return nn.Sequential(*darts)
 
