@@ -72,11 +72,13 @@ def test_smoke_run_trains_searches_and_prints_the_comparison(tmp_path: Path) -> 
     assert "== super-net training" in stdout and "== strategies compared" in stdout
     assert "== standalone FPN reference" in stdout and "x the standalone FPN's" in stdout
     table = stdout.split("== strategies compared (Tune result tables) ==")[1].strip().splitlines()
-    header = ["strategy", "best_AP", "top5_mean_AP", "mean_AP", "evaluations", "wall_time_s"]
+    header = ["strategy", "supernet_sampling", "supernet_gamma", "supernet_train_paths", "best_AP",
+              "top5_mean_AP", "mean_AP", "evaluations", "wall_time_s"]  # fmt: skip
     assert table[0].split() == header
     rows = {line.split()[0]: line.split() for line in table[1:3]}
     assert set(rows) == {"evolution", "random"}
-    assert rows["evolution"][4] == rows["random"][4] == "8"  # same budget: 4 x (1 + 1)
+    assert rows["evolution"][1:4] == ["fair", "True", "parameterised"]  # how the super-net was trained
+    assert rows["evolution"][7] == rows["random"][7] == "8"  # same budget: 4 x (1 + 1)
     assert "-- top 5 evolution --" in stdout and "-- top 5 random --" in stdout
 
     (checkpoint,) = [p for p in (out / "supernet").glob("checkpoint_*") if p.is_dir()]
