@@ -1,7 +1,7 @@
 """Compare search strategies: existing result folders, or a full side-by-side run (OPANAS Tables 5/6).
 
     python experiments/compare_strategies.py runs/opanas_ea/search [more/search/dirs ...] [--out cmp.png]
-    python experiments/compare_strategies.py --run                 # all strategies, ~25 min on 2 cores (super-nets reused)
+    python experiments/compare_strategies.py --run                 # ~25 min, super-nets reused
     python experiments/compare_strategies.py --run --retrain       # + 3-seed standalone training of each best
     python experiments/compare_strategies.py --run --smoke         # tiny data (CI)
 
