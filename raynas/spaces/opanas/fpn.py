@@ -111,6 +111,16 @@ class PyramidDAGNeck(nn.Module, abc.ABC):
     def _new_path(self, name: str) -> nn.Module:
         return build_path(name, self.out_channels, self.num_levels, self.deformable, self.norm)
 
+    def _every_path_on_every_edge(self) -> nn.ModuleDict:
+        """``edges[e{i}_{j}][path]`` for the four parameterised paths of every edge: the weights of the
+        super-net and of the DARTS relaxation (both run any path on any edge)."""
+        return nn.ModuleDict(
+            {
+                edge_key(i, j): nn.ModuleDict({name: self._new_path(name) for name in PARAMETERISED_PATHS})
+                for i, j in self.space.pairs
+            }
+        )
+
     def input_pyramid(self, features: dict[str, Tensor]) -> tuple[list[Tensor], list[str], list[Tensor]]:
         """Input node ``P``: laterals (and a parameterised extra block); returns pyramid, names, body."""
         if len(features) != len(self.lateral):

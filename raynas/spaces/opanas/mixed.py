@@ -30,8 +30,8 @@ from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
 from raynas.spaces.opanas.fpn import PyramidDAGNeck
-from raynas.spaces.opanas.paths import PARAMETERISED_PATHS, PATH_NAMES
-from raynas.spaces.opanas.space import OPANASArch, OPANASSpace, edge_key
+from raynas.spaces.opanas.paths import PATH_NAMES
+from raynas.spaces.opanas.space import OPANASArch, OPANASSpace
 
 RELAXATIONS = ("softmax", "sigmoid")
 ZERO_ONE_WEIGHT = 10.0
@@ -63,12 +63,7 @@ class OPANASMixedNeck(PyramidDAGNeck):
         self.candidates: tuple[str, ...] = (
             PATH_NAMES if relaxation == "softmax" else tuple(p for p in PATH_NAMES if p != "none")
         )
-        self.edges = nn.ModuleDict(
-            {
-                edge_key(i, j): nn.ModuleDict({name: self._new_path(name) for name in PARAMETERISED_PATHS})
-                for i, j in self.space.pairs
-            }
-        )
+        self.edges = self._every_path_on_every_edge()
         # DARTS's initialisation: small random alphas, so no path starts favoured
         self.alphas = nn.Parameter(1e-3 * torch.randn(self.space.num_edges, len(self.candidates)))
 

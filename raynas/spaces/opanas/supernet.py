@@ -49,12 +49,7 @@ class OPANASSupernet(PyramidDAGNeck):
         learn_gamma: bool = True,
     ) -> None:
         super().__init__(in_channels_list, out_channels, extra_blocks, num_nodes, deformable, norm, extra_on)
-        self.edges = nn.ModuleDict(
-            {
-                edge_key(i, j): nn.ModuleDict({name: self._new_path(name) for name in PARAMETERISED_PATHS})
-                for i, j in self.space.pairs
-            }
-        )
+        self.edges = self._every_path_on_every_edge()
         gamma = torch.full((self.space.num_edges,), float(gamma_init))
         self.learn_gamma = learn_gamma
         if learn_gamma:
