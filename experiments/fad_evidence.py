@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kind", default="fcos", choices=["fcos", "retinanet"])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per retrained arm")
     parser.add_argument("--search-epochs", type=int, default=2, help="DARTS epochs per searched arm")
-    parser.add_argument("--epochs", type=int, default=2, help="retraining epochs (decay in the last)")
-    parser.add_argument("--train-images", type=int, default=400, help="training images (a seeded subset)")
+    parser.add_argument("--epochs", type=int, default=4, help="retraining epochs (decay in the last)")
+    parser.add_argument("--train-images", type=int, default=600, help="training images (a seeded subset)")
     parser.add_argument("--c-prime", type=int, default=24, help="FAD block width c' (paper: 96)")
     parser.add_argument(
         "--arms",
@@ -99,7 +99,9 @@ def base_config(args: argparse.Namespace):
     """Data, model and schedule shared by every search and every retraining run."""
     from raynas.training.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 
-    data = DataConfig(root=args.data, max_train_images=args.train_images, max_val_images=200)
+    data = DataConfig(
+        root=args.data, max_train_images=args.train_images, max_val_images=200, batch_size=4
+    )  # the main job's batch
     model = ModelConfig(
         kind=args.kind, out_channels=64, min_size=128, max_size=128, backbone_weights="proxy",
         trainable_backbone_layers=3,

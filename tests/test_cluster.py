@@ -72,7 +72,7 @@ def test_config_passes_ray_up_checks(name: str, offline: None) -> None:
     assert prepared["head_node_type"] in prepared["available_node_types"]
     assert prepared["docker"] == {}
     # `ray up` merged the shared setup into head and worker setup (util.merge_setup_commands)
-    assert prepared["worker_setup_commands"][-1] == "pip install -e ~/raynas"
+    assert prepared["worker_setup_commands"][-1] == "bash ~/raynas/scripts/node_setup.sh"
 
 
 def test_aws_config_layout(offline: None) -> None:
@@ -105,9 +105,11 @@ def test_config_installs_this_checkout_with_pinned_stack(name: str) -> None:
     config = load(name)
     assert config["file_mounts"] == {"~/raynas": "."}
     assert (ROOT / config["file_mounts"]["~/raynas"] / "pyproject.toml").is_file()
-    setup = " ".join(config["setup_commands"])
-    assert "pip install -e ~/raynas" in setup
-    pins = dict(re.findall(r'"([A-Za-z_-]+)(?:\[[^\]]*\])?==([^"]+)"', setup))
+    assert config["setup_commands"][-1] == "bash ~/raynas/scripts/node_setup.sh"
+    setup = (ROOT / "scripts" / "node_setup.sh").read_text()
+    assert 'pip install -e "$CHECKOUT"' in setup
+    (stack,) = re.findall(r"^STACK=\((.*)\)$", setup, flags=re.MULTILINE)
+    pins = dict(re.findall(r'"([A-Za-z_-]+)(?:\[[^\]]*\])?==([^"]+)"', stack))
     assert set(pins) == {"torch", "torchvision", "ray"}
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = {Requirement(dep).name: Requirement(dep) for dep in project["dependencies"]}
