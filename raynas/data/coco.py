@@ -44,7 +44,8 @@ class DetectionDataset(Dataset):
     """A detection dataset backed by a pycocotools ``COCO`` index (shared by COCO JSON and VOC XML).
 
     Item: ``(image FloatTensor[3,H,W] in [0,1], {"boxes": float32[n,4] xyxy, "labels": int64[n],
-    "image_id": int})``; ``labels`` are the category ids. ``iscrowd=1`` annotations stay in ``coco`` (so
+    "image_id": int})``, plus ``"masks": uint8[n,H,W]`` (instance masks, for Mask R-CNN) when built with
+    ``masks=True``; ``labels`` are the category ids. ``iscrowd=1`` annotations stay in ``coco`` (so
     COCOeval ignores detections on them) but are left out of the training targets. Boxes are clipped to
     the image (annotations may overhang by ``BOX_TOLERANCE_PX``); a box left empty by clipping is dropped.
 
@@ -60,6 +61,7 @@ class DetectionDataset(Dataset):
         transforms: Transform | None,
         image_sources: Mapping[int, str] | None = None,
         drop_empty_boxes: bool = False,
+        masks: bool = False,
     ) -> None:
         dropped = validate_coco_dict(data, source, image_sources, drop_empty_boxes)
         if dropped:
@@ -79,8 +81,10 @@ class DetectionDataset(Dataset):
         self.category_names: dict[int, str] = {c["id"]: str(c["name"]) for c in data["categories"]}
         self.num_classes = max(self.category_names) + 1
         self.image_ids: list[int] = [img["id"] for img in data["images"]]
+        self.masks = masks
         self._boxes: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
+        self._anns: list[list[dict[str, Any]]] = []  # the annotations behind each item's boxes, in order
         for iid in self.image_ids:
             img = self.coco.imgs[iid]
             anns = [a for a in self.coco.imgToAnns.get(iid, []) if not (a["iscrowd"] or a["id"] in dropped)]
@@ -93,6 +97,36 @@ class DetectionDataset(Dataset):
             )  # a sliver beyond the border is empty
             self._boxes.append(xyxy[keep].astype(np.float32))
             self._labels.append(np.array([a["category_id"] for a in anns], dtype=np.int64).reshape(-1)[keep])
+            self._anns.append([a for a, k in zip(anns, keep, strict=True) if k])
+        if masks:
+            self._check_segmentations()
+
+    def _check_segmentations(self) -> None:
+        """Every training annotation needs a ``segmentation`` (polygons or RLE) when masks are asked for."""
+        for iid, anns in zip(self.image_ids, self._anns, strict=True):
+            for ann in anns:
+                if not ann.get("segmentation"):
+                    raise DatasetError(
+                        f"{self._where(iid)}: image id {iid}, annotation id {ann['id']}: no 'segmentation'; "
+                        "instance masks (Mask R-CNN) need polygons or RLE on every annotation (for the "
+                        "digits data, generate it again with `raynas data digits --out DIR`)"
+                    )
+
+    def load_masks(self, index: int) -> torch.Tensor:
+        """Instance masks of item ``index``, uint8 [n, H, W] in the order of its boxes."""
+        image_id = self.image_ids[index]
+        record = self.coco.imgs[image_id]
+        masks = np.zeros((len(self._anns[index]), record["height"], record["width"]), dtype=np.uint8)
+        for k, ann in enumerate(self._anns[index]):
+            try:
+                masks[k] = self.coco.annToMask(ann)
+            except (ValueError, TypeError, KeyError, IndexError) as err:
+                raise DatasetError(
+                    f"{self._where(image_id)}: image id {image_id}, annotation id {ann['id']}: cannot decode "
+                    f"its segmentation ({type(err).__name__}: {err}); give polygons [[x1, y1, ...]] or "
+                    "RLE {'size': [H, W], 'counts': ...} of the image's size"
+                ) from None
+        return torch.from_numpy(masks)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -145,6 +179,8 @@ class DetectionDataset(Dataset):
             "labels": torch.from_numpy(self._labels[index].copy()),
             "image_id": int(self.image_ids[index]),
         }
+        if self.masks:
+            target["masks"] = self.load_masks(index)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
@@ -185,6 +221,7 @@ class CocoDetection(DetectionDataset):
     the JSON are reported when the image is loaded, or all at once by :meth:`check_files`.
     ``drop_empty_boxes=True`` tolerates zero-size boxes instead (needed for COCO train2017, which has two):
     they stay in ``coco`` for evaluation, as in the official protocol, and are left out of the targets.
+    ``masks=True`` adds instance masks to the targets; every annotation then needs a ``segmentation``.
     """
 
     def __init__(
@@ -194,7 +231,11 @@ class CocoDetection(DetectionDataset):
         transforms: Transform | None = None,
         *,
         drop_empty_boxes: bool = False,
+        masks: bool = False,
     ) -> None:
         self.annotation_file = Path(annotation_file)
         data = load_coco_json(self.annotation_file)
-        self._index(image_dir, data, str(self.annotation_file), transforms, drop_empty_boxes=drop_empty_boxes)
+        self._index(
+            image_dir, data, str(self.annotation_file), transforms, drop_empty_boxes=drop_empty_boxes,
+            masks=masks,
+        )  # fmt: skip

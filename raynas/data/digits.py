@@ -79,13 +79,16 @@ def _colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
 
 def _render(
     rng: np.random.Generator, size: int, scans: np.ndarray, labels: np.ndarray
-) -> tuple[np.ndarray, list[tuple[int, int, int, int]], list[int]]:
-    """One canvas: uint8[size, size, 3], tight xyxy ink boxes (pixel edges) and digit labels."""
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]], list[int], list[np.ndarray]]:
+    """One canvas: uint8[size, size, 3], tight xyxy ink boxes (pixel edges), digit labels and instance masks
+    (bool[size, size]: the glyph's own ink pixels, ``alpha > INK_THRESHOLD``, so each mask's bounding box is
+    its box; a later digit may paint over part of an earlier one, whose mask and box stay whole)."""
     background = rng.uniform(0.0, 255.0, 3)
     canvas = np.empty((size, size, 3), dtype=np.float32)
     canvas[:] = background
     boxes: list[tuple[int, int, int, int]] = []
     classes: list[int] = []
+    masks: list[np.ndarray] = []
     log_min, log_max = math.log(MIN_SIDE_PX), math.log(size // 2)
     for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
         for _ in range(PLACEMENT_TRIES):
@@ -105,9 +108,12 @@ def _render(
             region += (_colour(rng, background) - region) * alpha[..., None]
             boxes.append(box)
             classes.append(int(labels[pick]))
+            mask = np.zeros((size, size), dtype=bool)
+            mask[top : top + height, left : left + width] = alpha > INK_THRESHOLD
+            masks.append(mask)
             break
     canvas += rng.normal(0.0, rng.uniform(2.0, 20.0), canvas.shape)
-    return canvas.round().clip(0, 255).astype(np.uint8), boxes, classes
+    return canvas.round().clip(0, 255).astype(np.uint8), boxes, classes, masks
 
 
 def _progress(label: str, done: int, total: int) -> None:
@@ -130,14 +136,14 @@ def _write_split(
     for index in range(count):
         # one generator per image: image i does not depend on how many images are generated
         rng = np.random.default_rng([seed, split_code, index])
-        pixels, boxes, classes = _render(rng, image_size, scans, labels)
+        pixels, boxes, classes, masks = _render(rng, image_size, scans, labels)
         file_name = f"{index:06d}.png"
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG")
         (out_dir / split / file_name).write_bytes(buffer.getvalue())  # a staging folder: see generate_digits
         image_id = index + 1
         images.append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size})
-        for (x1, y1, x2, y2), digit in zip(boxes, classes):
+        for (x1, y1, x2, y2), digit, mask in zip(boxes, classes, masks, strict=True):
             w, h = x2 - x1, y2 - y1
             annotations.append(
                 {
@@ -145,8 +151,9 @@ def _write_split(
                     "image_id": image_id,
                     "category_id": digit + 1,
                     "bbox": [x1, y1, w, h],
-                    "area": w * h,
+                    "area": w * h,  # the box's: box and mask AP use the same small/medium/large split
                     "iscrowd": 0,
+                    "segmentation": encode_mask(mask),
                 }
             )
         if progress and ((index + 1) % step == 0 or index + 1 == count):
@@ -168,6 +175,14 @@ def _write_split(
             "categories": [{"id": d + 1, "name": str(d), "supercategory": "digit"} for d in range(10)],
         },
     )
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """A binary mask [H, W] as COCO compressed RLE (``{"size": [H, W], "counts": str}``), JSON-ready."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def digits_settings(root: str | os.PathLike) -> dict[str, int] | None:
@@ -196,7 +211,8 @@ def generate_digits(
     """Write the digits detection dataset as PNG + COCO JSON and return ``out_dir``.
 
     Layout: ``out_dir/{train,val}/NNNNNN.png`` and ``out_dir/annotations/instances_{train,val}.json``;
-    10 categories named "0".."9" with ids 1..10 (so ``num_classes`` = 11). Each image has 1-6 digits of
+    10 categories named "0".."9" with ids 1..10 (so ``num_classes`` = 11); every annotation has an instance
+    mask (``segmentation``, compressed RLE of the glyph's ink pixels). Each image has 1-6 digits of
     log-uniform size (8 px to ``image_size // 2``), random colours on a random background with gaussian
     noise; boxes are tight around the ink, overlaps are capped (IoU <= 0.3). Val images are drawn from
     digit scans never used for train (every 5th scan of each class is held out, whatever the seed), so

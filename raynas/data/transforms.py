@@ -17,13 +17,17 @@ Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
 
 
 def hflip(image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
-    """Mirror the image left-right; an xyxy box ``(x1, y1, x2, y2)`` becomes ``(W - x2, y1, W - x1, y2)``."""
+    """Mirror the image left-right; an xyxy box ``(x1, y1, x2, y2)`` becomes ``(W - x2, y1, W - x1, y2)``,
+    instance masks (``target["masks"]``, [n, H, W]) are mirrored with the pixels."""
     width = image.shape[-1]
     boxes = target["boxes"]
     flipped = boxes.clone()
     flipped[:, 0] = width - boxes[:, 2]
     flipped[:, 2] = width - boxes[:, 0]
-    return image.flip(-1), {**target, "boxes": flipped}
+    target = {**target, "boxes": flipped}
+    if "masks" in target:
+        target["masks"] = target["masks"].flip(-1)
+    return image.flip(-1), target
 
 
 class RandomHorizontalFlip:

@@ -65,7 +65,13 @@ class VOCDetection(DetectionDataset):
         image_set: str = "train",
         class_names: Sequence[str] = VOC_CLASSES,
         transforms: Transform | None = None,
+        masks: bool = False,
     ) -> None:
+        if masks:
+            raise DatasetError(
+                f"{root}: Pascal VOC detection annotations hold boxes only; instance masks (Mask R-CNN) need "
+                "a COCO-format dataset whose annotations have 'segmentation'"
+            )
         self.root = Path(root)
         self.class_names = tuple(class_names)
         if not self.class_names or len(set(self.class_names)) != len(self.class_names):

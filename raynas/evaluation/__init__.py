@@ -1,4 +1,4 @@
-"""Evaluation: COCO box mAP (pycocotools), parameters, FLOPs, latency, rank agreement (no Ray here)."""
+"""Evaluation: COCO box and mask mAP (pycocotools), params, FLOPs, latency, rank agreement (no Ray here)."""
 
 from raynas.evaluation.coco_eval import METRIC_NAMES, coco_metrics_from_detections, evaluate_coco
 from raynas.evaluation.complexity import count_flops, count_params, measure_latency

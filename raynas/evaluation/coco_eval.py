@@ -1,4 +1,8 @@
-"""COCO box mAP of a torchvision-style detector with pycocotools ``COCOeval``.
+"""COCO box and mask mAP of a torchvision-style detector with pycocotools ``COCOeval``.
+
+Box metrics are named ``AP``, ``AP50``, ..., mask metrics (``iou_types=("bbox", "segm")``, Mask R-CNN)
+``mask_AP``, ``mask_AP50``, ...; predicted masks are thresholded at 0.5 and RLE-encoded
+(``pycocotools.mask.encode``), as torchvision's reference evaluation does.
 
 Metric convention: values in [0, 1]; ``float("nan")`` where COCOeval reports -1, i.e. the evaluated images
 hold no ground-truth object at all (AP, AP50, AP75) or none of that size (APs < 32^2 <= APm < 96^2 <= APl
@@ -10,16 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+IOU_TYPES = ("bbox", "segm")
+MASK_PREFIX = "mask_"  # segm metrics: mask_AP, mask_AP50, ...
+MASK_THRESHOLD = 0.5
 
 
 def _results_coco(coco_gt: COCO, detections: list[dict[str, Any]]) -> COCO:
@@ -41,12 +50,16 @@ def coco_metrics_from_detections(
     detections: list[dict[str, Any]],
     image_ids: Iterable[int],
     max_detections: int = 100,
+    iou_type: str = "bbox",
 ) -> dict[str, float]:
-    """COCO bbox metrics of ``detections`` on the images ``image_ids`` of ``coco_gt``.
+    """COCO metrics of ``detections`` on the images ``image_ids`` of ``coco_gt``.
 
-    ``detections``: COCO result dicts ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``.
+    ``detections``: COCO result dicts ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``, or
+    with ``"segmentation"`` (RLE) instead of ``"bbox"`` for ``iou_type="segm"``.
     Returns ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` (NaN convention: see the module docstring).
     """
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     image_ids = sorted({int(i) for i in image_ids})
     if not image_ids:
         raise ValueError("no image ids to evaluate: the loader yielded no images")
@@ -59,7 +72,7 @@ def coco_metrics_from_detections(
         )
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = _results_coco(coco_gt, detections)
-        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
         evaluator.params.imgIds = image_ids
         evaluator.params.maxDets = [1, 10, max_detections]
         evaluator.evaluate()
@@ -98,25 +111,63 @@ def _to_detections(
     ]
 
 
+def _to_mask_detections(
+    output: dict[str, torch.Tensor], image_id: int, max_detections: int
+) -> list[dict[str, Any]]:
+    """One image's predicted masks ([n, 1, H, W] probabilities) as COCO segm results (compressed RLE)."""
+    if "masks" not in output:
+        raise ValueError(
+            "iou_types includes 'segm' but the model's outputs have no 'masks'; mask AP needs an "
+            "instance-segmentation model (kind='mask_rcnn')"
+        )
+    scores = output["scores"].detach().float().cpu()
+    order = scores.argsort(descending=True)[:max_detections]
+    masks = (output["masks"].detach().cpu()[order, 0] > MASK_THRESHOLD).numpy().astype(np.uint8)
+    labels = output["labels"].cpu()[order].tolist()
+    detections = []
+    for mask, label, score in zip(masks, labels, scores[order].tolist(), strict=True):
+        rle = mask_utils.encode(np.asfortranarray(mask))
+        rle["counts"] = rle["counts"].decode("ascii")
+        detections.append(
+            {"image_id": image_id, "category_id": int(label), "segmentation": rle, "score": float(score)}
+        )
+    return detections
+
+
+def _check_gt_masks(coco_gt: COCO, image_ids: list[int]) -> None:
+    for ann in coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=image_ids)):
+        if not ann.get("segmentation"):
+            raise ValueError(
+                f"annotation id {ann['id']} (image id {ann['image_id']}) has no 'segmentation': mask AP "
+                "needs ground-truth masks on every annotation (digits: generate them with "
+                "`raynas data digits --out DIR`)"
+            )
+
+
 def evaluate_coco(
     model: nn.Module,
     loader: DataLoader,
     device: torch.device | str | None = None,
     max_detections: int = 100,
+    iou_types: Sequence[str] = ("bbox",),
 ) -> dict[str, float]:
-    """COCO bbox metrics of ``model`` on every image ``loader`` yields, against ``loader.dataset.coco``.
+    """COCO metrics of ``model`` on every image ``loader`` yields, against ``loader.dataset.coco``.
 
     The loader yields ``(list[image tensor], list[target dict with "image_id"])``; only the image ids it
     yields are evaluated (so a ``Subset`` or a partial loader is scored on its own images). Images are
     moved to ``device`` (default: the model's; the model itself is not moved). The model runs in eval
-    mode and gets its training flag back afterwards.
+    mode and gets its training flag back afterwards. ``iou_types``: ``"bbox"`` gives ``AP``, ``AP50``, ...;
+    ``"segm"`` gives ``mask_AP``, ``mask_AP50``, ... (the model must output ``masks``).
     """
+    unknown = sorted(set(iou_types) - set(IOU_TYPES))
+    if unknown or not iou_types:
+        raise ValueError(f"iou_types must be a non-empty subset of {IOU_TYPES}, got {tuple(iou_types)}")
     coco_gt = _base_coco_dataset(loader.dataset).coco
     if device is None:
         device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    detections: list[dict[str, Any]] = []
+    detections: dict[str, list[dict[str, Any]]] = {iou_type: [] for iou_type in iou_types}
     image_ids: list[int] = []
     try:
         with torch.inference_mode():
@@ -125,7 +176,17 @@ def evaluate_coco(
                 for output, target in zip(outputs, targets, strict=True):
                     image_id = int(target["image_id"])
                     image_ids.append(image_id)
-                    detections.extend(_to_detections(output, image_id, max_detections))
+                    if "bbox" in detections:
+                        detections["bbox"].extend(_to_detections(output, image_id, max_detections))
+                    if "segm" in detections:
+                        detections["segm"].extend(_to_mask_detections(output, image_id, max_detections))
     finally:
         model.train(was_training)
-    return coco_metrics_from_detections(coco_gt, detections, image_ids, max_detections)
+    metrics: dict[str, float] = {}
+    if "bbox" in detections:
+        metrics.update(coco_metrics_from_detections(coco_gt, detections["bbox"], image_ids, max_detections))
+    if "segm" in detections:
+        _check_gt_masks(coco_gt, image_ids)
+        segm = coco_metrics_from_detections(coco_gt, detections["segm"], image_ids, max_detections, "segm")
+        metrics.update({MASK_PREFIX + name: value for name, value in segm.items()})
+    return metrics

@@ -1,5 +1,5 @@
-"""``build_detector``: torchvision's FCOS / RetinaNet / Faster R-CNN (and a Cascade R-CNN built from
-torchvision's parts, :mod:`raynas.models.cascade`) from a body, a neck and a head.
+"""``build_detector``: torchvision's FCOS / RetinaNet / Faster R-CNN / Mask R-CNN (and a Cascade R-CNN built
+from torchvision's parts, :mod:`raynas.models.cascade`) from a body, a neck and a head.
 
 The pieces are composed, not re-implemented: a body from :mod:`raynas.models.backbones`, a neck (torchvision's
 FPN or any factory with its signature, e.g. a searched OPANAS FPN) and torchvision's detector classes, which
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from torch import nn
-from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops.feature_pyramid_network import (
     ExtraFPNBlock,
@@ -26,9 +26,11 @@ from raynas.models.cascade import CascadeRCNN
 
 NeckFactory = Callable[[list[int], int, ExtraFPNBlock], nn.Module]
 HeadFactory = Callable[[int, int, int], nn.Module]
+MaskHeadFactory = Callable[[int], nn.Module]  # in_channels -> module on the RoI features
 
-DETECTORS = ("fcos", "retinanet", "faster_rcnn", "cascade_rcnn")
-TWO_STAGE = ("faster_rcnn", "cascade_rcnn")
+DETECTORS = ("fcos", "retinanet", "faster_rcnn", "cascade_rcnn", "mask_rcnn")
+TWO_STAGE = ("faster_rcnn", "cascade_rcnn", "mask_rcnn")
+MASK_HEAD_CHANNELS = 256  # MaskRCNNHeads' width, what torchvision's MaskRCNNPredictor reads
 NECKS = ("fpn",)
 
 # torchvision's defaults, tuned for images resized to ~800 px (FCOS: anchor = stride of P3..P7, one per
@@ -40,11 +42,13 @@ TORCHVISION_ANCHOR_SIZES: dict[str, tuple[tuple[float, ...], ...]] = {
     "faster_rcnn": ((32,), (64,), (128,), (256,), (512,)),
 }
 TORCHVISION_ANCHOR_SIZES["cascade_rcnn"] = TORCHVISION_ANCHOR_SIZES["faster_rcnn"]  # the same RPN
+TORCHVISION_ANCHOR_SIZES["mask_rcnn"] = TORCHVISION_ANCHOR_SIZES["faster_rcnn"]
 ASPECT_RATIOS: dict[str, tuple[float, ...]] = {
     "fcos": (1.0,),
     "retinanet": (0.5, 1.0, 2.0),
     "faster_rcnn": (0.5, 1.0, 2.0),
     "cascade_rcnn": (0.5, 1.0, 2.0),
+    "mask_rcnn": (0.5, 1.0, 2.0),
 }
 MIN_ANCHOR_PX = 4.0
 
@@ -106,6 +110,7 @@ def build_detector(
     backbone: str = "resnet18",
     neck: str | NeckFactory = "fpn",
     head: HeadFactory | None = None,
+    mask_head: MaskHeadFactory | None = None,
     num_classes: int = 11,
     min_size: int = 128,
     max_size: int | None = None,
@@ -119,11 +124,15 @@ def build_detector(
     """Build a torchvision detector; ``model.backbone`` is a :class:`BackboneWithNeck`.
 
     - ``kind``: ``"fcos"``, ``"retinanet"`` (body levels C3-C5 + P6/P7 from P5, as torchvision's
-      reference builders), ``"faster_rcnn"`` (C2-C5 + max-pooled "pool" level) or ``"cascade_rcnn"``
-      (the same body, neck and RPN; three box stages at IoU 0.5/0.6/0.7, :class:`CascadeRCNN`).
+      reference builders), ``"faster_rcnn"`` (C2-C5 + max-pooled "pool" level), ``"cascade_rcnn"``
+      (the same body, neck and RPN; three box stages at IoU 0.5/0.6/0.7, :class:`CascadeRCNN`) or
+      ``"mask_rcnn"`` (Faster R-CNN's body, neck, RPN and box head plus torchvision's mask branch).
     - ``neck``: ``"fpn"`` or a factory ``(in_channels_list, out_channels, extra_blocks) -> nn.Module``.
     - ``head``: None (torchvision's head) or, for FCOS/RetinaNet, a factory
       ``(in_channels, num_anchors, num_classes) -> nn.Module`` honouring torchvision's head contract.
+    - ``mask_head``: for Mask R-CNN, None (torchvision's four 3x3 convs) or a factory
+      ``(in_channels) -> nn.Module`` mapping the 14x14 RoI features to ``MASK_HEAD_CHANNELS`` channels
+      (e.g. a FAD mask head); the deconvolution and mask predictor stay torchvision's.
     - ``num_classes`` includes background 0 (COCO: 91); labels are the dataset's category ids.
     - ``min_size``/``max_size``: torchvision's resize; ``max_size`` defaults to ``min_size * 1333 / 800``.
     - ``anchor_sizes``: one tuple of sizes per level (or one number per level); default
@@ -136,9 +145,11 @@ def build_detector(
         raise ValueError(f"unknown detector kind '{kind}'; valid kinds: {list(DETECTORS)}")
     if head is not None and kind in TWO_STAGE:
         raise ValueError(
-            "a custom head is for one-stage detectors (kind='fcos' or 'retinanet'); Faster and Cascade "
-            "R-CNN keep their RPN and box heads"
+            "a custom head is for one-stage detectors (kind='fcos' or 'retinanet'); Faster, Cascade and "
+            "Mask R-CNN keep their RPN and box heads (Mask R-CNN takes a custom mask_head)"
         )
+    if mask_head is not None and kind != "mask_rcnn":
+        raise ValueError(f"mask_head is for kind='mask_rcnn', got kind={kind!r}")
     if kind == "fcos" and head is None and (out_channels % 32 or out_channels < 64):
         # GroupNorm(32, 32) on the 1x1 P7 map of a small image, batch 1, normalises single values: error.
         raise ValueError(
@@ -172,6 +183,10 @@ def build_detector(
         return FasterRCNN(model_backbone, **common)
     if kind == "cascade_rcnn":
         return CascadeRCNN(model_backbone, **common)
+    if kind == "mask_rcnn":
+        if mask_head is not None:
+            common["mask_head"] = mask_head(model_backbone.out_channels)
+        return MaskRCNN(model_backbone, **common)
     if head is not None:
         num_anchors = detector_kwargs[anchor_key].num_anchors_per_location()[0]
         common["head"] = head(model_backbone.out_channels, num_anchors, num_classes)
