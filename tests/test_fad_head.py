@@ -19,7 +19,6 @@ from raynas.spaces.fad import (
     build_transformation,
     candidate_names,
     fad_head_factory,
-    fad_mask_head,
     head_cost,
 )
 from raynas.spaces.fad.cells import DerivedEdge, FADModule, SearchCell
@@ -220,15 +219,15 @@ def test_module_groups_shortcut_and_cells_per_group():
         module(x, weights[:, :5])
 
 
-def test_errors_and_not_implemented():
+def test_errors():
     with pytest.raises(ValueError, match="kind"):
         fad_head_factory("yolo")
     with pytest.raises(ValueError, match="only apply to the searchable head"):
         fad_head_factory(genotype=GENOTYPE, decouple=False)
     with pytest.raises(ValueError, match="node 1: no incoming edge"):
         FADHead(C, 1, NUM_CLASSES, genotype=FADGenotype((NONE,) * 6, GENOTYPE.group2))
-    with pytest.raises(NotImplementedError, match="FAD mask-head search"):
-        fad_mask_head(C)
+    with pytest.raises(ValueError, match="expected 2 cell group.*a mask head"):
+        FADHead(C, 1, NUM_CLASSES, genotype=FADGenotype(GENOTYPE.group1))
 
 
 def test_a_darts_ops_genotype_retrains_through_the_config_builder():

@@ -30,7 +30,6 @@ MaskHeadFactory = Callable[[int], nn.Module]  # in_channels -> module on the RoI
 
 DETECTORS = ("fcos", "retinanet", "faster_rcnn", "cascade_rcnn", "mask_rcnn")
 TWO_STAGE = ("faster_rcnn", "cascade_rcnn", "mask_rcnn")
-MASK_HEAD_CHANNELS = 256  # MaskRCNNHeads' width, what torchvision's MaskRCNNPredictor reads
 NECKS = ("fpn",)
 
 # torchvision's defaults, tuned for images resized to ~800 px (FCOS: anchor = stride of P3..P7, one per
@@ -131,8 +130,8 @@ def build_detector(
     - ``head``: None (torchvision's head) or, for FCOS/RetinaNet, a factory
       ``(in_channels, num_anchors, num_classes) -> nn.Module`` honouring torchvision's head contract.
     - ``mask_head``: for Mask R-CNN, None (torchvision's four 3x3 convs) or a factory
-      ``(in_channels) -> nn.Module`` mapping the 14x14 RoI features to ``MASK_HEAD_CHANNELS`` channels
-      (e.g. a FAD mask head); the deconvolution and mask predictor stay torchvision's.
+      ``(in_channels) -> nn.Module`` mapping the 14x14 RoI features to 256 channels (what torchvision's
+      ``MaskRCNNPredictor`` reads; e.g. a FAD mask head); the deconvolution and mask predictor stay.
     - ``num_classes`` includes background 0 (COCO: 91); labels are the dataset's category ids.
     - ``min_size``/``max_size``: torchvision's resize; ``max_size`` defaults to ``min_size * 1333 / 800``.
     - ``anchor_sizes``: one tuple of sizes per level (or one number per level); default

@@ -31,18 +31,23 @@ MAX_IN_EDGES = 2  # Sec. 3.2: "two input edges for each node"
 
 @dataclass(frozen=True)
 class FADGenotype:
-    """Discrete FAD head architecture: per group a 6-tuple of candidate names (``"none"`` = no edge)."""
+    """Discrete FAD architecture: per group a 6-tuple of candidate names (``"none"`` = no edge).
+
+    Two groups for a detection head (box regression, classification); one (``group2=None``) for the
+    Mask R-CNN mask head, whose searchable module is a single group of cells (Sec. 3.1, "FAD for Instance
+    Segmentation")."""
 
     group1: tuple[str, ...]
-    group2: tuple[str, ...]
+    group2: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "group1", tuple(self.group1))
-        object.__setattr__(self, "group2", tuple(self.group2))
+        if self.group2 is not None:
+            object.__setattr__(self, "group2", tuple(self.group2))
 
     @property
-    def groups(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        return (self.group1, self.group2)
+    def groups(self) -> tuple[tuple[str, ...], ...]:
+        return (self.group1,) if self.group2 is None else (self.group1, self.group2)
 
     def kept_edges(self, group: int) -> list[tuple[tuple[int, int], str]]:
         """``[((i, j), transformation), ...]`` of group ``group`` (0-based) without the dropped edges."""
@@ -68,7 +73,15 @@ class FADSpace:
 
     name = "fad"
 
-    def __init__(self, candidates: Sequence[str] | None = None, max_in_edges: int = MAX_IN_EDGES) -> None:
+    def __init__(
+        self,
+        candidates: Sequence[str] | None = None,
+        max_in_edges: int = MAX_IN_EDGES,
+        num_groups: int = NUM_GROUPS,
+    ) -> None:
+        if num_groups not in (1, 2):
+            raise ValueError(f"num_groups must be 1 (mask head) or 2 (detection head), got {num_groups}")
+        self.num_groups = num_groups
         self.candidates = tuple(candidates) if candidates is not None else candidate_names()
         if NONE not in self.candidates:
             raise ValueError(f"candidates must include {NONE!r} (a dropped edge), got {self.candidates}")
@@ -81,8 +94,9 @@ class FADSpace:
 
     @property
     def size(self) -> int:
-        """``len(candidates) ** 12`` (Sec. 3.1: 13**12 ~= 2.3e13 for the full block)."""
-        return len(self.candidates) ** (NUM_GROUPS * len(EDGES))
+        """``len(candidates) ** (6 * groups)`` (Sec. 3.1: 13**12 ~= 2.3e13 for the full two-group block;
+        13**6 for the one-group mask head)."""
+        return len(self.candidates) ** (self.num_groups * len(EDGES))
 
     @property
     def num_derivable(self) -> int:
@@ -91,7 +105,7 @@ class FADSpace:
         for j in range(1, NUM_NODES + 1):
             k = min(j, self.max_in_edges)
             per_group *= comb(j, k) * len(self.ops) ** k
-        return per_group**NUM_GROUPS
+        return per_group**self.num_groups
 
     def _sample_group(self, rng: random.Random) -> tuple[str, ...]:
         ops = [NONE] * len(EDGES)
@@ -102,7 +116,7 @@ class FADSpace:
         return tuple(ops)
 
     def sample(self, rng: random.Random) -> FADGenotype:
-        return FADGenotype(*(self._sample_group(rng) for _ in range(NUM_GROUPS)))
+        return FADGenotype(*(self._sample_group(rng) for _ in range(self.num_groups)))
 
     def _repair_group(self, ops: list[str], rng: random.Random) -> tuple[str, ...]:
         """Give an edge to a node left without one; drop random extras beyond ``max_in_edges``."""
@@ -138,6 +152,11 @@ class FADSpace:
     def validate(self, arch: FADGenotype) -> None:
         if not isinstance(arch, FADGenotype):
             raise ValueError(f"expected an FADGenotype, got {type(arch).__name__}")
+        if len(arch.groups) != self.num_groups:
+            raise ValueError(
+                f"expected {self.num_groups} cell group(s), got {len(arch.groups)}: a genotype of "
+                f"{'a detection head' if len(arch.groups) == 2 else 'a mask head'} does not fit this space"
+            )
         for g, ops in enumerate(arch.groups):
             group = f"group{g + 1}"
             if len(ops) != len(EDGES):
@@ -169,7 +188,7 @@ class FADSpace:
 
     def choices(self) -> dict[str, list[str]]:
         """The values of each ``to_config`` key (lets Tune's own searchers search this space)."""
-        return {_config_key(g, edge): list(self.candidates) for g in range(NUM_GROUPS) for edge in EDGES}
+        return {_config_key(g, edge): list(self.candidates) for g in range(self.num_groups) for edge in EDGES}
 
     def to_config(self, arch: FADGenotype) -> dict[str, Any]:
         """``{"g1_e0_1": "std_3x3", ..., "g2_e2_3": "none"}``: one readable column per edge."""
@@ -177,7 +196,7 @@ class FADSpace:
 
     def from_config(self, config: Mapping[str, Any]) -> FADGenotype:
         groups = []
-        for g in range(NUM_GROUPS):
+        for g in range(self.num_groups):
             ops = []
             for e in EDGES:
                 key = _config_key(g, e)
@@ -209,7 +228,8 @@ def representation_to_transformation(candidate: str) -> str:
 def derive(
     alphas: Tensor | Sequence, candidates: Sequence[str] | None = None, max_in_edges: int = MAX_IN_EDGES
 ) -> FADGenotype:
-    """Discrete genotype from alphas ``[2 groups, 6 edges, n_candidates]`` (Sec. 3.2 end, as DARTS).
+    """Discrete genotype from alphas ``[groups, 6 edges, n_candidates]`` (Sec. 3.2 end, as DARTS); two
+    groups for a detection head, one for the mask head.
 
     Per edge the best non-``none`` candidate by its softmax weight (the representation weight of Eq. 2);
     per node the ``max_in_edges`` incoming edges with the largest such weight (all when fewer; ties go to
@@ -218,17 +238,22 @@ def derive(
     """
     candidates = tuple(candidates) if candidates is not None else candidate_names()
     a = torch.as_tensor(alphas, dtype=torch.float32).detach().cpu()
-    expected = (NUM_GROUPS, len(EDGES), len(candidates))
-    if tuple(a.shape) != expected:
+    if (
+        a.dim() != 3
+        or a.shape[0] not in (1, NUM_GROUPS)
+        or tuple(a.shape[1:]) != (len(EDGES), len(candidates))
+    ):
+        shape = (len(EDGES), len(candidates))
         raise ValueError(
-            f"alphas must have shape {expected} (groups, edges, candidates), got {tuple(a.shape)}"
+            f"alphas must have shape {(NUM_GROUPS, *shape)} (groups, edges, candidates) for a detection head "
+            f"or {(1, *shape)} for a mask head, got {tuple(a.shape)}"
         )
     if NONE not in candidates:
         raise ValueError(f"candidates must include {NONE!r}, got {candidates}")
     weights = torch.softmax(a, dim=-1)
     weights[..., candidates.index(NONE)] = -1.0  # never chosen
     groups = []
-    for g in range(NUM_GROUPS):
+    for g in range(a.shape[0]):
         best_w, best_k = weights[g].max(dim=-1)
         ops = [NONE] * len(EDGES)
         for j in range(1, NUM_NODES + 1):

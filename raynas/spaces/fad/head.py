@@ -35,13 +35,15 @@ KINDS = ("fcos", "retinanet")
 DEFAULT_C_PRIME = 96  # Table 3: "Dim. 256 -> 96"
 
 
-def derived_space() -> FADSpace:
+def derived_space(num_groups: int = NUM_GROUPS) -> FADSpace:
     """The space of genotypes a derived head can be built from: any search's candidates (FAD or DARTS ops,
-    any stream / RF subset), so that the genotype of every ablation retrains."""
+    any stream / RF subset), so that the genotype of every ablation retrains. Two groups for a detection
+    head, one for a mask head."""
     return FADSpace(
         candidates=tuple(
             dict.fromkeys((*FAD_TRANSFORMATIONS, *DARTS_TRANSFORMATIONS, *DARTS_PRIMITIVES, NONE))
-        )
+        ),
+        num_groups=num_groups,
     )
 
 
@@ -217,11 +219,6 @@ def fad_head_factory(
     return build
 
 
-def fad_mask_head(*args, **kwargs) -> nn.Module:
-    """FAD search of the Mask R-CNN mask head (Sec. 3.1 "FAD for Instance Segmentation", Sec. 4.2)."""
-    raise NotImplementedError("FAD mask-head search (Mask R-CNN) is not implemented yet")
-
-
 def head_cost(head: nn.Module, feature_sizes: Sequence[tuple[int, int]], in_channels: int) -> dict[str, int]:
     """Parameters (plain numel sum) and forward FLOPs (``torch.utils.flop_counter``) of a head alone.
 
@@ -243,6 +240,5 @@ __all__ = [
     "FADHead",
     "derived_space",
     "fad_head_factory",
-    "fad_mask_head",
     "head_cost",
 ]
