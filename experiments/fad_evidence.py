@@ -12,6 +12,8 @@ its derived head is retrained; every retrained arm uses one recipe (``--epochs``
 
 - ``<detector> head``: torchvision's head (the hand-made baseline);
 - ``FAD searched``: the full space (12 transformations + none, RepShare, decoupling H);
+- ``FAD searched @c'=N``: the same genotype retrained at the block width whose head has about the
+  parameters of torchvision's head (so a loss is not just a smaller head; ``--no-matched-width`` drops it);
 - ``FAD random``: the paper's random baseline (a random transformation per edge, two random incoming
   edges per node), one genotype per seed;
 - the ablations, each searched and then retrained: ``no RepShare``, ``no decoupling``, ``std only``,
@@ -87,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"searched arms to run (default all): {[s for _, s, _ in SEARCHED]}",
     )
+    parser.add_argument(
+        "--no-matched-width",
+        dest="matched_width",
+        action="store_false",
+        help="leave out the searched head retrained at the width that matches the default head's params",
+    )
     parser.add_argument("--train-workers", type=int, default=1, help="Ray Train workers per run")
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--address", default=None)
@@ -137,8 +145,8 @@ def search_config(base, switches: dict, slug: str, args: argparse.Namespace):
     )
 
 
-def head_spec(genotype_config: dict, args: argparse.Namespace) -> dict:
-    return {"type": "fad", "genotype": genotype_config, "c_prime": args.c_prime}
+def head_spec(genotype_config: dict, args: argparse.Namespace, c_prime: int | None = None) -> dict:
+    return {"type": "fad", "genotype": genotype_config, "c_prime": c_prime or args.c_prime}
 
 
 def head_cost(cfg, num_classes: int) -> tuple[int, int]:
@@ -182,7 +190,27 @@ def run_searches(base, args: argparse.Namespace, out: Path) -> tuple[dict, list[
     return genotypes, costs
 
 
-def plan_arms(genotypes: dict, args: argparse.Namespace) -> list[Arm]:
+def matched_c_prime(base, genotype_config: dict, args: argparse.Namespace) -> int:
+    """The block width c' (a multiple of 8) at which the searched head has about the parameters of
+    torchvision's head: the searched head's comparison at equal size (the paper compares at c' = 96, where
+    its head is smaller than the default one, Table 3)."""
+    from raynas.evaluation import count_params
+    from raynas.training.builders import build_model
+
+    annotations = Path(base.data.root) / "annotations" / "instances_train.json"
+    num_classes = max(c["id"] for c in json.loads(annotations.read_text())["categories"]) + 1
+
+    body_only = replace(base.model, backbone_weights=None)  # the head's size does not depend on the body
+
+    def head_params(head: dict | None) -> int:
+        return count_params(build_model(body_only, num_classes, None, head).head)
+
+    target = head_params(None)
+    sizes = {c: head_params(head_spec(genotype_config, args, c)) for c in range(16, 8 * 33, 8)}
+    return min(sizes, key=lambda c: abs(sizes[c] - target))
+
+
+def plan_arms(genotypes: dict, args: argparse.Namespace, base) -> list[Arm]:
     from raynas.spaces.fad import FADSpace
 
     default = Arm(f"{'FCOS' if args.kind == 'fcos' else 'RetinaNet'} head", "default_head")
@@ -199,6 +227,12 @@ def plan_arms(genotypes: dict, args: argparse.Namespace) -> list[Arm]:
             arm = Arm(label, slug)
             arm.head_for_seed = {seed: head_spec(genotypes[label], args) for seed in range(args.seeds)}
             arms.append(arm)
+            if slug == "fad_full" and args.matched_width:
+                c_prime = matched_c_prime(base, genotypes[label], args)
+                wide = Arm(f"FAD searched @c'={c_prime}", f"fad_full_c{c_prime}")
+                spec = head_spec(genotypes[label], args, c_prime)
+                wide.head_for_seed = {seed: spec for seed in range(args.seeds)}
+                arms.append(wide)
     return arms
 
 
@@ -269,7 +303,7 @@ def run(args: argparse.Namespace, base) -> dict:
     started = time.perf_counter()
     prepare_inputs(base, smoke=args.smoke)  # data and pretrained body (a few steps in --smoke)
     genotypes, costs = run_searches(base, args, out)
-    arms = plan_arms(genotypes, args)
+    arms = plan_arms(genotypes, args, base)
     rows, launched = [], 0
     for seed in range(args.seeds):
         for arm in arms:
@@ -331,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.seeds, args.search_epochs, args.epochs, args.c_prime = 1, 1, 1, 12
         args.arms = args.arms or ["fad_full"]
+        args.matched_width = False
         args.data = args.data or "data/digits_smoke"
     if args.paper:
         args.c_prime, args.search_epochs, args.epochs = 96, 12, 12
