@@ -45,16 +45,18 @@ import torch
 
 from raynas.checkpoints import STATE_FILE, load_state
 from raynas.config import to_dict
+from raynas.data.config import DataConfig
+from raynas.data.loaders import base_dataset, build_dataset, ensure_dataset
 from raynas.errors import run_main
 from raynas.io import atomic_torch_save, atomic_write_json, select_device
+from raynas.models.build import build_model
+from raynas.models.config import ModelConfig
 from raynas.search.pool import ScorerPool
 from raynas.search.random import RandomSearcher
 from raynas.search.run import run_search
 from raynas.search.scorer import SupernetScorer, state_to_numpy
 from raynas.spaces.opanas import OPANASSpace
-from raynas.training.builders import build_model
-from raynas.training.config import DataConfig, ModelConfig, SupernetConfig
-from raynas.training.data import base_dataset, build_dataset, ensure_dataset
+from raynas.training.config import SupernetConfig
 
 SPACE = OPANASSpace()
 SEARCH_FRACTION = 0.9

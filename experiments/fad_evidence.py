@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def base_config(args: argparse.Namespace):
     """Data, model and schedule shared by every search and every retraining run."""
-    from raynas.training.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+    from raynas.data.config import DataConfig
+    from raynas.models.config import ModelConfig
+    from raynas.training.config import OptimConfig, RunConfig, TrainConfig
 
     data = DataConfig(
         root=args.data, max_train_images=args.train_images, max_val_images=200, batch_size=4
@@ -146,7 +148,7 @@ def head_cost(cfg, num_classes: int) -> tuple[int, int]:
     import torch
 
     from raynas.evaluation import count_flops, count_params
-    from raynas.training.builders import build_model
+    from raynas.models.build import build_model
 
     model = build_model(cfg.model, num_classes, cfg.neck, cfg.head).eval()
     size = cfg.model.min_size

@@ -45,7 +45,7 @@ def load_detector(checkpoint_dir: str | Path, expect: str | None = None) -> tupl
     ``expect`` (e.g. ``"opanas_supernet"``) checks the neck type so a checkpoint from another
     space or job is rejected with a message instead of a shape mismatch deep inside torch.
     """
-    from raynas.training.builders import build_model
+    from raynas.models.build import build_model
 
     state = load_state(checkpoint_dir)
     cfg = config_from_state(state)

@@ -17,10 +17,12 @@ from tiny_data import TINY_DIGITS
 
 from raynas.checkpoints import STATE_FILE
 from raynas.config import dump_yaml, to_dict
+from raynas.data.config import DataConfig
+from raynas.data.loaders import base_dataset, build_dataset, ensure_dataset
 from raynas.io import atomic_torch_save, atomic_write_json
-from raynas.training.builders import build_model
-from raynas.training.config import DataConfig, ModelConfig, OptimConfig, SupernetConfig, TrainConfig
-from raynas.training.data import base_dataset, build_dataset, ensure_dataset
+from raynas.models.build import build_model
+from raynas.models.config import ModelConfig
+from raynas.training.config import OptimConfig, SupernetConfig, TrainConfig
 
 TASKS = {
     SupernetConfig: "raynas.training.supernet.SupernetTask",

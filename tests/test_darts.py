@@ -20,12 +20,13 @@ from tiny_data import TINY_DIGITS
 
 from raynas.cli import main as cli_main
 from raynas.config import ConfigError, load_yaml
+from raynas.data.loaders import build_dataset
+from raynas.models.build import build_model
+from raynas.models.config import ModelConfig
 from raynas.spaces.base import arch_from_json
 from raynas.spaces.fad import EDGES, FADSpace, NaiveBlock, RepShareBlock, derive
-from raynas.training.builders import build_model
-from raynas.training.config import DartsConfig, ModelConfig
+from raynas.training.config import DartsConfig
 from raynas.training.darts import DartsTask, search_fad, split_halves
-from raynas.training.data import build_dataset
 from raynas.training.engine import NonFiniteLossError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"

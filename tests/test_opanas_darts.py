@@ -12,19 +12,14 @@ import torch
 from tiny_data import TINY_DIGITS
 
 from raynas.config import ConfigError
+from raynas.data.config import DataConfig
+from raynas.data.loaders import build_dataset
+from raynas.models.build import searched_neck_spec
+from raynas.models.config import ModelConfig
 from raynas.spaces.opanas import OPANASSpace
 from raynas.spaces.opanas.mixed import OPANASMixedNeck, derive_arch
-from raynas.training.builders import searched_neck_spec
-from raynas.training.config import (
-    DataConfig,
-    ModelConfig,
-    OPANASDartsConfig,
-    OPANASDartsSettings,
-    OptimConfig,
-    RunConfig,
-)
+from raynas.training.config import OPANASDartsConfig, OPANASDartsSettings, OptimConfig, RunConfig
 from raynas.training.darts import OPANASDartsTask, search_opanas_darts
-from raynas.training.data import build_dataset
 
 NUM_CLASSES = 11
 SPACE = OPANASSpace(5)

@@ -155,7 +155,7 @@ def test_never_suggests_an_architecture_twice() -> None:
 def test_no_evaluation_is_spent_on_a_network_already_evaluated() -> None:
     """Architectures that differ only on edges out of dead nodes compute the same network: the searchers
     compare canonical forms, so none of them is suggested twice."""
-    from raynas.search.random import VisitedArchs
+    from raynas.search.searcher import VisitedArchs
     from raynas.spaces.opanas import OPANASSpace
 
     space = OPANASSpace(num_nodes=2)  # 3 edges: e0_1, e0_2, e1_2

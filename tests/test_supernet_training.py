@@ -20,6 +20,9 @@ from tiny_data import TINY_DIGITS
 
 from raynas.checkpoints import load_detector
 from raynas.config import ConfigError
+from raynas.data.config import DataConfig
+from raynas.data.loaders import build_dataset, make_loader
+from raynas.models.config import ModelConfig
 from raynas.search.scorer import SupernetScorer, state_to_numpy
 from raynas.spaces.opanas import (
     PARAMETERISED_PATHS,
@@ -30,15 +33,7 @@ from raynas.spaces.opanas import (
     fair_step_seed,
 )
 from raynas.spaces.opanas.sampling import training_subnets
-from raynas.training.config import (
-    DataConfig,
-    ModelConfig,
-    OPANASConfig,
-    OptimConfig,
-    RunConfig,
-    SupernetConfig,
-)
-from raynas.training.data import build_dataset, make_loader
+from raynas.training.config import OPANASConfig, OptimConfig, RunConfig, SupernetConfig
 from raynas.training.launch import TrainResult
 from raynas.training.supernet import SupernetTask, train_supernet
 

@@ -19,10 +19,12 @@ from tiny_data import TINY_DIGITS
 
 from raynas.checkpoints import STATE_FILE, config_from_state, load_detector, load_state
 from raynas.config import ConfigError, from_dict, load_yaml, to_dict
+from raynas.data.config import DataConfig
+from raynas.data.loaders import build_dataset, make_loader
 from raynas.io import atomic_write_json, run_info
-from raynas.training.builders import build_model
-from raynas.training.config import DataConfig, ModelConfig, OPANASConfig, OptimConfig, RunConfig, TrainConfig
-from raynas.training.data import build_dataset, make_loader
+from raynas.models.build import build_model
+from raynas.models.config import ModelConfig
+from raynas.training.config import OPANASConfig, OptimConfig, RunConfig, TrainConfig
 from raynas.training.launch import TrainResult, check_same_run
 from raynas.training.standalone import train
 

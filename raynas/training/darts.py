@@ -25,12 +25,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Subset
 
+from raynas.data.loaders import build_dataset, make_loader
 from raynas.io import atomic_write_json
+from raynas.models.build import build_model
 from raynas.spaces.base import arch_to_json
 from raynas.spaces.fad import FADSpace
-from raynas.training.builders import build_model
 from raynas.training.config import DartsConfig, OPANASDartsConfig
-from raynas.training.data import build_dataset, make_loader
 from raynas.training.engine import Task, check_finite, sync_gradients, unwrap, world_info
 from raynas.training.launch import TrainResult, fit
 

@@ -24,9 +24,10 @@ from torch import nn
 
 from raynas.checkpoints import STATE_FILE, load_state
 from raynas.config import dump_yaml, from_dict
+from raynas.data.loaders import base_dataset, build_dataset, make_loader
 from raynas.io import atomic_torch_save, atomic_write_json
 from raynas.training.config import TrainConfig
-from raynas.training.data import base_dataset, build_dataset, ensure_inputs, make_loader
+from raynas.training.inputs import ensure_inputs
 
 
 class NonFiniteLossError(RuntimeError):

@@ -27,10 +27,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from raynas.models.build import build_model
 from raynas.models.replay import replaying
 from raynas.spaces.opanas import OPANASSpace, fair_sample, fair_step_seed
 from raynas.spaces.opanas.sampling import training_subnets
-from raynas.training.builders import build_model
 from raynas.training.config import SupernetConfig
 from raynas.training.engine import Task, check_finite, sync_gradients, unwrap, world_info
 from raynas.training.launch import TrainResult, fit
