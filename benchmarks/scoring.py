@@ -43,12 +43,11 @@ from typing import Any
 import ray
 import torch
 
-from raynas.checkpoints import STATE_FILE, load_state
-from raynas.config import to_dict
+from raynas.checkpoints import load_state, write_checkpoint
 from raynas.data.config import DataConfig
 from raynas.data.loaders import base_dataset, build_dataset, ensure_dataset
 from raynas.errors import run_main
-from raynas.io import atomic_torch_save, atomic_write_json, select_device
+from raynas.io import atomic_write_json, select_device
 from raynas.models.build import build_model
 from raynas.models.config import ModelConfig
 from raynas.search.pool import ScorerPool
@@ -63,7 +62,7 @@ SEARCH_FRACTION = 0.9
 
 
 def untrained_checkpoint(args: argparse.Namespace, directory: Path) -> Path:
-    """An untrained super-net checkpoint (the format ``worker_loop`` writes) over generated digits."""
+    """An untrained super-net checkpoint (written like ``worker_loop`` writes one) over generated digits."""
     data = DataConfig(
         root=str(Path(args.data or directory / "digits")),
         # candidates are scored on the search split (held out of the training images): make it hold
@@ -92,19 +91,15 @@ def untrained_checkpoint(args: argparse.Namespace, directory: Path) -> Path:
             for name, param in detector.named_parameters():
                 if name.endswith("cls_logits.bias"):
                     param.fill_(args.cls_bias)
-    state = {
-        "model": detector.state_dict(),
-        "optim": {},
-        "epoch": 0,
-        "step": 0,
-        "config": to_dict(cfg),
-        "task": "raynas.training.supernet.SupernetTask",
-        "config_class": f"{SupernetConfig.__module__}.{SupernetConfig.__qualname__}",
-        "num_classes": num_classes,
-        "metrics": {},
-    }
-    atomic_torch_save(state, directory / "checkpoint" / STATE_FILE)
-    return directory / "checkpoint"
+    return write_checkpoint(
+        directory / "checkpoint",
+        cfg,
+        "raynas.training.supernet.SupernetTask",
+        detector.state_dict(),
+        num_classes,
+        epoch=0,
+        step=0,
+    )
 
 
 def timed(fn: Callable[[], Any]) -> float:

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 from tiny_data import TINY_DIGITS
 
@@ -186,13 +185,6 @@ def test_task_loaders_read_the_two_halves(darts):
 
 
 # -- a real 2-worker search on Ray Train -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

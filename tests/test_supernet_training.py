@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 from tiny_data import TINY_DIGITS
 
@@ -67,12 +66,8 @@ def val_images(root: Path, count: int = 2) -> list[torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def supernet_run(tiny_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield train_supernet(tiny_supernet_config(tiny_digits, tmp_path_factory.mktemp("runs")))
-    finally:
-        ray.shutdown()
+def supernet_run(ray_session, tiny_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    return train_supernet(tiny_supernet_config(tiny_digits, tmp_path_factory.mktemp("runs")))
 
 
 # -- the Ray Train run -------------------------------------------------------------------------------

@@ -268,7 +268,7 @@ def search_opanas(
             started = time.perf_counter()
             searcher = make_searcher(strategy, space, cfg, constraint)
             if resume and (experiment / "tuner.pkl").is_file():
-                grid = resume_search(experiment, pool.handles)
+                grid = resume_search(experiment, pool.handles, metric=cfg.metric)
             else:
                 grid = run_search(
                     searcher,

@@ -11,6 +11,8 @@ would have made without the interruption. The strategies subclass it:
 Scoring: a trial that errored, reported no ``metric`` or a non-finite value (NaN) counts as done
 and scores worst. Internally higher is better (``score = value`` for ``mode="max"``, ``-value`` for
 ``"min"``); ties are broken by suggestion order, so rankings do not depend on completion order.
+:func:`worst_value` is the value an invalid architecture is reported with wherever one is scored
+without being run (``score_trial``, ``ConstrainedSearcher``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ray.tune.search.sample import Domain
 
 from raynas.io import atomic_write_bytes
 from raynas.search.constraints import Constraint, draw_new_or_raise
+from raynas.search.pareto import MODES
 from raynas.spaces.base import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -37,6 +40,17 @@ BOOKKEEPING_KEYS = ("generation", "origin", "parents")
 # Attributes not pickled by ``save``: the caller rebuilds the searcher with the same space and
 # constraint (``Tuner.restore`` does so from its own pickle of the searcher).
 _NOT_SAVED = ("space", "constraint")
+
+
+def worst_value(mode: str) -> float:
+    """The value that ranks last under ``mode`` (``-inf`` for ``"max"``, ``+inf`` for ``"min"``).
+
+    What an invalid architecture is reported with, wherever one is scored without being run, so it ranks
+    below every real result of any metric (a fixed 0.0 ties with a real AP of 0 and is the best value
+    under ``"min"``)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    return -math.inf if mode == "max" else math.inf
 
 
 @dataclass

@@ -13,7 +13,6 @@ them.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import pickle
 import tempfile
@@ -25,6 +24,7 @@ from ray.tune.search import Searcher
 
 from raynas.io import atomic_write_bytes
 from raynas.search.constraints import Constraint, is_admissible
+from raynas.search.searcher import worst_value
 from raynas.spaces.base import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def arch_from_tune_config(
     """The architecture a trial config encodes, or ``None`` when it is invalid / not allowed.
 
     For trainables fed by a searcher that cannot be wrapped (e.g. Tune's ``BasicVariantGenerator``):
-    report the worst metric value for ``None``.
+    report :func:`~raynas.search.searcher.worst_value` for ``None``.
     """
     try:
         arch = space.from_config(config)
@@ -65,9 +65,10 @@ class ConstrainedSearcher(Searcher):
     """Wrap a Tune ``Searcher`` so that only valid, constraint-satisfying architectures are run.
 
     Each inner suggestion is decoded with ``space.from_config``; an invalid one is reported back to
-    the inner searcher at once as the worst value (``invalid_value``; default ``-inf`` for
-    ``mode="max"``, ``+inf`` for ``"min"``; pass e.g. ``0.0`` for AP when the inner searcher dislikes
-    infinities) and the next inner suggestion is tried, at most ``max_retries`` times in a row.
+    the inner searcher at once as the worst value (``invalid_value``; default
+    :func:`~raynas.search.searcher.worst_value` of the search's mode, ``-inf`` for ``mode="max"``,
+    ``+inf`` for ``"min"``; pass e.g. ``0.0`` for AP when the inner searcher dislikes infinities) and
+    the next inner suggestion is tried, at most ``max_retries`` times in a row.
     Suggested configs carry the same bookkeeping keys as raynas' searchers: ``generation``
     (``index // batch_size``), ``origin`` (the inner searcher's class name) and ``parents`` (``""``).
     Duplicates proposed by the inner searcher are evaluated again (no de-duplication here).
@@ -111,9 +112,7 @@ class ConstrainedSearcher(Searcher):
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def _worst(self) -> float:
-        if self.invalid_value is not None:
-            return self.invalid_value
-        return -math.inf if self.mode == "max" else math.inf
+        return worst_value(self.mode) if self.invalid_value is None else self.invalid_value
 
     def suggest(self, trial_id: str) -> dict | str | None:
         for attempt in range(self.max_retries):
