@@ -1,6 +1,6 @@
 """EA scoring speed: cached backbone features vs full forward, 2 scorer actors vs 1, Tune vs a plain loop.
 
-ARCHITECTURE.md "What fast means here", measured side by side in one run, variants interleaved (the
+Goals in benchmarks/README.md, measured side by side in one run, variants interleaved (the
 order alternates every repeat) so that machine load hits them alike; medians are reported.
 
 1. ``cache``: seconds per candidate of ``SupernetScorer.score`` with cached backbone features vs the

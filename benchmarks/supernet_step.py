@@ -1,6 +1,6 @@
 """One OPANAS super-net step vs one standalone detector step: fair sampling should cost ~K x, no more.
 
-ARCHITECTURE.md "What fast means here". All variants take a full optimisation step (forward,
+Goals: benchmarks/README.md. All variants take a full optimisation step (forward,
 backward, gradient clipping, SGD update, LR scheduler) through the training tasks' own
 ``train_step``, in plain PyTorch (no Ray), on the same batch of digits images, interleaved (the
 order rotates every repeat); medians are reported.
