@@ -1,7 +1,7 @@
 """RepShare vs the naive transformation block: activation memory, step time, representation counts.
 
-Same candidates, same softmax(alpha) weights, same input for every variant (Sec. 3.2; ARCHITECTURE.md
-"What fast means"). Memory is exact and noise-free: the bytes of the unique storages autograd saves for
+Same candidates, same softmax(alpha) weights, same input for every variant (Sec. 3.2; goals in
+benchmarks/README.md). Memory is exact and noise-free: the bytes of the unique storages autograd saves for
 backward during one forward (``torch.autograd.graph.saved_tensors_hooks``), split into activations and
 parameters. Time is the median forward+backward over ``--repeats``, the variants interleaved (order rotated
 every repeat) so that machine load hits them alike. Goal from the issue: RepShare <= 0.5x naive in both.

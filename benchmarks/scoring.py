@@ -1,6 +1,6 @@
 """EA scoring speed: cached backbone features vs full forward, 2 scorer actors vs 1, Tune vs a plain loop.
 
-ARCHITECTURE.md "What fast means here", measured side by side in one run, variants interleaved (the
+Goals in benchmarks/README.md, measured side by side in one run, variants interleaved (the
 order alternates every repeat) so that machine load hits them alike; medians are reported.
 
 1. ``cache``: seconds per candidate of ``SupernetScorer.score`` with cached backbone features vs the
@@ -43,25 +43,26 @@ from typing import Any
 import ray
 import torch
 
-from raynas.checkpoints import STATE_FILE, load_state
-from raynas.config import to_dict
+from raynas.checkpoints import load_state, write_checkpoint
+from raynas.data.config import DataConfig
+from raynas.data.loaders import base_dataset, build_dataset, ensure_dataset
 from raynas.errors import run_main
-from raynas.io import atomic_torch_save, atomic_write_json, select_device
+from raynas.io import atomic_write_json, select_device
+from raynas.models.build import build_model
+from raynas.models.config import ModelConfig
 from raynas.search.pool import ScorerPool
 from raynas.search.random import RandomSearcher
 from raynas.search.run import run_search
 from raynas.search.scorer import SupernetScorer, state_to_numpy
 from raynas.spaces.opanas import OPANASSpace
-from raynas.training.builders import build_model
-from raynas.training.config import DataConfig, ModelConfig, SupernetConfig
-from raynas.training.data import base_dataset, build_dataset, ensure_dataset
+from raynas.training.config import SupernetConfig
 
 SPACE = OPANASSpace()
 SEARCH_FRACTION = 0.9
 
 
 def untrained_checkpoint(args: argparse.Namespace, directory: Path) -> Path:
-    """An untrained super-net checkpoint (the format ``worker_loop`` writes) over generated digits."""
+    """An untrained super-net checkpoint (written like ``worker_loop`` writes one) over generated digits."""
     data = DataConfig(
         root=str(Path(args.data or directory / "digits")),
         # candidates are scored on the search split (held out of the training images): make it hold
@@ -90,19 +91,15 @@ def untrained_checkpoint(args: argparse.Namespace, directory: Path) -> Path:
             for name, param in detector.named_parameters():
                 if name.endswith("cls_logits.bias"):
                     param.fill_(args.cls_bias)
-    state = {
-        "model": detector.state_dict(),
-        "optim": {},
-        "epoch": 0,
-        "step": 0,
-        "config": to_dict(cfg),
-        "task": "raynas.training.supernet.SupernetTask",
-        "config_class": f"{SupernetConfig.__module__}.{SupernetConfig.__qualname__}",
-        "num_classes": num_classes,
-        "metrics": {},
-    }
-    atomic_torch_save(state, directory / "checkpoint" / STATE_FILE)
-    return directory / "checkpoint"
+    return write_checkpoint(
+        directory / "checkpoint",
+        cfg,
+        "raynas.training.supernet.SupernetTask",
+        detector.state_dict(),
+        num_classes,
+        epoch=0,
+        step=0,
+    )
 
 
 def timed(fn: Callable[[], Any]) -> float:

@@ -1,6 +1,6 @@
 """One OPANAS super-net step vs one standalone detector step: fair sampling should cost ~K x, no more.
 
-ARCHITECTURE.md "What fast means here". All variants take a full optimisation step (forward,
+Goals: benchmarks/README.md. All variants take a full optimisation step (forward,
 backward, gradient clipping, SGD update, LR scheduler) through the training tasks' own
 ``train_step``, in plain PyTorch (no Ray), on the same batch of digits images, interleaved (the
 order rotates every repeat); medians are reported.
@@ -33,11 +33,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from raynas.data.config import DataConfig
+from raynas.data.loaders import base_dataset, build_dataset, ensure_dataset, make_loader
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, select_device
+from raynas.models.config import ModelConfig
 from raynas.spaces.opanas import OPANASSpace, fair_sample, fair_step_seed
-from raynas.training.config import DataConfig, ModelConfig, OPANASConfig, SupernetConfig, TrainConfig
-from raynas.training.data import base_dataset, build_dataset, ensure_dataset, make_loader
+from raynas.training.config import OPANASConfig, SupernetConfig, TrainConfig
 from raynas.training.engine import Task
 from raynas.training.standalone import StandaloneTask
 from raynas.training.supernet import SupernetTask

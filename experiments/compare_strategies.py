@@ -279,7 +279,7 @@ def retrain(best_archs: dict[str, dict], supernet_cfg, args: argparse.Namespace,
     from opanas_evidence import Arm, arm_config, recipe_config
     from rank_correlation import arch_id
 
-    from raynas.training.builders import searched_neck_spec
+    from raynas.models.build import searched_neck_spec
     from raynas.training.standalone import train
 
     recipe = recipe_config(supernet_cfg, argparse.Namespace(epochs=args.epochs, kind=None))

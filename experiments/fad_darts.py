@@ -18,19 +18,13 @@ from dataclasses import replace
 import pandas as pd
 import torch
 
+from raynas.data.config import DataConfig
 from raynas.errors import run_main
 from raynas.evaluation import count_flops, count_params
+from raynas.models.build import build_model
+from raynas.models.config import ModelConfig
 from raynas.spaces.fad import FADSpace
-from raynas.training.builders import build_model
-from raynas.training.config import (
-    DartsConfig,
-    DataConfig,
-    FADConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    TrainConfig,
-)
+from raynas.training.config import DartsConfig, FADConfig, OptimConfig, RunConfig, TrainConfig
 from raynas.training.launch import ensure_ray
 
 

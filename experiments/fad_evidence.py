@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def base_config(args: argparse.Namespace):
     """Data, model and schedule shared by every search and every retraining run."""
-    from raynas.training.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+    from raynas.data.config import DataConfig
+    from raynas.models.config import ModelConfig
+    from raynas.training.config import OptimConfig, RunConfig, TrainConfig
 
     data = DataConfig(
         root=args.data, max_train_images=args.train_images, max_val_images=200, batch_size=4
@@ -154,7 +156,7 @@ def head_cost(cfg, num_classes: int) -> tuple[int, int]:
     import torch
 
     from raynas.evaluation import count_flops, count_params
-    from raynas.training.builders import build_model
+    from raynas.models.build import build_model
 
     model = build_model(cfg.model, num_classes, cfg.neck, cfg.head).eval()
     size = cfg.model.min_size
@@ -195,7 +197,7 @@ def matched_c_prime(base, genotype_config: dict, args: argparse.Namespace) -> in
     torchvision's head: the searched head's comparison at equal size (the paper compares at c' = 96, where
     its head is smaller than the default one, Table 3)."""
     from raynas.evaluation import count_params
-    from raynas.training.builders import build_model
+    from raynas.models.build import build_model
 
     annotations = Path(base.data.root) / "annotations" / "instances_train.json"
     num_classes = max(c["id"] for c in json.loads(annotations.read_text())["categories"]) + 1

@@ -28,17 +28,11 @@ from pathlib import Path
 import pandas as pd
 
 from raynas.config import load_yaml
+from raynas.data.config import DataConfig
 from raynas.errors import run_main
+from raynas.models.config import ModelConfig
 from raynas.search.opanas import OPANASSearchConfig
-from raynas.training.config import (
-    DataConfig,
-    ModelConfig,
-    OPANASConfig,
-    OptimConfig,
-    RunConfig,
-    SupernetConfig,
-    TrainConfig,
-)
+from raynas.training.config import OPANASConfig, OptimConfig, RunConfig, SupernetConfig, TrainConfig
 
 KINDS = ("fcos", "retinanet", "faster_rcnn", "cascade_rcnn")
 SMOKE_PRETRAIN_STEPS = 5
@@ -138,7 +132,7 @@ def reference_config(supernet: SupernetConfig) -> TrainConfig:
 
 def retrain_config(supernet: SupernetConfig, arch_config: dict) -> TrainConfig:
     """The full-training phase of the best architecture: the reference's recipe, the searched neck."""
-    from raynas.training.builders import searched_neck_spec
+    from raynas.models.build import searched_neck_spec
 
     return replace(
         reference_config(supernet),
@@ -149,8 +143,9 @@ def retrain_config(supernet: SupernetConfig, arch_config: dict) -> TrainConfig:
 
 def prepare_inputs(supernet: SupernetConfig, smoke: bool) -> None:
     """Data and pretrained body on the driver, before any worker starts (a tiny body for --smoke)."""
+    from raynas.data.loaders import ensure_dataset
     from raynas.models.pretrain import PretrainConfig, pretrain_body
-    from raynas.training.data import ensure_dataset, ensure_inputs
+    from raynas.training.inputs import ensure_inputs
 
     ensure_dataset(supernet.data)
     weights = Path(supernet.model.backbone_weights or "")

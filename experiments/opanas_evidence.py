@@ -78,7 +78,7 @@ def neck_params_and_flops(cfg: TrainConfig, num_classes: int) -> tuple[int, int]
     import torch
 
     from raynas.evaluation import count_flops, count_params
-    from raynas.training.builders import build_model
+    from raynas.models.build import build_model
 
     model = build_model(replace(cfg.model, backbone_weights=None), num_classes, cfg.neck, cfg.head).eval()
     size = cfg.model.min_size
@@ -118,7 +118,7 @@ def width_candidates(kind: str, width: int) -> list[int]:
 
 
 def arms(supernet: SupernetConfig, search_dir: Path, args: argparse.Namespace, num_classes: int) -> list[Arm]:
-    from raynas.training.builders import searched_neck_spec
+    from raynas.models.build import searched_neck_spec
 
     space = OPANASSpace(num_nodes=supernet.opanas.num_nodes)
     width = supernet.model.out_channels

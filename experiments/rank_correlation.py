@@ -35,8 +35,8 @@ from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.evaluation import rank_agreement, spread_picks
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.models.build import searched_neck_spec
 from raynas.spaces.opanas import OPANASSpace
-from raynas.training.builders import searched_neck_spec
 from raynas.training.config import SupernetConfig, TrainConfig
 
 METRIC = "AP"

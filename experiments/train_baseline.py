@@ -23,7 +23,7 @@ from pathlib import Path
 from raynas.config import load_yaml
 from raynas.errors import run_main
 from raynas.training.config import TrainConfig
-from raynas.training.data import ensure_inputs
+from raynas.training.inputs import ensure_inputs
 from raynas.training.standalone import train
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "baseline_fcos_r18.yaml"

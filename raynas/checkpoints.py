@@ -1,4 +1,5 @@
-"""Reading raynas checkpoints without Ray (scorer actors, notebooks, the full-training phase).
+"""The raynas checkpoint format: its one writer and its readers, without Ray (training workers, scorer
+actors, notebooks, the full-training phase, tests and benchmarks all go through here).
 
 A checkpoint is a directory with ``state.pt`` (weights, optimiser state, epoch, the job's config as
 a plain dict and the dotted name of its config class), ``config.yaml`` and ``metrics.json``.
@@ -13,9 +14,53 @@ from typing import Any
 import torch
 from torch import nn
 
-from raynas.config import from_dict
+from raynas.config import dump_yaml, from_dict, to_dict
+from raynas.io import atomic_torch_save, atomic_write_json
 
 STATE_FILE = "state.pt"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+
+
+def write_checkpoint(
+    directory: str | Path,
+    config: Any,
+    task: str,
+    model: dict[str, torch.Tensor],
+    num_classes: int,
+    epoch: int,
+    step: int,
+    optim: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint of a job with typed ``config`` into ``directory``; returns ``directory``.
+
+    ``task`` is the dotted name of the job's ``Task`` class, ``model`` the unwrapped state dict, ``optim``
+    the state dicts of its optimisers and schedulers by name, ``extra`` task-specific values (e.g. a
+    derived genotype). The one writer, so that what :func:`load_state`, :func:`config_from_state` and
+    :func:`load_detector` read is written the same way by training, tests and benchmarks.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    metrics = {} if metrics is None else metrics
+    config_class = type(config)
+    state = {
+        "model": model,
+        "optim": {} if optim is None else optim,
+        "epoch": epoch,
+        "step": step,
+        "config": to_dict(config),
+        "task": task,
+        "config_class": f"{config_class.__module__}.{config_class.__qualname__}",
+        "num_classes": num_classes,
+        "metrics": metrics,
+        **({} if extra is None else extra),
+    }
+    atomic_torch_save(state, directory / STATE_FILE)
+    (directory / CONFIG_FILE).write_text(dump_yaml(config))
+    atomic_write_json(directory / METRICS_FILE, metrics)
+    return directory
 
 
 def load_state(checkpoint_dir: str | Path) -> dict[str, Any]:
@@ -45,7 +90,7 @@ def load_detector(checkpoint_dir: str | Path, expect: str | None = None) -> tupl
     ``expect`` (e.g. ``"opanas_supernet"``) checks the neck type so a checkpoint from another
     space or job is rejected with a message instead of a shape mismatch deep inside torch.
     """
-    from raynas.training.builders import build_model
+    from raynas.models.build import build_model
 
     state = load_state(checkpoint_dir)
     cfg = config_from_state(state)

@@ -31,8 +31,8 @@ def _data(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
+    from raynas.models.config import proxy_weights_path
     from raynas.models.pretrain import PretrainConfig, pretrain_body
-    from raynas.training.config import proxy_weights_path
 
     steps = {} if args.steps is None else {"steps": args.steps}
     cfg = PretrainConfig(backbone=args.backbone, seed=args.seed, **steps)

@@ -1,5 +1,6 @@
 """Shared pytest fixtures. Keep them tiny: the suite runs on 2 shared CPU cores."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,3 +14,17 @@ def tiny_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("digits")
     return generate_digits(root, **TINY_DIGITS, progress=False)
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    """A local Ray of 2 CPUs for one test module, shut down after it.
+
+    Per module, not per session: other modules check that no Ray runs (the CLI refuses a bad config
+    before it starts Ray) or start their own (the CLI's drivers, test_cluster's two-node cluster).
+    """
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

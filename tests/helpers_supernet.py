@@ -1,7 +1,8 @@
 """Super-net (and standalone) checkpoints for tests and benchmarks, written without Ray Train.
 
 A Ray Train run costs ~30-60 s on the shared CI machine; the scorer, the pool and the search only
-need a checkpoint directory in the format ``raynas.training.engine.worker_loop`` writes. Weights
+need a checkpoint directory, written by the same ``raynas.checkpoints.write_checkpoint`` as
+``raynas.training.engine.worker_loop`` uses. Weights
 are untrained; :func:`make_checkpoint` raises the classification bias so that the detector fires
 (the torchvision prior, ~0.01, sits below the 0.05 score threshold), which gives the scorer real
 detections to compare.
@@ -15,12 +16,12 @@ from typing import Any
 import torch
 from tiny_data import TINY_DIGITS
 
-from raynas.checkpoints import STATE_FILE
-from raynas.config import dump_yaml, to_dict
-from raynas.io import atomic_torch_save, atomic_write_json
-from raynas.training.builders import build_model
-from raynas.training.config import DataConfig, ModelConfig, OptimConfig, SupernetConfig, TrainConfig
-from raynas.training.data import base_dataset, build_dataset, ensure_dataset
+from raynas.checkpoints import write_checkpoint
+from raynas.data.config import DataConfig
+from raynas.data.loaders import base_dataset, build_dataset, ensure_dataset
+from raynas.models.build import build_model
+from raynas.models.config import ModelConfig
+from raynas.training.config import OptimConfig, SupernetConfig, TrainConfig
 
 TASKS = {
     SupernetConfig: "raynas.training.supernet.SupernetTask",
@@ -73,24 +74,9 @@ def make_checkpoint(
                 elif name.endswith("cls_logits.weight"):
                     param.normal_(0.0, 0.1)  # scores that depend on the features, not only on the bias
     metrics: dict[str, Any] = {"epoch": 1, "step": 0}
-    config_class = type(cfg)
-    state = {
-        "model": model.state_dict(),
-        "optim": {},
-        "epoch": 1,
-        "step": 0,
-        "config": to_dict(cfg),
-        "task": TASKS[config_class],
-        "config_class": f"{config_class.__module__}.{config_class.__qualname__}",
-        "num_classes": num_classes,
-        "metrics": metrics,
-    }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(state, out / STATE_FILE)
-    (out / "config.yaml").write_text(dump_yaml(cfg))
-    atomic_write_json(out / "metrics.json", metrics)
-    return out
+    return write_checkpoint(
+        out_dir, cfg, TASKS[type(cfg)], model.state_dict(), num_classes, epoch=1, step=0, metrics=metrics
+    )
 
 
 def make_supernet_checkpoint(out_dir: str | Path, data_root: str | Path, **kwargs: Any) -> Path:

@@ -47,8 +47,8 @@ def test_a_bad_training_config_names_the_problem(tmp_path: Path, capsys, text: s
 
 
 def test_an_unknown_backbone_lists_the_valid_ones(tmp_path: Path, capsys) -> None:
-    from raynas.training.builders import build_model
-    from raynas.training.config import ModelConfig
+    from raynas.models.build import build_model
+    from raynas.models.config import ModelConfig
 
     with pytest.raises(ValueError, match="resnet18"):
         build_model(ModelConfig(backbone="vgg16"), num_classes=3)
@@ -60,8 +60,8 @@ def test_a_missing_config_file(tmp_path: Path, capsys) -> None:
 
 
 def test_a_bad_architecture_json_for_the_opa_fpn_neck(tmp_path: Path, capsys) -> None:
-    from raynas.training.builders import build_model
-    from raynas.training.config import ModelConfig
+    from raynas.models.build import build_model
+    from raynas.models.config import ModelConfig
 
     arch = {f"e{i}_{j}": "top_down" for j in range(1, 6) for i in range(j)}
     bad = {**arch, "e0_1": "teleport"}

@@ -14,18 +14,18 @@ import json
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 from tiny_data import TINY_DIGITS
 
 from raynas.cli import main as cli_main
 from raynas.config import ConfigError, load_yaml
+from raynas.data.loaders import build_dataset
+from raynas.models.build import build_model
+from raynas.models.config import ModelConfig
 from raynas.spaces.base import arch_from_json
 from raynas.spaces.fad import EDGES, FADSpace, NaiveBlock, RepShareBlock, derive
-from raynas.training.builders import build_model
-from raynas.training.config import DartsConfig, ModelConfig
+from raynas.training.config import DartsConfig
 from raynas.training.darts import DartsTask, search_fad, split_halves
-from raynas.training.data import build_dataset
 from raynas.training.engine import NonFiniteLossError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
@@ -185,13 +185,6 @@ def test_task_loaders_read_the_two_halves(darts):
 
 
 # -- a real 2-worker search on Ray Train -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ sys.path.insert(0, str(EXPERIMENTS))
 import opanas_ea  # noqa: E402
 import opanas_evidence  # noqa: E402
 
+from raynas.models.build import searched_neck_spec  # noqa: E402
 from raynas.spaces.opanas import OPANASSpace  # noqa: E402
-from raynas.training.builders import searched_neck_spec  # noqa: E402
 
 
 def test_table_mean_std_and_delta_come_from_the_per_seed_rows() -> None:

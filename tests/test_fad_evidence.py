@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from tiny_data import failure_text
 
+from raynas.models.build import head_factory
 from raynas.spaces.fad import FADSpace
 from raynas.spaces.fad.head import FADHead
-from raynas.training.builders import head_factory
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

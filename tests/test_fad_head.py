@@ -231,8 +231,8 @@ def test_errors():
 
 
 def test_a_darts_ops_genotype_retrains_through_the_config_builder():
-    from raynas.training.builders import build_model
-    from raynas.training.config import ModelConfig
+    from raynas.models.build import build_model
+    from raynas.models.config import ModelConfig
 
     darts_ops = candidate_names(ops="darts")
     genotype = FADSpace(candidates=darts_ops).sample(random.Random(0))

@@ -25,7 +25,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import ray
 from helpers_supernet import make_supernet_checkpoint
 from ray.tune.result import EXPR_RESULT_FILE as RESULT_FILE
 from test_training import tiny_config
@@ -96,13 +95,6 @@ def wait_for(condition, timeout_s: float, what: str, alive=None, poll_s: float =
 
 
 # ---- 1. a Ray Train worker killed -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def registered_checkpoints(run_dir: Path) -> list[str]:
     """Checkpoint folder names that Ray Train registered (fully uploaded), oldest first."""
     try:

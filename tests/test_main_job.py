@@ -20,9 +20,9 @@ from tiny_data import failure_text
 
 from raynas.checkpoints import load_state
 from raynas.config import to_dict
+from raynas.models.build import build_model
 from raynas.spaces.base import arch_from_json
 from raynas.spaces.opanas import OPAFPN, OPANASSpace
-from raynas.training.builders import build_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "opanas_ea.py"
 sys.path.insert(0, str(SCRIPT.parent))

@@ -7,24 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 from tiny_data import TINY_DIGITS
 
 from raynas.config import ConfigError
+from raynas.data.config import DataConfig
+from raynas.data.loaders import build_dataset
+from raynas.models.build import searched_neck_spec
+from raynas.models.config import ModelConfig
 from raynas.spaces.opanas import OPANASSpace
 from raynas.spaces.opanas.mixed import OPANASMixedNeck, derive_arch
-from raynas.training.builders import searched_neck_spec
-from raynas.training.config import (
-    DataConfig,
-    ModelConfig,
-    OPANASDartsConfig,
-    OPANASDartsSettings,
-    OptimConfig,
-    RunConfig,
-)
+from raynas.training.config import OPANASDartsConfig, OPANASDartsSettings, OptimConfig, RunConfig
 from raynas.training.darts import OPANASDartsTask, search_opanas_darts
-from raynas.training.data import build_dataset
 
 NUM_CLASSES = 11
 SPACE = OPANASSpace(5)
@@ -134,13 +128,9 @@ def test_alpha_and_weight_steps_touch_only_their_own_parameters(tiny_digits: Pat
 
 
 @pytest.fixture(scope="module")
-def two_worker_search(tiny_digits: Path, tmp_path_factory: pytest.TempPathFactory):
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        cfg = tiny_config(tiny_digits, "sigmoid", tmp_path_factory.mktemp("darts"), workers=2)
-        yield cfg, search_opanas_darts(cfg)
-    finally:
-        ray.shutdown()
+def two_worker_search(ray_session, tiny_digits: Path, tmp_path_factory: pytest.TempPathFactory):
+    cfg = tiny_config(tiny_digits, "sigmoid", tmp_path_factory.mktemp("darts"), workers=2)
+    return cfg, search_opanas_darts(cfg)
 
 
 def test_two_worker_fair_darts_search_derives_one_architecture(two_worker_search) -> None:

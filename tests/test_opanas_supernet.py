@@ -140,10 +140,10 @@ def test_dead_nodes_are_skipped():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_opafpn_from_supernet_matches_supernet(supernet4, seed):
+def test_opafpn_extracted_from_supernet_matches_supernet(supernet4, seed):
     feats = body_features(IN4, batch=2)
     arch = SPACE.sample(random.Random(seed))
-    fpn = OPAFPN.from_supernet(supernet4, arch)
+    fpn = supernet4.extract(arch)
     with torch.no_grad(), supernet4.using(arch):
         expected = supernet4(feats)
         got = fpn(feats)
@@ -153,14 +153,14 @@ def test_opafpn_from_supernet_matches_supernet(supernet4, seed):
     assert count(fpn) < count(supernet4)
 
 
-def test_opafpn_p6p7_from_supernet_matches_with_gn_and_deformable():
+def test_opafpn_p6p7_extracted_from_supernet_matches_with_gn_and_deformable():
     torch.manual_seed(0)
     net = OPANASSupernet(IN3, C, LastLevelP6P7(C, C), num_nodes=2, deformable=True, norm="gn")
     arch = OPANASSpace(2).from_config(
         {"e0_1": "scale_equalizing", "e0_2": "fusing_splitting", "e1_2": "top_down"}
     )
     feats = body_features(IN3, top=(13, 10))
-    fpn = OPAFPN.from_supernet(net, arch)
+    fpn = net.extract(arch)
     with torch.no_grad():
         expected, got = net(feats, arch=arch), fpn(feats)
     for key in expected:

@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from raynas.cli import main as cli_main
+from raynas.data.config import DataConfig
 from raynas.data.digits import digit_crops
 from raynas.models import build_detector
 from raynas.models.backbones import build_backbone_body
+from raynas.models.config import ModelConfig, proxy_weights_path
 from raynas.models.pretrain import PretrainConfig, ensure_proxy_weights, pretrain_body
-from raynas.training.config import DataConfig, ModelConfig, TrainConfig, proxy_weights_path
+from raynas.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")

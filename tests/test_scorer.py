@@ -152,12 +152,10 @@ def test_pool_rejects_a_checkpoint_of_the_wrong_kind(tiny_digits: Path, tmp_path
 
 
 @pytest.fixture(scope="module")
-def pool(checkpoint: Path):
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def pool(ray_session, checkpoint: Path):
     pool = ScorerPool(checkpoint, num_actors=2)
     yield pool
     pool.shutdown()
-    ray.shutdown()
 
 
 def actor_pid(actor) -> int:

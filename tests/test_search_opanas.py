@@ -36,13 +36,6 @@ def checkpoint(tiny_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return make_supernet_checkpoint(tmp_path_factory.mktemp("supernet"), tiny_digits)
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def search_config(storage: Path, **changes) -> OPANASSearchConfig:
     cfg = OPANASSearchConfig(
         population_size=POPULATION, generations=GENERATIONS, top_k=2, num_scorers=2, storage_path=str(storage)

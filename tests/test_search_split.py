@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from tiny_data import TINY_DIGITS
 
-from raynas.training.config import DataConfig
-from raynas.training.data import build_dataset, search_split_indices
+from raynas.data.config import DataConfig
+from raynas.data.loaders import build_dataset, search_split_indices
 
 
 def image_ids(dataset) -> set[int]:

@@ -155,7 +155,7 @@ def test_never_suggests_an_architecture_twice() -> None:
 def test_no_evaluation_is_spent_on_a_network_already_evaluated() -> None:
     """Architectures that differ only on edges out of dead nodes compute the same network: the searchers
     compare canonical forms, so none of them is suggested twice."""
-    from raynas.search.random import VisitedArchs
+    from raynas.search.searcher import VisitedArchs
     from raynas.spaces.opanas import OPANASSpace
 
     space = OPANASSpace(num_nodes=2)  # 3 edges: e0_1, e0_2, e1_2
@@ -313,8 +313,8 @@ def test_random_searcher_bookkeeping_budget_and_determinism() -> None:
 class ScriptedSearcher(Searcher):
     """A stand-in for OptunaSearch & co: proposes fixed configs and records what it was told."""
 
-    def __init__(self, configs: list[dict]):
-        super().__init__(metric="AP", mode="max")
+    def __init__(self, configs: list[dict], metric: str = "AP", mode: str = "max"):
+        super().__init__(metric=metric, mode=mode)
         self.configs = list(configs)
         self.told: dict[str, Any] = {}
 
@@ -322,7 +322,7 @@ class ScriptedSearcher(Searcher):
         return self.configs.pop(0) if self.configs else Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        self.told[trial_id] = None if result is None else result.get("AP")
+        self.told[trial_id] = None if result is None else result.get(self.metric)
 
     def save(self, checkpoint_path: str) -> None:
         Path(checkpoint_path).write_bytes(pickle.dumps((self.configs, self.told)))
@@ -373,6 +373,41 @@ def test_constrained_searcher_scores_invalid_configs_worst_without_running_them(
         stubborn.suggest("t0")
 
 
+class InvalidArchitectures:
+    """Scorer handles whose every candidate is invalid (as ``SupernetScorer`` says of one)."""
+
+    def score(self, config: dict[str, Any]) -> dict[str, float]:
+        raise ValueError(f"{config} is not an architecture of the space")
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_an_invalid_architecture_scores_the_worst_value_of_the_search_mode(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """raynas' trainable (``score_trial``) and ``ConstrainedSearcher`` report an invalid architecture
+    alike: the search's metric at the worst value of its mode, so it never ranks above a real result."""
+    from raynas.search import run
+    from raynas.search.searcher import worst_value
+
+    worst = -math.inf if mode == "max" else math.inf
+    assert worst_value(mode) == worst
+    with pytest.raises(ValueError, match="mode must be one of"):
+        worst_value("maximise")
+
+    space = ToySpace()
+    inner = ScriptedSearcher(
+        [dict.fromkeys(space.keys, "d"), dict.fromkeys(space.keys, "a")], metric="loss", mode=mode
+    )
+    assert ConstrainedSearcher(inner, space).suggest("t0")["e0"] == "a"
+    assert inner.told == {"t0": worst}
+
+    reported: list[dict] = []
+    monkeypatch.setattr(run.tune, "report", reported.append)
+    run.score_trial(dict.fromkeys(space.keys, "d"), InvalidArchitectures(), metric="loss", mode=mode)
+    assert len(reported) == 1 and reported[0]["loss"] == worst and reported[0]["valid"] is False
+    assert "is not an architecture" in reported[0]["invalid_reason"] and "AP" not in reported[0]
+
+
 # ---- real Tune runs ---------------------------------------------------------------------------
 def toy_trainable(config: dict) -> dict:
     """The whole 'evaluation': the toy fitness of the suggested architecture."""
@@ -420,15 +455,13 @@ class InterruptAfter(tune.Callback):
 
 
 @pytest.fixture(scope="module")
-def ray_session():
+def tune_session(ray_session: None) -> None:
+    """conftest's Ray, with the trainable and the toy space shipped to the trials by value."""
     import toy_space
 
     # Trial workers cannot import modules from tests/: ship the trainable and the toy space by value.
     for module in (toy_space, sys.modules[__name__]):
         ray.cloudpickle.register_pickle_by_value(module)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def tune_run(searcher: Searcher, tmp_path: Path, name: str, **kwargs: Any) -> tune.ResultGrid:
@@ -448,7 +481,7 @@ def tune_run(searcher: Searcher, tmp_path: Path, name: str, **kwargs: Any) -> tu
     return tuner.fit()
 
 
-def test_tune_run_with_evolution_searcher(ray_session: None, tmp_path: Path) -> None:
+def test_tune_run_with_evolution_searcher(tune_session: None, tmp_path: Path) -> None:
     searcher = small_ea(population_size=4, generations=2, top_k=2)
     df = tune_run(searcher, tmp_path, "ea", num_samples=searcher.total_evaluations).get_dataframe()
     assert len(df) == 12 and not df["AP"].isna().any()
@@ -459,14 +492,14 @@ def test_tune_run_with_evolution_searcher(ray_session: None, tmp_path: Path) -> 
     assert parents and parents <= set(df["trial_id"])
 
 
-def test_tune_run_with_random_searcher(ray_session: None, tmp_path: Path) -> None:
+def test_tune_run_with_random_searcher(tune_session: None, tmp_path: Path) -> None:
     searcher = RandomSearcher(ToySpace(), max_evaluations=6, batch_size=3, seed=1)
     df = tune_run(searcher, tmp_path, "random").get_dataframe()
     assert len(df) == 6 and len(df[ARCH_COLUMNS].drop_duplicates()) == 6
     assert sorted(df["config/generation"]) == [0, 0, 0, 1, 1, 1] and set(df["config/origin"]) == {"random"}
 
 
-def test_tune_run_with_a_tune_searcher_over_tune_param_space(ray_session: None, tmp_path: Path) -> None:
+def test_tune_run_with_a_tune_searcher_over_tune_param_space(tune_session: None, tmp_path: Path) -> None:
     space = ToySpace()
     searcher = ConstrainedSearcher(SampleSearcher(seed=0), space, batch_size=2)
     grid = tune.Tuner(
@@ -490,7 +523,7 @@ def test_tune_run_with_a_tune_searcher_over_tune_param_space(ray_session: None, 
     )
 
 
-def test_tune_run_with_optuna(ray_session: None, tmp_path: Path) -> None:
+def test_tune_run_with_optuna(tune_session: None, tmp_path: Path) -> None:
     pytest.importorskip("optuna", reason="optuna is not installed; Tune's OptunaSearch cannot run")
     from ray.tune.search.optuna import OptunaSearch
 
@@ -508,7 +541,7 @@ def test_tune_run_with_optuna(ray_session: None, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_tuner_restore_resumes_the_evolutionary_search(ray_session: None, tmp_path: Path) -> None:
+def test_tuner_restore_resumes_the_evolutionary_search(tune_session: None, tmp_path: Path) -> None:
     make = lambda: small_ea(population_size=4, generations=2, top_k=2, seed=2)  # noqa: E731
     expected = sorted(archs(Driver(make(), concurrency=2).run()))
     marker = tmp_path / "interrupted"

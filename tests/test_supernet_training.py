@@ -14,12 +14,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 from tiny_data import TINY_DIGITS
 
 from raynas.checkpoints import load_detector
 from raynas.config import ConfigError
+from raynas.data.config import DataConfig
+from raynas.data.loaders import build_dataset, make_loader
+from raynas.models.config import ModelConfig
 from raynas.search.scorer import SupernetScorer, state_to_numpy
 from raynas.spaces.opanas import (
     PARAMETERISED_PATHS,
@@ -30,15 +32,7 @@ from raynas.spaces.opanas import (
     fair_step_seed,
 )
 from raynas.spaces.opanas.sampling import training_subnets
-from raynas.training.config import (
-    DataConfig,
-    ModelConfig,
-    OPANASConfig,
-    OptimConfig,
-    RunConfig,
-    SupernetConfig,
-)
-from raynas.training.data import build_dataset, make_loader
+from raynas.training.config import OPANASConfig, OptimConfig, RunConfig, SupernetConfig
 from raynas.training.launch import TrainResult
 from raynas.training.supernet import SupernetTask, train_supernet
 
@@ -72,12 +66,8 @@ def val_images(root: Path, count: int = 2) -> list[torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def supernet_run(tiny_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield train_supernet(tiny_supernet_config(tiny_digits, tmp_path_factory.mktemp("runs")))
-    finally:
-        ray.shutdown()
+def supernet_run(ray_session, tiny_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    return train_supernet(tiny_supernet_config(tiny_digits, tmp_path_factory.mktemp("runs")))
 
 
 # -- the Ray Train run -------------------------------------------------------------------------------

@@ -19,10 +19,12 @@ from tiny_data import TINY_DIGITS
 
 from raynas.checkpoints import STATE_FILE, config_from_state, load_detector, load_state
 from raynas.config import ConfigError, from_dict, load_yaml, to_dict
+from raynas.data.config import DataConfig
+from raynas.data.loaders import build_dataset, make_loader
 from raynas.io import atomic_write_json, run_info
-from raynas.training.builders import build_model
-from raynas.training.config import DataConfig, ModelConfig, OPANASConfig, OptimConfig, RunConfig, TrainConfig
-from raynas.training.data import build_dataset, make_loader
+from raynas.models.build import build_model
+from raynas.models.config import ModelConfig
+from raynas.training.config import OPANASConfig, OptimConfig, RunConfig, TrainConfig
 from raynas.training.launch import TrainResult, check_same_run
 from raynas.training.standalone import train
 
@@ -43,13 +45,6 @@ def tiny_config(root: Path, storage: Path, name: str, epochs: int = 1, **optim) 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in run_dir.glob("checkpoint_*") if (p / STATE_FILE).is_file())
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 Every dataset yields ``(image FloatTensor[3,H,W] in [0,1], {"boxes": [n,4] xyxy, "labels": int64[n],
 "image_id": int})`` and exposes its pycocotools ``COCO`` ground truth as ``dataset.coco``
-(see docs/contracts.md).
+(see docs/contracts.md). A job's :class:`~raynas.data.config.DataConfig` becomes datasets, splits and
+loaders in :mod:`raynas.data.loaders`.
 """
 
 from raynas.data.annotations import DatasetError

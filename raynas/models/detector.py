@@ -30,7 +30,6 @@ MaskHeadFactory = Callable[[int], nn.Module]  # in_channels -> module on the RoI
 
 DETECTORS = ("fcos", "retinanet", "faster_rcnn", "cascade_rcnn", "mask_rcnn")
 TWO_STAGE = ("faster_rcnn", "cascade_rcnn", "mask_rcnn")
-NECKS = ("fpn",)
 
 # torchvision's defaults, tuned for images resized to ~800 px (FCOS: anchor = stride of P3..P7, one per
 # location; RetinaNet: 32..512 px x 3 octave scales x 3 ratios; Faster R-CNN RPN: 32..512 px x 3 ratios).
@@ -99,8 +98,8 @@ def _build_neck(
         fpn.out_channels = out_channels  # the neck contract; torchvision's FPN does not set it
         return fpn
     raise ValueError(
-        f"unknown neck '{neck}'; valid necks: {list(NECKS)}, or a factory "
-        "(in_channels_list, out_channels, extra_blocks) -> nn.Module"
+        f"unknown neck '{neck}'; pass \"fpn\" or a factory (in_channels_list, out_channels, extra_blocks) "
+        "-> nn.Module (the searched necks: raynas.models.build.neck_factory)"
     )
 
 

@@ -1,13 +1,10 @@
 """Architecture search on Ray Tune: evolutionary and random searchers over any ``SearchSpace``."""
 
-from raynas.search.constraints import (
-    ConstrainedSearcher,
-    CostLimit,
-    arch_from_tune_config,
-    tune_param_space,
-)
+from raynas.search.constraints import CostLimit
 from raynas.search.evolution import EvolutionSearcher
-from raynas.search.random import ArchRecord, ArchSearcher, RandomSearcher
+from raynas.search.random import RandomSearcher
+from raynas.search.searcher import ArchRecord, ArchSearcher
+from raynas.search.tune_interop import ConstrainedSearcher, arch_from_tune_config, tune_param_space
 
 __all__ = [
     "ArchRecord",

@@ -31,7 +31,7 @@ from ray.tune.search import Searcher
 
 from raynas.search.constraints import Constraint, draw_new
 from raynas.search.pareto import MODES, nsga2_order, oriented
-from raynas.search.random import ArchRecord, ArchSearcher, _finite
+from raynas.search.searcher import ArchRecord, ArchSearcher, _finite
 from raynas.spaces.base import SearchSpace
 
 Proposal = tuple[Any, int, str, tuple[str, ...]]

@@ -19,6 +19,7 @@ from raynas.checkpoints import config_from_state, load_state
 from raynas.config import ConfigError, check_local_storage, check_ranges, check_writable_folder
 from raynas.evaluation import count_flops, count_params
 from raynas.io import atomic_write_json, run_info
+from raynas.models.build import build_model
 from raynas.search.constraints import CostLimit
 from raynas.search.evolution import EvolutionSearcher
 from raynas.search.pareto import oriented, pareto_mask
@@ -27,7 +28,6 @@ from raynas.search.random import RandomSearcher
 from raynas.search.run import results_table, resume_search, run_search, summarize, write_results
 from raynas.spaces.base import arch_to_json
 from raynas.spaces.opanas import OPAFPN, OPANASSpace
-from raynas.training.builders import build_model
 
 #: "pareto" is the evolution with NSGA-II selection on (metric max, neck FLOPs min); not run by default
 STRATEGIES = ("evolution", "random", "pareto")
@@ -268,7 +268,7 @@ def search_opanas(
             started = time.perf_counter()
             searcher = make_searcher(strategy, space, cfg, constraint)
             if resume and (experiment / "tuner.pkl").is_file():
-                grid = resume_search(experiment, pool.handles)
+                grid = resume_search(experiment, pool.handles, metric=cfg.metric)
             else:
                 grid = run_search(
                     searcher,

@@ -20,6 +20,7 @@ from ray import tune
 
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.search.handles import ScorerHandles
+from raynas.search.searcher import worst_value
 
 ARCH_PREFIX = "config/"
 #: a trial only waits on a scorer actor; Tune needs a non-empty request, so it asks for a sliver
@@ -31,13 +32,19 @@ TRIAL_CPUS = 0.05
 EXPERIMENT_CHECKPOINT_S = 2.0
 
 
-def score_trial(config: dict[str, Any], scorers: ScorerHandles) -> None:
-    """Tune function trainable: score one architecture, report its metrics once."""
+def score_trial(
+    config: dict[str, Any], scorers: ScorerHandles, metric: str = "AP", mode: str = "max"
+) -> None:
+    """Tune function trainable: score one architecture, report its metrics once.
+
+    An invalid architecture (e.g. from an off-the-shelf searcher) is reported with the search's ``metric``
+    at :func:`~raynas.search.searcher.worst_value` of its ``mode``, as ``ConstrainedSearcher`` reports one.
+    """
     started = time.perf_counter()
     try:
         metrics = {**scorers.score(config), "valid": True}
-    except ValueError as err:  # an invalid architecture (e.g. from an off-the-shelf searcher)
-        metrics = {"AP": 0.0, "AP50": 0.0, "valid": False, "invalid_reason": str(err)[:200]}
+    except ValueError as err:
+        metrics = {metric: worst_value(mode), "valid": False, "invalid_reason": str(err)[:200]}
     tune.report({**metrics, "score_time_s": time.perf_counter() - started})
 
 
@@ -51,6 +58,7 @@ def run_search(
     verbose: int = 1,
     param_space: dict[str, Any] | None = None,
     num_samples: int = -1,
+    mode: str = "max",
 ) -> tune.ResultGrid:
     """Run ``searcher`` and return Tune's ``ResultGrid``.
 
@@ -59,12 +67,12 @@ def run_search(
     (``tune_param_space(space)``) and a budget, ``num_samples``.
     """
     tuner = tune.Tuner(
-        _trainable(scorers),
+        _trainable(scorers, metric, mode),
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             metric=metric,
-            mode="max",
+            mode=mode,
             num_samples=num_samples,
             max_concurrent_trials=max_concurrent,
             reuse_actors=True,  # a trial process per candidate would cost seconds of imports each
@@ -75,15 +83,20 @@ def run_search(
         return tuner.fit()
 
 
-def resume_search(path: str | Path, scorers: ScorerHandles) -> tune.ResultGrid:
-    """Continue an interrupted search from its Tune directory (the searcher state included)."""
+def resume_search(
+    path: str | Path, scorers: ScorerHandles, metric: str = "AP", mode: str = "max"
+) -> tune.ResultGrid:
+    """Continue an interrupted search from its Tune directory (the searcher state included); ``metric``
+    and ``mode`` are the ones the search was started with."""
     path = Path(path)
     if not tune.Tuner.can_restore(str(path.resolve())):
         raise FileNotFoundError(
             f"{str(path)!r} is not a Tune experiment directory that can be resumed; pass the folder "
             "a search run created under its storage path (it holds tuner.pkl)"
         )
-    tuner = tune.Tuner.restore(str(path.resolve()), trainable=_trainable(scorers), resume_errored=True)
+    tuner = tune.Tuner.restore(
+        str(path.resolve()), trainable=_trainable(scorers, metric, mode), resume_errored=True
+    )
     with frequent_experiment_checkpoints():
         return tuner.fit()
 
@@ -109,8 +122,9 @@ def frequent_experiment_checkpoints(period_s: float = EXPERIMENT_CHECKPOINT_S) -
         os.environ.pop(key, None)
 
 
-def _trainable(scorers: ScorerHandles):
-    return tune.with_resources(tune.with_parameters(score_trial, scorers=scorers), {"cpu": TRIAL_CPUS})
+def _trainable(scorers: ScorerHandles, metric: str, mode: str):
+    trainable = tune.with_parameters(score_trial, scorers=scorers, metric=metric, mode=mode)
+    return tune.with_resources(trainable, {"cpu": TRIAL_CPUS})
 
 
 def results_table(grid: tune.ResultGrid, strategy: str) -> pd.DataFrame:

@@ -24,13 +24,14 @@ import numpy as np
 import torch
 
 from raynas.config import from_dict
+from raynas.data.loaders import base_dataset, build_dataset, make_loader
 from raynas.evaluation import coco_metrics_from_detections, count_flops, count_params
 from raynas.io import select_device
+from raynas.models.build import build_model
 from raynas.models.replay import replaying
 from raynas.spaces.opanas import OPAFPN, OPANASSpace
-from raynas.training.builders import build_model
 from raynas.training.config import SupernetConfig
-from raynas.training.data import base_dataset, build_dataset, ensure_inputs, make_loader
+from raynas.training.inputs import ensure_inputs
 
 DEFAULT_CACHE_BYTES = 2 * 1024**3
 

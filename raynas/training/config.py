@@ -10,87 +10,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from raynas.config import ConfigError, check_local_storage, check_ranges
-
-PROXY_WEIGHTS = "proxy"
-
-
-def proxy_weights_path(data_root: str, backbone: str) -> str:
-    """Where ``raynas pretrain`` keeps the body pretrained for the digits data at ``data_root``."""
-    return f"{data_root.rstrip('/')}/pretrained/{backbone}.pt"
-
-
-@dataclass
-class DataConfig:
-    """Where the data is. ``format="digits"`` generates the embedded dataset into ``root`` if absent."""
-
-    root: str = "data/digits"
-    format: Literal["digits", "coco", "voc"] = "digits"
-    train_images: str | None = None  # default: {root}/train
-    train_annotations: str | None = None  # default: {root}/annotations/instances_train.json
-    val_images: str | None = None  # default: {root}/val
-    val_annotations: str | None = None  # default: {root}/annotations/instances_val.json
-    voc_train_set: str = "trainval"
-    voc_val_set: str = "test"
-    num_train: int = 1000  # digits generation only
-    num_val: int = 200
-    image_size: int = 128
-    seed: int = 0
-    # the default data are digits, and a mirrored digit is not that digit; 0.5 is the usual for COCO/VOC
-    hflip: float = 0.0
-    batch_size: int = 8  # per worker
-    loader_workers: int = 0
-    # the search split: this fraction of the training images (seeded by ``seed``) is held out of training
-    # and is what search candidates are scored on; val stays for reported results only. OPANAS jobs set
-    # it (0.2: the super-net, the search and every arm compared with it train on the same images); jobs
-    # that search nothing keep every training image
-    search_fraction: float = 0.0
-    max_train_images: int | None = None  # a seeded random subset of the training images, not the first N
-    max_search_images: int | None = None
-    max_val_images: int | None = None
-
-    def __post_init__(self) -> None:
-        check_ranges(
-            self,
-            {
-                "num_train": (1, None),
-                "num_val": (1, None),
-                "image_size": (32, None),
-                "seed": (0, None),
-                "hflip": (0.0, 1.0),
-                "batch_size": (1, None),
-                "loader_workers": (0, None),
-                "search_fraction": (0.0, 0.9),
-                "max_train_images": (1, None),
-                "max_search_images": (1, None),
-                "max_val_images": (1, None),
-            },
-            "data.",
-        )
-
-
-@dataclass
-class ModelConfig:
-    kind: Literal["fcos", "retinanet", "faster_rcnn", "cascade_rcnn"] = "fcos"
-    backbone: str = "resnet18"
-    out_channels: int = 64
-    min_size: int = 128
-    max_size: int = 128
-    # None (random init), a local state dict of the torchvision classifier, or "proxy": the body
-    # pretrained on the digits proxy (`raynas pretrain`), kept at {data.root}/pretrained/{backbone}.pt
-    # and made when absent
-    backbone_weights: str | None = None
-    norm: str | None = None  # None: the builder's default for random init / the weights' own norm
-    trainable_backbone_layers: int | None = None
-
-    def __post_init__(self) -> None:
-        check_ranges(
-            self,
-            {"out_channels": (1, None), "min_size": (32, None), "max_size": (32, None),
-             "trainable_backbone_layers": (0, 6)},
-            "model.",
-        )  # fmt: skip
-        if self.max_size < self.min_size:
-            raise ConfigError(f"model.max_size ({self.max_size}) must be >= model.min_size ({self.min_size})")
+from raynas.data.config import DataConfig
+from raynas.models.config import PROXY_WEIGHTS, ModelConfig, proxy_weights_path
 
 
 @dataclass

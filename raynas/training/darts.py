@@ -21,17 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Subset
 
+from raynas.data.loaders import build_dataset, make_loader
 from raynas.io import atomic_write_json
+from raynas.models.build import build_model
 from raynas.spaces.base import arch_to_json
 from raynas.spaces.fad import FADSpace
-from raynas.training.builders import build_model
 from raynas.training.config import DartsConfig, OPANASDartsConfig
-from raynas.training.data import build_dataset, make_loader
-from raynas.training.engine import Task, check_finite, sync_gradients, unwrap, world_info
+from raynas.training.engine import Task, check_finite, ranks_agree, sync_gradients, unwrap
 from raynas.training.launch import TrainResult, fit
 
 
@@ -147,16 +146,9 @@ class DartsTask(Task):
         searchable = searchable_of(model)
         config = searchable.search_space().to_config(searchable.derive())
         digest = int(hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:15], 16)
-        _, world = world_info()
-        digests = [digest]
-        if world > 1:
-            # on the task's device: NCCL (GPU runs) gathers CUDA tensors only
-            gathered = [torch.zeros(1, dtype=torch.int64, device=self.device) for _ in range(world)]
-            dist.all_gather(gathered, torch.tensor([digest], dtype=torch.int64, device=self.device))
-            digests = [int(t.item()) for t in gathered]
         return {
             "genotype": json.dumps(config, sort_keys=True),
-            "ranks_same_genotype": len(set(digests)) == 1,
+            "ranks_same_genotype": ranks_agree(digest, self.device),
             "peak_memory_mb": peak_memory_mb(self.device),
         }
 

@@ -13,7 +13,6 @@ import importlib
 import math
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import ray.train
@@ -22,11 +21,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from raynas.checkpoints import STATE_FILE, load_state
-from raynas.config import dump_yaml, from_dict
-from raynas.io import atomic_torch_save, atomic_write_json
+from raynas.checkpoints import load_state, write_checkpoint
+from raynas.config import from_dict
+from raynas.data.loaders import base_dataset, build_dataset, make_loader
 from raynas.training.config import TrainConfig
-from raynas.training.data import base_dataset, build_dataset, ensure_inputs, make_loader
+from raynas.training.inputs import ensure_inputs
 
 
 class NonFiniteLossError(RuntimeError):
@@ -55,6 +54,17 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
             "and its last checkpoint is the last good state. Lower optim.lr, raise optim.warmup_iters "
             "or set optim.grad_clip, then resume from that checkpoint."
         )
+
+
+def ranks_agree(value: int, device: torch.device) -> bool:
+    """Whether every rank holds the same ``value`` (a digest of what each rank sampled or derived); always
+    ``True`` outside a distributed run. Gathered on ``device``: NCCL (GPU runs) gathers CUDA tensors only."""
+    _, world = world_info()
+    if world == 1:
+        return True
+    gathered = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world)]
+    dist.all_gather(gathered, torch.tensor([value], dtype=torch.int64, device=device))
+    return len({int(t.item()) for t in gathered}) == 1
 
 
 def sync_gradients(parameters: list[nn.Parameter]) -> None:
@@ -170,12 +180,6 @@ def _resolve_task(path: str) -> type[Task]:
     return getattr(importlib.import_module(module), name)
 
 
-def _save_checkpoint(directory: Path, state: dict[str, Any], cfg: Any, metrics: dict[str, Any]) -> None:
-    atomic_torch_save(state, directory / STATE_FILE)
-    (directory / "config.yaml").write_text(dump_yaml(cfg))
-    atomic_write_json(directory / "metrics.json", metrics)
-
-
 def worker_loop(loop_config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` of every raynas ``TorchTrainer``.
 
@@ -251,21 +255,20 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
         if rank == 0 and ((epoch + 1) % cfg.run.eval_every == 0 or last):
             metrics.update(task.evaluate(model, val_loader, device))
         metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-        state = {
-            "model": unwrap(model).state_dict(),
-            "optim": {key: obj.state_dict() for key, obj in optim.items()},
-            "epoch": epoch + 1,
-            "step": step,
-            "config": loop_config["config"],
-            "task": loop_config["task"],
-            "config_class": f"{task_cls.config_class.__module__}.{task_cls.config_class.__qualname__}",
-            "num_classes": num_classes,
-            "metrics": metrics,
-            **task.extra_state(unwrap(model)),
-        }
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
-                _save_checkpoint(Path(tmp), state, cfg, metrics)
+                write_checkpoint(
+                    tmp,
+                    cfg,
+                    loop_config["task"],
+                    unwrap(model).state_dict(),
+                    num_classes,
+                    epoch + 1,
+                    step,
+                    optim={key: obj.state_dict() for key, obj in optim.items()},
+                    metrics=metrics,
+                    extra=task.extra_state(unwrap(model)),
+                )
                 print(f"[raynas] epoch {epoch + 1}/{cfg.optim.epochs}: {_fmt(metrics)}", flush=True)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
             else:

@@ -23,8 +23,8 @@ from ray.train.torch import TorchTrainer
 from raynas.checkpoints import STATE_FILE, load_state
 from raynas.config import ConfigError, check_writable_folder, from_dict, to_dict
 from raynas.io import atomic_write_json, run_info
-from raynas.ray_hooks import RUNTIME_ENV
-from raynas.training.data import ensure_inputs
+from raynas.training.inputs import ensure_inputs
+from raynas.training.ray_hooks import RUNTIME_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def preflight(task: str, cfg: Any, resume_from: str | Path | None = None) -> Non
     the user wrapped in Ray's traceback: the annotation files parse, the model builds (neck and head
     specs, genotype, backbone weights), and a resume checkpoint was written by this kind of job for this
     model. Data the driver cannot see (on a cluster) is left to the workers."""
-    from raynas.training.data import base_dataset, build_dataset
+    from raynas.data.loaders import base_dataset, build_dataset
     from raynas.training.engine import _resolve_task
 
     visible = cfg.data.format == "digits" or Path(cfg.data.train_annotations or cfg.data.root).exists()

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raynas.training.builders import build_model
+from raynas.models.build import build_model
 from raynas.training.config import TrainConfig
 from raynas.training.engine import Task, check_finite
 from raynas.training.launch import TrainResult, fit
@@ -50,9 +50,9 @@ def evaluate_checkpoint(
     from dataclasses import replace
 
     from raynas.checkpoints import load_detector
+    from raynas.data.loaders import build_dataset, make_loader
     from raynas.evaluation import evaluate_coco
     from raynas.io import select_device
-    from raynas.training.data import build_dataset, make_loader
 
     model, cfg, _ = load_detector(checkpoint_dir)
     limit = {"max_search_images" if split == "search" else "max_val_images": max_images}

@@ -24,15 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from raynas.models.build import build_model
 from raynas.models.replay import replaying
 from raynas.spaces.opanas import OPANASSpace, fair_sample, fair_step_seed
 from raynas.spaces.opanas.sampling import training_subnets
-from raynas.training.builders import build_model
 from raynas.training.config import SupernetConfig
-from raynas.training.engine import Task, check_finite, sync_gradients, unwrap, world_info
+from raynas.training.engine import Task, check_finite, ranks_agree, sync_gradients, unwrap
 from raynas.training.launch import TrainResult, fit
 
 #: fixed seed of the sub-nets evaluated after each epoch (the same ones every epoch)
@@ -115,17 +114,10 @@ class SupernetTask(Task):
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
         """The digest of every sub-net drawn so far, and whether all ranks drew the same ones."""
         digest = int(self._digest.hexdigest()[:15], 16)
-        _, world = world_info()
-        digests = [digest]
-        if world > 1:
-            # on the task's device: NCCL (GPU runs) gathers CUDA tensors only
-            gathered = [torch.zeros(1, dtype=torch.int64, device=self.device) for _ in range(world)]
-            dist.all_gather(gathered, torch.tensor([digest], dtype=torch.int64, device=self.device))
-            digests = [int(t.item()) for t in gathered]
         gamma = supernet_of(model).gamma.detach()
         return {
             "subnet_digest": digest,
-            "ranks_sampled_same_subnets": len(set(digests)) == 1,
+            "ranks_sampled_same_subnets": ranks_agree(digest, self.device),
             "gamma_l1": float(gamma.abs().sum()),
         }
 

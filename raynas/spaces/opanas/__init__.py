@@ -2,8 +2,11 @@
 
 * :mod:`.paths` -- the six information paths (Sec. 3.1, Eq. 1-6).
 * :mod:`.space` -- architecture encoding, validation, sampling and variation (Sec. 3.2, 3.2.2).
-* :mod:`.supernet` -- the weight-sharing super-net with edge importance weights (Sec. 3.2.1, Eq. 10-12).
-* :mod:`.fpn` -- a discrete OPA-FPN neck for one architecture, optionally with super-net weights.
+* :mod:`.dag` -- the DAG neck every OPANAS neck shares (laterals, extra levels, Eq. 10).
+* :mod:`.fpn` -- a discrete OPA-FPN neck for one architecture.
+* :mod:`.supernet` -- the weight-sharing super-net with edge importance weights (Sec. 3.2.1, Eq. 10-12);
+  ``extract(arch)`` gives the OPA-FPN of a sub-net with the super-net's weights.
+* :mod:`.mixed` -- the DARTS / Fair DARTS relaxation of the DAG (Table 6).
 * :mod:`.sampling` -- strict fair sampling of K=4 sub-nets per step (Sec. 3.2.1, Eq. 13).
 """
 

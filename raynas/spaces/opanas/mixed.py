@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
-from raynas.spaces.opanas.fpn import PyramidDAGNeck
+from raynas.spaces.opanas.dag import PyramidDAGNeck
 from raynas.spaces.opanas.paths import PATH_NAMES
 from raynas.spaces.opanas.space import OPANASArch, OPANASSpace
 

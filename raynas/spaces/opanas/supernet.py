@@ -14,13 +14,15 @@ The active sub-net is chosen explicitly, never through global state::
         out = supernet(features)      # or supernet(features, arch=arch)
 
 Lateral convs, extra levels (``LastLevelP6P7`` before the DAG, ``LastLevelMaxPool`` after it) and the DAG
-evaluation are shared with :class:`~raynas.spaces.opanas.fpn.OPAFPN`; see that module. The constructor has
+evaluation are shared with :class:`~raynas.spaces.opanas.fpn.OPAFPN` (:mod:`raynas.spaces.opanas.dag`);
+:meth:`OPANASSupernet.extract` turns a sub-net into that discrete neck. The constructor has
 the torchvision neck signature, so ``functools.partial(OPANASSupernet, num_nodes=5)`` is a neck factory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
@@ -28,7 +30,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
-from raynas.spaces.opanas.fpn import PyramidDAGNeck
+from raynas.spaces.opanas.dag import PyramidDAGNeck
+from raynas.spaces.opanas.fpn import OPAFPN
 from raynas.spaces.opanas.paths import PARAMETERISED_PATHS
 from raynas.spaces.opanas.space import OPANASArch, active_edges, edge_key
 
@@ -116,3 +119,17 @@ class OPANASSupernet(PyramidDAGNeck):
                 if key.startswith(prefix):
                     out[new_prefix + key[len(prefix) :]] = value.detach().clone()
         return out
+
+    def extract(self, arch: OPANASArch) -> OPAFPN:
+        """Sub-net ``arch`` as a stand-alone :class:`OPAFPN` with the super-net's weights and gamma."""
+        fpn = OPAFPN(
+            arch,
+            self.in_channels_list,
+            self.out_channels,
+            extra_blocks=copy.deepcopy(self.extra_blocks),
+            deformable=self.deformable,
+            norm=self.norm,
+            extra_on=self.extra_on,
+        )
+        fpn.load_state_dict(self.subnet_state_dict(arch))
+        return fpn.to(self.gamma.device)

@@ -9,17 +9,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from raynas.config import ConfigError
-from raynas.data import (
-    CocoDetection,
-    Compose,
-    RandomHorizontalFlip,
-    VOCDetection,
-    detection_collate,
-    generate_digits,
-)
-from raynas.data.digits import digits_settings
+from raynas.data.coco import CocoDetection
+from raynas.data.config import DataConfig
+from raynas.data.digits import digits_settings, generate_digits
+from raynas.data.transforms import Compose, RandomHorizontalFlip, detection_collate
+from raynas.data.voc import VOCDetection
 from raynas.io import file_lock
-from raynas.training.config import DataConfig, TrainConfig, proxy_weights_path
 
 
 def ensure_dataset(cfg: DataConfig, progress: bool = True) -> Path:
@@ -58,22 +53,6 @@ def _check_settings(root: Path, wanted: dict[str, int]) -> bool:
             "data.root at another folder, or set data.num_train/num_val/image_size/seed to match"
         )
     return found is not None
-
-
-def ensure_backbone_weights(cfg: TrainConfig) -> None:
-    """Pretrain the proxy body (``backbone_weights: proxy``) when it is not there yet; other paths are the
-    user's to provide (the builder says which file is missing)."""
-    weights = cfg.model.backbone_weights
-    if weights is not None and weights == proxy_weights_path(cfg.data.root, cfg.model.backbone):
-        from raynas.models.pretrain import ensure_proxy_weights
-
-        ensure_proxy_weights(weights, cfg.model.backbone)
-
-
-def ensure_inputs(cfg: TrainConfig, progress: bool = True) -> None:
-    """Everything a job reads before its first step: the dataset and the pretrained body."""
-    ensure_dataset(cfg.data, progress=progress)
-    ensure_backbone_weights(cfg)
 
 
 def _coco_paths(cfg: DataConfig, split: str) -> tuple[Path, Path]:

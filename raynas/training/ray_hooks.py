@@ -15,4 +15,4 @@ def quiet_ray_workers() -> None:
     )
 
 
-RUNTIME_ENV = {"worker_process_setup_hook": "raynas.ray_hooks.quiet_ray_workers"}
+RUNTIME_ENV = {"worker_process_setup_hook": "raynas.training.ray_hooks.quiet_ray_workers"}

@@ -13,9 +13,9 @@ from typing import Any
 
 from torch import nn
 
-from raynas.models import build_detector
+from raynas.models.config import ModelConfig
+from raynas.models.detector import build_detector
 from raynas.spaces.base import from_config_strict
-from raynas.training.config import ModelConfig
 
 NECK_TYPES = ("fpn", "opa_fpn", "opanas_supernet", "opanas_mixed")
 HEAD_TYPES = ("fad", "fad_search")

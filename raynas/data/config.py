@@ -1,0 +1,61 @@
+"""Where a job's data is and how it is split and batched (:class:`DataConfig`).
+
+Ray-free and import-light: the training and search configs nest it, and YAML loading
+(``raynas.config.load_yaml``) builds it from its ``data:`` section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from raynas.config import check_ranges
+
+
+@dataclass
+class DataConfig:
+    """Where the data is. ``format="digits"`` generates the embedded dataset into ``root`` if absent."""
+
+    root: str = "data/digits"
+    format: Literal["digits", "coco", "voc"] = "digits"
+    train_images: str | None = None  # default: {root}/train
+    train_annotations: str | None = None  # default: {root}/annotations/instances_train.json
+    val_images: str | None = None  # default: {root}/val
+    val_annotations: str | None = None  # default: {root}/annotations/instances_val.json
+    voc_train_set: str = "trainval"
+    voc_val_set: str = "test"
+    num_train: int = 1000  # digits generation only
+    num_val: int = 200
+    image_size: int = 128
+    seed: int = 0
+    # the default data are digits, and a mirrored digit is not that digit; 0.5 is the usual for COCO/VOC
+    hflip: float = 0.0
+    batch_size: int = 8  # per worker
+    loader_workers: int = 0
+    # the search split: this fraction of the training images (seeded by ``seed``) is held out of training
+    # and is what search candidates are scored on; val stays for reported results only. OPANAS jobs set
+    # it (0.2: the super-net, the search and every arm compared with it train on the same images); jobs
+    # that search nothing keep every training image
+    search_fraction: float = 0.0
+    max_train_images: int | None = None  # a seeded random subset of the training images, not the first N
+    max_search_images: int | None = None
+    max_val_images: int | None = None
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {
+                "num_train": (1, None),
+                "num_val": (1, None),
+                "image_size": (32, None),
+                "seed": (0, None),
+                "hflip": (0.0, 1.0),
+                "batch_size": (1, None),
+                "loader_workers": (0, None),
+                "search_fraction": (0.0, 0.9),
+                "max_train_images": (1, None),
+                "max_search_images": (1, None),
+                "max_val_images": (1, None),
+            },
+            "data.",
+        )

@@ -1,0 +1,96 @@
+"""The layering rules of docs/architecture.md, checked on the source: data flows downwards.
+
+Every module's imports are read with ``ast`` (``import x`` and ``from x import y``, at any depth, so an
+import inside a function counts as much as one at the top), never by importing the module.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "raynas"
+
+#: the folders below the Ray line: pure PyTorch, usable without Ray and without a training job
+RAY_FREE = ("spaces", "models", "data", "evaluation")
+#: the only folders that may import Ray
+RAY_USERS = ("training", "search")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Every module the source of ``module`` imports, relative imports resolved to absolute names."""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            name = ".".join([*base, *([node.module] if node.module else [])])
+            found.add(name)
+            # ``from raynas import training`` imports the module raynas.training
+            found.update(f"{name}.{alias.name}" for alias in node.names)
+    return found
+
+
+def imports_of(path: Path) -> set[str]:
+    return imported_modules(path.read_text(), module_name(path), path.name == "__init__.py")
+
+
+def modules_under(*folders: str) -> list[Path]:
+    return sorted(p for folder in folders for p in (PACKAGE / folder).rglob("*.py"))
+
+
+def is_within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def offending(path: Path, forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(name for name in imports_of(path) if any(is_within(name, f) for f in forbidden))
+
+
+def test_the_parser_sees_every_kind_of_import() -> None:
+    """Top-level, nested, relative and ``from package import module`` imports are all found."""
+    source = (
+        "import ray.train\n"
+        "from raynas.training.config import TrainConfig\n"
+        "def f():\n"
+        "    from ..search import run\n"
+        "    from . import build\n"
+    )
+    found = imported_modules(source, "raynas.models.probe")
+    assert {"ray.train", "raynas.training.config", "raynas.search.run", "raynas.models.build"} <= found
+    assert imported_modules("from .opanas import space", "raynas.spaces", is_package=True) >= {
+        "raynas.spaces.opanas.space"
+    }
+
+
+@pytest.mark.parametrize("path", modules_under(*RAY_FREE), ids=lambda p: module_name(p))
+def test_pure_pytorch_layers_import_neither_ray_nor_the_jobs(path: Path) -> None:
+    assert offending(path, ("ray", "raynas.training", "raynas.search")) == []
+
+
+def test_the_checkpoint_format_does_not_depend_on_the_jobs() -> None:
+    assert offending(PACKAGE / "checkpoints.py", ("ray", "raynas.training", "raynas.search")) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] not in RAY_USERS),
+    ids=lambda p: module_name(p),
+)
+def test_only_training_and_search_import_ray(path: Path) -> None:
+    assert offending(path, ("ray",)) == []
+
+
+def test_every_module_is_checked() -> None:
+    """The Ray-free folders exist and hold modules (a renamed folder must not pass the tests vacuously)."""
+    for folder in RAY_FREE:
+        assert modules_under(folder), folder
