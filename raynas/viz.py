@@ -105,11 +105,14 @@ def plot_pareto(
 
 
 def draw_fad_genotype(genotype: Any, path: str | Path) -> Path:
-    """Both FAD cells (group 1: box regression, group 2: classification) side by side."""
+    """The FAD cells side by side: group 1 (box regression) and group 2 (classification) of a detection
+    head, or the one group of a mask head."""
     from raynas.spaces.fad import EDGES
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    for g, (ax, ops) in enumerate(zip(axes, genotype.groups)):
+    groups = genotype.groups
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.6), squeeze=False)
+    roles = ("box regression", "classification") if len(groups) == 2 else ("mask head",)
+    for g, (ax, ops) in enumerate(zip(axes[0], groups)):
         names = ["in", "n1", "n2", "n3"]
         for index, name in enumerate(names):
             ax.add_patch(plt.Circle((index, 0), 0.2, color="white", ec="black", zorder=3))
@@ -123,5 +126,5 @@ def draw_fad_genotype(genotype: Any, path: str | Path) -> Path:
         ax.set_xlim(-0.5, 3.5)
         ax.set_ylim(-1.1, 1.1)
         ax.axis("off")
-        ax.set_title(f"group {g + 1} ({'box regression' if g == 0 else 'classification'})")
+        ax.set_title(f"group {g + 1} ({roles[g]})")
     return _save(fig, path)

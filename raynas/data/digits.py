@@ -200,6 +200,15 @@ def digits_settings(root: str | os.PathLike) -> dict[str, int] | None:
     return settings
 
 
+def digits_have_masks(root: str | os.PathLike) -> bool:
+    """Whether the digits annotations at ``root`` carry instance masks (raynas before masks wrote none)."""
+    for split in ("train", "val"):
+        payload = json.loads((Path(root) / "annotations" / f"instances_{split}.json").read_text())
+        if any("segmentation" not in ann for ann in payload.get("annotations", [])):
+            return False
+    return True
+
+
 def generate_digits(
     out_dir: str | os.PathLike,
     num_train: int = 1000,

@@ -11,17 +11,19 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from raynas.config import ConfigError
 from raynas.data.coco import CocoDetection
 from raynas.data.config import DataConfig
-from raynas.data.digits import digits_settings, generate_digits
+from raynas.data.digits import digits_have_masks, digits_settings, generate_digits
 from raynas.data.transforms import Compose, RandomHorizontalFlip, detection_collate
 from raynas.data.voc import VOCDetection
 from raynas.io import file_lock
 
 
-def ensure_dataset(cfg: DataConfig, progress: bool = True) -> Path:
+def ensure_dataset(cfg: DataConfig, progress: bool = True, masks: bool = False) -> Path:
     """Generate the embedded digits data into ``cfg.root`` unless it is already there.
 
     Generation is deterministic for a seed, so every node of a cluster can make its own copy;
-    a file lock keeps two workers on one node from writing it at the same time.
+    a file lock keeps two workers on one node from writing it at the same time. ``masks``: the job needs
+    instance masks; digits written before raynas had masks are generated again (the same images, the
+    annotations gain ``segmentation``).
     """
     root = Path(cfg.root)
     if cfg.format != "digits":
@@ -34,10 +36,14 @@ def ensure_dataset(cfg: DataConfig, progress: bool = True) -> Path:
         "image_size": cfg.image_size,
         "seed": cfg.seed,
     }
-    if _check_settings(root, wanted):
+
+    def ready() -> bool:
+        return _check_settings(root, wanted) and (not masks or digits_have_masks(root))
+
+    if ready():
         return root  # there, and generated with these settings (no lock: the folder may be read-only)
     with file_lock(root.parent / f".{root.name}.lock"):
-        if not _check_settings(root, wanted):
+        if not ready():
             generate_digits(root, **wanted, progress=progress)
     return root
 
@@ -92,10 +98,12 @@ def _subset(dataset: Dataset, indices: list[int], limit: int | None, seed: int) 
     return Subset(dataset, indices)
 
 
-def build_dataset(cfg: DataConfig, split: str, train_transforms: bool | None = None) -> Dataset:
+def build_dataset(
+    cfg: DataConfig, split: str, train_transforms: bool | None = None, masks: bool = False
+) -> Dataset:
     """The ``split`` dataset: "train" (training images minus the search split), "search" (the held-out
     part of the training images that candidates are scored on) or "val" (what results are reported on).
-    Flips only on the training split by default."""
+    Flips only on the training split by default. ``masks``: instance masks in the targets (Mask R-CNN)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     if split == "search" and cfg.search_fraction == 0:
@@ -108,10 +116,10 @@ def build_dataset(cfg: DataConfig, split: str, train_transforms: bool | None = N
     source = "val" if split == "val" else "train"
     if cfg.format == "voc":
         image_set = cfg.voc_train_set if source == "train" else cfg.voc_val_set
-        dataset = VOCDetection(cfg.root, image_set=image_set, transforms=transforms)
+        dataset = VOCDetection(cfg.root, image_set=image_set, transforms=transforms, masks=masks)
     else:
         images, annotations = _coco_paths(cfg, source)
-        dataset = CocoDetection(images, annotations, transforms=transforms)
+        dataset = CocoDetection(images, annotations, transforms=transforms, masks=masks)
     if split == "val":
         return _subset(dataset, list(range(len(dataset))), cfg.max_val_images, cfg.seed)
     train, search = search_split_indices(len(dataset), cfg)

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from raynas.models.config import ModelConfig
-from raynas.models.detector import build_detector
+from raynas.models.detector import INSTANCE_SEGMENTATION, TWO_STAGE, build_detector
 from raynas.spaces.base import from_config_strict
 
 NECK_TYPES = ("fpn", "opa_fpn", "opanas_supernet", "opanas_mixed")
@@ -88,13 +88,17 @@ def _supernet(cls, options, in_channels_list, out_channels, extra_blocks):
 
 
 def head_factory(spec: dict[str, Any] | None, kind: str):
-    """A head factory ``(in_channels, num_anchors, num_classes) -> nn.Module`` or ``None``."""
+    """A head factory or ``None``: for one-stage detectors ``(in_channels, num_anchors, num_classes) ->
+    nn.Module``; for Mask R-CNN a mask-head factory ``in_channels -> nn.Module`` (the spec's FAD module is
+    then one group of cells, fad-repshare.txt Sec. 3.1 "FAD for Instance Segmentation")."""
     if spec is None:
         return None
     head_type = spec.get("type")
     if head_type not in HEAD_TYPES:
         raise ValueError(f"unknown head type {head_type!r}; valid: {list(HEAD_TYPES)}")
-    from raynas.spaces.fad import derived_space, fad_head_factory
+    from raynas.spaces.fad import derived_space, fad_head_factory, fad_mask_head_factory
+
+    mask = kind in INSTANCE_SEGMENTATION
 
     options = _options(
         spec,
@@ -105,13 +109,21 @@ def head_factory(spec: dict[str, Any] | None, kind: str):
     if head_type == "fad":
         if genotype is None:
             raise ValueError('head spec {"type": "fad"} needs a "genotype" mapping (g1_e0_1: ..., ...)')
-        space = derived_space()  # a genotype of any ablation (DARTS ops, stream subsets) retrains
+        # any ablation's genotype (DARTS ops, stream subsets) retrains
+        space = derived_space(num_groups=1 if mask else 2)
         if isinstance(genotype, str):  # the genotype.json a search wrote
             genotype = _genotype_file(genotype)
         if not isinstance(genotype, dict):
             raise ValueError(f'head spec "genotype" must be a mapping (g1_e0_1: ..., ...), got {genotype!r}')
         genotype = from_config_strict(space, genotype, 'head spec "genotype"')
         space.validate(genotype)
+    if mask:
+        return fad_mask_head_factory(genotype=genotype, cells=options.pop("cells_per_group", 1), **options)
+    if kind in TWO_STAGE:
+        raise ValueError(
+            f"a head spec replaces the head of a one-stage detector (fcos, retinanet) or the mask head of "
+            f"mask_rcnn; {kind} keeps torchvision's heads (remove `head`)"
+        )
     return fad_head_factory(kind=kind, genotype=genotype, **options)
 
 
@@ -141,12 +153,15 @@ def _genotype_file(path: str) -> dict[str, Any]:
 def build_model(
     model: ModelConfig, num_classes: int, neck: dict | None = None, head: dict | None = None
 ) -> nn.Module:
-    """The detector a config describes, with searched neck/head plugged in where given."""
+    """The detector a config describes, with searched neck/head plugged in where given (for Mask R-CNN the
+    head spec is its mask head)."""
+    role = "mask_head" if model.kind in INSTANCE_SEGMENTATION else "head"
+    head_or_mask = {role: head_factory(head, model.kind)}
     return build_detector(
         model.kind,
         backbone=model.backbone,
         neck=neck_factory(neck),
-        head=head_factory(head, model.kind),
+        **head_or_mask,
         num_classes=num_classes,
         min_size=model.min_size,
         max_size=model.max_size,

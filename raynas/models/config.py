@@ -24,7 +24,7 @@ class ModelConfig:
     """The detector: kind, body, neck width and input size (the job config's ``neck``/``head`` specs say
     which searched parts replace torchvision's; :mod:`raynas.models.build` builds it)."""
 
-    kind: Literal["fcos", "retinanet", "faster_rcnn", "cascade_rcnn"] = "fcos"
+    kind: Literal["fcos", "retinanet", "faster_rcnn", "cascade_rcnn", "mask_rcnn"] = "fcos"
     backbone: str = "resnet18"
     out_channels: int = 64
     min_size: int = 128

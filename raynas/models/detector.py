@@ -30,6 +30,7 @@ MaskHeadFactory = Callable[[int], nn.Module]  # in_channels -> module on the RoI
 
 DETECTORS = ("fcos", "retinanet", "faster_rcnn", "cascade_rcnn", "mask_rcnn")
 TWO_STAGE = ("faster_rcnn", "cascade_rcnn", "mask_rcnn")
+INSTANCE_SEGMENTATION = ("mask_rcnn",)  # detectors that predict masks: trained on masks, scored by mask AP
 
 # torchvision's defaults, tuned for images resized to ~800 px (FCOS: anchor = stride of P3..P7, one per
 # location; RetinaNet: 32..512 px x 3 octave scales x 3 ratios; Faster R-CNN RPN: 32..512 px x 3 ratios).
@@ -49,6 +50,11 @@ ASPECT_RATIOS: dict[str, tuple[float, ...]] = {
     "mask_rcnn": (0.5, 1.0, 2.0),
 }
 MIN_ANCHOR_PX = 4.0
+
+
+def iou_types(kind: str) -> tuple[str, ...]:
+    """What a detector of ``kind`` is scored on: boxes, plus masks for instance segmentation."""
+    return ("bbox", "segm") if kind in INSTANCE_SEGMENTATION else ("bbox",)
 
 
 def default_anchor_sizes(kind: str, min_size: int) -> tuple[tuple[float, ...], ...]:

@@ -84,6 +84,11 @@ class TrainConfig:
                     f"data.format {self.data.format!r} give the path of a torchvision state dict instead"
                 )
             self.model.backbone_weights = proxy_weights_path(self.data.root, self.model.backbone)
+        if self.model.kind == "mask_rcnn" and self.data.format == "voc":
+            raise ValueError(
+                "model.kind mask_rcnn trains on instance masks, and Pascal VOC detection annotations hold "
+                "boxes only; use COCO-format data with 'segmentation' (the digits data have masks)"
+            )
 
 
 @dataclass
@@ -181,15 +186,17 @@ class FADConfig:
 
 @dataclass
 class DartsConfig(TrainConfig):
-    """FAD DARTS search of an FCOS / RetinaNet head. ``head`` is derived from ``fad``."""
+    """FAD DARTS search of an FCOS / RetinaNet head, or of Mask R-CNN's mask head (one group of cells).
+    ``head`` is derived from ``fad``."""
 
     fad: FADConfig = field(default_factory=FADConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.model.kind not in ("fcos", "retinanet"):
+        if self.model.kind not in ("fcos", "retinanet", "mask_rcnn"):
             raise ValueError(
-                f"FAD searches one-stage heads: model.kind must be fcos or retinanet, not {self.model.kind!r}"
+                "FAD searches the head of a one-stage detector or the mask head of Mask R-CNN: model.kind "
+                f"must be fcos or retinanet (the head) or mask_rcnn (the mask head), not {self.model.kind!r}"
             )
         spec = {
             "type": "fad_search",

@@ -27,6 +27,7 @@ from torch.utils.data import Subset
 from raynas.data.loaders import build_dataset, make_loader
 from raynas.io import atomic_write_json
 from raynas.models.build import build_model
+from raynas.models.detector import INSTANCE_SEGMENTATION
 from raynas.spaces.base import arch_to_json
 from raynas.spaces.fad import FADSpace
 from raynas.training.config import DartsConfig, OPANASDartsConfig
@@ -35,9 +36,11 @@ from raynas.training.launch import TrainResult, fit
 
 
 def searchable_of(model: nn.Module) -> nn.Module:
-    """The module whose architecture is searched: a searchable head (FAD), else the neck (OPANAS)."""
+    """The module whose architecture is searched: a searchable head (FAD), Mask R-CNN's searchable mask head
+    (FAD for instance segmentation), else the neck (OPANAS)."""
     detector = unwrap(model)
-    for module in (getattr(detector, "head", None), getattr(detector.backbone, "neck", None)):
+    mask_head = getattr(getattr(detector, "roi_heads", None), "mask_head", None)
+    for module in (getattr(detector, "head", None), mask_head, getattr(detector.backbone, "neck", None)):
         if module is not None and hasattr(module, "arch_parameters") and module.arch_parameters():
             return module
     raise ValueError("the detector has no searchable head or neck (no architecture parameters)")
@@ -202,7 +205,8 @@ def search_fad(cfg: DartsConfig, resume_from: str | Path | None = None) -> FADRe
 
     result = fit("raynas.training.darts.DartsTask", cfg, resume_from=resume_from)
     state = result.load_state()
-    space = FADSpace(candidates=state["candidates"])
+    groups = 1 if cfg.model.kind in INSTANCE_SEGMENTATION else 2
+    space = FADSpace(candidates=state["candidates"], num_groups=groups)
     genotype = space.from_config(state["genotype"])
     path = result.run_dir / "genotype.json"
     atomic_write_json(path, json.loads(arch_to_json(space, genotype)))

@@ -24,6 +24,7 @@ from torch import nn
 from raynas.checkpoints import load_state, write_checkpoint
 from raynas.config import from_dict
 from raynas.data.loaders import base_dataset, build_dataset, make_loader
+from raynas.models.detector import INSTANCE_SEGMENTATION, iou_types
 from raynas.training.config import TrainConfig
 from raynas.training.inputs import ensure_inputs
 
@@ -158,7 +159,8 @@ class Task:
     def evaluate(self, model: nn.Module, val_loader, device: torch.device) -> dict[str, float]:
         from raynas.evaluation import evaluate_coco
 
-        return evaluate_coco(unwrap(model), val_loader, device=device)
+        kinds = iou_types(self.cfg.model.kind)
+        return evaluate_coco(unwrap(model), val_loader, device=device, iou_types=kinds)
 
     def extra_state(self, model: nn.Module) -> dict[str, Any]:
         """Task-specific values to store in the checkpoint (e.g. the derived genotype)."""
@@ -193,8 +195,9 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.run.seed)
 
     ensure_inputs(cfg, progress=False)
-    train_dataset = build_dataset(cfg.data, "train")
-    val_dataset = build_dataset(cfg.data, "val")
+    masks = cfg.model.kind in INSTANCE_SEGMENTATION
+    train_dataset = build_dataset(cfg.data, "train", masks=masks)
+    val_dataset = build_dataset(cfg.data, "val", masks=masks)
     num_classes = base_dataset(train_dataset).num_classes
 
     device = ray.train.torch.get_device()

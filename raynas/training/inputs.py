@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from raynas.data.loaders import ensure_dataset
 from raynas.models.config import proxy_weights_path
+from raynas.models.detector import INSTANCE_SEGMENTATION
 from raynas.training.config import TrainConfig
 
 
@@ -23,5 +24,5 @@ def ensure_backbone_weights(cfg: TrainConfig) -> None:
 
 def ensure_inputs(cfg: TrainConfig, progress: bool = True) -> None:
     """Everything a job reads before its first step: the dataset and the pretrained body."""
-    ensure_dataset(cfg.data, progress=progress)
+    ensure_dataset(cfg.data, progress=progress, masks=cfg.model.kind in INSTANCE_SEGMENTATION)
     ensure_backbone_weights(cfg)

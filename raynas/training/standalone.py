@@ -53,13 +53,16 @@ def evaluate_checkpoint(
     from raynas.data.loaders import build_dataset, make_loader
     from raynas.evaluation import evaluate_coco
     from raynas.io import select_device
+    from raynas.models.detector import INSTANCE_SEGMENTATION, iou_types
 
     model, cfg, _ = load_detector(checkpoint_dir)
     limit = {"max_search_images" if split == "search" else "max_val_images": max_images}
     data = replace(cfg.data, **limit) if max_images is not None else cfg.data
-    loader = make_loader(build_dataset(data, split, train_transforms=False), batch_size, shuffle=False)
+    masks = cfg.model.kind in INSTANCE_SEGMENTATION
+    dataset = build_dataset(data, split, train_transforms=False, masks=masks)
+    loader = make_loader(dataset, batch_size, shuffle=False)
     device = select_device("auto")
-    return evaluate_coco(model.to(device), loader, device=device)
+    return evaluate_coco(model.to(device), loader, device=device, iou_types=iou_types(cfg.model.kind))
 
 
 def train(cfg: TrainConfig, resume_from: str | Path | None = None) -> TrainResult:

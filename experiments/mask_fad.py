@@ -1,0 +1,230 @@
+"""FAD for instance segmentation on the proxy: the searched mask head vs torchvision's, in Mask R-CNN.
+
+    python experiments/mask_fad.py            # default budget for a 2-core CPU
+    python experiments/mask_fad.py --smoke    # tiny (CI)
+    python experiments/mask_fad.py --paper    # the paper's widths and schedules (meant for --gpu)
+
+FAD's Table 5 comparison (fad-repshare.txt Sec. 4.2) on the digits proxy, whose annotations carry instance
+masks: first-order DARTS (``raynas.training.darts``, Ray Train) searches the mask head of Mask R-CNN, one
+group of FAD cells in place of the four 3x3 convs before the deconvolution; the derived head and
+torchvision's mask head are then retrained with one recipe (``--epochs``, decay in the last) and ``--seeds``
+seeds, from the pretrained proxy body. Reported per arm: box AP and mask AP on val (mean +/- std), the
+mask head's parameters and its FLOPs per RoI (14x14 features). Outputs in ``--out``: ``mask_fad.csv``
+(one row per arm and seed), ``mask_fad.md``, ``mask_fad.json`` and the searched ``genotype.json`` /
+``.png``. Resumable: a finished search or run is skipped.
+
+``--paper`` sets c' = 96 and 12-epoch search and retraining schedules; the data stay the digits proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from raynas.config import ConfigError
+from raynas.errors import run_main
+from raynas.io import atomic_write_json, atomic_write_text
+
+METRICS = ("AP", "mask_AP", "mask_AP50")
+DEFAULT_ARM, SEARCHED_ARM = "Mask R-CNN mask head", "FAD mask head"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default="runs/mask_fad", help="where runs and tables go")
+    parser.add_argument("--data", default=None, help="dataset root (default data/digits)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per retrained arm")
+    parser.add_argument("--search-epochs", type=int, default=2, help="DARTS epochs")
+    parser.add_argument("--epochs", type=int, default=4, help="retraining epochs (decay in the last)")
+    parser.add_argument("--train-images", type=int, default=600, help="training images (a seeded subset)")
+    parser.add_argument("--c-prime", type=int, default=24, help="FAD block width c' (paper: 96)")
+    parser.add_argument("--train-workers", type=int, default=1, help="Ray Train workers per run")
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--address", default=None)
+    parser.add_argument("--paper", action="store_true", help="the paper's widths and schedules")
+    parser.add_argument("--smoke", action="store_true", help="tiny data and budget (CI)")
+    return parser
+
+
+def base_config(args: argparse.Namespace):
+    """Data, model and schedule shared by the search and every retraining run."""
+    from raynas.data.config import DataConfig
+    from raynas.models.config import ModelConfig
+    from raynas.training.config import OptimConfig, RunConfig, TrainConfig
+
+    data = DataConfig(root=args.data, max_train_images=args.train_images, max_val_images=200, batch_size=4)
+    model = ModelConfig(
+        kind="mask_rcnn", out_channels=64, min_size=128, max_size=128, backbone_weights="proxy",
+        trainable_backbone_layers=3,
+    )  # fmt: skip
+    optim = OptimConfig(
+        epochs=args.epochs, lr=0.01, warmup_iters=50, milestones=[args.epochs - 1] if args.epochs > 1 else []
+    )
+    if args.smoke:
+        data = replace(
+            data, num_train=16, num_val=8, image_size=96, max_train_images=None, max_val_images=None
+        )
+        model = replace(model, min_size=96, max_size=96)
+        optim = replace(optim, warmup_iters=2, milestones=[])
+    run = RunConfig(
+        name="base", storage_path=str(Path(args.out) / "runs"), num_workers=args.train_workers,
+        use_gpu=args.gpu, address=args.address, eval_every=args.epochs,
+    )  # fmt: skip
+    return TrainConfig(data=data, model=model, optim=OptimConfig(**vars(optim)), run=run)
+
+
+def search_config(base, args: argparse.Namespace):
+    from raynas.training.config import DartsConfig, FADConfig, OptimConfig
+
+    epochs = args.search_epochs
+    optim = OptimConfig(
+        **{**vars(base.optim), "epochs": epochs, "milestones": [epochs - 1] if epochs > 1 else []}
+    )
+    run = replace(base.run, name="search_mask_head", eval_every=epochs)
+    return DartsConfig(
+        data=base.data, model=base.model, optim=optim, run=run, fad=FADConfig(c_prime=args.c_prime)
+    )
+
+
+def mask_head_cost(cfg, num_classes: int) -> tuple[int, int]:
+    """Parameters of the mask head and its FLOPs on one RoI (the 14x14 features it reads)."""
+    import torch
+
+    from raynas.evaluation import count_flops, count_params
+    from raynas.models.build import build_model
+
+    model = build_model(replace(cfg.model, backbone_weights=None), num_classes, cfg.neck, cfg.head)
+    head = model.roi_heads.mask_head.eval()
+    roi = torch.zeros(1, cfg.model.out_channels, 14, 14)
+    return count_params(head), count_flops(head, roi)
+
+
+def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+    grouped = rows.groupby("arm", sort=False)
+    table = (
+        grouped[list(METRICS)]
+        .mean()
+        .add_suffix("_mean")
+        .join(grouped[list(METRICS)].std(ddof=1).add_suffix("_std"))
+    )
+    table = table.join(grouped[["mask_head_params", "mask_head_flops"]].first()).join(
+        grouped.size().rename("seeds")
+    )
+    if DEFAULT_ARM in table.index:
+        base = table.loc[DEFAULT_ARM]
+        table["delta_mask_AP"] = table["mask_AP_mean"] - base["mask_AP_mean"]
+        table["beats_2std"] = table["delta_mask_AP"] > 2 * base["mask_AP_std"]
+    return table.reset_index()
+
+
+def markdown(table: pd.DataFrame) -> str:
+    lines = [
+        "| arm | box AP | mask AP (mean +/- std) | mask AP50 | mask head params | mask head FLOPs / RoI "
+        "| delta mask AP | > 2 std | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table.to_dict("records"):
+        cells = [
+            row["arm"],
+            f"{100 * row['AP_mean']:.1f} +/- {100 * row['AP_std']:.1f}",
+            f"{100 * row['mask_AP_mean']:.1f} +/- {100 * row['mask_AP_std']:.1f}",
+            f"{100 * row['mask_AP50_mean']:.1f}",
+            f"{row['mask_head_params'] / 1e6:.3f} M",
+            f"{row['mask_head_flops'] / 1e6:.1f} M",
+            f"{100 * row.get('delta_mask_AP', float('nan')):+.1f}",
+            "yes" if row.get("beats_2std") else "no",
+            str(row["seeds"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace, base) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from opanas_ea import prepare_inputs
+
+    from raynas.training.darts import search_fad
+    from raynas.training.launch import finished_run
+    from raynas.training.standalone import train
+
+    out = Path(args.out)
+    started = time.perf_counter()
+    prepare_inputs(base, smoke=args.smoke)
+    print("== search: FAD mask head ==", flush=True)
+    searched = search_fad(search_config(base, args))
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(searched.genotype_path, out / "genotype.json")
+    shutil.copyfile(searched.run_dir / "genotype.png", out / "genotype.png")
+    genotype = json.loads(searched.genotype_path.read_text())["arch"]
+    heads = {DEFAULT_ARM: None, SEARCHED_ARM: {"type": "fad", "genotype": genotype, "c_prime": args.c_prime}}
+    rows, launched = [], 0
+    for seed in range(args.seeds):
+        for arm, head in heads.items():
+            slug = "default_mask_head" if head is None else "fad_mask_head"
+            cfg = replace(base, head=head, run=replace(base.run, name=f"{slug}_seed{seed}", seed=seed))
+            run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
+            launched += finished_run(run_dir, cfg.optim.epochs) is None
+            print(f"== {arm}, seed {seed} ==", flush=True)
+            result = train(cfg)
+            params, flops = mask_head_cost(cfg, result.load_state()["num_classes"])
+            metrics = {k: pd.to_numeric(result.metrics.get(k), errors="coerce") for k in METRICS}
+            rows.append(
+                {"arm": arm, "seed": seed, **metrics, "mask_head_params": params, "mask_head_flops": flops}
+            )
+            frame = pd.DataFrame(rows)
+            atomic_write_text(out / "mask_fad.csv", frame.to_csv(index=False))
+            atomic_write_text(out / "mask_fad.md", markdown(summarize(frame)))
+    record = {
+        "runs_started": launched,
+        "runs": len(rows),
+        "genotype": genotype,
+        "search_time_s": float(searched.metrics.get("epoch_time_s", 0))
+        * float(searched.metrics.get("epoch", 0)),
+        "search_peak_memory_mb": float(searched.metrics.get("peak_memory_mb", float("nan"))),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "settings": vars(args),
+    }
+    atomic_write_json(out / "mask_fad.json", record)
+    print("\n" + (out / "mask_fad.md").read_text())
+    return record
+
+
+def check_and_run(args: argparse.Namespace) -> int:
+    from raynas.training.launch import ray_session
+
+    if (
+        min(args.seeds, args.search_epochs, args.epochs, args.train_images, args.c_prime, args.train_workers)
+        < 1
+    ):
+        raise ConfigError(
+            "--seeds, --search-epochs, --epochs, --train-images, --c-prime, --train-workers must be >= 1"
+        )
+    base = base_config(args)  # every setting checked before Ray starts
+    search_config(base, args)
+    with ray_session(args.address):
+        run(args, base)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.smoke:
+        args.seeds, args.search_epochs, args.epochs, args.c_prime = 1, 1, 1, 8
+        args.data = args.data or "data/digits_smoke"
+    if args.paper:
+        args.c_prime, args.search_epochs, args.epochs = 96, 12, 12
+    args.data = args.data or "data/digits"
+    return run_main("mask_fad", lambda: check_and_run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
