@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--supernet-config", default=None, help="YAML SupernetConfig (flags win over it)")
     parser.add_argument("--search-config", default=None, help="YAML OPANASSearchConfig (flags win over it)")
     parser.add_argument("--resume", action="store_true", help="resume interrupted searches under --out")
+    parser.add_argument(
+        "--verbose", action="store_true", help="Tune's per-trial tables too (default: a line a generation)"
+    )
     return parser
 
 
@@ -239,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         }
         times["reference_s"] = time.perf_counter() - started - sum(times.values())
     print(f"== search: {search_cfg.strategies}, {search_cfg.budget} evaluations each ==")
-    outcome = search_opanas(checkpoint, search_cfg, resume=args.resume, verbose=0 if args.smoke else 1)
+    outcome = search_opanas(checkpoint, search_cfg, resume=args.resume, verbose=1 if args.verbose else 0)
     times["search_s"] = time.perf_counter() - started - sum(times.values())
     pd.set_option("display.width", 160)
     summary = outcome["summary"]

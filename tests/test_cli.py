@@ -31,7 +31,7 @@ def test_an_unreachable_cluster_address_fails_fast(tmp_path: Path, capsys) -> No
     [
         (
             "model: {kind: yolo}\n",
-            "model.kind: must be one of ['fcos', 'retinanet', 'faster_rcnn', 'cascade_rcnn']",
+            "model.kind: must be one of ['fcos', 'retinanet', 'faster_rcnn', 'cascade_rcnn', 'mask_rcnn']",
         ),
         ("optim: {lrate: 0.1}\n", "unknown key(s) ['lrate']"),
         ("optim: {epochs: many}\n", "optim.epochs: expected an integer"),

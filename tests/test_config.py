@@ -92,7 +92,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
         (
             "model: {kind: yolo}\n",
             "model.kind",
-            "must be one of ['fcos', 'retinanet', 'faster_rcnn', 'cascade_rcnn']",
+            "must be one of ['fcos', 'retinanet', 'faster_rcnn', 'cascade_rcnn', 'mask_rcnn']",
         ),
         ("optim: {milestones: 8}\n", "optim.milestones", "expected a list"),
         ("optim: {milestones: [8, soon]}\n", "optim.milestones[1]", "expected an integer"),

@@ -205,6 +205,9 @@ def test_two_worker_search_agrees_and_writes_the_genotype(search):
     assert result.genotype_path == result.run_dir / "genotype.json"
     assert genotype == result.genotype == derive(state["alphas"], state["candidates"])
     assert json.loads(result.metrics["genotype"]) == space.to_config(genotype)
+    from helpers_supernet import tensorboard_tags
+
+    assert {"train_loss", "arch_weights/0"} <= tensorboard_tags(result.run_dir / "tensorboard")
     png = result.run_dir / "genotype.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for ops in genotype.groups:

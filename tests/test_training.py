@@ -58,6 +58,13 @@ def first_run(ray_session, tiny_digits: Path, storage: Path) -> TrainResult:
     return train(tiny_config(tiny_digits, storage, "first", epochs=1))
 
 
+def test_training_writes_tensorboard_curves(first_run: TrainResult) -> None:
+    from helpers_supernet import tensorboard_tags
+
+    tags = tensorboard_tags(first_run.run_dir / "tensorboard")
+    assert {"train_loss", "lr", "epoch_time_s", "AP", "AP50"} <= tags
+
+
 def test_two_worker_run_writes_a_checkpoint(first_run: TrainResult, tiny_digits: Path, storage: Path) -> None:
     directory = first_run.checkpoint_dir
     assert {STATE_FILE, "config.yaml", "metrics.json"} <= {p.name for p in directory.iterdir()}

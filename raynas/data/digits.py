@@ -14,13 +14,13 @@ import io
 import json
 import math
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from raynas.io import atomic_write_json
 
@@ -116,13 +116,6 @@ def _render(
     return canvas.round().clip(0, 255).astype(np.uint8), boxes, classes, masks
 
 
-def _progress(label: str, done: int, total: int) -> None:
-    filled = 30 * done // total
-    end = "\n" if done == total else ""
-    sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}{end}")
-    sys.stderr.flush()
-
-
 def _write_split(
     out_dir: Path, split: str, count: int, image_size: int, seed: int, pool: tuple[np.ndarray, np.ndarray],
     progress: bool,
@@ -131,9 +124,8 @@ def _write_split(
     split_code = {"train": 0, "val": 1}[split]
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    step = max(1, count // 50)
     (out_dir / split).mkdir(parents=True, exist_ok=True)
-    for index in range(count):
+    for index in tqdm(range(count), desc=f"digits {split}", disable=not progress):
         # one generator per image: image i does not depend on how many images are generated
         rng = np.random.default_rng([seed, split_code, index])
         pixels, boxes, classes, masks = _render(rng, image_size, scans, labels)
@@ -156,8 +148,6 @@ def _write_split(
                     "segmentation": encode_mask(mask),
                 }
             )
-        if progress and ((index + 1) % step == 0 or index + 1 == count):
-            _progress(f"digits {split}", index + 1, count)
     info = {
         "description": "raynas digits: scikit-learn's UCI handwritten digits pasted at varying scales",
         "split": split,

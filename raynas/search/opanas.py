@@ -232,7 +232,7 @@ def supernet_variant(opanas) -> dict[str, Any]:
 
 
 def search_opanas(
-    checkpoint_dir: str | Path, cfg: OPANASSearchConfig, resume: bool = False, verbose: int = 1
+    checkpoint_dir: str | Path, cfg: OPANASSearchConfig, resume: bool = False, verbose: int = 0
 ) -> dict[str, Any]:
     """Run each strategy of ``cfg`` against one scorer pool; write tables, best archs and plots.
 

@@ -20,6 +20,7 @@ from ray import tune
 
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.search.handles import ScorerHandles
+from raynas.search.progress import SearchProgress
 from raynas.search.searcher import worst_value
 
 ARCH_PREFIX = "config/"
@@ -55,17 +56,21 @@ def run_search(
     storage_path: str | Path,
     max_concurrent: int,
     metric: str = "AP",
-    verbose: int = 1,
+    verbose: int = 0,
     param_space: dict[str, Any] | None = None,
     num_samples: int = -1,
     mode: str = "max",
 ) -> tune.ResultGrid:
     """Run ``searcher`` and return Tune's ``ResultGrid``.
 
+    Progress is one line per generation (:class:`~raynas.search.progress.SearchProgress`); ``verbose=1``
+    adds Tune's own per-trial status tables, ``2`` its per-result lines.
+
     raynas' searchers end the search themselves (``num_samples=-1``: until they say FINISHED). Tune's
     own searchers (Optuna, HyperOpt, wrapped in ``ConstrainedSearcher``) need ``param_space``
     (``tune_param_space(space)``) and a budget, ``num_samples``.
     """
+    progress = SearchProgress(name, searcher, metric, mode, total=num_samples if num_samples > 0 else None)
     tuner = tune.Tuner(
         _trainable(scorers, metric, mode),
         param_space=param_space,
@@ -77,7 +82,12 @@ def run_search(
             max_concurrent_trials=max_concurrent,
             reuse_actors=True,  # a trial process per candidate would cost seconds of imports each
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(Path(storage_path).resolve()), verbose=verbose),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(Path(storage_path).resolve()),
+            verbose=verbose,
+            callbacks=[progress],
+        ),
     )
     with frequent_experiment_checkpoints():
         return tuner.fit()

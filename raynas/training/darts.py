@@ -163,6 +163,11 @@ class DartsTask(Task):
             "alphas": searchable.alphas.detach().cpu().clone(),
         }
 
+    def write_curves(self, writer, model: nn.Module, epoch: int) -> None:
+        """The architecture weights (softmax of each alpha tensor over its last axis) as histograms."""
+        for index, alphas in enumerate(searchable_of(model).arch_parameters()):
+            writer.add_histogram(f"arch_weights/{index}", torch.softmax(alphas.detach().float(), -1), epoch)
+
 
 class OPANASDartsTask(DartsTask):
     """DARTS / Fair DARTS on the OPANAS DAG: weights on the training split, alphas on the search split."""

@@ -13,6 +13,7 @@ import importlib
 import math
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import ray.train
@@ -169,6 +170,9 @@ class Task:
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
         return {}
 
+    def write_curves(self, writer, model: nn.Module, epoch: int) -> None:
+        """Task-specific TensorBoard entries beyond the epoch's scalars (e.g. DARTS's alphas)."""
+
 
 def autocast_context(device: torch.device, enabled: bool):
     """bf16 autocast on CUDA (no loss scaler needed); a no-op on CPU."""
@@ -185,8 +189,10 @@ def _resolve_task(path: str) -> type[Task]:
 def worker_loop(loop_config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` of every raynas ``TorchTrainer``.
 
-    ``loop_config = {"task": "module.TaskClass", "config": <config dict>, "resume_from": Checkpoint | None}``;
-    a checkpoint of this run (a restart after a worker failure) takes precedence over ``resume_from``.
+    ``loop_config = {"task": "module.TaskClass", "config": <config dict>, "resume_from": Checkpoint | None,
+    "run_dir": str}``; a checkpoint of this run (a restart after a worker failure) takes precedence over
+    ``resume_from``. Rank 0 writes every epoch's numeric metrics as TensorBoard scalars under
+    ``<run_dir>/tensorboard`` (``tensorboard --logdir runs``).
     """
     task_cls = _resolve_task(loop_config["task"])
     cfg = from_dict(task_cls.config_class, loop_config["config"])
@@ -225,6 +231,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
             print(f"[raynas] resumed from epoch {start_epoch} (step {step})", flush=True)
 
     val_loader = make_loader(val_dataset, cfg.data.batch_size, False, cfg.data.loader_workers)
+    curves = _curve_writer(loop_config.get("run_dir")) if rank == 0 else None
     for epoch in range(start_epoch, cfg.optim.epochs):
         model.train()
         for loader in loaders.values():
@@ -273,9 +280,30 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
                     extra=task.extra_state(unwrap(model)),
                 )
                 print(f"[raynas] epoch {epoch + 1}/{cfg.optim.epochs}: {_fmt(metrics)}", flush=True)
+                if curves is not None:
+                    _write_curves(curves, task, model, metrics, epoch + 1)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
             else:
                 ray.train.report(metrics)
+    if curves is not None:
+        curves.close()  # tensorboardX writes from a thread: close() waits for it, flush() does not
+
+
+def _curve_writer(run_dir: str | None):
+    """A TensorBoard writer (tensorboardX, which Ray Tune installs) for the run's curves, or None."""
+    if run_dir is None:
+        return None
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(str(Path(run_dir) / "tensorboard"), flush_secs=5)
+
+
+def _write_curves(writer, task: Task, model: nn.Module, metrics: dict[str, Any], epoch: int) -> None:
+    for key, value in metrics.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and key not in ("epoch", "step"):
+            writer.add_scalar(key, value, epoch)
+    task.write_curves(writer, unwrap(model), epoch)
+    writer.flush()
 
 
 def _fmt(metrics: dict[str, Any]) -> str:

@@ -214,7 +214,12 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
         _worker_entry,
         # Ray Train V2 rejects TorchTrainer(resume_from_checkpoint=...): the worker loop takes the
         # starting checkpoint from its config instead (ray-project/ray#49454)
-        train_loop_config={"task": task, "config": to_dict(cfg), "resume_from": resume},
+        train_loop_config={
+            "task": task,
+            "config": to_dict(cfg),
+            "resume_from": resume,
+            "run_dir": str(storage / run.name),  # TensorBoard curves go to <run_dir>/tensorboard
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=run.num_workers,
             use_gpu=run.use_gpu,
