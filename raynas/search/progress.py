@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ray import tune
@@ -22,7 +23,8 @@ class SearchProgress(tune.Callback):
 
     ``every`` defaults to the searcher's generation size (``population_size``, else ``batch_size``);
     ``total`` to its budget (``total_evaluations``, else ``max_evaluations``). A result without the
-    metric (an invalid candidate) counts as evaluated and does not change the best.
+    metric (an invalid candidate) counts as evaluated and does not change the best. ``printer`` (default:
+    ``print``) receives each line.
     """
 
     def __init__(
@@ -33,7 +35,7 @@ class SearchProgress(tune.Callback):
         mode: str = "max",
         every: int | None = None,
         total: int | None = None,
-        printer=print,
+        printer: Callable[..., None] | None = None,
     ) -> None:
         self.name, self.metric, self.mode, self.printer = name, metric, mode, printer
         generation = getattr(searcher, "population_size", None) or getattr(searcher, "batch_size", None)
@@ -56,7 +58,8 @@ class SearchProgress(tune.Callback):
             better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
             self.best = float(value) if better else self.best
         if self.done % self.every == 0 or self.done == self.total:
-            self.printer(self.line(), flush=True)
+            (self.printer or print)(self.line(), flush=True)  # print itself is looked up late: Tune
+            # pickles this callback with the experiment, and a patched builtin print does not pickle
 
     def line(self) -> str:
         """The progress line as of now."""
