@@ -24,7 +24,10 @@ Search cost per searched arm: wall seconds and peak memory (CUDA allocated on a 
 resident size), Table 2's columns. Outputs in ``--out``: ``fad_evidence.csv`` (one row per arm and
 seed), ``fad_evidence.md`` (mean +/- std, delta vs the default head and whether it exceeds 2 std of that
 head's seeds, head parameters and FLOPs, search time and memory), ``fad_evidence.png`` and
-``genotypes/<arm>.json`` / ``.png``. Resumable: finished searches and runs are skipped.
+``genotypes/<arm>.json`` / ``.png``. Resumable: finished searches and runs are skipped, also from the
+table alone: a genotype in ``--out/genotypes`` is not searched again and a row of ``--out/fad_evidence.csv``
+with the same arm, seed and head is not retrained, so a committed table is extended by copying it into
+``--out`` (``cp -r experiments/results/fad_evidence runs/``) and running the arms it lacks.
 
 ``--paper`` sets the paper's head width (c' = 96) and 12-epoch search and retraining schedules (meant for
 ``--gpu``); the data stay the digits proxy. The paper's VOC setting is ``raynas search fad --config
@@ -166,14 +169,42 @@ def head_cost(cfg, num_classes: int) -> tuple[int, int]:
     return count_params(model.head), count_flops(model.head, (levels,))
 
 
-def run_searches(base, args: argparse.Namespace, out: Path) -> tuple[dict, list[dict]]:
-    """Every searched arm's genotype (copied to ``genotypes/``) and its search cost."""
+#: the settings a table's rows depend on: rows from another recipe are never mixed into one table
+RECIPE = ("kind", "search_epochs", "epochs", "train_images", "c_prime", "smoke", "paper")
+
+
+def previous_record(args: argparse.Namespace, out: Path) -> dict:
+    """The record of the table already in ``out`` (empty if none); refused if its recipe differs."""
+    path = out / "fad_evidence.json"
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    before = record.get("settings", {})
+    differing = [key for key in RECIPE if key in before and before[key] != getattr(args, key)]
+    if differing:
+        was = ", ".join(f"{key}={before[key]}" for key in differing)
+        raise ConfigError(
+            f"{out} holds a table made with {was}; run with the same settings or choose another --out"
+        )
+    return record
+
+
+def run_searches(base, args: argparse.Namespace, out: Path, before: dict) -> tuple[dict, list[dict]]:
+    """Every searched arm's genotype (copied to ``genotypes/``) and its search cost; a genotype already
+    in ``genotypes/`` is reused with the cost recorded for it."""
     from raynas.training.darts import search_fad
 
     genotypes, costs = {}, []
     wanted = set(args.arms or [s for _, s, _ in SEARCHED])
+    recorded = {cost["arm"]: cost for cost in before.get("search_costs", [])}
     for label, slug, switches in SEARCHED:
         if slug not in wanted:
+            continue
+        kept = out / "genotypes" / f"{slug}.json"
+        if kept.is_file() and label in recorded:
+            print(f"== search: {label} (from {kept}) ==", flush=True)
+            genotypes[label] = json.loads(kept.read_text())["arch"]
+            costs.append(recorded[label])
             continue
         print(f"== search: {label} ==", flush=True)
         result = search_fad(search_config(base, switches, slug, args))
@@ -238,6 +269,14 @@ def plan_arms(genotypes: dict, args: argparse.Namespace, base) -> list[Arm]:
     return arms
 
 
+def kept_row(table: pd.DataFrame, arm: str, seed: int, head: str) -> dict | None:
+    """The row of an earlier table for this arm, seed and head (None if it has none)."""
+    if table.empty:
+        return None
+    match = table[(table["arm"] == arm) & (table["seed"] == seed) & (table["head"] == head)]
+    return match.iloc[0].to_dict() if len(match) else None
+
+
 def summarize(rows: pd.DataFrame, baseline: str) -> pd.DataFrame:
     grouped = rows.groupby("arm", sort=False)
     table = (
@@ -294,7 +333,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def run(args: argparse.Namespace, base) -> dict:
+def run(args: argparse.Namespace, base, before: dict) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from opanas_ea import prepare_inputs
 
@@ -303,8 +342,10 @@ def run(args: argparse.Namespace, base) -> dict:
 
     out = Path(args.out)
     started = time.perf_counter()
+    table_path = out / "fad_evidence.csv"
+    kept_rows = pd.read_csv(table_path) if before and table_path.is_file() else pd.DataFrame()
     prepare_inputs(base, smoke=args.smoke)  # data and pretrained body (a few steps in --smoke)
-    genotypes, costs = run_searches(base, args, out)
+    genotypes, costs = run_searches(base, args, out, before)
     arms = plan_arms(genotypes, args, base)
     rows, launched = [], 0
     for seed in range(args.seeds):
@@ -314,15 +355,20 @@ def run(args: argparse.Namespace, base) -> dict:
                 head=arm.head_for_seed[seed],
                 run=replace(base.run, name=f"{arm.slug}_seed{seed}", seed=seed),
             )
-            launched += (
-                finished_run(Path(cfg.run.storage_path).resolve() / cfg.run.name, cfg.optim.epochs) is None
-            )
-            print(f"== {arm.label}, seed {seed} ==", flush=True)
-            result = train(cfg)
-            params, flops = head_cost(cfg, result.load_state()["num_classes"])
             head = json.dumps(cfg.head, sort_keys=True) if cfg.head else "torchvision"
-            rows.append({"arm": arm.label, "seed": seed, **{k: result.metrics.get(k) for k in METRICS},
-                         "head_params": params, "head_flops": flops, "head": head})  # fmt: skip
+            kept = kept_row(kept_rows, arm.label, seed, head)
+            if kept is not None:
+                rows.append(kept)
+            else:
+                launched += (
+                    finished_run(Path(cfg.run.storage_path).resolve() / cfg.run.name, cfg.optim.epochs)
+                    is None
+                )
+                print(f"== {arm.label}, seed {seed} ==", flush=True)
+                result = train(cfg)
+                params, flops = head_cost(cfg, result.load_state()["num_classes"])
+                rows.append({"arm": arm.label, "seed": seed, **{k: result.metrics.get(k) for k in METRICS},
+                             "head_params": params, "head_flops": flops, "head": head})  # fmt: skip
             frame = pd.DataFrame(rows)
             for metric in METRICS:
                 frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
@@ -330,10 +376,14 @@ def run(args: argparse.Namespace, base) -> dict:
             atomic_write_text(out / "fad_evidence.csv", frame.to_csv(index=False))
             atomic_write_text(out / "fad_evidence.md", markdown(table, pd.DataFrame(costs)))
             plot(table, out / "fad_evidence.png")
+    wall_time_s = round(time.perf_counter() - started, 1)
     record = {
         "runs_started": launched,
         "runs": len(rows),
-        "wall_time_s": round(time.perf_counter() - started, 1),
+        "wall_time_s": wall_time_s,
+        "wall_time_total_s": round(
+            before.get("wall_time_total_s", before.get("wall_time_s", 0)) + wall_time_s, 1
+        ),
         "search_costs": costs,
         "settings": vars(args),
     }
@@ -357,8 +407,9 @@ def check_and_run(args: argparse.Namespace) -> int:
         )
     base = base_config(args)  # every setting checked before Ray starts
     search_config(base, {}, "check", args)
+    before = previous_record(args, Path(args.out))
     with ray_session(args.address):
-        run(args, base)
+        run(args, base, before)
     return 0
 
 

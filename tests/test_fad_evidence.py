@@ -4,6 +4,7 @@ re-run without training again; a searched genotype.json retrains as it is (a hea
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,23 @@ def test_smoke_run_writes_all_outputs_and_skips_finished_runs(tmp_path: Path) ->
     again = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert again.returncode == 0, failure_text(again)
     assert json.loads((out / "fad_evidence.json").read_text())["runs_started"] == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "fad_evidence.csv"), rows)
+
+    # the table alone (a committed copy, no run folders) is extended, not redone
+    shutil.rmtree(out / "runs")
+    from_table = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert from_table.returncode == 0, failure_text(from_table)
+    assert "FAD searched (from " in from_table.stdout
+    assert json.loads((out / "fad_evidence.json").read_text())["runs_started"] == 0
+    assert not (out / "runs").exists()
+    pd.testing.assert_frame_equal(pd.read_csv(out / "fad_evidence.csv"), rows)
+
+    # rows of another recipe are never mixed into the table
+    other = subprocess.run(
+        [*command, "--kind", "retinanet"], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert "holds a table made with kind=fcos" in other.stderr
     pd.testing.assert_frame_equal(pd.read_csv(out / "fad_evidence.csv"), rows)
 
     # the written genotype retrains as it is: a head spec takes its path

@@ -7,6 +7,7 @@ the same super-net weights and validation images); their result tables are compa
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,14 @@ from raynas.search.evolution import EvolutionSearcher
 from raynas.search.pareto import oriented, pareto_mask
 from raynas.search.pool import ScorerPool
 from raynas.search.random import RandomSearcher
-from raynas.search.run import results_table, resume_search, run_search, summarize, write_results
+from raynas.search.run import (
+    evaluations_ended,
+    results_table,
+    resume_search,
+    run_search,
+    summarize,
+    write_results,
+)
 from raynas.spaces.base import arch_to_json
 from raynas.spaces.opanas import OPAFPN, OPANASSpace
 
@@ -50,6 +58,9 @@ class OPANASSearchConfig:
     max_evaluations: int | None = None  # default: population_size * (generations + 1)
     num_scorers: int = 1
     cpus_per_scorer: float = 0.9  # < 1 leaves room for Tune's trial processes on a 2-core machine
+    # candidates scored per Tune trial (raynas.search.batches says why); None: a generation split evenly
+    # over the scorers, ceil(population_size / num_scorers), so each scorer gets one trial per generation
+    candidates_per_trial: int | None = None
     # the fitness: a COCO metric of the search split ("AP" = mAP@[.5:.95]; "AP50" for VOC, as the paper
     # reports VOC); each candidate is scored on at most max_search_images of the split (a seeded subset)
     metric: Literal["AP", "AP50", "AP75", "APs", "APm", "APl"] = "AP"
@@ -72,6 +83,7 @@ class OPANASSearchConfig:
             {"population_size": (1, None), "generations": (0, None), "top_k": (1, self.population_size),
              "mutation_prob": (0.0, 1.0), "crossover_fraction": (0.0, 1.0), "max_evaluations": (1, None),
              "num_scorers": (1, None), "cpus_per_scorer": (0.0, None, "low_open"),
+             "candidates_per_trial": (1, None),
              "max_search_images": (1, None), "batch_size": (1, None), "cache_gib": (0.0, None),
              "max_neck_params": (1, None), "max_neck_flops": (1, None), "seed": (0, None)},
         )  # fmt: skip
@@ -84,6 +96,11 @@ class OPANASSearchConfig:
     @property
     def budget(self) -> int:
         return self.max_evaluations or self.population_size * (self.generations + 1)
+
+    @property
+    def trial_size(self) -> int:
+        """Candidates per Tune trial: ``candidates_per_trial``, else a generation split over the scorers."""
+        return self.candidates_per_trial or math.ceil(self.population_size / self.num_scorers)
 
 
 class NeckCost:
@@ -164,10 +181,9 @@ class _AllOf:
         return all(limit(arch) for limit in self.limits)
 
 
-def _check_finished(grid, strategy: str, budget: int, experiment: Path) -> None:
+def _check_finished(done: int, strategy: str, budget: int, experiment: Path) -> None:
     """Tune returns normally when Ctrl+C (SIGINT, or SIGUSR1) stops a run; stop the job there too,
     rather than publishing a truncated search as a finished one and starting the next strategy."""
-    done = grid.num_terminated + grid.num_errors
     if done < budget:
         raise RuntimeError(
             f"the {strategy} search was interrupted after {done} of {budget} evaluations; its state is "
@@ -278,9 +294,12 @@ def search_opanas(
                     cfg.num_scorers,
                     metric=cfg.metric,
                     verbose=verbose,
+                    candidates_per_trial=cfg.trial_size,
                 )
-            _check_finished(grid, strategy, getattr(searcher, "total_evaluations", cfg.budget), experiment)
-            df = mark_pareto_front(results_table(grid, strategy), cfg.metric)
+            table = results_table(grid, strategy)
+            budget = getattr(searcher, "total_evaluations", cfg.budget)
+            _check_finished(evaluations_ended(grid, table), strategy, budget, experiment)
+            df = mark_pareto_front(table, cfg.metric)
             summary = {
                 "strategy": strategy,
                 **supernet_variant(pool.config.opanas),

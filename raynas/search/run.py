@@ -1,14 +1,16 @@
 """Run an architecture search as a Ray Tune experiment and keep its results.
 
-Every candidate is one Tune trial: the searcher suggests an architecture (its ``to_config`` dict
-plus lineage columns), the trial borrows a scorer actor, and the metrics land in the
-``ResultGrid``. The trial itself needs almost no CPU (the actor does the work), so concurrency is set by
-``max_concurrent_trials`` = number of scorer actors.
+The searcher suggests architectures (their ``to_config`` dicts plus lineage columns); a Tune trial
+borrows a scorer actor and scores one of them, or a batch of ``candidates_per_trial`` of them
+(:class:`~raynas.search.batches.CandidateBatches`, which says why), reporting each candidate as one
+result; :func:`results_table` has one row per candidate either way. The trial itself needs almost no CPU
+(the actor does the work), so concurrency is set by ``max_concurrent_trials`` = number of scorer actors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ import pandas as pd
 from ray import tune
 
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.search.batches import CANDIDATE, CANDIDATES, CandidateBatches
 from raynas.search.handles import ScorerHandles
 from raynas.search.progress import SearchProgress
 from raynas.search.searcher import worst_value
@@ -36,17 +39,26 @@ EXPERIMENT_CHECKPOINT_S = 2.0
 def score_trial(
     config: dict[str, Any], scorers: ScorerHandles, metric: str = "AP", mode: str = "max"
 ) -> None:
-    """Tune function trainable: score one architecture, report its metrics once.
+    """Tune function trainable: score one architecture, or each of a batch (``config["candidates"]``),
+    and report each one's metrics once; a batch's results carry the candidate's position and its config.
 
     An invalid architecture (e.g. from an off-the-shelf searcher) is reported with the search's ``metric``
     at :func:`~raynas.search.searcher.worst_value` of its ``mode``, as ``ConstrainedSearcher`` reports one.
     """
+    if CANDIDATES not in config:
+        tune.report(_scored(config, scorers, metric, mode))
+        return
+    for position, candidate in enumerate(config[CANDIDATES]):
+        tune.report({**candidate, **_scored(candidate, scorers, metric, mode), CANDIDATE: position})
+
+
+def _scored(config: dict[str, Any], scorers: ScorerHandles, metric: str, mode: str) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         metrics = {**scorers.score(config), "valid": True}
     except ValueError as err:
         metrics = {metric: worst_value(mode), "valid": False, "invalid_reason": str(err)[:200]}
-    tune.report({**metrics, "score_time_s": time.perf_counter() - started})
+    return {**metrics, "score_time_s": time.perf_counter() - started}
 
 
 def run_search(
@@ -60,8 +72,10 @@ def run_search(
     param_space: dict[str, Any] | None = None,
     num_samples: int = -1,
     mode: str = "max",
+    candidates_per_trial: int = 1,
 ) -> tune.ResultGrid:
-    """Run ``searcher`` and return Tune's ``ResultGrid``.
+    """Run ``searcher`` and return Tune's ``ResultGrid``; ``candidates_per_trial`` > 1 scores that many
+    suggestions per trial (:class:`~raynas.search.batches.CandidateBatches`).
 
     Progress is one line per generation (:class:`~raynas.search.progress.SearchProgress`); ``verbose=1``
     adds Tune's own per-trial status tables, ``2`` its per-result lines.
@@ -71,6 +85,8 @@ def run_search(
     (``tune_param_space(space)``) and a budget, ``num_samples``.
     """
     progress = SearchProgress(name, searcher, metric, mode, total=num_samples if num_samples > 0 else None)
+    if candidates_per_trial > 1:
+        searcher = CandidateBatches(searcher, candidates_per_trial)
     tuner = tune.Tuner(
         _trainable(scorers, metric, mode),
         param_space=param_space,
@@ -142,12 +158,47 @@ def results_table(grid: tune.ResultGrid, strategy: str) -> pd.DataFrame:
     df = grid.get_dataframe()
     if df.empty:
         return df
+    if ARCH_PREFIX + CANDIDATES in df.columns:
+        df = _batch_rows(grid)
     df = df.rename(columns={c: c[len(ARCH_PREFIX) :] for c in df.columns if c.startswith(ARCH_PREFIX)})
     df["strategy"] = strategy
     order = "timestamp" if "timestamp" in df.columns else df.columns[0]
     df = df.sort_values(order, kind="stable").reset_index(drop=True)
     df["evaluation"] = range(1, len(df) + 1)
     return df
+
+
+def evaluations_ended(grid: tune.ResultGrid, table: pd.DataFrame) -> int:
+    """Candidates whose evaluation ended: one per row of ``table`` (:func:`results_table`), plus those a
+    failed trial never reported (they count as scored worst). Fewer than the budget: interrupted."""
+    rows = table["trial_id"].value_counts().to_dict() if "trial_id" in table.columns else {}
+    ended = len(table)
+    for result in grid:
+        if result.error is not None:
+            size = len(result.config.get(CANDIDATES, [result.config]))
+            ended += max(0, size - rows.get(result.metrics.get("trial_id"), 0))
+    return ended
+
+
+def _batch_rows(grid: tune.ResultGrid) -> pd.DataFrame:
+    """Every candidate's result of a batched search, read from each trial's ``result.json`` (all of a
+    trial's reports; a trial resumed after an interruption may report a candidate again: the last wins)."""
+    rows = []
+    for result in grid:
+        path = Path(result.path) / "result.json"
+        if path.is_file():
+            lines = path.read_text().splitlines()
+            rows += [_without_config(json.loads(line)) for line in lines if line.strip()]
+    df = pd.DataFrame([row for row in rows if CANDIDATE in row])
+    if df.empty:
+        return df
+    df = df.drop_duplicates(subset=["trial_id", CANDIDATE], keep="last")
+    return df.astype({"parents": str}) if "parents" in df.columns else df
+
+
+def _without_config(row: dict[str, Any]) -> dict[str, Any]:
+    row.pop("config", None)
+    return row
 
 
 def summarize(df: pd.DataFrame, wall_time_s: float, metric: str = "AP") -> dict[str, Any]:
