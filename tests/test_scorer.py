@@ -121,6 +121,20 @@ def test_score_returns_coco_metrics_and_neck_costs(scorers) -> None:
     assert result["neck_params"] == sum(p.numel() for p in neck.parameters())
 
 
+def test_the_constraint_and_the_table_count_the_same_cost_on_non_square_images(checkpoint: Path) -> None:
+    """One definition (raynas.search.neck_cost): the table's cost does not follow the validation images'
+    shape, which once set the table's FLOPs while the constraint used a square."""
+    from raynas.search.opanas import NeckCost
+
+    state = load_state(checkpoint)
+    scorer = SupernetScorer(state_to_numpy(state["model"]), state["config"], state["num_classes"])
+    images, targets = scorer.batches[0]
+    scorer.batches[0] = ([torch.rand(3, 48, 96), *images[1:]], targets)  # a wide first image
+    params, flops = NeckCost(checkpoint, "params"), NeckCost(checkpoint, "flops")
+    for arch in (HEAVY, LIGHT, SAMPLED):
+        assert scorer.costs(arch) == (params(arch), flops(arch))
+
+
 def test_heavy_and_light_architectures_cost_differently(scorers) -> None:
     (heavy_params, heavy_flops), (light_params, light_flops) = map(scorers[True].costs, (HEAVY, LIGHT))
     assert heavy_params > 2 * light_params and heavy_flops > 2 * light_flops

@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import torch
 
 from raynas.checkpoints import config_from_state, load_state
 from raynas.config import ConfigError, check_local_storage, check_ranges, check_writable_folder
-from raynas.evaluation import count_flops, count_params
 from raynas.io import atomic_write_json, run_info
 from raynas.models.build import build_model
 from raynas.search.constraints import CostLimit
 from raynas.search.evolution import EvolutionSearcher
+from raynas.search.neck_cost import neck_cost, reference_features
 from raynas.search.pareto import oriented, pareto_mask
 from raynas.search.pool import ScorerPool
 from raynas.search.random import RandomSearcher
@@ -35,7 +34,7 @@ from raynas.search.run import (
     write_results,
 )
 from raynas.spaces.base import arch_to_json
-from raynas.spaces.opanas import OPAFPN, OPANASSpace
+from raynas.spaces.opanas import OPANASSpace
 
 #: "pareto" is the evolution with NSGA-II selection on (metric max, neck FLOPs min); not run by default
 STRATEGIES = ("evolution", "random", "pareto")
@@ -104,33 +103,22 @@ class OPANASSearchConfig:
 
 
 class NeckCost:
-    """Params / FLOPs of the discrete OPA-FPN of an architecture (cached; runs on the driver)."""
+    """Params or FLOPs of the discrete OPA-FPN of an architecture (cached; runs on the driver), as the
+    result table counts them (:mod:`raynas.search.neck_cost`)."""
 
     def __init__(self, checkpoint_dir: str | Path, what: Literal["params", "flops"]):
         state = load_state(checkpoint_dir)
         cfg = config_from_state(state)
         model = build_model(cfg.model, state["num_classes"], cfg.neck, cfg.head).eval()
         self.supernet = model.backbone.neck
-        self.opanas = cfg.opanas
-        size = cfg.model.min_size
-        with torch.inference_mode():
-            self.features = model.backbone.body(torch.zeros(1, 3, size, size))
+        self.features = reference_features(model, cfg.model.min_size)
         self.what = what
         self._cache: dict[Any, int] = {}
 
     def __call__(self, arch) -> int:
         if arch not in self._cache:
-            neck = OPAFPN(
-                arch,
-                self.supernet.in_channels_list,
-                self.supernet.out_channels,
-                extra_blocks=self.supernet.extra_blocks,
-                deformable=self.opanas.deformable,
-                norm=self.opanas.norm,
-            ).eval()
-            self._cache[arch] = (
-                count_params(neck) if self.what == "params" else count_flops(neck, self.features)
-            )
+            params, flops = neck_cost(self.supernet, arch, self.features)
+            self._cache[arch] = params if self.what == "params" else flops
         return self._cache[arch]
 
 

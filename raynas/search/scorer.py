@@ -25,11 +25,12 @@ import torch
 
 from raynas.config import from_dict
 from raynas.data.loaders import base_dataset, build_dataset, make_loader
-from raynas.evaluation import coco_metrics_from_detections, count_flops, count_params
+from raynas.evaluation import coco_metrics_from_detections
 from raynas.io import select_device
 from raynas.models.build import build_model
 from raynas.models.replay import replaying
-from raynas.spaces.opanas import OPAFPN, OPANASSpace
+from raynas.search.neck_cost import neck_cost, reference_features
+from raynas.spaces.opanas import OPANASSpace
 from raynas.training.config import SupernetConfig
 from raynas.training.inputs import ensure_inputs
 
@@ -83,6 +84,7 @@ class SupernetScorer:
         if cache_features:
             self._fill_cache()
         self._costs: dict[Any, tuple[int, int]] = {}
+        self._reference: dict[str, torch.Tensor] | None = None  # reference_features, made once
 
     @property
     def cached_batches(self) -> int:
@@ -109,23 +111,12 @@ class SupernetScorer:
             return self.model(images)
 
     def costs(self, arch) -> tuple[int, int]:
-        """``(params, flops)`` of the discrete OPA-FPN neck the architecture describes."""
+        """``(params, flops)`` of the discrete OPA-FPN neck the architecture describes (the constraint's
+        definition: :mod:`raynas.search.neck_cost`)."""
         if arch not in self._costs:
-            body_channels = self.supernet.in_channels_list
-            neck = OPAFPN(
-                arch,
-                body_channels,
-                self.supernet.out_channels,
-                extra_blocks=self.supernet.extra_blocks,
-                deformable=self.cfg.opanas.deformable,
-                norm=self.cfg.opanas.norm,
-            )
-            images, _ = self.batches[0]
-            with torch.inference_mode():
-                image_list, _ = self.model.transform(images[:1])
-                features = self.model.backbone.body(image_list.tensors)
-            flops = count_flops(neck.to(self.device).eval(), features)
-            self._costs[arch] = (count_params(neck), flops)
+            if self._reference is None:
+                self._reference = reference_features(self.model, self.cfg.model.min_size)
+            self._costs[arch] = neck_cost(self.supernet, arch, self._reference)
         return self._costs[arch]
 
     def score(self, config: dict[str, Any]) -> dict[str, Any]:

@@ -120,9 +120,9 @@ class OPANASSupernet(PyramidDAGNeck):
                     out[new_prefix + key[len(prefix) :]] = value.detach().clone()
         return out
 
-    def extract(self, arch: OPANASArch) -> OPAFPN:
-        """Sub-net ``arch`` as a stand-alone :class:`OPAFPN` with the super-net's weights and gamma."""
-        fpn = OPAFPN(
+    def discrete(self, arch: OPANASArch) -> OPAFPN:
+        """Sub-net ``arch`` as a stand-alone :class:`OPAFPN` of the super-net's settings, new weights."""
+        return OPAFPN(
             arch,
             self.in_channels_list,
             self.out_channels,
@@ -131,5 +131,9 @@ class OPANASSupernet(PyramidDAGNeck):
             norm=self.norm,
             extra_on=self.extra_on,
         )
+
+    def extract(self, arch: OPANASArch) -> OPAFPN:
+        """Sub-net ``arch`` as a stand-alone :class:`OPAFPN` with the super-net's weights and gamma."""
+        fpn = self.discrete(arch)
         fpn.load_state_dict(self.subnet_state_dict(arch))
         return fpn.to(self.gamma.device)
