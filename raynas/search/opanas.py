@@ -106,8 +106,10 @@ class NeckCost:
     """Params or FLOPs of the discrete OPA-FPN of an architecture (cached; runs on the driver), as the
     result table counts them (:mod:`raynas.search.neck_cost`)."""
 
-    def __init__(self, checkpoint_dir: str | Path, what: Literal["params", "flops"]):
-        state = load_state(checkpoint_dir)
+    def __init__(
+        self, checkpoint_dir: str | Path, what: Literal["params", "flops"], state: dict | None = None
+    ):
+        state = state if state is not None else load_state(checkpoint_dir)  # a search loads it once
         cfg = config_from_state(state)
         model = build_model(cfg.model, state["num_classes"], cfg.neck, cfg.head).eval()
         self.supernet = model.backbone.neck
@@ -150,12 +152,12 @@ def make_searcher(strategy: str, space: OPANASSpace, cfg: OPANASSearchConfig, co
     raise ValueError(f"unknown search strategy {strategy!r}; valid: {list(STRATEGIES)}")
 
 
-def _constraint(checkpoint_dir, cfg: OPANASSearchConfig):
+def _constraint(checkpoint_dir, cfg: OPANASSearchConfig, state: dict | None = None):
     limits = []
     if cfg.max_neck_params is not None:
-        limits.append(CostLimit(NeckCost(checkpoint_dir, "params"), cfg.max_neck_params))
+        limits.append(CostLimit(NeckCost(checkpoint_dir, "params", state), cfg.max_neck_params))
     if cfg.max_neck_flops is not None:
-        limits.append(CostLimit(NeckCost(checkpoint_dir, "flops"), cfg.max_neck_flops))
+        limits.append(CostLimit(NeckCost(checkpoint_dir, "flops", state), cfg.max_neck_flops))
     if not limits:
         return None
     return limits[0] if len(limits) == 1 else _AllOf(tuple(limits))
@@ -248,8 +250,10 @@ def search_opanas(
     check_writable_folder(cfg.storage_path)
     run_dir = Path(cfg.storage_path).resolve() / cfg.name
     guard_search_folder(run_dir, cfg, str(Path(checkpoint_dir).resolve()), resume)
+    state = load_state(checkpoint_dir)  # once: the pool and the cost constraints share it
     pool = ScorerPool(
         checkpoint_dir,
+        state=state,
         num_actors=cfg.num_scorers,
         max_images=cfg.max_search_images,
         batch_size=cfg.batch_size,
@@ -259,7 +263,8 @@ def search_opanas(
         cache_bytes=int(cfg.cache_gib * 1024**3),
     )
     space = OPANASSpace(num_nodes=pool.config.opanas.num_nodes)
-    constraint = _constraint(checkpoint_dir, cfg)
+    constraint = _constraint(checkpoint_dir, cfg, state)
+    del state  # the pool holds the weights in the object store; the driver's copy can go
     tables, rows = {}, []
     try:
         for strategy in cfg.strategies:

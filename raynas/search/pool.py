@@ -35,8 +35,9 @@ class ScorerPool:
         cache_features: bool = True,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_restarts: int = 3,
+        state: dict | None = None,
     ):
-        state = load_state(checkpoint_dir)
+        state = state if state is not None else load_state(checkpoint_dir)  # ``state``: already loaded
         cfg = config_from_state(state)
         if not isinstance(cfg, SupernetConfig):
             raise ValueError(
