@@ -128,3 +128,16 @@ def draw_fad_genotype(genotype: Any, path: str | Path) -> Path:
         ax.axis("off")
         ax.set_title(f"group {g + 1} ({roles[g]})")
     return _save(fig, path)
+
+
+def plot_arch_weights(weights: Any, candidates: Any, path: str | Path, title: str = "") -> Path:
+    """A heatmap of architecture weights: one row per edge (all leading axes flattened), one column per
+    candidate, the value in each cell (what DARTS's derivation reads)."""
+    rows = weights.detach().float().cpu().reshape(-1, weights.shape[-1]).numpy()
+    fig, ax = plt.subplots(figsize=(0.55 * rows.shape[1] + 2.5, 0.3 * rows.shape[0] + 1.5))
+    image = ax.imshow(rows, cmap="viridis", aspect="auto", vmin=0.0)
+    ax.set_xticks(range(rows.shape[1]), list(candidates), rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(rows.shape[0]), [f"edge {i}" for i in range(rows.shape[0])], fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    return _save(fig, path)

@@ -208,6 +208,7 @@ def test_two_worker_search_agrees_and_writes_the_genotype(search):
     from helpers_supernet import tensorboard_tags
 
     assert {"train_loss", "arch_weights/0"} <= tensorboard_tags(result.run_dir / "tensorboard")
+    assert (result.run_dir / "arch_weights" / "epoch_1.png").stat().st_size > 0  # the heatmap per epoch
     png = result.run_dir / "genotype.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for ops in genotype.groups:

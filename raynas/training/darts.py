@@ -3,7 +3,8 @@
 
 One trainer serves both through the differentiable-search contract of the searchable module (the
 detector's head, else its neck): ``arch_parameters()``, ``arch_penalty()`` (Fair DARTS's zero-one loss
-or ``None``), ``derive()`` and ``search_space()``. Each step first updates the architecture weights
+or ``None``), ``derive()`` and ``search_space()``, plus ``arch_weights()`` and ``candidates`` for the
+per-epoch heatmap. Each step first updates the architecture weights
 (alphas) with Adam on a batch of the architecture data, then the network weights with SGD on a batch of
 the weight data; alphas are never in the weight optimiser and the weights never move in the alpha
 step. FAD splits the training set into two disjoint halves (the paper's bilevel setting); OPANAS uses
@@ -164,9 +165,16 @@ class DartsTask(Task):
         }
 
     def write_curves(self, writer, model: nn.Module, epoch: int) -> None:
-        """The architecture weights (softmax of each alpha tensor over its last axis) as histograms."""
-        for index, alphas in enumerate(searchable_of(model).arch_parameters()):
+        """The architecture weights (softmax of each alpha tensor over its last axis) as histograms, and the
+        searchable module's own weights (softmax, or Fair DARTS's sigmoids) as a heatmap PNG per epoch,
+        ``<run_dir>/arch_weights/epoch_<N>.png``, next to the ``tensorboard`` folder."""
+        from raynas.viz import plot_arch_weights
+
+        searchable = searchable_of(model)
+        for index, alphas in enumerate(searchable.arch_parameters()):
             writer.add_histogram(f"arch_weights/{index}", torch.softmax(alphas.detach().float(), -1), epoch)
+        path = Path(writer.logdir).parent / "arch_weights" / f"epoch_{epoch}.png"
+        plot_arch_weights(searchable.arch_weights(), searchable.candidates, path, f"epoch {epoch}")
 
 
 class OPANASDartsTask(DartsTask):

@@ -74,6 +74,12 @@ class FADMaskHead(nn.Module):
     def weight_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if name != "alphas"]
 
+    def arch_weights(self) -> Tensor:
+        """``softmax(alphas)`` over candidates, [1, 6, n]."""
+        if self.alphas is None:
+            raise RuntimeError("a derived FAD mask head has no alphas; build it with genotype=None to search")
+        return torch.softmax(self.alphas, dim=-1)
+
     def derive(self) -> FADGenotype:
         """The derived one-group genotype (Sec. 3.2): strongest candidate per edge, two edges per node."""
         if self.alphas is None:
@@ -87,7 +93,7 @@ class FADMaskHead(nn.Module):
         return None
 
     def forward(self, x: Tensor) -> Tensor:
-        weights = torch.softmax(self.alphas, dim=-1)[0] if self.alphas is not None else None
+        weights = self.arch_weights()[0] if self.alphas is not None else None
         for cell in self.cells:
             x = cell(x, weights) if weights is not None else cell(x)
         return self.project(x)
