@@ -277,6 +277,13 @@ def kept_row(table: pd.DataFrame, arm: str, seed: int, head: str) -> dict | None
     return match.iloc[0].to_dict() if len(match) else None
 
 
+def not_yet_reached(table: pd.DataFrame, rows: list[dict]) -> list[dict]:
+    """Rows of an earlier table that this run has not reached yet (they join the table at once, so that
+    a run stopped half-way still writes a table with every finished row)."""
+    reached = {(row["arm"], row["seed"]) for row in rows}
+    return [row for row in table.to_dict("records") if (row["arm"], row["seed"]) not in reached]
+
+
 def summarize(rows: pd.DataFrame, baseline: str) -> pd.DataFrame:
     grouped = rows.groupby("arm", sort=False)
     table = (
@@ -369,7 +376,7 @@ def run(args: argparse.Namespace, base, before: dict) -> dict:
                 params, flops = head_cost(cfg, result.load_state()["num_classes"])
                 rows.append({"arm": arm.label, "seed": seed, **{k: result.metrics.get(k) for k in METRICS},
                              "head_params": params, "head_flops": flops, "head": head})  # fmt: skip
-            frame = pd.DataFrame(rows)
+            frame = pd.DataFrame(rows + not_yet_reached(kept_rows, rows))  # a stop keeps every row
             for metric in METRICS:
                 frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
             table = summarize(frame, arms[0].label)
