@@ -190,13 +190,13 @@ def test_pool_scores_on_both_actors_at_once(pool, scorers) -> None:
         thread.start()
     both_leased = False
     while any(thread.is_alive() for thread in threads):
-        both_leased = both_leased or pool.free.qsize() == 0
+        both_leased = both_leased or pool.free_count() == 0
         time.sleep(0.005)
     assert both_leased, "the two clients never held both actors at the same time"
     for i, archs in work.items():
         for arch, result in zip(archs, results[i], strict=True):
             assert same_metrics(result, scorers[True].score(SPACE.to_config(arch)))
-    assert pool.free.qsize() == 2  # both actors returned to the pool
+    assert pool.free_count() == 2  # both actors returned to the pool
 
 
 def test_killing_scorer_actors_mid_search_loses_no_trial(pool, tmp_path: Path) -> None:
@@ -206,7 +206,7 @@ def test_killing_scorer_actors_mid_search_loses_no_trial(pool, tmp_path: Path) -
 
     def kill_at_the_first_lease() -> None:
         while not stop.is_set():
-            if pool.free.qsize() < len(pool.actors):  # a trial holds an actor: its call is in flight
+            if pool.free_count() < len(pool.actors):  # a trial holds an actor: its call is in flight
                 time.sleep(0.05)
                 for actor in pool.actors:  # both, so the leased one is surely among them
                     ray.kill(actor, no_restart=False)
@@ -230,4 +230,4 @@ def test_killing_scorer_actors_mid_search_loses_no_trial(pool, tmp_path: Path) -
     assert sorted(df["generation"]) == [0] * 4 + [1] * 4
     pids_after = [actor_pid(actor) for actor in pool.actors]
     assert all(a != b for a, b in zip(pids_before, pids_after))  # restarted, and the search went on
-    assert pool.free.qsize() == len(pool.actors)
+    assert pool.free_count() == len(pool.actors)

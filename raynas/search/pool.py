@@ -1,8 +1,9 @@
 """A pool of :class:`SupernetScorer` Ray actors that Tune trials borrow one at a time.
 
 The super-net weights go into the object store once (as numpy arrays) and every actor reads them
-from there, zero-copy on its node; no trial ever sends weights. Trials lease a free actor through a
-Ray queue, so N actors serve N concurrent trials without two trials queueing on one actor. Actors
+from there, zero-copy on its node; no trial ever sends weights. Trials call the pool's
+:class:`~raynas.search.handles.ScorerLeases` actor, which hands each call to a free scorer, so N actors
+serve N concurrent trials without two trials queueing on one actor. Actors
 restart when they die (``max_restarts``) and Ray retries the interrupted ``score`` call
 (``max_task_retries``), so a lost worker costs time, never a trial.
 """
@@ -13,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.util.queue import Queue
 
 from raynas.checkpoints import config_from_state, load_state
-from raynas.search.handles import ScorerHandles
+from raynas.search.handles import ScorerHandles, ScorerLeases
 from raynas.search.scorer import DEFAULT_CACHE_BYTES, SupernetScorer, state_to_numpy
 from raynas.training.config import SupernetConfig
 
@@ -68,14 +68,16 @@ class ScorerPool:
             )
             for _ in range(num_actors)
         ]
-        self.free = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": "DEFAULT"})
-        for index in range(num_actors):
-            self.free.put(index)
+        self.leases = ScorerLeases.options(scheduling_strategy="DEFAULT").remote(self.actors)
         ray.get([actor.__ray_ready__.remote() for actor in self.actors])  # constructed and cached
 
     @property
     def handles(self) -> ScorerHandles:
-        return ScorerHandles(self.actors, self.free)
+        return ScorerHandles(self.leases)
+
+    def free_count(self) -> int:
+        """Scorer actors not leased to a call right now."""
+        return ray.get(self.leases.free_count.remote())
 
     def score(self, config: dict[str, Any]) -> dict[str, Any]:
         return self.handles.score(config)
@@ -83,4 +85,4 @@ class ScorerPool:
     def shutdown(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
-        self.free.shutdown()
+        ray.kill(self.leases)
