@@ -14,10 +14,12 @@ import argparse
 import random
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import torch
 
+from raynas.config import apply_yaml
 from raynas.data.config import DataConfig
 from raynas.errors import run_main
 from raynas.evaluation import count_flops, count_params
@@ -27,6 +29,8 @@ from raynas.spaces.fad import FADSpace
 from raynas.training.config import DartsConfig, FADConfig, OptimConfig, RunConfig, TrainConfig
 from raynas.training.launch import ensure_ray
 
+SMOKE_BUDGET = Path(__file__).parent / "configs" / "smoke_budget.yaml"  # what --smoke lays over the recipe
+
 
 def configs(args: argparse.Namespace) -> DartsConfig:
     data = DataConfig(root=args.data, max_train_images=400, max_val_images=100)
@@ -34,17 +38,6 @@ def configs(args: argparse.Namespace) -> DartsConfig:
     optim = OptimConfig(epochs=4, lr=0.01, warmup_iters=50, milestones=[3])
     fad = FADConfig(c_prime=24)
     if args.smoke:
-        data = replace(
-            data,
-            num_train=16,
-            num_val=8,
-            image_size=96,
-            max_train_images=None,
-            max_val_images=None,
-            batch_size=4,
-        )
-        model = replace(model, min_size=96, max_size=96)
-        optim = replace(optim, epochs=1, warmup_iters=2, milestones=[])
         # c' = 12: GroupNorm groups of 3 channels. With c' = 8 (groups of 1) the 1x1 p7 map of a single 96 px
         # image has one value per group and GroupNorm raises (complexity() runs one image).
         fad = replace(fad, c_prime=12)
@@ -55,7 +48,8 @@ def configs(args: argparse.Namespace) -> DartsConfig:
         use_gpu=args.gpu,
         address=args.address,
     )
-    return DartsConfig(data=data, model=model, optim=optim, run=run, fad=fad)
+    config = DartsConfig(data=data, model=model, optim=optim, run=run, fad=fad)
+    return apply_yaml(config, SMOKE_BUDGET) if args.smoke else config
 
 
 def complexity(cfg: TrainConfig, num_classes: int) -> dict[str, float]:

@@ -28,11 +28,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from raynas.config import ConfigError
+from raynas.config import ConfigError, apply_yaml
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
 
 METRICS = ("AP", "mask_AP", "mask_AP50")
+SMOKE_BUDGET = Path(__file__).parent / "configs" / "smoke_budget.yaml"  # what --smoke lays over the recipe
 DEFAULT_ARM, SEARCHED_ARM = "Mask R-CNN mask head", "FAD mask head"
 
 
@@ -69,17 +70,12 @@ def base_config(args: argparse.Namespace):
     optim = OptimConfig(
         epochs=args.epochs, lr=0.01, warmup_iters=50, milestones=[args.epochs - 1] if args.epochs > 1 else []
     )
-    if args.smoke:
-        data = replace(
-            data, num_train=16, num_val=8, image_size=96, max_train_images=None, max_val_images=None
-        )
-        model = replace(model, min_size=96, max_size=96)
-        optim = replace(optim, warmup_iters=2, milestones=[])
     run = RunConfig(
         name="base", storage_path=str(Path(args.out) / "runs"), num_workers=args.train_workers,
         use_gpu=args.gpu, address=args.address, eval_every=args.epochs,
     )  # fmt: skip
-    return TrainConfig(data=data, model=model, optim=OptimConfig(**vars(optim)), run=run)
+    config = TrainConfig(data=data, model=model, optim=optim, run=run)
+    return apply_yaml(config, SMOKE_BUDGET) if args.smoke else config
 
 
 def search_config(base, args: argparse.Namespace):

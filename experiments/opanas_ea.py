@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from raynas.config import load_yaml
+from raynas.config import apply_yaml, load_yaml, with_overrides
 from raynas.data.config import DataConfig
 from raynas.errors import run_main
 from raynas.models.config import ModelConfig
@@ -36,27 +36,51 @@ from raynas.training.config import OPANASConfig, OptimConfig, RunConfig, Superne
 
 KINDS = ("fcos", "retinanet", "faster_rcnn", "cascade_rcnn")
 SMOKE_PRETRAIN_STEPS = 5
+SMOKE_BUDGET = Path(__file__).parent / "configs" / "smoke_budget.yaml"  # what --smoke lays over the recipe
+
+
+def main_supernet_config(
+    data: str, out: str, kind: str = "fcos", workers: int = 2, address: str | None = None
+) -> SupernetConfig:
+    """The main job's super-net (see the README's main-job row for what it costs)."""
+    # digits at 128 px from the body pretrained on digit crops; the widths torchvision's heads need
+    # (FCOS: GroupNorm(32, c) with c >= 64)
+    # 20 % of the training images are the search split: held out of the super-net and of every
+    # standalone run it is compared with, and what candidates are scored on
+    return SupernetConfig(
+        data=DataConfig(root=data, num_train=1000, num_val=200, batch_size=4, search_fraction=0.2),
+        model=ModelConfig(
+            kind=kind,
+            backbone="resnet18",
+            out_channels=64 if kind == "fcos" else 32,
+            min_size=128,
+            max_size=128,
+            backbone_weights="proxy",
+            trainable_backbone_layers=3,  # torchvision's default with weights; conv1 + layer1 frozen
+        ),
+        optim=OptimConfig(epochs=4, lr=0.01, warmup_iters=50, milestones=[3]),
+        run=RunConfig(name="supernet", storage_path=out, num_workers=workers, address=address, eval_every=4),
+        opanas=OPANASConfig(norm="gn"),
+    )
 
 
 def smoke_supernet_config(
     data: str, out: str, kind: str = "fcos", workers: int = 2, address: str | None = None
 ) -> SupernetConfig:
-    """The seconds-scale super-net of ``--smoke`` (also used by the other experiments' smoke modes)."""
-    return SupernetConfig(
-        data=DataConfig(
-            root=data, num_train=16, num_val=8, image_size=96, batch_size=2, search_fraction=0.25
-        ),
-        model=ModelConfig(
-            kind=kind,
-            backbone="resnet18",
-            out_channels=64 if kind == "fcos" else 16,
-            min_size=96,
-            max_size=96,
-            backbone_weights="proxy",
-        ),
-        optim=OptimConfig(epochs=1, lr=0.01, warmup_iters=2, milestones=[]),
-        run=RunConfig(name="supernet", storage_path=out, num_workers=workers, address=address, eval_every=1),
-        opanas=OPANASConfig(norm="gn", eval_subnets=1),
+    """The seconds-scale super-net of ``--smoke`` (also used by the other experiments' smoke modes): the
+    main job's super-net under the smoke budget (``configs/smoke_budget.yaml``), with what only this
+    job needs on top: 2 images per worker, a search split of 4 of the 16 images, one sub-net
+    evaluated, and RetinaNet at 16 channels (FCOS's head needs 64)."""
+    config = apply_yaml(main_supernet_config(data, out, kind, workers, address), SMOKE_BUDGET)
+    return with_overrides(
+        config,
+        {
+            "data": {"batch_size": 2, "search_fraction": 0.25},
+            "model": {"out_channels": 64 if kind == "fcos" else 16},
+            "opanas": {"eval_subnets": 1},
+            "run": {"eval_every": 1},
+        },
+        where="smoke_supernet_config",
     )
 
 
@@ -66,25 +90,7 @@ def default_configs(args: argparse.Namespace) -> tuple[SupernetConfig, OPANASSea
         supernet = smoke_supernet_config(args.data, args.out, args.kind, args.train_workers, args.address)
         search = OPANASSearchConfig(population_size=4, generations=1, top_k=2)
     else:
-        # digits at 128 px from the body pretrained on digit crops; the widths torchvision's heads need
-        # (FCOS: GroupNorm(32, c) with c >= 64)
-        # 20 % of the training images are the search split: held out of the super-net and of every
-        # standalone run it is compared with, and what candidates are scored on
-        data = DataConfig(root=args.data, num_train=1000, num_val=200, batch_size=4, search_fraction=0.2)
-        model = ModelConfig(
-            kind=args.kind,
-            backbone="resnet18",
-            out_channels=64 if args.kind == "fcos" else 32,
-            min_size=128,
-            max_size=128,
-            backbone_weights="proxy",
-            trainable_backbone_layers=3,  # torchvision's default with weights; conv1 + layer1 frozen
-        )
-        optim = OptimConfig(epochs=4, lr=0.01, warmup_iters=50, milestones=[3])
-        run = RunConfig(name="supernet", storage_path=args.out, num_workers=args.train_workers, eval_every=4)
-        supernet = SupernetConfig(
-            data=data, model=model, optim=optim, run=run, opanas=OPANASConfig(norm="gn")
-        )
+        supernet = main_supernet_config(args.data, args.out, args.kind, args.train_workers)
         search = OPANASSearchConfig(population_size=10, generations=3, top_k=4, max_search_images=100)
         if args.paper:
             search = replace(search, population_size=50, generations=12, top_k=10, max_search_images=None)

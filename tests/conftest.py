@@ -25,6 +25,8 @@ def ray_session() -> Iterator[None]:
     """
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": always a fresh instance of 2 CPUs, never a cluster that a `ray start` (or a killed
+    # test) left on this machine; attaching to one fails (num_cpus) or shares its CPUs
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from raynas.config import ConfigError, dump_yaml, load_yaml
+from raynas.config import ConfigError, apply_yaml, dump_yaml, load_yaml, with_overrides
+from raynas.data.config import DataConfig
 from raynas.search.opanas import OPANASSearchConfig
-from raynas.training.config import DartsConfig, OPANASDartsConfig, SupernetConfig, TrainConfig
+from raynas.training.config import (
+    DartsConfig,
+    OPANASDartsConfig,
+    OptimConfig,
+    SupernetConfig,
+    TrainConfig,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 #: every config class a YAML in experiments/configs may describe, most specific first
@@ -191,3 +198,32 @@ def test_paper_supernet_config_has_the_paper_settings() -> None:
     assert cfg.data.batch_size * cfg.run.num_workers == 16
     assert (cfg.opanas.num_nodes, cfg.opanas.k, cfg.opanas.mu, cfg.opanas.deformable) == (5, 4, 1e-4, True)
     assert (cfg.model.kind, cfg.model.backbone) == ("faster_rcnn", "resnet50")
+
+
+def test_overrides_replace_only_the_keys_they_name(tmp_path: Path) -> None:
+    base = TrainConfig(data=DataConfig(root="d", num_train=1000, batch_size=4), optim=OptimConfig(lr=0.05))
+    path = write(tmp_path, "data:\n  num_train: 16\noptim:\n  milestones: []\n")
+    merged = apply_yaml(base, path)
+    assert (merged.data.num_train, merged.data.root, merged.data.batch_size) == (16, "d", 4)
+    assert (merged.optim.milestones, merged.optim.lr) == ([], 0.05)
+    assert base.data.num_train == 1000  # the recipe itself is left as it was
+
+
+def test_overrides_are_checked_like_a_config_file(tmp_path: Path) -> None:
+    base = TrainConfig()
+    with pytest.raises(ConfigError, match=r"budget\.yaml\.data: unknown key\(s\) \['num_trian'\]"):
+        apply_yaml(base, write(tmp_path, "data:\n  num_trian: 16\n", "budget.yaml"))
+    with pytest.raises(ConfigError, match=r"where\.optim\.epochs"):
+        with_overrides(base, {"optim": {"epochs": "two"}}, where="where")
+
+
+@pytest.mark.parametrize("cls", [TrainConfig, DartsConfig, SupernetConfig])
+def test_the_smoke_budget_fits_every_experiment_config(cls: type) -> None:
+    """One smoke size for every experiment's --smoke (experiments/configs/smoke_budget.yaml)."""
+    smoke = apply_yaml(cls(), CONFIG_DIR / "smoke_budget.yaml")
+    assert (smoke.data.num_train, smoke.data.image_size, smoke.model.min_size, smoke.optim.epochs) == (
+        16,
+        96,
+        96,
+        1,
+    )
