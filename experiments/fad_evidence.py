@@ -217,6 +217,8 @@ def run_searches(base, args: argparse.Namespace, out: Path, before: dict) -> tup
                 "search_peak_memory_mb": float(metrics.get("peak_memory_mb", float("nan"))),
             }
         )
+    # arms left out by --arms keep the cost recorded for them (their rows stay in the table too)
+    costs += [cost for arm, cost in recorded.items() if arm not in genotypes]
     return genotypes, costs
 
 

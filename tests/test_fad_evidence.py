@@ -79,3 +79,22 @@ def test_a_bad_genotype_path_is_a_clear_error(tmp_path: Path, content: str | Non
         path.write_text(content)
     with pytest.raises(ValueError, match=message):
         head_factory({"type": "fad", "genotype": str(path)}, "fcos")
+
+
+def test_a_run_of_some_arms_keeps_the_search_costs_of_the_others(tmp_path: Path) -> None:
+    """``--arms`` extends a table: the arms it leaves out keep their genotypes, rows and search costs."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    import fad_evidence
+
+    (tmp_path / "genotypes").mkdir()
+    (tmp_path / "genotypes" / "no_repshare.json").write_text(json.dumps({"arch": {"edge": "kept"}}))
+    before = {
+        "search_costs": [
+            {"arm": "FAD searched", "search_time_s": 99.0, "search_peak_memory_mb": 1186.0},
+            {"arm": "no RepShare", "search_time_s": 187.0, "search_peak_memory_mb": 1278.0},
+        ]
+    }
+    args = fad_evidence.build_parser().parse_args(["--arms", "no_repshare"])
+    genotypes, costs = fad_evidence.run_searches(None, args, tmp_path, before)  # nothing left to search
+    assert genotypes == {"no RepShare": {"edge": "kept"}}
+    assert sorted(costs, key=lambda cost: cost["arm"]) == before["search_costs"]
