@@ -11,7 +11,8 @@ torchvision's mask head are then retrained with one recipe (``--epochs``, decay 
 seeds, from the pretrained proxy body. Reported per arm: box AP and mask AP on val (mean +/- std), the
 mask head's parameters and its FLOPs per RoI (14x14 features). Outputs in ``--out``: ``mask_fad.csv``
 (one row per arm and seed), ``mask_fad.md``, ``mask_fad.json`` and the searched ``genotype.json`` /
-``.png``. Resumable: a finished search or run is skipped.
+``.png``. Resumable: a finished search or run is skipped. ``--genotype PATH`` retrains the genotype of an
+earlier search (the committed ``experiments/results/mask_fad/genotype.json``) without searching again.
 
 ``--paper`` sets c' = 96 and 12-epoch search and retraining schedules; the data stay the digits proxy.
 """
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=4, help="retraining epochs (decay in the last)")
     parser.add_argument("--train-images", type=int, default=600, help="training images (a seeded subset)")
     parser.add_argument("--c-prime", type=int, default=24, help="FAD block width c' (paper: 96)")
+    parser.add_argument(
+        "--genotype",
+        default=None,
+        help="retrain this genotype.json of an earlier mask-head search instead of searching "
+        "(e.g. experiments/results/mask_fad/genotype.json)",
+    )
     parser.add_argument("--train-workers", type=int, default=1, help="Ray Train workers per run")
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--address", default=None)
@@ -155,12 +162,20 @@ def run(args: argparse.Namespace, base) -> dict:
     out = Path(args.out)
     started = time.perf_counter()
     prepare_inputs(base, smoke=args.smoke)
-    print("== search: FAD mask head ==", flush=True)
-    searched = search_fad(search_config(base, args))
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(searched.genotype_path, out / "genotype.json")
-    shutil.copyfile(searched.run_dir / "genotype.png", out / "genotype.png")
-    genotype = json.loads(searched.genotype_path.read_text())["arch"]
+    if args.genotype:
+        print(f"== search: FAD mask head (from {args.genotype}) ==", flush=True)
+        genotype_path, search_metrics = Path(args.genotype), {}
+    else:
+        print("== search: FAD mask head ==", flush=True)
+        searched = search_fad(search_config(base, args))
+        genotype_path, search_metrics = searched.genotype_path, searched.metrics
+        shutil.copyfile(searched.run_dir / "genotype.png", out / "genotype.png")
+    for suffix in (".json", ".png"):  # the genotype (and its drawing, when there is one) kept with the table
+        source, kept = genotype_path.with_suffix(suffix), out / f"genotype{suffix}"
+        if source.is_file() and source.resolve() != kept.resolve():
+            shutil.copyfile(source, kept)
+    genotype = json.loads(genotype_path.read_text())["arch"]
     heads = {DEFAULT_ARM: None, SEARCHED_ARM: {"type": "fad", "genotype": genotype, "c_prime": args.c_prime}}
     rows, launched = [], 0
     for seed in range(args.seeds):
@@ -183,9 +198,10 @@ def run(args: argparse.Namespace, base) -> dict:
         "runs_started": launched,
         "runs": len(rows),
         "genotype": genotype,
-        "search_time_s": float(searched.metrics.get("epoch_time_s", 0))
-        * float(searched.metrics.get("epoch", 0)),
-        "search_peak_memory_mb": float(searched.metrics.get("peak_memory_mb", float("nan"))),
+        "genotype_from": args.genotype,  # None: searched by this run (then its cost follows)
+        "search_time_s": float(search_metrics.get("epoch_time_s", "nan"))
+        * float(search_metrics.get("epoch", "nan")),
+        "search_peak_memory_mb": float(search_metrics.get("peak_memory_mb", "nan")),
         "wall_time_s": round(time.perf_counter() - started, 1),
         "settings": vars(args),
     }
@@ -206,6 +222,13 @@ def check_and_run(args: argparse.Namespace) -> int:
         )
     base = base_config(args)  # every setting checked before Ray starts
     search_config(base, args)
+    if args.genotype:
+        from raynas.models.build import head_factory
+
+        try:  # a missing file, not JSON, or a genotype of another space or shape
+            head_factory({"type": "fad", "genotype": args.genotype, "c_prime": args.c_prime}, "mask_rcnn")
+        except ValueError as err:
+            raise ConfigError(f"--genotype: {err}") from err
     with ray_session(args.address):
         run(args, base)
     return 0

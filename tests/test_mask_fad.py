@@ -94,3 +94,30 @@ def test_mask_fad_experiment_smoke(tmp_path: Path) -> None:
     again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert again.returncode == 0, failure_text(again)
     assert json.loads((out / "mask_fad.json").read_text())["runs_started"] == 0  # finished runs skipped
+    # the searched genotype retrains without a search (its runs are finished here, so nothing runs again)
+    reuse = subprocess.run(
+        [*command, "--genotype", str(out / "genotype.json")], capture_output=True, text=True, cwd=tmp_path,
+        timeout=900,
+    )  # fmt: skip
+    assert reuse.returncode == 0, failure_text(reuse)
+    assert "== search: FAD mask head (from " in reuse.stdout
+    record = json.loads((out / "mask_fad.json").read_text())
+    assert record["runs_started"] == 0 and record["genotype_from"] == str(out / "genotype.json")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "is not a file"), ('{"space": "opanas", "arch": {}}', "not a FAD genotype")],
+)
+def test_a_bad_genotype_to_retrain_is_one_line_and_exit_2(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    genotype = tmp_path / "genotype.json"
+    if content is not None:
+        genotype.write_text(content)
+    command = [sys.executable, str(ROOT / "experiments" / "mask_fad.py"), "--smoke", "--out",
+               str(tmp_path / "out"), "--genotype", str(genotype)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, failure_text(done)
+    assert "--genotype" in done.stderr and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
