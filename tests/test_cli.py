@@ -27,6 +27,35 @@ def test_an_unreachable_cluster_address_fails_fast(tmp_path: Path, capsys) -> No
 
 
 @pytest.mark.parametrize(
+    ("flag", "env", "expected"),
+    [
+        (None, None, None),  # a Ray of its own, even when a `ray start` cluster runs on this machine
+        (None, "local", None),
+        (None, "10.0.0.1:6379", "10.0.0.1:6379"),  # what `ray job submit` sets for its job
+        ("auto", "10.0.0.1:6379", "auto"),  # --address wins
+    ],
+)
+def test_without_address_a_driver_starts_its_own_ray(monkeypatch, flag, env, expected) -> None:
+    from raynas.training.launch import attach_address
+
+    if env is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", env)
+    assert attach_address(flag) == expected
+
+
+def test_an_unreachable_ray_address_from_the_environment_fails_fast(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    config = write(tmp_path, "train.yaml", f"run: {{storage_path: {tmp_path / 'runs'}}}\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert "cannot reach the Ray cluster at '127.0.0.1:1'" in capsys.readouterr().err
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         (

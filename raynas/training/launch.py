@@ -9,6 +9,7 @@ import contextlib
 import copy
 import json
 import logging
+import os
 import shutil
 import socket
 from collections.abc import Iterator
@@ -59,17 +60,31 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from err
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Attach to ``address`` (a running cluster) or start a local Ray once; errors say how to fix."""
+def attach_address(address: str | None) -> str | None:
+    """The cluster a driver attaches to: ``address``, else ``RAY_ADDRESS``; None for a Ray of its own."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    return None if address in (None, "", "local") else address
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Attach to ``address`` (a running cluster) or start a local Ray once; errors say how to fix.
+
+    No ``address`` means a Ray of this process's own (``address="local"``), as the flags promise ("omit
+    --address to run locally"), also when a cluster started with ``ray start`` runs on this machine: Ray's
+    own default would attach to that one silently, share its CPUs with whatever runs there, and inherit its
+    settings (a driver of another Ray version or auth mode fails deep inside Ray Train). ``RAY_ADDRESS``
+    (which ``ray job submit`` sets for the job it starts) still names the cluster to attach to.
+    """
     if ray.is_initialized():
         return
+    address = attach_address(address)
     if address:
         check_reachable(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=True)  # keeps the job's own runtime_env
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, runtime_env=RUNTIME_ENV)
+            ray.init(address="local", include_dashboard=False, log_to_driver=True, runtime_env=RUNTIME_ENV)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise RuntimeError(
             f"could not connect to the Ray cluster at {address!r}: {err}. Start it with `ray up "
@@ -142,7 +157,7 @@ def preflight(task: str, cfg: Any, resume_from: str | Path | None = None) -> Non
 
     visible = cfg.data.format == "digits" or Path(cfg.data.train_annotations or cfg.data.root).exists()
     num_classes = 91  # only used to build the model when the driver cannot see the data
-    if visible or cfg.run.address is None:
+    if visible or attach_address(cfg.run.address) is None:
         for split in ("train", "val"):
             num_classes = base_dataset(build_dataset(cfg.data, split)).num_classes
     task_cls = _resolve_task(task)
@@ -184,7 +199,9 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
     ensure_inputs(cfg)
     preflight(task, cfg, resume_from)
     ensure_ray(run.address)
-    check_resources(run.num_workers, run.use_gpu, run.cpus_per_worker, attached=run.address is not None)
+    check_resources(
+        run.num_workers, run.use_gpu, run.cpus_per_worker, attached=attach_address(run.address) is not None
+    )
     resume = None
     if resume_from is not None:
         resume = ray.train.Checkpoint.from_directory(str(Path(resume_from).resolve()))
