@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from result_tables import head_key, kept_row, not_yet_reached, previous_record
 
 from raynas.config import ConfigError, apply_yaml
 from raynas.errors import run_main
@@ -170,22 +171,6 @@ def head_cost(cfg, num_classes: int) -> tuple[int, int]:
 RECIPE = ("kind", "search_epochs", "epochs", "train_images", "c_prime", "smoke", "paper")
 
 
-def previous_record(args: argparse.Namespace, out: Path) -> dict:
-    """The record of the table already in ``out`` (empty if none); refused if its recipe differs."""
-    path = out / "fad_evidence.json"
-    if not path.is_file():
-        return {}
-    record = json.loads(path.read_text())
-    before = record.get("settings", {})
-    differing = [key for key in RECIPE if key in before and before[key] != getattr(args, key)]
-    if differing:
-        was = ", ".join(f"{key}={before[key]}" for key in differing)
-        raise ConfigError(
-            f"{out} holds a table made with {was}; run with the same settings or choose another --out"
-        )
-    return record
-
-
 def run_searches(base, args: argparse.Namespace, out: Path, before: dict) -> tuple[dict, list[dict]]:
     """Every searched arm's genotype (copied to ``genotypes/``) and its search cost; a genotype already
     in ``genotypes/`` is reused with the cost recorded for it."""
@@ -268,21 +253,6 @@ def plan_arms(genotypes: dict, args: argparse.Namespace, base) -> list[Arm]:
     return arms
 
 
-def kept_row(table: pd.DataFrame, arm: str, seed: int, head: str) -> dict | None:
-    """The row of an earlier table for this arm, seed and head (None if it has none)."""
-    if table.empty:
-        return None
-    match = table[(table["arm"] == arm) & (table["seed"] == seed) & (table["head"] == head)]
-    return match.iloc[0].to_dict() if len(match) else None
-
-
-def not_yet_reached(table: pd.DataFrame, rows: list[dict]) -> list[dict]:
-    """Rows of an earlier table that this run has not reached yet (they join the table at once, so that
-    a run stopped half-way still writes a table with every finished row)."""
-    reached = {(row["arm"], row["seed"]) for row in rows}
-    return [row for row in table.to_dict("records") if (row["arm"], row["seed"]) not in reached]
-
-
 def summarize(rows: pd.DataFrame, baseline: str) -> pd.DataFrame:
     grouped = rows.groupby("arm", sort=False)
     table = (
@@ -361,7 +331,7 @@ def run(args: argparse.Namespace, base, before: dict) -> dict:
                 head=arm.head_for_seed[seed],
                 run=replace(base.run, name=f"{arm.slug}_seed{seed}", seed=seed),
             )
-            head = json.dumps(cfg.head, sort_keys=True) if cfg.head else "torchvision"
+            head = head_key(cfg.head)
             kept = kept_row(kept_rows, arm.label, seed, head)
             if kept is not None:
                 rows.append(kept)
@@ -413,7 +383,7 @@ def check_and_run(args: argparse.Namespace) -> int:
         )
     base = base_config(args)  # every setting checked before Ray starts
     search_config(base, {}, "check", args)
-    before = previous_record(args, Path(args.out))
+    before = previous_record(args, Path(args.out), "fad_evidence", RECIPE)
     with ray_session(args.address):
         run(args, base, before)
     return 0

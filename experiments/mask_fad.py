@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+from result_tables import head_key, kept_row, not_yet_reached, previous_record
 
 from raynas.config import ConfigError, apply_yaml
 from raynas.errors import run_main
@@ -36,6 +37,8 @@ from raynas.io import atomic_write_json, atomic_write_text
 METRICS = ("AP", "mask_AP", "mask_AP50")
 SMOKE_BUDGET = Path(__file__).parent / "configs" / "smoke_budget.yaml"  # what --smoke lays over the recipe
 DEFAULT_ARM, SEARCHED_ARM = "Mask R-CNN mask head", "FAD mask head"
+#: the settings a table's rows depend on: rows from another recipe are never mixed into one table
+RECIPE = ("search_epochs", "epochs", "train_images", "c_prime", "smoke", "paper")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,7 +154,7 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(args: argparse.Namespace, base) -> dict:
+def run(args: argparse.Namespace, base, before: dict) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from opanas_ea import prepare_inputs
 
@@ -161,6 +164,8 @@ def run(args: argparse.Namespace, base) -> dict:
 
     out = Path(args.out)
     started = time.perf_counter()
+    table_path = out / "mask_fad.csv"
+    kept_rows = pd.read_csv(table_path) if before and table_path.is_file() else pd.DataFrame()
     prepare_inputs(base, smoke=args.smoke)
     out.mkdir(parents=True, exist_ok=True)
     if args.genotype:
@@ -178,34 +183,46 @@ def run(args: argparse.Namespace, base) -> dict:
     genotype = json.loads(genotype_path.read_text())["arch"]
     heads = {DEFAULT_ARM: None, SEARCHED_ARM: {"type": "fad", "genotype": genotype, "c_prime": args.c_prime}}
     rows, launched = [], 0
-    for seed in range(args.seeds):
-        for arm, head in heads.items():
-            slug = "default_mask_head" if head is None else "fad_mask_head"
-            cfg = replace(base, head=head, run=replace(base.run, name=f"{slug}_seed{seed}", seed=seed))
-            run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
-            launched += finished_run(run_dir, cfg.optim.epochs) is None
-            print(f"== {arm}, seed {seed} ==", flush=True)
-            result = train(cfg)
-            params, flops = mask_head_cost(cfg, result.load_state()["num_classes"])
-            metrics = {k: pd.to_numeric(result.metrics.get(k), errors="coerce") for k in METRICS}
-            rows.append(
-                {"arm": arm, "seed": seed, **metrics, "mask_head_params": params, "mask_head_flops": flops}
-            )
-            frame = pd.DataFrame(rows)
-            atomic_write_text(out / "mask_fad.csv", frame.to_csv(index=False))
-            atomic_write_text(out / "mask_fad.md", markdown(summarize(frame)))
-    record = {
-        "runs_started": launched,
-        "runs": len(rows),
+    search_cost = {
         "genotype": genotype,
         "genotype_from": args.genotype,  # None: searched by this run (then its cost follows)
         "search_time_s": float(search_metrics.get("epoch_time_s", "nan"))
         * float(search_metrics.get("epoch", "nan")),
         "search_peak_memory_mb": float(search_metrics.get("peak_memory_mb", "nan")),
-        "wall_time_s": round(time.perf_counter() - started, 1),
-        "settings": vars(args),
     }
-    atomic_write_json(out / "mask_fad.json", record)
+    if args.genotype and before.get("genotype") == genotype:  # the search that found it was recorded
+        search_cost.update(
+            {key: before[key] for key in ("search_time_s", "search_peak_memory_mb") if key in before}
+        )
+    for seed in range(args.seeds):
+        for arm, head in heads.items():
+            slug = "default_mask_head" if head is None else "fad_mask_head"
+            cfg = replace(base, head=head, run=replace(base.run, name=f"{slug}_seed{seed}", seed=seed))
+            kept = kept_row(kept_rows, arm, seed, head_key(head))
+            if kept is not None:
+                rows.append(kept)
+            else:
+                run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
+                launched += finished_run(run_dir, cfg.optim.epochs) is None
+                print(f"== {arm}, seed {seed} ==", flush=True)
+                result = train(cfg)
+                params, flops = mask_head_cost(cfg, result.load_state()["num_classes"])
+                metrics = {k: pd.to_numeric(result.metrics.get(k), errors="coerce") for k in METRICS}
+                rows.append({"arm": arm, "seed": seed, **metrics, "mask_head_params": params,
+                             "mask_head_flops": flops, "head": head_key(head)})  # fmt: skip
+            frame = pd.DataFrame(rows + not_yet_reached(kept_rows, rows))  # a stop keeps every row
+            atomic_write_text(out / "mask_fad.csv", frame.to_csv(index=False))
+            atomic_write_text(out / "mask_fad.md", markdown(summarize(frame)))
+            wall_time_s = round(time.perf_counter() - started, 1)
+            record = {
+                "runs_started": launched,
+                "runs": len(rows),
+                **search_cost,
+                "wall_time_s": wall_time_s,
+                "wall_time_total_s": round(before.get("wall_time_total_s", 0) + wall_time_s, 1),
+                "settings": vars(args),
+            }
+            atomic_write_json(out / "mask_fad.json", record)  # after every run: a stop keeps the record
     print("\n" + (out / "mask_fad.md").read_text())
     return record
 
@@ -222,6 +239,7 @@ def check_and_run(args: argparse.Namespace) -> int:
         )
     base = base_config(args)  # every setting checked before Ray starts
     search_config(base, args)
+    before = previous_record(args, Path(args.out), "mask_fad", RECIPE)
     if args.genotype:
         from raynas.models.build import head_factory
 
@@ -230,7 +248,7 @@ def check_and_run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise ConfigError(f"--genotype: {err}") from err
     with ray_session(args.address):
-        run(args, base)
+        run(args, base, before)
     return 0
 
 

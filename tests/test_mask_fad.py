@@ -6,6 +6,7 @@ genotype, the genotype.json retrains through a head spec, and experiments/mask_f
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,26 @@ def test_mask_fad_experiment_smoke(tmp_path: Path) -> None:
     assert "== search: FAD mask head (from " in reuse.stdout
     record = json.loads((out / "mask_fad.json").read_text())
     assert record["runs_started"] == 0 and record["genotype_from"] == str(out / "genotype.json")
+
+    # the table alone (a committed copy, no run folders) is extended, not redone
+    shutil.rmtree(out / "runs")
+    from_table = subprocess.run(
+        [*command, "--genotype", str(out / "genotype.json")], capture_output=True, text=True, cwd=tmp_path,
+        timeout=900,
+    )  # fmt: skip
+    assert from_table.returncode == 0, failure_text(from_table)
+    assert (
+        json.loads((out / "mask_fad.json").read_text())["runs_started"] == 0 and not (out / "runs").exists()
+    )
+    pd.testing.assert_frame_equal(pd.read_csv(out / "mask_fad.csv"), rows)
+
+    # rows of another recipe are never mixed into the table
+    other = subprocess.run(
+        [*command, "--train-images", "300"], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert other.returncode == 2 and "holds a table made with train_images=600" in other.stderr, failure_text(
+        other
+    )
 
 
 @pytest.mark.parametrize(
