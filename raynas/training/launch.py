@@ -56,7 +56,7 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise RuntimeError(
             f"cannot reach the Ray cluster at {address!r} ({err}). Check that it is running (`ray status` on "
             "its head), the address and port (GCS 6379, Ray Client 10001), and the firewall; or omit "
-            "--address to run on a local Ray."
+            "--address (and unset RAY_ADDRESS) to run on a local Ray."
         ) from err
 
 
