@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         labels = [(label, strategy) for label, v, strategy in ONE_SHOT if v == variant]
         cfg = search_config(base_cfg, args, f"search_{variant}", [s for _, s in labels])
         print(f"== search on {variant}: {cfg.strategies} ==", flush=True)
-        outcome = search_opanas(supernets[variant][0], cfg, verbose=0)
+        outcome = search_opanas(supernets[variant][0], cfg, verbose=0, address=args.address)
         summary = outcome["summary"].set_index("strategy")
         checkpoint, train_s, _ = supernets[variant]
         for label, strategy in labels:

@@ -218,9 +218,10 @@ def ratio_line(summary: pd.DataFrame, reference: dict | None, metric: str) -> tu
 
 
 def run(args: argparse.Namespace) -> int:
-    from raynas.checkpoints import config_from_state, load_state
+    from raynas.checkpoints import load_state
     from raynas.io import atomic_write_json
     from raynas.search.opanas import search_opanas
+    from raynas.search.pool import supernet_config
     from raynas.training.launch import ensure_ray
     from raynas.training.standalone import evaluate_checkpoint, train
     from raynas.training.supernet import train_supernet
@@ -228,8 +229,10 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     times: dict[str, float] = {}
     supernet_cfg, search_cfg = default_configs(args)
-    ensure_ray(args.address)
     checkpoint = args.supernet_checkpoint
+    if checkpoint is not None:  # checked before anything runs: a wrong checkpoint must cost nothing
+        given_cfg = supernet_config(load_state(checkpoint), checkpoint)
+    ensure_ray(args.address)
     if checkpoint is None:
         prepare_inputs(supernet_cfg, args.smoke)
         times["data_and_body_s"] = time.perf_counter() - started
@@ -237,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = str(train_supernet(supernet_cfg).checkpoint_dir)
         times["supernet_s"] = time.perf_counter() - started - sum(times.values())
     else:  # the checkpoint's config, with the flags applied as they would be to a new super-net
-        supernet_cfg = apply_flags(config_from_state(load_state(checkpoint)), search_cfg, args)[0]
+        supernet_cfg = apply_flags(given_cfg, search_cfg, args)[0]
     reference = None
     if not args.no_reference:
         print(f"== standalone FPN reference ({supernet_cfg.optim.epochs} epochs, same data) ==")
@@ -248,7 +251,9 @@ def run(args: argparse.Namespace) -> int:
         }
         times["reference_s"] = time.perf_counter() - started - sum(times.values())
     print(f"== search: {search_cfg.strategies}, {search_cfg.budget} evaluations each ==")
-    outcome = search_opanas(checkpoint, search_cfg, resume=args.resume, verbose=1 if args.verbose else 0)
+    outcome = search_opanas(
+        checkpoint, search_cfg, resume=args.resume, verbose=1 if args.verbose else 0, address=args.address
+    )
     times["search_s"] = time.perf_counter() - started - sum(times.values())
     pd.set_option("display.width", 160)
     summary = outcome["summary"]

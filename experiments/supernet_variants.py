@@ -79,7 +79,11 @@ def load_archs(path: str) -> pd.DataFrame:
 
     if not Path(path).is_file():
         raise ConfigError(f"--archs {path!r} is not a file; give a rank_correlation.csv")
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        why = " ".join(str(err).split())[:160]
+        raise ConfigError(f"--archs {path!r} is not a CSV table ({why}); give rank_correlation.csv") from err
     space = OPANASSpace(5)
     missing = sorted((set(space.choices()) | {"standalone_" + METRIC}) - set(table.columns))
     if missing:

@@ -63,11 +63,9 @@ def _opanas_supernet(args: argparse.Namespace) -> None:
 
 def _opanas_search(args: argparse.Namespace) -> None:
     from raynas.search.opanas import OPANASSearchConfig, search_opanas
-    from raynas.training.launch import ensure_ray
 
     cfg = load_yaml(OPANASSearchConfig, args.config) if args.config else OPANASSearchConfig()
-    ensure_ray(args.address)
-    outcome = search_opanas(args.checkpoint, cfg, resume=args.resume)
+    outcome = search_opanas(args.checkpoint, cfg, resume=args.resume, address=args.address)
     print(outcome["summary"].to_string(index=False))
     print(f"results: {outcome['run_dir']}")
 

@@ -8,6 +8,7 @@ ignored typo in a search config costs GPU-days.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -61,6 +62,8 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .nan / .inf would only fail later, inside a Ray worker
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -73,18 +76,20 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
-#: ``(low, high)`` closed, or ``(low, high, "low_open")`` for ``low < value``; ``None``: unbounded
+#: ``(low, high)`` closed; flags ``"low_open"`` (``low < value``) and ``"high_open"`` (``value < high``);
+#: ``None``: unbounded
 Bound = tuple
 
 
 def _out_of(value: float, bound: Bound) -> str | None:
     low, high, *flags = bound
-    low_open = "low_open" in flags
+    low_open, high_open = "low_open" in flags, "high_open" in flags
     below = low is not None and (value <= low if low_open else value < low)
-    if not below and (high is None or value <= high):
+    above = high is not None and (value >= high if high_open else value > high)
+    if not below and not above:
         return None
     lower = None if low is None else f"{'>' if low_open else '>='} {low}"
-    upper = None if high is None else f"<= {high}"
+    upper = None if high is None else f"{'<' if high_open else '<='} {high}"
     return " and ".join(part for part in (lower, upper) if part)
 
 
@@ -111,6 +116,16 @@ def check_local_storage(path: str, what: str = "storage_path") -> None:
         raise ValueError(
             f"{what} {path!r} is a URI; raynas needs a local or shared-filesystem path (NFS/EFS mounted at "
             "the same path on every node, see docs/cluster.md). Cloud storage URIs are not supported yet."
+        )
+
+
+def check_run_name(name: str, what: str = "run.name") -> None:
+    """A run's name is one folder under its storage path: an empty name, ``.``, ``..`` or a path would put
+    its results (and ``run_info.json``) somewhere else, beside or above other runs."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(
+            f"{what} must be a folder name (not empty, '.' or '..', no '/'), got {name!r}; "
+            "storage_path says where runs go"
         )
 
 
@@ -207,7 +222,11 @@ def read_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        return yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte {err.start}); save the config as UTF-8 YAML"
+        ) from err
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers_supernet import make_supernet_checkpoint
+from helpers_supernet import make_standalone_checkpoint, make_supernet_checkpoint
 from tiny_data import TINY_DIGITS
 
 from raynas.cli import main as raynas_main
@@ -125,6 +125,29 @@ def test_out_of_range_values_are_refused_with_the_field_named(tmp_path, tiny_dig
     refused(capfd, raynas_main(["train", "--config", str(config)]), needle, str(config))
 
 
+@pytest.mark.parametrize("value", [".nan", ".inf"])
+def test_a_non_finite_number_is_refused_before_ray_starts(tmp_path, tiny_digits, capfd, value) -> None:
+    config = train_config(tmp_path, tiny_digits)
+    config.write_text(config.read_text().replace("optim:\n", f"optim:\n  lr: {value}\n", 1))
+    refused(capfd, raynas_main(["train", "--config", str(config)]), "optim.lr", "finite number")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("betas", "needle"), [([0.5], "two numbers"), ([0.5, 1.0], "must be >= 0.0 and < 1.0")]
+)
+def test_adam_betas_of_the_architecture_are_checked(tmp_path, tiny_digits, capfd, betas, needle) -> None:
+    config = train_config(tmp_path, tiny_digits, fad={"arch_betas": betas})
+    refused(capfd, raynas_main(["search", "fad", "--config", str(config)]), "fad.arch_betas", needle)
+
+
+@pytest.mark.parametrize("name", ["", "..", "../elsewhere"])
+def test_a_run_name_that_is_not_one_folder_is_refused(tmp_path, tiny_digits, capfd, name) -> None:
+    config = train_config(tmp_path, tiny_digits, run={"name": name})
+    refused(capfd, raynas_main(["train", "--config", str(config)]), "run.name must be a folder name")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "elsewhere").exists()
+
+
 def test_zero_workers_or_scorers_and_empty_strategies_are_refused(tmp_path, capfd) -> None:
     out = ["--smoke", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "d")]
     refused(capfd, opanas_ea.main([*out, "--train-workers", "0"]), "num_workers must be >= 1")
@@ -133,6 +156,21 @@ def test_zero_workers_or_scorers_and_empty_strategies_are_refused(tmp_path, capf
     search.write_text("strategies: []\n")
     refused(capfd, opanas_ea.main([*out, "--search-config", str(search)]), "strategies")
     assert not (tmp_path / "o").exists() and not (tmp_path / "d").exists()
+
+
+def test_a_config_that_is_not_utf8_text_is_refused(tmp_path, tiny_digits, capfd) -> None:
+    config = train_config(tmp_path, tiny_digits)
+    config.write_bytes("# réglages\n".encode("latin-1") + config.read_bytes())
+    refused(capfd, raynas_main(["train", "--config", str(config)]), str(config), "not a UTF-8 text file")
+    config.write_bytes(bytes(range(256)))
+    refused(capfd, opanas_ea.main(["--search-config", str(config)]), "not a UTF-8 text file")
+
+
+def test_backbone_weights_that_torch_cannot_read_are_refused(tmp_path, tiny_digits, capfd) -> None:
+    junk = tmp_path / "weights.pt"
+    junk.write_bytes(bytes(range(256)) * 4)
+    config = train_config(tmp_path, tiny_digits, model={"backbone_weights": str(junk)})
+    refused(capfd, raynas_main(["train", "--config", str(config)]), "weights.pt", "could not be read")
 
 
 def test_a_key_given_twice_in_yaml_is_refused(tmp_path, tiny_digits, capfd) -> None:
@@ -198,6 +236,27 @@ def test_an_interrupted_generation_leaves_the_old_dataset_intact(tmp_path: Path)
     assert tree_hash(root) == before
     assert digits_settings(root) == {"num_train": 4, "num_val": 2, "image_size": 64, "seed": 0}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(staging)]  # staging removed
+
+
+def test_a_wrong_search_checkpoint_leaves_nothing_behind(tmp_path, tiny_digits, capfd) -> None:
+    """The likeliest slips, the run folder instead of its checkpoint_* folder or a standalone checkpoint,
+    are refused before the search folder is claimed (its run_info.json would refuse the corrected command
+    as a search 'with other settings')."""
+    standalone = make_standalone_checkpoint(tmp_path / "runs_fpn" / "checkpoint_0", tiny_digits)
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({"storage_path": str(tmp_path / "out"), "name": "s"}))
+    for wrong, needle in ((standalone.parent, "not a raynas checkpoint"), (standalone, "not by OPANAS")):
+        code = raynas_main(["search", "opanas", "--checkpoint", str(wrong), "--config", str(search)])
+        refused(capfd, code, needle)
+    assert not (tmp_path / "out" / "s").exists()
+
+
+def test_opanas_ea_checks_a_given_supernet_checkpoint_first(tmp_path, tiny_digits, capfd) -> None:
+    standalone = make_standalone_checkpoint(tmp_path / "fpn", tiny_digits)
+    out = tmp_path / "o"
+    code = opanas_ea.main(["--smoke", "--out", str(out), "--supernet-checkpoint", str(standalone)])
+    refused(capfd, code, "not by OPANAS super-net training")
+    assert not out.exists()
 
 
 # ---- 4. filesystem mistakes ----------------------------------------------------------------------------

@@ -134,6 +134,23 @@ def test_bad_resume_path_and_bad_checkpoint_are_clear_errors(tmp_path: Path) -> 
         search_opanas(tmp_path, search_config(tmp_path))
 
 
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"num_scorers": 64}, "lower num_scorers or cpus_per_scorer"),
+        ({"use_gpu": True}, "set use_gpu: false"),
+    ],
+)
+def test_scorers_the_cluster_cannot_host_are_refused_not_waited_for(
+    ray_session, checkpoint: Path, tmp_path: Path, changes: dict, needle: str
+) -> None:
+    """A local Ray never grows, so Ray would wait for these actors forever (the search hung, silent)."""
+    if changes.get("use_gpu") and ray.cluster_resources().get("GPU", 0) >= 2:
+        pytest.skip("this machine has the GPUs the search asks for")
+    with pytest.raises(RuntimeError, match=needle):
+        search_opanas(checkpoint, search_config(tmp_path, **changes))
+
+
 def test_tunes_own_optuna_searcher_runs_through_the_same_scorers(
     ray_session, checkpoint: Path, tmp_path: Path
 ) -> None:

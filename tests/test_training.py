@@ -153,7 +153,7 @@ def test_use_gpu_without_gpus_fails_before_launching(ray_session, tiny_digits: P
     cfg.run.use_gpu = True
     if ray.cluster_resources().get("GPU", 0) >= cfg.run.num_workers:
         pytest.skip("this machine has enough GPUs for the job")
-    expected = r"use_gpu=True asks for 2 GPU worker\(s\).*set run.use_gpu: false"
+    expected = r"run.use_gpu: true asks for 2 GPU\(s\) \(run.num_workers\).*set run.use_gpu: false"
     with pytest.raises(RuntimeError, match=expected):
         train(cfg)
     assert not (tmp_path / "gpu").exists()  # nothing was launched
@@ -165,7 +165,7 @@ def test_an_attached_cluster_may_autoscale_so_a_shortfall_only_warns(ray_session
     gpus = int(ray.cluster_resources().get("GPU", 0))
     with caplog.at_level("WARNING", logger="raynas.training.launch"):
         check_resources(gpus + 1, use_gpu=True, cpus_per_worker=1, attached=True)
-    assert f"asks for {gpus + 1} GPU worker(s)" in caplog.text and "autoscaler" in caplog.text
+    assert f"asks for {gpus + 1} GPU(s)" in caplog.text and "autoscaler" in caplog.text
 
 
 def test_resume_from_a_folder_that_is_not_a_checkpoint(

@@ -64,7 +64,14 @@ def _weights_enum_or_path(name: str, weights: str | Path | WeightsEnum) -> Weigh
 
 
 def _read_local_weights(path: Path) -> dict[str, Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 (any unreadable file: a foreign pickle, text, a truncated save)
+        raise ValueError(
+            f"backbone weights file '{path}' could not be read by torch.load "
+            f"({' '.join(str(err).split())[:160]}); pass a state dict saved with "
+            "torch.save(model.state_dict(), path)"
+        ) from err
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(
             f"backbone weights file '{path}' does not hold a state dict (a dict of tensors); save one with "

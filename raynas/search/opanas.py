@@ -16,14 +16,20 @@ from typing import Any, Literal
 import pandas as pd
 
 from raynas.checkpoints import config_from_state, load_state
-from raynas.config import ConfigError, check_local_storage, check_ranges, check_writable_folder
+from raynas.config import (
+    ConfigError,
+    check_local_storage,
+    check_ranges,
+    check_run_name,
+    check_writable_folder,
+)
 from raynas.io import atomic_write_json, run_info
 from raynas.models.build import build_model
 from raynas.search.constraints import CostLimit
 from raynas.search.evolution import EvolutionSearcher
 from raynas.search.neck_cost import neck_cost, reference_features
 from raynas.search.pareto import oriented, pareto_mask
-from raynas.search.pool import ScorerPool
+from raynas.search.pool import ScorerPool, supernet_config
 from raynas.search.random import RandomSearcher
 from raynas.search.run import (
     evaluations_ended,
@@ -77,6 +83,7 @@ class OPANASSearchConfig:
 
     def __post_init__(self) -> None:
         check_local_storage(self.storage_path)
+        check_run_name(self.name, "name")
         check_ranges(
             self,
             {"population_size": (1, None), "generations": (0, None), "top_k": (1, self.population_size),
@@ -238,19 +245,31 @@ def supernet_variant(opanas) -> dict[str, Any]:
 
 
 def search_opanas(
-    checkpoint_dir: str | Path, cfg: OPANASSearchConfig, resume: bool = False, verbose: int = 0
+    checkpoint_dir: str | Path,
+    cfg: OPANASSearchConfig,
+    resume: bool = False,
+    verbose: int = 0,
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Run each strategy of ``cfg`` against one scorer pool; write tables, best archs and plots.
 
     Returns ``{"tables": {strategy: DataFrame}, "summary": DataFrame, "run_dir": Path}``.
-    ``resume=True`` continues interrupted strategies from their Tune directories.
+    ``resume=True`` continues interrupted strategies from their Tune directories. ``address``: the cluster
+    to attach to when Ray is not running yet (:func:`~raynas.training.launch.ensure_ray`).
     """
+    from raynas.training.launch import SCORER_KEYS, attach_address, check_resources, ensure_ray
     from raynas.viz import draw_opanas_arch, plot_pareto, plot_search_curves
 
     check_writable_folder(cfg.storage_path)
+    # the checkpoint first: a wrong one must not leave a run_info.json that refuses the corrected command
+    state = load_state(checkpoint_dir)  # once: the pool and the cost constraints share it
+    supernet_config(state, checkpoint_dir)
     run_dir = Path(cfg.storage_path).resolve() / cfg.name
     guard_search_folder(run_dir, cfg, str(Path(checkpoint_dir).resolve()), resume)
-    state = load_state(checkpoint_dir)  # once: the pool and the cost constraints share it
+    ensure_ray(address)
+    check_resources(
+        cfg.num_scorers, cfg.use_gpu, cfg.cpus_per_scorer, attach_address(address) is not None, SCORER_KEYS
+    )
     pool = ScorerPool(
         checkpoint_dir,
         state=state,

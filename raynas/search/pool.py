@@ -21,6 +21,17 @@ from raynas.search.scorer import DEFAULT_CACHE_BYTES, SupernetScorer, state_to_n
 from raynas.training.config import SupernetConfig
 
 
+def supernet_config(state: dict[str, Any], checkpoint_dir: str | Path) -> SupernetConfig:
+    """The config of a super-net checkpoint; a clear error for a checkpoint of any other job."""
+    cfg = config_from_state(state)
+    if not isinstance(cfg, SupernetConfig):
+        raise ValueError(
+            f"checkpoint {str(checkpoint_dir)!r} was written by {state.get('task')!r}, not by "
+            "OPANAS super-net training; pass the checkpoint of `raynas search opanas-supernet`"
+        )
+    return cfg
+
+
 class ScorerPool:
     """``num_actors`` scorer actors sharing one copy of the super-net weights."""
 
@@ -38,13 +49,7 @@ class ScorerPool:
         state: dict | None = None,
     ):
         state = state if state is not None else load_state(checkpoint_dir)  # ``state``: already loaded
-        cfg = config_from_state(state)
-        if not isinstance(cfg, SupernetConfig):
-            raise ValueError(
-                f"checkpoint {str(checkpoint_dir)!r} was written by {state.get('task')!r}, not by "
-                "OPANAS super-net training; pass the checkpoint of `raynas search opanas-supernet`"
-            )
-        self.config = cfg
+        self.config = supernet_config(state, checkpoint_dir)
         self.num_classes = state["num_classes"]
         self._weights = ray.put(state_to_numpy(state["model"]))
         actor_cls = ray.remote(SupernetScorer).options(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from raynas.config import ConfigError, check_local_storage, check_ranges
+from raynas.config import ConfigError, check_local_storage, check_ranges, check_run_name
 from raynas.data.config import DataConfig
 from raynas.models.config import PROXY_WEIGHTS, ModelConfig, proxy_weights_path
 
@@ -39,6 +39,12 @@ class OptimConfig:
         )  # fmt: skip
 
 
+def check_adam_betas(betas: list[float], where: str) -> None:
+    """Adam takes exactly two betas; a wrong count would only fail inside a Ray Train worker."""
+    if len(betas) != 2:
+        raise ConfigError(f"{where} must be two numbers (Adam's beta1 and beta2), got {betas!r}")
+
+
 @dataclass
 class RunConfig:
     """How and where the job runs on Ray."""
@@ -57,6 +63,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_local_storage(self.storage_path, "run.storage_path")
+        check_run_name(self.name)
         check_ranges(
             self,
             {"num_workers": (1, None), "cpus_per_worker": (1, None), "max_failures": (-1, None),
@@ -179,9 +186,11 @@ class FADConfig:
         check_ranges(
             self,
             {"c_prime": (1, None), "cells_per_group": (1, None), "rf_max": (3, None),
-             "arch_lr": (0.0, None, "low_open"), "arch_betas": (0.0, 1.0), "arch_weight_decay": (0.0, None)},
+             "arch_lr": (0.0, None, "low_open"), "arch_betas": (0.0, 1.0, "high_open"),
+             "arch_weight_decay": (0.0, None)},
             "fad.",
         )  # fmt: skip
+        check_adam_betas(self.arch_betas, "fad.arch_betas")
 
 
 @dataclass
@@ -239,9 +248,11 @@ class OPANASDartsSettings:
         check_ranges(
             self,
             {"num_nodes": (1, None), "zero_one_weight": (0.0, None), "threshold": (0.0, 1.0),
-             "arch_lr": (0.0, None, "low_open"), "arch_betas": (0.0, 1.0), "arch_weight_decay": (0.0, None)},
+             "arch_lr": (0.0, None, "low_open"), "arch_betas": (0.0, 1.0, "high_open"),
+             "arch_weight_decay": (0.0, None)},
             "darts.",
         )  # fmt: skip
+        check_adam_betas(self.arch_betas, "darts.arch_betas")
 
 
 @dataclass

@@ -106,23 +106,36 @@ def ray_session(address: str | None = None) -> Iterator[None]:
             ray.shutdown()
 
 
-def check_resources(num_workers: int, use_gpu: bool, cpus_per_worker: int, attached: bool = False) -> None:
+#: the config keys a resource shortfall is fixed with: Ray Train's workers, or the search's scorer actors
+TRAIN_KEYS = ("run.num_workers", "run.cpus_per_worker", "run.use_gpu")
+SCORER_KEYS = ("num_scorers", "cpus_per_scorer", "use_gpu")
+
+
+def check_resources(
+    num_workers: int,
+    use_gpu: bool,
+    cpus_per_worker: float,
+    attached: bool = False,
+    keys: tuple[str, str, str] = TRAIN_KEYS,
+) -> None:
     """Fail fast (before Ray waits forever for resources) when the cluster cannot host the job.
 
     ``attached``: a cluster started elsewhere (``--address``) may autoscale, so that a shortfall now is
     only a warning there (Ray waits for the autoscaler); a local Ray never grows, so it is an error.
+    ``keys``: the config fields that set the count, the CPUs each and the GPU flag, named in the message.
     """
+    count, cpus, gpu = keys
     available = ray.cluster_resources()
     problems = []
     if use_gpu and available.get("GPU", 0) < num_workers:
         problems.append(
-            f"use_gpu=True asks for {num_workers} GPU worker(s) but the Ray cluster has "
-            f"{int(available.get('GPU', 0))} GPU(s); set run.use_gpu: false (no --gpu) or add GPU nodes"
+            f"{gpu}: true asks for {num_workers} GPU(s) ({count}) but the Ray cluster has "
+            f"{int(available.get('GPU', 0))} GPU(s); set {gpu}: false or add GPU nodes"
         )
     if available.get("CPU", 0) < num_workers * cpus_per_worker:
         problems.append(
-            f"the job asks for {num_workers} worker(s) x {cpus_per_worker} CPU but the Ray cluster has "
-            f"{available.get('CPU', 0):g} CPU(s); lower run.num_workers / run.cpus_per_worker"
+            f"the job asks for {num_workers} x {cpus_per_worker:g} CPU ({count} x {cpus}) but the Ray "
+            f"cluster has {available.get('CPU', 0):g} CPU(s); lower {count} or {cpus}"
         )
     for problem in problems:
         if not attached:
