@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from raynas.config import ConfigError
+from raynas.config import ConfigError, check_writable_folder
 from raynas.errors import run_main
 from raynas.search.run import summarize
 from raynas.viz import plot_search_curves
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 def compare(args: argparse.Namespace) -> int:
     if not args.directories:
         raise ConfigError("give one or more search result folders, or --run to run the strategies")
+    check_writable_folder(str(Path(args.out).parent), "--out's folder")
     tables = load_tables(args.directories)
     missing = sorted(label for label, df in tables.items() if args.metric not in df)
     if missing:

@@ -16,17 +16,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from raynas.config import load_yaml
+from raynas.config import ConfigError, load_yaml
 from raynas.errors import run_main
 
 
 def _data(args: argparse.Namespace) -> None:
     from raynas.data import generate_digits
+    from raynas.data.digits import digits_settings, settings_changed
 
-    root = generate_digits(
-        args.out, num_train=args.train, num_val=args.val, image_size=args.size, seed=args.seed
-    )
+    wanted = {"num_train": args.train, "num_val": args.val, "image_size": args.size, "seed": args.seed}
+    found = digits_settings(args.out) if Path(args.out).is_dir() else None
+    if found is not None and found != wanted and not args.replace:
+        changed = settings_changed(found, wanted)
+        raise ConfigError(
+            f"--out {args.out!r} holds digits generated with other settings ({changed});"
+            " pass --replace to generate them again there (configs made for the old data will refuse it), "
+            "or give another --out"
+        )
+    root = generate_digits(args.out, **wanted)
     print(f"digits dataset written to {root}")
 
 
@@ -106,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     digits.add_argument("--val", type=int, default=200)
     digits.add_argument("--size", type=int, default=128)
     digits.add_argument("--seed", type=int, default=0)
+    digits.add_argument(
+        "--replace", action="store_true", help="replace a dataset in --out generated with other settings"
+    )
     digits.set_defaults(func=_data)
 
     pretrain = commands.add_parser(

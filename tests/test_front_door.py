@@ -216,14 +216,17 @@ def test_resume_is_refused_where_ray_train_would_ignore_it(tmp_path, tiny_digits
     assert tree_hash(run_dir) == before
 
 
-def test_an_interrupted_generation_leaves_the_old_dataset_intact(tmp_path: Path) -> None:
-    """SIGINT to `raynas data digits` while it regenerates: the previous dataset stays whole."""
+def test_an_interrupted_generation_leaves_the_old_dataset_intact(tmp_path: Path, capfd) -> None:
+    """SIGINT to `raynas data digits --replace` while it regenerates: the previous dataset stays whole."""
     from raynas.data import generate_digits
     from raynas.data.digits import digits_settings
 
     root = generate_digits(tmp_path / "digits", num_train=4, num_val=2, image_size=64, progress=False)
     before = tree_hash(root)
-    command = [sys.executable, "-m", "raynas.cli", "data", "digits", "--out", str(root), "--train", "3000"]
+    arguments = ["data", "digits", "--out", str(root), "--train", "3000"]
+    refused(capfd, raynas_main(arguments), "other settings", "--replace")
+    assert tree_hash(root) == before  # other settings: refused unless --replace
+    command = [sys.executable, "-m", "raynas.cli", *arguments, "--replace"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     staging = f".{root.name}.staging-"
     deadline = time.monotonic() + 120
@@ -266,6 +269,19 @@ def test_out_pointing_at_a_file_or_below_one_is_refused(tmp_path, tiny_digits, c
     for out in (afile, afile / "below"):
         code = train_baseline.main(["--config", str(train_config(tmp_path, tiny_digits)), "--out", str(out)])
         refused(capfd, code, "is a file")
+    assert afile.read_text() == "keep me"
+
+
+def test_outputs_below_a_file_are_refused_before_any_work(tmp_path, capfd) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    pretrain = ["pretrain", "--data", str(tmp_path), "--steps", "100000"]
+    refused(capfd, raynas_main([*pretrain, "--out", str(afile / "b.pt")]), "is a file")  # before the steps
+    refused(capfd, raynas_main([*pretrain, "--out", str(tmp_path)]), "is a folder")
+    (tmp_path / "evolution").mkdir()
+    (tmp_path / "evolution" / "results.csv").write_text("AP,AP50\n0.1,0.2\n")
+    code = compare_strategies.main([str(tmp_path), "--out", str(afile / "c.png")])
+    refused(capfd, code, "is a file")
     assert afile.read_text() == "keep me"
 
 

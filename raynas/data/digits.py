@@ -199,6 +199,11 @@ def digits_have_masks(root: str | os.PathLike) -> bool:
     return True
 
 
+def settings_changed(found: dict[str, int], wanted: dict[str, int]) -> dict[str, str]:
+    """The settings in which a dataset on disk (``found``) differs from the one asked for (``wanted``)."""
+    return {k: f"{found.get(k)} there, {v} asked" for k, v in wanted.items() if found.get(k) != v}
+
+
 def generate_digits(
     out_dir: str | os.PathLike,
     num_train: int = 1000,

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from raynas.config import ConfigError
 from raynas.data.coco import CocoDetection
 from raynas.data.config import DataConfig
-from raynas.data.digits import digits_have_masks, digits_settings, generate_digits
+from raynas.data.digits import digits_have_masks, digits_settings, generate_digits, settings_changed
 from raynas.data.transforms import Compose, RandomHorizontalFlip, detection_collate
 from raynas.data.voc import VOCDetection
 from raynas.io import file_lock
@@ -53,9 +53,9 @@ def _check_settings(root: Path, wanted: dict[str, int]) -> bool:
     generated with other settings is refused, never silently used or replaced."""
     found = digits_settings(root)
     if found is not None and found != wanted:
-        changed = {k: f"{found.get(k)} there, {v} asked" for k, v in wanted.items() if found.get(k) != v}
         raise ConfigError(
-            f"data.root {str(root)!r} holds digits generated with other settings ({changed}); point "
+            f"data.root {str(root)!r} holds digits generated with other settings "
+            f"({settings_changed(found, wanted)}); point "
             "data.root at another folder, or set data.num_train/num_val/image_size/seed to match"
         )
     return found is not None

@@ -24,6 +24,7 @@ import torch
 import torchvision
 from torch import nn
 
+from raynas.config import ConfigError, check_writable_folder
 from raynas.data.digits import digit_crops
 from raynas.io import atomic_torch_save, atomic_write_json, file_lock, run_info
 from raynas.models.backbones import RESNETS, _norm_layer
@@ -88,6 +89,9 @@ def pretrain_body(cfg: PretrainConfig, out_path: str | Path, log_every: int = 10
     Returns the run record: held-out accuracy on crops of unseen scans, final loss, wall time.
     """
     out_path = Path(out_path)
+    if out_path.is_dir():
+        raise ConfigError(f"pretrain output {str(out_path)!r} is a folder; give the path of a .pt file")
+    check_writable_folder(str(out_path.parent), "pretrain output folder")  # before minutes of training
     torch.manual_seed(cfg.seed)
     model = torchvision.models.get_model(
         cfg.backbone, weights=None, num_classes=10, norm_layer=_norm_layer(cfg.norm, "resnet")
