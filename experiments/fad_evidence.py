@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from presets import fill_in
 from result_tables import head_key, kept_row, not_yet_reached, previous_record
 
 from raynas.config import ConfigError, apply_yaml
@@ -55,6 +56,10 @@ from raynas.io import atomic_write_json, atomic_write_text
 
 METRICS = ("AP", "AP50", "AP75")
 SMOKE_BUDGET = Path(__file__).parent / "configs" / "smoke_budget.yaml"  # what --smoke lays over the recipe
+#: the schedule flags: defaults, and what --smoke / --paper (c' = 96, 12-epoch schedules) fill in
+DEFAULTS = {"seeds": 3, "search_epochs": 2, "epochs": 4, "c_prime": 24}
+SMOKE = {"seeds": 1, "search_epochs": 1, "epochs": 1, "c_prime": 12}
+PAPER = {"c_prime": 96, "search_epochs": 12, "epochs": 12}
 #: searched arms: (label, slug, FADConfig switches); Table 2's rows
 SEARCHED = (
     ("FAD searched", "fad_full", {}),
@@ -83,11 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="runs/fad_evidence", help="where runs, tables and plots go")
     parser.add_argument("--data", default=None, help="dataset root (default data/digits)")
     parser.add_argument("--kind", default="fcos", choices=["fcos", "retinanet"])
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per retrained arm")
-    parser.add_argument("--search-epochs", type=int, default=2, help="DARTS epochs per searched arm")
-    parser.add_argument("--epochs", type=int, default=4, help="retraining epochs (decay in the last)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per retrained arm (default 3)")
+    parser.add_argument(
+        "--search-epochs", type=int, default=None, help="DARTS epochs per searched arm (default 2)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="retraining epochs, x0.1 in the last (default 4)"
+    )
     parser.add_argument("--train-images", type=int, default=600, help="training images (a seeded subset)")
-    parser.add_argument("--c-prime", type=int, default=24, help="FAD block width c' (paper: 96)")
+    parser.add_argument("--c-prime", type=int, default=None, help="FAD block width c' (default 24; paper 96)")
     parser.add_argument(
         "--arms",
         nargs="+",
@@ -391,15 +400,18 @@ def check_and_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_main("fad_evidence", lambda: check_and_run(with_presets(args)))
+
+
+def with_presets(args: argparse.Namespace) -> argparse.Namespace:
+    """``--smoke`` / ``--paper`` fill in the flags not given (a given flag wins)."""
+    fill_in(args, DEFAULTS, smoke=SMOKE, paper=PAPER)
     if args.smoke:
-        args.seeds, args.search_epochs, args.epochs, args.c_prime = 1, 1, 1, 12
         args.arms = args.arms or ["fad_full"]
         args.matched_width = False
         args.data = args.data or "data/digits_smoke"
-    if args.paper:
-        args.c_prime, args.search_epochs, args.epochs = 96, 12, 12
     args.data = args.data or "data/digits"
-    return run_main("fad_evidence", lambda: check_and_run(args))
+    return args
 
 
 if __name__ == "__main__":

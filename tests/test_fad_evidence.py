@@ -98,3 +98,26 @@ def test_a_run_of_some_arms_keeps_the_search_costs_of_the_others(tmp_path: Path)
     genotypes, costs = fad_evidence.run_searches(None, args, tmp_path, before)  # nothing left to search
     assert genotypes == {"no RepShare": {"edge": "kept"}}
     assert sorted(costs, key=lambda cost: cost["arm"]) == before["search_costs"]
+
+
+def test_a_flag_given_with_smoke_or_paper_wins_over_the_preset() -> None:
+    sys.path.insert(0, str(EXPERIMENTS))
+    import fad_evidence
+
+    parse = fad_evidence.build_parser().parse_args
+    smoke = fad_evidence.with_presets(parse(["--smoke", "--seeds", "2"]))
+    assert (smoke.seeds, smoke.epochs, smoke.c_prime) == (2, 1, 12)  # the rest from the smoke preset
+    paper = fad_evidence.with_presets(parse(["--paper", "--epochs", "3"]))
+    assert (paper.seeds, paper.epochs, paper.c_prime, paper.search_epochs) == (3, 3, 96, 12)
+    plain = fad_evidence.with_presets(parse([]))
+    assert (plain.seeds, plain.search_epochs, plain.epochs, plain.c_prime) == (3, 2, 4, 24)
+
+
+def test_smoke_and_paper_together_are_refused(tmp_path, capfd) -> None:
+    sys.path.insert(0, str(EXPERIMENTS))
+    import fad_evidence
+
+    code = fad_evidence.main(["--smoke", "--paper", "--out", str(tmp_path / "o")])
+    err = capfd.readouterr().err
+    assert code == 2 and "--smoke and --paper exclude each other" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
