@@ -17,6 +17,7 @@ without being run (``score_trial``, ``ConstrainedSearcher``).
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 import pickle
@@ -124,7 +125,7 @@ class VisitedArchs:
         return len(self._seen)
 
 
-class ArchSearcher(Searcher):
+class ArchSearcher(Searcher, metaclass=abc.ABCMeta):
     """Shared state and Tune plumbing of raynas' searchers; subclasses implement :meth:`_propose`.
 
     Args:
@@ -175,9 +176,9 @@ class ArchSearcher(Searcher):
         self._warned_missing_metric = False
 
     # ---- strategy hook -------------------------------------------------------------------------
+    @abc.abstractmethod
     def _propose(self) -> tuple[Any, int, str, tuple[str, ...]] | str | None:
         """Next ``(arch, generation, origin, parents)``, ``None`` (not now) or ``Searcher.FINISHED``."""
-        raise NotImplementedError(f"{type(self).__name__}._propose is not implemented yet")
 
     def _draw_random(self, taken: VisitedArchs) -> Any:
         arch, _ = draw_new_or_raise(

@@ -8,6 +8,7 @@ metrics *together with* a checkpoint (Ray Train V2 keeps only metrics that come 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import importlib
 import math
@@ -118,7 +119,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-class Task:
+class Task(abc.ABC):
     """One kind of training job. Subclasses build the model and define ``train_step``."""
 
     #: wrap the model in DDP via ``prepare_model``; tasks with several sub-graphs per step set False
@@ -134,8 +135,9 @@ class Task:
         return autocast_context(self.device, self.cfg.run.amp)
 
     # -- building ---------------------------------------------------------------------------
+    @abc.abstractmethod
     def build_model(self, num_classes: int) -> nn.Module:
-        raise NotImplementedError
+        """The detector this job trains, for a dataset of ``num_classes`` (background included)."""
 
     def build_optimizers(self, model: nn.Module, iters_per_epoch: int) -> dict[str, Any]:
         """``{"optimizer": ..., "scheduler": ...}`` (more entries allowed; all are checkpointed)."""
@@ -154,8 +156,9 @@ class Task:
         return {"train": make_loader(train_dataset, d.batch_size, True, d.loader_workers, self.cfg.run.seed)}
 
     # -- stepping ---------------------------------------------------------------------------
+    @abc.abstractmethod
     def train_step(self, model: nn.Module, batch, step: int, extra_batches: dict) -> dict[str, float]:
-        raise NotImplementedError
+        """One optimisation step on ``batch``; returns the scalars to log (``loss`` among them)."""
 
     def evaluate(self, model: nn.Module, val_loader, device: torch.device) -> dict[str, float]:
         from raynas.evaluation import evaluate_coco
@@ -170,7 +173,7 @@ class Task:
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
         return {}
 
-    def write_curves(self, writer, model: nn.Module, epoch: int) -> None:
+    def write_curves(self, writer, model: nn.Module, epoch: int) -> None:  # noqa: B027 (optional hook)
         """Task-specific TensorBoard entries beyond the epoch's scalars (e.g. DARTS's alphas)."""
 
 
