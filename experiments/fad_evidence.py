@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from presets import fill_in
+from presets import FAD_DEFAULTS, FAD_PAPER, fill_in
 from result_tables import head_key, kept_row, not_yet_reached, previous_record
 
 from raynas.config import ConfigError, apply_yaml
@@ -56,10 +56,7 @@ from raynas.io import atomic_write_json, atomic_write_text
 
 METRICS = ("AP", "AP50", "AP75")
 SMOKE_BUDGET = Path(__file__).parent / "configs" / "smoke_budget.yaml"  # what --smoke lays over the recipe
-#: the schedule flags: defaults, and what --smoke / --paper (c' = 96, 12-epoch schedules) fill in
-DEFAULTS = {"seeds": 3, "search_epochs": 2, "epochs": 4, "c_prime": 24}
-SMOKE = {"seeds": 1, "search_epochs": 1, "epochs": 1, "c_prime": 12}
-PAPER = {"c_prime": 96, "search_epochs": 12, "epochs": 12}
+SMOKE = {"seeds": 1, "search_epochs": 1, "epochs": 1, "c_prime": 12}  # what --smoke fills in
 #: searched arms: (label, slug, FADConfig switches); Table 2's rows
 SEARCHED = (
     ("FAD searched", "fad_full", {}),
@@ -405,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def with_presets(args: argparse.Namespace) -> argparse.Namespace:
     """``--smoke`` / ``--paper`` fill in the flags not given (a given flag wins)."""
-    fill_in(args, DEFAULTS, smoke=SMOKE, paper=PAPER)
+    fill_in(args, FAD_DEFAULTS, smoke=SMOKE, paper=FAD_PAPER)
     if args.smoke:
         args.arms = args.arms or ["fad_full"]
         args.matched_width = False

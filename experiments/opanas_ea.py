@@ -230,8 +230,8 @@ def run(args: argparse.Namespace) -> int:
     times: dict[str, float] = {}
     supernet_cfg, search_cfg = default_configs(args)
     checkpoint = args.supernet_checkpoint
-    if checkpoint is not None:  # checked before anything runs: a wrong checkpoint must cost nothing
-        given_cfg = supernet_config(load_state(checkpoint), checkpoint)
+    # a given checkpoint is checked before anything runs: a wrong one must cost nothing
+    given_cfg = supernet_config(load_state(checkpoint), checkpoint) if checkpoint else None
     ensure_ray(args.address)
     if checkpoint is None:
         prepare_inputs(supernet_cfg, args.smoke)

@@ -274,6 +274,7 @@ def smoke_search_dir(out: Path, args: argparse.Namespace) -> Path:
                 "--no-reference",
                 "--train-workers",
                 str(args.train_workers),
+                *(["--address", args.address] if args.address else []),
             ]
         )
     )

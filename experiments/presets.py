@@ -10,6 +10,11 @@ import argparse
 
 from raynas.config import ConfigError
 
+#: the FAD experiments' schedule flags and their defaults, and what --paper fills in (Sec. 4: c' = 96,
+#: 12-epoch search and retraining schedules); each script has its own --smoke preset
+FAD_DEFAULTS = {"seeds": 3, "search_epochs": 2, "epochs": 4, "c_prime": 24}
+FAD_PAPER = {"c_prime": 96, "search_epochs": 12, "epochs": 12}
+
 
 def fill_in(args: argparse.Namespace, defaults: dict, smoke: dict, paper: dict) -> None:
     """Set each flag of ``defaults`` still ``None``: from the preset switched on, else its default."""

@@ -16,25 +16,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from raynas.config import ConfigError, load_yaml
+from raynas.config import load_yaml
 from raynas.errors import run_main
 
 
 def _data(args: argparse.Namespace) -> None:
     from raynas.data import generate_digits
-    from raynas.data.digits import digits_settings, settings_changed
+    from raynas.data.digits import check_digits_settings
 
     wanted = {"num_train": args.train, "num_val": args.val, "image_size": args.size, "seed": args.seed}
-    found = digits_settings(args.out) if Path(args.out).is_dir() else None
-    if found is not None and found != wanted and not args.replace:
-        changed = settings_changed(found, wanted)
-        raise ConfigError(
-            f"--out {args.out!r} holds digits generated with other settings ({changed});"
-            " pass --replace to generate them again there (configs made for the old data will refuse it), "
-            "or give another --out"
-        )
+    if not args.replace:
+        fix = "pass --replace to generate them again there (configs made for the old data will refuse it)"
+        check_digits_settings(args.out, wanted, "--out", fix + ", or give another --out")
     root = generate_digits(args.out, **wanted)
     print(f"digits dataset written to {root}")
 

@@ -31,6 +31,8 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
     if annotation is Any:
         return value
     if origin in (typing.Union, types.UnionType):
+        if float in args and isinstance(value, float) and not math.isfinite(value):  # say why, not the union
+            return _check_value(value, float, where)
         errors = []
         for option in args:
             try:
@@ -124,7 +126,7 @@ def check_run_name(name: str, what: str = "run.name") -> None:
     its results (and ``run_info.json``) somewhere else, beside or above other runs."""
     if name in ("", ".", "..") or "/" in name or "\\" in name:
         raise ConfigError(
-            f"{what} must be a folder name (not empty, '.' or '..', no '/'), got {name!r}; "
+            f"{what} must be a folder name (not empty, '.' or '..', no '/' or '\\'), got {name!r}; "
             "storage_path says where runs go"
         )
 

@@ -125,11 +125,11 @@ def test_out_of_range_values_are_refused_with_the_field_named(tmp_path, tiny_dig
     refused(capfd, raynas_main(["train", "--config", str(config)]), needle, str(config))
 
 
-@pytest.mark.parametrize("value", [".nan", ".inf"])
-def test_a_non_finite_number_is_refused_before_ray_starts(tmp_path, tiny_digits, capfd, value) -> None:
+@pytest.mark.parametrize(("key", "value"), [("lr", ".nan"), ("lr", ".inf"), ("grad_clip", ".nan")])
+def test_a_non_finite_number_is_refused_before_ray_starts(tmp_path, tiny_digits, capfd, key, value) -> None:
     config = train_config(tmp_path, tiny_digits)
-    config.write_text(config.read_text().replace("optim:\n", f"optim:\n  lr: {value}\n", 1))
-    refused(capfd, raynas_main(["train", "--config", str(config)]), "optim.lr", "finite number")
+    config.write_text(config.read_text().replace("optim:\n", f"optim:\n  {key}: {value}\n", 1))
+    refused(capfd, raynas_main(["train", "--config", str(config)]), f"optim.{key}", "finite number")
     assert not (tmp_path / "runs").exists()
 
 

@@ -139,16 +139,30 @@ def test_bad_resume_path_and_bad_checkpoint_are_clear_errors(tmp_path: Path) -> 
     [
         ({"num_scorers": 64}, "lower num_scorers or cpus_per_scorer"),
         ({"use_gpu": True}, "set use_gpu: false"),
+        ({"cpus_per_scorer": "all"}, "CPU beside them"),  # every CPU to the actors, none for Tune's trials
     ],
 )
 def test_scorers_the_cluster_cannot_host_are_refused_not_waited_for(
     ray_session, checkpoint: Path, tmp_path: Path, changes: dict, needle: str
 ) -> None:
-    """A local Ray never grows, so Ray would wait for these actors forever (the search hung, silent)."""
+    """A local Ray never grows, so Ray would wait for these actors forever (the search hung, silent);
+    refused before the search folder is claimed."""
     if changes.get("use_gpu") and ray.cluster_resources().get("GPU", 0) >= 2:
         pytest.skip("this machine has the GPUs the search asks for")
+    if changes.get("cpus_per_scorer") == "all":
+        changes = {"cpus_per_scorer": ray.cluster_resources()["CPU"] / 2}
+    cfg = search_config(tmp_path, **changes)
     with pytest.raises(RuntimeError, match=needle):
-        search_opanas(checkpoint, search_config(tmp_path, **changes))
+        search_opanas(checkpoint, cfg)
+    assert not (tmp_path / cfg.name).exists()
+
+
+def test_a_scorer_pool_the_cluster_cannot_host_is_refused(ray_session, checkpoint: Path) -> None:
+    """rank_correlation.py, supernet_variants.py and the benchmarks build the pool directly."""
+    from raynas.search.pool import ScorerPool
+
+    with pytest.raises(RuntimeError, match="lower num_scorers or cpus_per_scorer"):
+        ScorerPool(checkpoint, num_actors=64)
 
 
 def test_tunes_own_optuna_searcher_runs_through_the_same_scorers(

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from raynas.config import ConfigError
 from raynas.io import atomic_write_json
 
 MIN_SIDE_PX = 8  # smallest pasted digit (patch height); the largest is image_size // 2
@@ -199,9 +200,16 @@ def digits_have_masks(root: str | os.PathLike) -> bool:
     return True
 
 
-def settings_changed(found: dict[str, int], wanted: dict[str, int]) -> dict[str, str]:
-    """The settings in which a dataset on disk (``found``) differs from the one asked for (``wanted``)."""
-    return {k: f"{found.get(k)} there, {v} asked" for k, v in wanted.items() if found.get(k) != v}
+def check_digits_settings(root: str | os.PathLike, wanted: dict[str, int], what: str, fix: str) -> bool:
+    """True when ``root`` holds digits generated with ``wanted``, False when it holds none; digits of other
+    settings are refused, never silently used or replaced (the message names ``what`` and the ``fix``)."""
+    found = digits_settings(root) if Path(root).is_dir() else None
+    if found is not None and found != wanted:
+        changed = {k: f"{found.get(k)} there, {v} asked" for k, v in wanted.items() if found.get(k) != v}
+        raise ConfigError(
+            f"{what} {str(root)!r} holds digits generated with other settings ({changed}); {fix}"
+        )
+    return found is not None
 
 
 def generate_digits(

@@ -8,10 +8,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from raynas.config import ConfigError
 from raynas.data.coco import CocoDetection
 from raynas.data.config import DataConfig
-from raynas.data.digits import digits_have_masks, digits_settings, generate_digits, settings_changed
+from raynas.data.digits import check_digits_settings, digits_have_masks, generate_digits
 from raynas.data.transforms import Compose, RandomHorizontalFlip, detection_collate
 from raynas.data.voc import VOCDetection
 from raynas.io import file_lock
@@ -38,7 +37,9 @@ def ensure_dataset(cfg: DataConfig, progress: bool = True, masks: bool = False) 
     }
 
     def ready() -> bool:
-        return _check_settings(root, wanted) and (not masks or digits_have_masks(root))
+        fix = "point data.root at another folder, or set data.num_train/num_val/image_size/seed to match"
+        present = check_digits_settings(root, wanted, "data.root", fix)
+        return present and (not masks or digits_have_masks(root))
 
     if ready():
         return root  # there, and generated with these settings (no lock: the folder may be read-only)
@@ -46,19 +47,6 @@ def ensure_dataset(cfg: DataConfig, progress: bool = True, masks: bool = False) 
         if not ready():
             generate_digits(root, **wanted, progress=progress)
     return root
-
-
-def _check_settings(root: Path, wanted: dict[str, int]) -> bool:
-    """True when ``root`` holds digits generated with ``wanted``, False when it holds none; a dataset
-    generated with other settings is refused, never silently used or replaced."""
-    found = digits_settings(root)
-    if found is not None and found != wanted:
-        raise ConfigError(
-            f"data.root {str(root)!r} holds digits generated with other settings "
-            f"({settings_changed(found, wanted)}); point "
-            "data.root at another folder, or set data.num_train/num_val/image_size/seed to match"
-        )
-    return found is not None
 
 
 def _coco_paths(cfg: DataConfig, split: str) -> tuple[Path, Path]:

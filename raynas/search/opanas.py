@@ -29,9 +29,10 @@ from raynas.search.constraints import CostLimit
 from raynas.search.evolution import EvolutionSearcher
 from raynas.search.neck_cost import neck_cost, reference_features
 from raynas.search.pareto import oriented, pareto_mask
-from raynas.search.pool import ScorerPool, supernet_config
+from raynas.search.pool import ScorerPool, check_scorer_resources, supernet_config
 from raynas.search.random import RandomSearcher
 from raynas.search.run import (
+    TRIAL_CPUS,
     evaluations_ended,
     results_table,
     resume_search,
@@ -257,19 +258,19 @@ def search_opanas(
     ``resume=True`` continues interrupted strategies from their Tune directories. ``address``: the cluster
     to attach to when Ray is not running yet (:func:`~raynas.training.launch.ensure_ray`).
     """
-    from raynas.training.launch import SCORER_KEYS, attach_address, check_resources, ensure_ray
+    from raynas.training.launch import ensure_ray
     from raynas.viz import draw_opanas_arch, plot_pareto, plot_search_curves
 
     check_writable_folder(cfg.storage_path)
-    # the checkpoint first: a wrong one must not leave a run_info.json that refuses the corrected command
+    # everything that can be refused comes before the search folder is claimed (its run_info.json)
     state = load_state(checkpoint_dir)  # once: the pool and the cost constraints share it
     supernet_config(state, checkpoint_dir)
+    ensure_ray(address)
+    check_scorer_resources(
+        cfg.num_scorers, cfg.cpus_per_scorer, cfg.use_gpu, reserve_cpus=cfg.num_scorers * TRIAL_CPUS
+    )
     run_dir = Path(cfg.storage_path).resolve() / cfg.name
     guard_search_folder(run_dir, cfg, str(Path(checkpoint_dir).resolve()), resume)
-    ensure_ray(address)
-    check_resources(
-        cfg.num_scorers, cfg.use_gpu, cfg.cpus_per_scorer, attach_address(address) is not None, SCORER_KEYS
-    )
     pool = ScorerPool(
         checkpoint_dir,
         state=state,

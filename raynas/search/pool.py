@@ -21,6 +21,16 @@ from raynas.search.scorer import DEFAULT_CACHE_BYTES, SupernetScorer, state_to_n
 from raynas.training.config import SupernetConfig
 
 
+def check_scorer_resources(
+    num_actors: int, cpus_per_actor: float, use_gpu: bool, reserve_cpus: float = 0.0
+) -> None:
+    """Refuse scorer actors the cluster cannot host (Ray would wait for them forever); a warning only on
+    an attached cluster, which may autoscale. ``reserve_cpus``: what the search needs beside them."""
+    from raynas.training.launch import SCORER_KEYS, attached_to_cluster, check_resources
+
+    check_resources(num_actors, use_gpu, cpus_per_actor, attached_to_cluster(), SCORER_KEYS, reserve_cpus)
+
+
 def supernet_config(state: dict[str, Any], checkpoint_dir: str | Path) -> SupernetConfig:
     """The config of a super-net checkpoint; a clear error for a checkpoint of any other job."""
     cfg = config_from_state(state)
@@ -50,6 +60,7 @@ class ScorerPool:
     ):
         state = state if state is not None else load_state(checkpoint_dir)  # ``state``: already loaded
         self.config = supernet_config(state, checkpoint_dir)
+        check_scorer_resources(num_actors, cpus_per_actor, use_gpu)
         self.num_classes = state["num_classes"]
         self._weights = ray.put(state_to_numpy(state["model"]))
         actor_cls = ray.remote(SupernetScorer).options(

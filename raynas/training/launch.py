@@ -66,6 +66,15 @@ def attach_address(address: str | None) -> str | None:
     return None if address in (None, "", "local") else address
 
 
+_attached = False  # set by ensure_ray: this process's Ray is a cluster started elsewhere
+
+
+def attached_to_cluster() -> bool:
+    """Whether :func:`ensure_ray` attached this process to a cluster started elsewhere (which may
+    autoscale), rather than starting a Ray of its own (which never grows)."""
+    return _attached
+
+
 def ensure_ray(address: str | None = None) -> None:
     """Attach to ``address`` (a running cluster) or start a local Ray once; errors say how to fix.
 
@@ -75,6 +84,7 @@ def ensure_ray(address: str | None = None) -> None:
     settings (a driver of another Ray version or auth mode fails deep inside Ray Train). ``RAY_ADDRESS``
     (which ``ray job submit`` sets for the job it starts) still names the cluster to attach to.
     """
+    global _attached
     if ray.is_initialized():
         return
     address = attach_address(address)
@@ -90,6 +100,7 @@ def ensure_ray(address: str | None = None) -> None:
             f"could not connect to the Ray cluster at {address!r}: {err}. Start it with `ray up "
             "cluster.yaml` (or `ray start --head`) and pass its address, or omit --address to run locally."
         ) from err
+    _attached = address is not None
 
 
 @contextlib.contextmanager
@@ -117,14 +128,17 @@ def check_resources(
     cpus_per_worker: float,
     attached: bool = False,
     keys: tuple[str, str, str] = TRAIN_KEYS,
+    reserve_cpus: float = 0.0,
 ) -> None:
     """Fail fast (before Ray waits forever for resources) when the cluster cannot host the job.
 
     ``attached``: a cluster started elsewhere (``--address``) may autoscale, so that a shortfall now is
     only a warning there (Ray waits for the autoscaler); a local Ray never grows, so it is an error.
     ``keys``: the config fields that set the count, the CPUs each and the GPU flag, named in the message.
+    ``reserve_cpus``: CPUs the job needs beside its workers (a search's Tune trials).
     """
     count, cpus, gpu = keys
+    beside = f" + {reserve_cpus:g} CPU beside them" if reserve_cpus else ""
     available = ray.cluster_resources()
     problems = []
     if use_gpu and available.get("GPU", 0) < num_workers:
@@ -132,10 +146,10 @@ def check_resources(
             f"{gpu}: true asks for {num_workers} GPU(s) ({count}) but the Ray cluster has "
             f"{int(available.get('GPU', 0))} GPU(s); set {gpu}: false or add GPU nodes"
         )
-    if available.get("CPU", 0) < num_workers * cpus_per_worker:
+    if available.get("CPU", 0) < num_workers * cpus_per_worker + reserve_cpus - 1e-9:
         problems.append(
-            f"the job asks for {num_workers} x {cpus_per_worker:g} CPU ({count} x {cpus}) but the Ray "
-            f"cluster has {available.get('CPU', 0):g} CPU(s); lower {count} or {cpus}"
+            f"the job asks for {num_workers} x {cpus_per_worker:g} CPU ({count} x {cpus}){beside} but the "
+            f"Ray cluster has {available.get('CPU', 0):g} CPU(s); lower {count} or {cpus}"
         )
     for problem in problems:
         if not attached:
@@ -213,7 +227,10 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
     preflight(task, cfg, resume_from)
     ensure_ray(run.address)
     check_resources(
-        run.num_workers, run.use_gpu, run.cpus_per_worker, attached=attach_address(run.address) is not None
+        run.num_workers,
+        run.use_gpu,
+        run.cpus_per_worker,
+        attached=attached_to_cluster() or attach_address(run.address) is not None,
     )
     resume = None
     if resume_from is not None:
