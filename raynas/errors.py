@@ -6,7 +6,9 @@ an unreachable cluster: a ``ValueError`` / ``RuntimeError`` raised by raynas's o
 ``ConfigError`` and ``DatasetError``, or any ``OSError``) prints ``<prog>: error: <what is wrong, where;
 what to do>`` and returns 2. Errors raised inside Ray (a Train worker, a Tune trial, an actor) arrive
 wrapped in Ray's own exceptions; they are unwrapped to the worker's error first, so the user reads
-raynas's message, not Ray's wrapper. Anything else is a bug and keeps its traceback.
+raynas's message, not Ray's wrapper; a user error found inside a Train worker at run time travels as
+:class:`WorkerUserError`, whose tracebacks Ray's logs leave out. Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +18,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, RuntimeError, OSError)
+
+
+class WorkerUserError(RuntimeError):
+    """A user's mistake found inside a Ray worker at run time (a NaN loss, data only the workers see),
+    carried to the driver as its one-line message. Raised in place of the original error, so that the
+    worker's and Ray Train's logs of it can be recognised and muted (``raynas.training.ray_hooks``): the
+    user reads the driver's one line, not Ray's tracebacks. ``kind``: the original error's class name."""
+
+    def __init__(self, message: str, kind: str = "") -> None:
+        super().__init__(message, kind)
+        self.message, self.kind = message, kind
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def unwrap(err: BaseException) -> BaseException:

@@ -319,3 +319,44 @@ def test_an_error_from_a_ray_worker_is_unwrapped_to_its_own_message() -> None:
     wrapped = WorkerGroupError("Training failed\nTraceback ...\n", {1: RuntimeError("peer"), 0: worker_error})
     assert user_message(wrapped) == "neck spec 'arch': edge 3 (e0_3) has unknown path 'sideways'"
     assert user_message(WorkerGroupError("x", {0: KeyError("bug")})) is None  # a bug stays a traceback
+
+
+def test_a_mistake_found_inside_a_worker_reaches_the_driver_as_its_one_line() -> None:
+    """What ``_worker_entry`` raises for a user's mistake found at run time, and how Ray Train's logs of
+    it are recognised (``ray_hooks.MuteUserErrorTracebacks``)."""
+    import logging
+
+    from ray.train import WorkerGroupError
+
+    from raynas.errors import WorkerUserError, user_message
+    from raynas.training.ray_hooks import MuteUserErrorTracebacks
+
+    carried = WorkerUserError("non-finite loss ([nan]) at step 1; lower optim.lr", "NonFiniteLossError")
+    assert user_message(WorkerGroupError("Training failed", {0: carried})) == str(carried)
+    assert carried.kind == "NonFiniteLossError"
+
+    def record(text: str) -> logging.LogRecord:
+        return logging.LogRecord("ray.train", logging.ERROR, __file__, 1, text, None, None)
+
+    mute = MuteUserErrorTracebacks()
+    assert not mute.filter(record("Error in training function:\n...\nraynas.errors.WorkerUserError: x"))
+    assert mute.filter(record("Error in training function:\n...\nKeyError: 'a bug keeps its traceback'"))
+
+
+def test_a_nan_loss_through_raynas_train_is_one_line_without_ray_tracebacks(tmp_path, tiny_digits) -> None:
+    """A real run (its own local Ray, in a subprocess like a user's shell) whose loss is NaN at step 1:
+    exit 2, the one line last, and none of the worker's or controller's tracebacks on stderr."""
+    config = train_config(tmp_path, tiny_digits, optim={"lr": 1.0e12}, model={"backbone_weights": None})
+    command = [sys.executable, "-m", "raynas.cli", "train", "--config", str(config)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_without_ray_address())
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("raynas: error: training stopped on a non-finite loss"), last
+    assert "Lower optim.lr" in last and str(tmp_path / "runs" / "t") in last
+
+
+def _without_ray_address() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

@@ -23,6 +23,7 @@ from ray.train.torch import TorchTrainer
 
 from raynas.checkpoints import STATE_FILE, load_state
 from raynas.config import ConfigError, check_writable_folder, from_dict, to_dict
+from raynas.errors import WorkerUserError, unwrap, user_message
 from raynas.io import atomic_write_json, run_info
 from raynas.training.inputs import ensure_inputs
 from raynas.training.ray_hooks import RUNTIME_ENV
@@ -282,12 +283,11 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as err:
-        text = str(err)
-        if "NonFiniteLossError" in text:
+        inner = unwrap(err)
+        if isinstance(inner, WorkerUserError) and inner.kind == "NonFiniteLossError":
             raise RuntimeError(
-                "training stopped on a non-finite loss. "
-                + _first_line_with(text, "non-finite loss")
-                + f" Checkpoints are intact under {storage / run.name}."
+                f"training stopped on a non-finite loss. {inner} Checkpoints are intact under "
+                f"{storage / run.name}."
             ) from err
         raise
     if result.checkpoint is None:
@@ -387,11 +387,10 @@ def _remove_unregistered_checkpoints(result: ray.train.Result, keep: str | Path 
 def _worker_entry(loop_config: dict[str, Any]) -> None:
     from raynas.training.engine import worker_loop
 
-    worker_loop(loop_config)
-
-
-def _first_line_with(text: str, needle: str) -> str:
-    for line in text.splitlines():
-        if needle in line:
-            return line.strip()
-    return ""
+    try:
+        worker_loop(loop_config)
+    except Exception as err:  # noqa: BLE001 (a bug is re-raised as it is, with its traceback)
+        message = user_message(err)
+        if message is None:
+            raise
+        raise WorkerUserError(message, type(err).__name__) from None
