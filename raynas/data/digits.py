@@ -203,7 +203,7 @@ def digits_have_masks(root: str | os.PathLike) -> bool:
 def check_digits_settings(root: str | os.PathLike, wanted: dict[str, int], what: str, fix: str) -> bool:
     """True when ``root`` holds digits generated with ``wanted``, False when it holds none; digits of other
     settings are refused, never silently used or replaced (the message names ``what`` and the ``fix``)."""
-    found = digits_settings(root) if Path(root).is_dir() else None
+    found = digits_settings(root)
     if found is not None and found != wanted:
         changed = {k: f"{found.get(k)} there, {v} asked" for k, v in wanted.items() if found.get(k) != v}
         raise ConfigError(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 
-#: the class name in every traceback Ray logs of a user's mistake found in a worker (raynas.errors)
-USER_ERROR_MARK = "raynas.errors.WorkerUserError"
+from raynas.errors import WorkerUserError
+
+#: the class name in every traceback Ray logs of a user's mistake found in a worker
+USER_ERROR_MARK = f"{WorkerUserError.__module__}.{WorkerUserError.__qualname__}"
 #: the Ray Train loggers that print a worker's error with its traceback: the worker ("Error in training
 #: function") and the controller's failure policy ("[FailurePolicy] RETRY ... Error Snippet")
 TRACEBACK_LOGGERS = (
