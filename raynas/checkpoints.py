@@ -8,6 +8,7 @@ a plain dict and the dotted name of its config class), ``config.yaml`` and ``met
 from __future__ import annotations
 
 import importlib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from raynas.config import dump_yaml, from_dict, to_dict
-from raynas.io import atomic_torch_save, atomic_write_json
+from raynas.io import atomic_torch_save, atomic_write_json, atomic_write_text
 
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.yaml"
@@ -58,7 +59,7 @@ def write_checkpoint(
         **({} if extra is None else extra),
     }
     atomic_torch_save(state, directory / STATE_FILE)
-    (directory / CONFIG_FILE).write_text(dump_yaml(config))
+    atomic_write_text(directory / CONFIG_FILE, dump_yaml(config))  # atomic: a full disk names the file
     atomic_write_json(directory / METRICS_FILE, metrics)
     return directory
 
@@ -75,6 +76,19 @@ def load_state(checkpoint_dir: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or foreign file: say which
         raise ValueError(f"could not read checkpoint {str(path)!r}: {err}") from err
+
+
+def check_checkpoint(checkpoint_dir: str | Path) -> None:
+    """Check, cheaply, that a checkpoint folder is there and whole: its state file is a complete archive
+    (``torch.save`` writes a zip, whose directory sits at the end: a copy cut short has none). No
+    ``torch.load``: the state of a large detector takes seconds to read."""
+    path = Path(checkpoint_dir) / STATE_FILE
+    if not Path(checkpoint_dir).is_dir():
+        raise FileNotFoundError(f"checkpoint folder {str(checkpoint_dir)!r} is missing")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint folder {str(checkpoint_dir)!r} has no {STATE_FILE}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"checkpoint file {str(path)!r} is cut short or not a torch.save file")
 
 
 def config_from_state(state: dict[str, Any]) -> Any:

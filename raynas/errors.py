@@ -7,17 +7,34 @@ an unreachable cluster: a ``ValueError`` / ``RuntimeError`` raised by raynas's o
 what to do>`` and returns 2. Errors raised inside Ray (a Train worker, a Tune trial, an actor) arrive
 wrapped in Ray's own exceptions; they are unwrapped to the worker's error first, so the user reads
 raynas's message, not Ray's wrapper; a user error found inside a Train worker at run time travels as
-:class:`WorkerUserError`, whose tracebacks Ray's logs leave out. Anything else is a bug and keeps its
-traceback.
+:class:`WorkerUserError`, whose tracebacks Ray's logs leave out. A full disk names the file it could not
+write (:class:`DiskFullError`). Anything else is a bug and keeps its traceback.
+
+Ctrl+C (SIGINT) and SIGTERM stop a job anywhere with one line, ``<prog>: interrupted; ...`` (or
+``terminated``), and exit status 130 / 143 (128 + the signal's number, as a shell reports it); what
+finished is kept. Both signals raise :class:`Interrupted`, which unwinds the job through its ``finally``
+blocks (Ray shut down, folders released). Ray replaces these handlers in places (``ray.init`` for SIGTERM,
+Ray Train's and Tune's ``fit`` for SIGINT); ``raynas.training.ray_hooks`` and :func:`reclaim_stop_signals`
+put raynas's back, and the signal a job received is remembered, so that whatever Ray raises on its way
+down still ends as an interrupt.
 """
 
 from __future__ import annotations
 
+import errno
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, RuntimeError, OSError)
+#: the signals that stop a job like Ctrl+C, each with its line's word; the exit status is 128 + the number
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+#: what an interrupted job's line tells the user, unless the interrupt says better (``Interrupted.hint``)
+CONTINUE_HINT = "finished runs are kept, re-run the same command to continue"
+#: ``errno`` of a write that found no room: a full disk, or the user's quota on it
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class WorkerUserError(RuntimeError):
@@ -32,6 +49,84 @@ class WorkerUserError(RuntimeError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class DiskFullError(OSError):
+    """No room to write ``path`` (a full disk or quota): one line that names it and the fix, where Python
+    and torch name neither (``[Errno 28] No space left on device``, torch's ``unexpected pos``)."""
+
+    def __init__(self, path: str | Path, detail: str = "") -> None:
+        self.message = disk_full_message(path) + detail
+        super().__init__(errno.ENOSPC, self.message, str(path))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def disk_full_message(path: str | Path | None = None) -> str:
+    where = f" to write {path}" if path is not None else ""
+    return (
+        f"no space left on the device{where} (the disk or your quota is full); free space there, or "
+        "write elsewhere (another --out or storage_path)"
+    )
+
+
+def raise_disk_full(err: BaseException, path: str | Path) -> None:
+    """Raise :class:`DiskFullError` for ``path`` from ``err`` when ``err``, or an error it was raised
+    while handling, is a full disk; else return (and the caller re-raises ``err``). torch's zip writer
+    meets the ``OSError`` of a full disk and raises its own ``RuntimeError`` (``unexpected pos``) on top."""
+    seen: BaseException | None = err
+    for _ in range(8):
+        if seen is None or isinstance(seen, DiskFullError):
+            return
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL:
+            raise DiskFullError(path) from err
+        seen = seen.__cause__ or seen.__context__
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (unwrapped) is a full disk whose message names no file: Python's own error, or
+    its one-line message carried from a Ray worker as a :class:`WorkerUserError`."""
+    if isinstance(err, WorkerUserError):
+        return err.message == disk_full_message()
+    return isinstance(err, OSError) and err.errno in DISK_FULL and err.filename is None
+
+
+class Interrupted(KeyboardInterrupt):
+    """A job stopped by a signal of :data:`STOP_SIGNALS`. A ``KeyboardInterrupt``, so that Ray's
+    ``ray.get`` re-raises it when it is raised in a signal handler (any other exception there is lost)
+    and ``except Exception`` lets it through. ``hint``: what to do next, where the place that stopped
+    knows better than :data:`CONTINUE_HINT` (a search continues with ``--resume``)."""
+
+    def __init__(self, signum: int = signal.SIGINT, hint: str = "") -> None:
+        super().__init__(signum, hint)
+        self.signum, self.hint = signum, hint
+
+
+_received: list[int] = []  # the stop signals this job received, latest last (see note_signal)
+_handling = False  # set by run_main: raynas's handlers are wanted (a library's caller keeps its own)
+
+
+def note_signal(signum: int) -> None:
+    """Remember that the job received ``signum``: Ray may turn the interrupt into an error of its own
+    (``ray.get`` raises a plain ``KeyboardInterrupt``; stopping workers fail), and :func:`run_main` still
+    reports it as the interrupt it was."""
+    _received.append(signum)
+
+
+def stop_on_signal(signum: int, frame: object = None) -> None:
+    """raynas's handler of :data:`STOP_SIGNALS`: note the signal and raise :class:`Interrupted`."""
+    note_signal(signum)
+    raise Interrupted(signum)
+
+
+def reclaim_stop_signals() -> None:
+    """Install :func:`stop_on_signal` again, inside :func:`run_main` only. ``ray.init`` replaces the
+    SIGTERM handler with Ray's, which kills the local Ray under the running job and exits 1 with Ray's
+    tracebacks: call this after it."""
+    if _handling and threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, stop_on_signal)
 
 
 def unwrap(err: BaseException) -> BaseException:
@@ -77,22 +172,44 @@ def user_message(err: BaseException) -> str | None:
         return None
     if not isinstance(inner, OSError) and not _raised_here(inner):
         return None
+    if isinstance(inner, OSError) and not isinstance(inner, DiskFullError) and inner.errno in DISK_FULL:
+        return disk_full_message(inner.filename)
     return " ".join(str(inner).split()) or type(inner).__name__
 
 
 def run_main(prog: str, main: Callable[[], int | None]) -> int:
-    """Run an entry point's ``main``; a user error becomes one line and exit status 2."""
+    """Run an entry point's ``main``; a user error becomes one line and exit status 2, a stop signal
+    (:data:`STOP_SIGNALS`) one line and 128 + its number."""
+    global _handling
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} if main_thread else {}
+    _handling = True
+    _received.clear()
+    reclaim_stop_signals()
     try:
         return main() or 0
-    except KeyboardInterrupt:
-        print(
-            f"{prog}: interrupted; finished runs are kept, re-run the same command to continue",
-            file=sys.stderr,
-        )
-        return 130
-    except Exception as err:  # noqa: BLE001 (a bug is re-raised below, with its traceback)
+    except KeyboardInterrupt as err:
+        return _interrupted(prog, err)
+    except (Exception, SystemExit) as err:  # noqa: BLE001 (a bug is re-raised below, with its traceback)
+        if _received:  # Ray's processes failing, or Ray's exit, on the way down after a stop signal
+            return _interrupted(prog, err)
+        if isinstance(err, SystemExit):
+            raise
         message = user_message(err)
         if message is None:
             raise
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        _handling = False
+        for signum, handler in previous.items():
+            if handler is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(signum, handler)
+
+
+def _interrupted(prog: str, err: BaseException) -> int:
+    """The one line and the exit status of a job stopped by a signal (Ctrl+C where none was noted)."""
+    signum = _received[-1] if _received else getattr(err, "signum", signal.SIGINT)
+    hint = getattr(err, "hint", "") or CONTINUE_HINT
+    print(f"{prog}: {STOP_SIGNALS.get(signum, 'interrupted')}; {hint}", file=sys.stderr)
+    return 128 + signum

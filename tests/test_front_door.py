@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import signal
 import subprocess
 import sys
@@ -194,7 +195,7 @@ def test_an_unfinished_search_is_resumed_only_with_resume(tmp_path, tiny_digits,
     cfg = OPANASSearchConfig(storage_path=str(tmp_path), name="s")
     guard_search_folder(tmp_path / "s", cfg, "ckpt", resume=False)  # first start: writes run_info
     (tmp_path / "s" / "evolution").mkdir()  # Tune's folder of a search that did not finish
-    (tmp_path / "s" / "evolution" / "tuner.pkl").write_bytes(b"")
+    (tmp_path / "s" / "evolution" / "tuner.pkl").write_bytes(pickle.dumps(None))  # whole, as --resume checks
     before = tree_hash(tmp_path / "s")
     with pytest.raises(ValueError, match="unfinished evolution search; run the same command with --resume"):
         guard_search_folder(tmp_path / "s", cfg, "ckpt", resume=False)

@@ -22,6 +22,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from raynas.data.annotations import DatasetError, load_coco_json, validate_coco_dict
+from raynas.data.provenance import generated_root, read_json
 
 Target = dict[str, Any]
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
@@ -234,7 +235,12 @@ class CocoDetection(DetectionDataset):
         masks: bool = False,
     ) -> None:
         self.annotation_file = Path(annotation_file)
-        data = load_coco_json(self.annotation_file)
+        generated = generated_root(self.annotation_file)
+        if generated is None:
+            data = load_coco_json(self.annotation_file)
+        else:  # raynas wrote this file: damage is fixed by generating it again, not by editing it
+            fix = f"raynas generated it in {str(generated)!r}: delete that folder and run again"
+            data = read_json(self.annotation_file, fix)
         self._index(
             image_dir, data, str(self.annotation_file), transforms, drop_empty_boxes=drop_empty_boxes,
             masks=masks,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import math
 import os
 import tempfile
@@ -22,7 +21,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from raynas.config import ConfigError
+from raynas.data.annotations import DatasetError
+from raynas.data.provenance import claim_output, publish, read_json
 from raynas.io import atomic_write_json
 
 MIN_SIDE_PX = 8  # smallest pasted digit (patch height); the largest is image_size // 2
@@ -33,6 +33,7 @@ PLACEMENT_TRIES = 20
 INK_THRESHOLD = 0.3  # alpha above which an upscaled pixel counts as ink (defines the tight box)
 MIN_CONTRAST = 120.0  # minimum RGB distance between a digit's colour and the background colour
 VAL_EVERY = 5  # every 5th scan of each digit class is held out for the val split
+ENTRIES = ("train", "val", "annotations")  # what generate_digits publishes into its root
 
 
 @functools.cache
@@ -176,40 +177,47 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
+def _regenerate(root: Path) -> str:
+    return (
+        f"delete {str(root)!r} (raynas generated it) and run again, or regenerate it with "
+        f"`raynas data digits --out {root} --replace` and its settings"
+    )
+
+
+def _annotations(root: Path, split: str) -> dict[str, Any]:
+    """A generated annotation file, read back checked: damage is one line naming the file and the fix."""
+    path = root / "annotations" / f"instances_{split}.json"
+    payload = read_json(path, _regenerate(root))
+    if not isinstance(payload.get("info"), dict) or not all(
+        isinstance(payload.get(key), list) and all(isinstance(r, dict) for r in payload[key])
+        for key in ("images", "annotations")
+    ):
+        raise DatasetError(
+            f"{path} is damaged (edited: 'info', 'images' or 'annotations'); {_regenerate(root)}"
+        )
+    return payload
+
+
 def digits_settings(root: str | os.PathLike) -> dict[str, int] | None:
     """The settings a digits dataset at ``root`` was generated with, read back from its annotation files
     (``None`` when there is none): ``{"num_train", "num_val", "image_size", "seed"}``."""
+    root = Path(root)
     settings: dict[str, int] = {}
     for split in ("train", "val"):
-        path = Path(root) / "annotations" / f"instances_{split}.json"
-        if not path.is_file():
+        if not (root / "annotations" / f"instances_{split}.json").is_file():
             return None
-        payload = json.loads(path.read_text())
-        info = payload.get("info", {})
-        settings.update(image_size=info.get("image_size"), seed=info.get("seed"))
-        settings[f"num_{split}"] = len(payload.get("images", []))
+        payload = _annotations(root, split)
+        settings.update(image_size=payload["info"].get("image_size"), seed=payload["info"].get("seed"))
+        settings[f"num_{split}"] = len(payload["images"])
     return settings
 
 
 def digits_have_masks(root: str | os.PathLike) -> bool:
     """Whether the digits annotations at ``root`` carry instance masks (raynas before masks wrote none)."""
     for split in ("train", "val"):
-        payload = json.loads((Path(root) / "annotations" / f"instances_{split}.json").read_text())
-        if any("segmentation" not in ann for ann in payload.get("annotations", [])):
+        if any("segmentation" not in ann for ann in _annotations(Path(root), split)["annotations"]):
             return False
     return True
-
-
-def check_digits_settings(root: str | os.PathLike, wanted: dict[str, int], what: str, fix: str) -> bool:
-    """True when ``root`` holds digits generated with ``wanted``, False when it holds none; digits of other
-    settings are refused, never silently used or replaced (the message names ``what`` and the ``fix``)."""
-    found = digits_settings(root)
-    if found is not None and found != wanted:
-        changed = {k: f"{found.get(k)} there, {v} asked" for k, v in wanted.items() if found.get(k) != v}
-        raise ConfigError(
-            f"{what} {str(root)!r} holds digits generated with other settings ({changed}); {fix}"
-        )
-    return found is not None
 
 
 def generate_digits(
@@ -219,6 +227,10 @@ def generate_digits(
     image_size: int = 128,
     seed: int = 0,
     progress: bool = True,
+    *,
+    replace: bool = False,
+    what: str = "digits output",
+    fix: str = "give a new or empty folder",
 ) -> Path:
     """Write the digits detection dataset as PNG + COCO JSON and return ``out_dir``.
 
@@ -231,9 +243,12 @@ def generate_digits(
     validation measures generalisation to unseen handwriting. The same arguments give byte-identical
     files.
 
-    The dataset is written into a staging folder next to ``out_dir`` and moved into place only when
-    complete, so an interrupted generation leaves the previous dataset (or none) intact, never a mix.
-    Other entries of ``out_dir`` (e.g. ``pretrained/``) are kept.
+    ``out_dir`` must be missing, empty or raynas's own digits (:mod:`raynas.data.provenance`): anything
+    else is refused before a byte is written (``what`` names the flag or key, ``fix`` says what to do);
+    digits of other settings are replaced only with ``replace``. The dataset is written into a staging
+    folder next to ``out_dir`` and moved into place only when complete, so an interrupted generation
+    leaves the previous dataset (or none) intact, never a mix. Other entries of ``out_dir`` (e.g.
+    ``pretrained/``) are kept.
     """
     limits = (("num_train", num_train, 1), ("num_val", num_val, 1), ("image_size", image_size, 32))
     for name, value, low in limits:
@@ -241,26 +256,16 @@ def generate_digits(
             raise ValueError(f"generate_digits: {name} must be an integer >= {low}, got {value!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"generate_digits: seed must be a non-negative integer, got {seed!r}")
+    settings = {"num_train": num_train, "num_val": num_val, "image_size": image_size, "seed": seed}
+    claim_output(out_dir, "digits", settings, replace=replace, what=what, fix=fix)
     out_dir = Path(out_dir).resolve()  # the staging folder must sit on the same filesystem
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"digits output {str(out_dir)!r} exists and is not a directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     pools = _digit_pools()
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent) as staging:
         staging = Path(staging)
         for split, count in (("train", num_train), ("val", num_val)):
             _write_split(staging, split, count, image_size, seed, pools[split], progress)
-        out_dir.mkdir(exist_ok=True)
-        old = staging / "replaced"
-        old.mkdir()
-        # The annotation files mark a dataset as present (digits_settings): the old ones leave first and
-        # the new ones arrive last, so a swap cut short leaves no dataset (regenerated on next use), never
-        # new images under old annotations.
-        for entry in ("annotations", "train", "val"):
-            if (out_dir / entry).exists():
-                os.replace(out_dir / entry, old / entry)
-        for entry in ("train", "val", "annotations"):
-            os.replace(staging / entry, out_dir / entry)
+        publish(staging, out_dir, ENTRIES, "digits", settings)
     return out_dir
 
 

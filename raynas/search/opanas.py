@@ -23,7 +23,7 @@ from raynas.config import (
     check_run_name,
     check_writable_folder,
 )
-from raynas.io import atomic_write_json, run_info
+from raynas.io import atomic_write_json, claim_folder, run_info, same_place
 from raynas.models.build import build_model
 from raynas.search.constraints import CostLimit
 from raynas.search.evolution import EvolutionSearcher
@@ -33,6 +33,7 @@ from raynas.search.pool import ScorerPool, check_scorer_resources, supernet_conf
 from raynas.search.random import RandomSearcher
 from raynas.search.run import (
     TRIAL_CPUS,
+    check_tune_state,
     evaluations_ended,
     results_table,
     resume_search,
@@ -196,36 +197,101 @@ _RUNTIME_KEYS = {
 }  # fmt: skip
 
 
-def guard_search_folder(run_dir: Path, cfg: OPANASSearchConfig, checkpoint_dir: str, resume: bool) -> None:
+def guard_search_folder(
+    run_dir: Path, cfg: OPANASSearchConfig, checkpoint_dir: str, resume: bool
+) -> dict[str, tuple[pd.DataFrame, dict[str, Any]]]:
     """Never silently reuse or throw away a search: a folder of another search (other settings or another
     super-net) is refused, an unfinished strategy is continued only with ``resume`` and otherwise
-    refused with the command that continues it. Writes ``run_info.json`` on the first start."""
+    refused with the command that continues it. What the search reads back is checked here, before it
+    starts anything: its record, the tables of the strategies that finished (returned by strategy) and
+    the Tune state of those it continues. Writes ``run_info.json`` on the first start.
+
+    The folder is the search: where it lies is no difference, and the super-net checkpoint matches by
+    :func:`~raynas.io.same_place` (a symlink, another spelling, or a folder moved along with it)."""
     info_path = run_dir / "run_info.json"
-    new = json.loads(json.dumps(run_info(cfg, supernet_checkpoint=checkpoint_dir), default=str))
+    info = run_info(cfg, supernet_checkpoint=checkpoint_dir, run_dir=str(run_dir))
+    new = json.loads(json.dumps(info, default=str))
     if info_path.is_file():
-        old = json.loads(info_path.read_text())
+        old = read_search_info(info_path)
         changed = sorted(
             key
-            for key in set(old.get("config", {})) | set(new["config"])
-            if key not in _RUNTIME_KEYS and old.get("config", {}).get(key) != new["config"].get(key)
+            for key in set(old["config"]) | set(new["config"])
+            if key not in _RUNTIME_KEYS and old["config"].get(key) != new["config"].get(key)
         )
-        if old.get("supernet_checkpoint") != checkpoint_dir:
+        if not same_place(old.get("supernet_checkpoint"), checkpoint_dir, old.get("run_dir"), run_dir):
             changed.append("supernet checkpoint")
         if changed:
             raise ConfigError(
                 f"{run_dir} holds a search with other settings ({changed[:8]}); give this search a new "
                 "--out (or name), or delete that folder"
             )
+    elif any((run_dir / s / f).is_file() for s in STRATEGIES for f in ("tuner.pkl", "summary.json")):
+        raise ConfigError(
+            f"{run_dir} holds a search but no run_info.json, the record of its settings; restore it, or "
+            f"delete {run_dir} to search again"
+        )
+    finished = {}
     for strategy in cfg.strategies:
         experiment = run_dir / strategy
-        started = (experiment / "tuner.pkl").is_file()
-        if started and not (experiment / "summary.json").is_file() and not resume:
-            raise ConfigError(
-                f"{experiment} holds an unfinished {strategy} search; run the same command with --resume to "
-                "finish it (its finished evaluations are kept), or give a new --out"
-            )
+        if (experiment / "summary.json").is_file():
+            finished[strategy] = read_finished(experiment, strategy, cfg.metric)
+        elif (experiment / "tuner.pkl").is_file():
+            if not resume:
+                raise ConfigError(
+                    f"{experiment} holds an unfinished {strategy} search; run the same command with --resume "
+                    "to finish it (its finished evaluations are kept), or give a new --out"
+                )
+            check_tune_state(experiment)
     if not info_path.is_file():
         atomic_write_json(info_path, new)
+    return finished
+
+
+def read_search_info(path: Path) -> dict[str, Any]:
+    """A search folder's ``run_info.json``; a damaged one is an error naming it (read as "no record", it
+    would let a search of other settings continue this one)."""
+    try:
+        info = json.loads(path.read_text())
+        problem = None if isinstance(info, dict) and isinstance(info.get("config"), dict) else "no config"
+    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+        problem = " ".join(str(err).split())
+    if problem is not None:
+        raise ConfigError(
+            f"{path} is damaged ({problem}); it records the settings of the search in {path.parent}: "
+            f"restore it, or delete {path.parent} to search again"
+        )
+    return info
+
+
+def read_finished(experiment: Path, strategy: str, metric: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The table and summary of a strategy that finished earlier, checked: they become this run's result
+    (and its plots), so a damaged or edited file is an error naming it, not a traceback or a wrong
+    comparison."""
+    fix = f"restore it, or delete {experiment} to run the {strategy} search again"
+    path = experiment / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+        ours = isinstance(summary, dict) and summary.get("strategy") == strategy
+        problem = None if ours else f"not the summary of a {strategy} search"
+    except (OSError, ValueError) as err:
+        problem = " ".join(str(err).split())
+    if problem is not None:
+        raise ConfigError(f"{path} is damaged ({problem}); {fix}")
+    path = experiment / "results.csv"
+    try:
+        table = pd.read_csv(path)  # pandas' parser errors are ValueErrors
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path} is damaged ({' '.join(str(err).split())}); {fix}") from err
+    missing = [c for c in (metric, PARETO_COST, "evaluation", "pareto_front") if c not in table.columns]
+    if missing:
+        problem = f"no column {missing}"
+    elif len(table) != summary.get("evaluations"):
+        problem = f"{len(table)} rows, its summary counts {summary.get('evaluations')}"
+    elif not all(pd.api.types.is_numeric_dtype(table[c]) for c in (metric, PARETO_COST)):
+        problem = f"{metric} or {PARETO_COST} not numbers"
+    if problem is not None:
+        raise ConfigError(f"{path} is damaged ({problem}); {fix}")
+    return table, summary
 
 
 def mark_pareto_front(df: pd.DataFrame, metric: str, cost: str = PARETO_COST) -> pd.DataFrame:
@@ -259,7 +325,6 @@ def search_opanas(
     to attach to when Ray is not running yet (:func:`~raynas.training.launch.ensure_ray`).
     """
     from raynas.training.launch import ensure_ray
-    from raynas.viz import draw_opanas_arch, plot_pareto, plot_search_curves
 
     check_writable_folder(cfg.storage_path)
     # everything that can be refused comes before the search folder is claimed (its run_info.json)
@@ -270,7 +335,25 @@ def search_opanas(
         cfg.num_scorers, cfg.cpus_per_scorer, cfg.use_gpu, reserve_cpus=cfg.num_scorers * TRIAL_CPUS
     )
     run_dir = Path(cfg.storage_path).resolve() / cfg.name
-    guard_search_folder(run_dir, cfg, str(Path(checkpoint_dir).resolve()), resume)
+    # one job per search folder, claimed before its run_info.json is read or written
+    with claim_folder(run_dir, "search folder"):
+        finished = guard_search_folder(run_dir, cfg, str(Path(checkpoint_dir).resolve()), resume)
+        return _search(checkpoint_dir, state, cfg, run_dir, finished, resume, verbose)
+
+
+def _search(
+    checkpoint_dir: str | Path,
+    state: dict[str, Any],
+    cfg: OPANASSearchConfig,
+    run_dir: Path,
+    finished: dict[str, tuple[pd.DataFrame, dict[str, Any]]],
+    resume: bool,
+    verbose: int,
+) -> dict[str, Any]:
+    """:func:`search_opanas` once this job holds its search folder; ``finished``: the checked tables and
+    summaries of the strategies that finished earlier (:func:`guard_search_folder`)."""
+    from raynas.viz import draw_opanas_arch, plot_pareto, plot_search_curves
+
     pool = ScorerPool(
         checkpoint_dir,
         state=state,
@@ -289,9 +372,9 @@ def search_opanas(
     try:
         for strategy in cfg.strategies:
             experiment = run_dir / strategy
-            if (experiment / "summary.json").is_file():  # finished earlier: its table is the result
-                tables[strategy] = pd.read_csv(experiment / "results.csv")
-                rows.append(json.loads((experiment / "summary.json").read_text()))
+            if strategy in finished:  # finished earlier: its table is the result
+                tables[strategy], summary = finished[strategy]
+                rows.append(summary)
                 print(f"[raynas] {strategy} search already finished in {experiment}; not run again")
                 continue
             started = time.perf_counter()

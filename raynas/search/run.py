@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickletools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +21,13 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
+from raynas.config import ConfigError
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.search.batches import CANDIDATE, CANDIDATES, CandidateBatches
 from raynas.search.handles import ScorerHandles
 from raynas.search.progress import SearchProgress
 from raynas.search.searcher import worst_value
+from raynas.training.ray_hooks import tune_stops_on_signals
 
 ARCH_PREFIX = "config/"
 #: a trial only waits on a scorer actor; Tune needs a non-empty request, so it asks for a sliver
@@ -105,7 +108,7 @@ def run_search(
             callbacks=[progress],
         ),
     )
-    with frequent_experiment_checkpoints():
+    with frequent_experiment_checkpoints(), tune_stops_on_signals(Path(storage_path) / name):
         return tuner.fit()
 
 
@@ -123,8 +126,45 @@ def resume_search(
     tuner = tune.Tuner.restore(
         str(path.resolve()), trainable=_trainable(scorers, metric, mode), resume_errored=True
     )
-    with frequent_experiment_checkpoints():
+    with frequent_experiment_checkpoints(), tune_stops_on_signals(path):
         return tuner.fit()
+
+
+#: what ``Tuner.restore`` continues a search from, and how Tune writes it (``search_gen_state-*.json`` is
+#: a pickle too); the newest of each kind counts, as for Tune
+TUNE_STATE = {
+    "tuner.pkl": "pickle",
+    "experiment_state-*.json": "json",
+    "search_gen_state-*.json": "pickle",
+    "searcher-state-*.pkl": "pickle",
+}
+
+
+def check_tune_state(path: str | Path) -> None:
+    """Check, before resuming, the files Tune continues a search from (:data:`TUNE_STATE`): each is there
+    and reads. Tune writes them all at each snapshot of a search with a searcher (raynas's always has).
+
+    Tune takes a damaged experiment or searcher state for "nothing to resume" and starts the experiment
+    over beside the old trials, and the search never reaches its budget; a damaged ``tuner.pkl`` fails
+    with a pickle traceback. Pickles are walked, not loaded (nothing of them runs here).
+    """
+    path = Path(path)
+    fix = f"restore it, or delete {path} to run that search again from its start"
+    newest = {pattern: max(path.glob(pattern), default=None) for pattern in TUNE_STATE}
+    if not any(newest[pattern] for pattern in list(TUNE_STATE)[1:]):
+        newest = {"tuner.pkl": newest["tuner.pkl"]}  # stopped before its first snapshot: Tune starts over
+    for pattern, file in newest.items():
+        if file is None:  # Tune would start over without it (no searcher state: with a fresh searcher)
+            raise ConfigError(f"{path / pattern} is missing, and Tune cannot continue the search; {fix}")
+        try:
+            data = file.read_bytes()
+            if TUNE_STATE[pattern] == "pickle":
+                for _ in pickletools.genops(data):
+                    pass
+            elif not isinstance(json.loads(data), dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{file} is damaged ({' '.join(str(err).split())}); {fix}") from err
 
 
 @contextlib.contextmanager
@@ -187,8 +227,14 @@ def _batch_rows(grid: tune.ResultGrid) -> pd.DataFrame:
     for result in grid:
         path = Path(result.path) / "result.json"
         if path.is_file():
-            lines = path.read_text().splitlines()
-            rows += [_without_config(json.loads(line)) for line in lines if line.strip()]
+            try:
+                lines = path.read_text().splitlines()
+                rows += [_without_config(json.loads(line)) for line in lines if line.strip()]
+            except ValueError as err:
+                raise ConfigError(
+                    f"{path} is damaged ({' '.join(str(err).split())}): restore it, or delete "
+                    f"{path.parent.parent} to run that search again"
+                ) from err
     df = pd.DataFrame([row for row in rows if CANDIDATE in row])
     if df.empty:
         return df

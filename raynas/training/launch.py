@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,19 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from raynas.checkpoints import STATE_FILE, load_state
+from raynas.checkpoints import STATE_FILE, check_checkpoint, load_state
 from raynas.config import ConfigError, check_writable_folder, from_dict, to_dict
-from raynas.errors import WorkerUserError, unwrap, user_message
-from raynas.io import atomic_write_json, run_info
+from raynas.errors import (
+    DiskFullError,
+    WorkerUserError,
+    is_disk_full,
+    reclaim_stop_signals,
+    unwrap,
+    user_message,
+)
+from raynas.io import atomic_write_json, claim_folder, run_info, same_place
 from raynas.training.inputs import ensure_inputs
-from raynas.training.ray_hooks import RUNTIME_ENV
+from raynas.training.ray_hooks import RUNTIME_ENV, train_stops_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +108,7 @@ def ensure_ray(address: str | None = None) -> None:
             f"could not connect to the Ray cluster at {address!r}: {err}. Start it with `ray up "
             "cluster.yaml` (or `ray start --head`) and pass its address, or omit --address to run locally."
         ) from err
+    reclaim_stop_signals()  # ray.init installs Ray's SIGTERM handler (it exits 1 with tracebacks)
     _attached = address is not None
 
 
@@ -224,20 +232,26 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
     cfg = with_absolute_paths(cfg)
     run = cfg.run
     check_writable_folder(run.storage_path, "run.storage_path")
+    # one job per run folder, claimed before anything is checked against it or written into it
+    with claim_folder(Path(run.storage_path).resolve() / run.name, "run folder"):
+        return _fit_claimed(task, cfg, resume_from)
+
+
+def _fit_claimed(task: str, cfg: Any, resume_from: str | Path | None) -> TrainResult:
+    """:func:`fit` once this job holds its run folder."""
+    run = cfg.run
     ensure_inputs(cfg)
     preflight(task, cfg, resume_from)
-    ensure_ray(run.address)
-    check_resources(
-        run.num_workers,
-        run.use_gpu,
-        run.cpus_per_worker,
-        attached=attached_to_cluster() or attach_address(run.address) is not None,
-    )
     resume = None
     if resume_from is not None:
         resume = ray.train.Checkpoint.from_directory(str(Path(resume_from).resolve()))
     storage = Path(run.storage_path).resolve()
-    info = run_info(cfg, task=task, resume_from=str(resume_from) if resume_from is not None else None)
+    info = run_info(
+        cfg,
+        task=task,
+        resume_from=str(resume_from) if resume_from is not None else None,
+        run_dir=str(storage / run.name),  # where it ran: a moved run folder maps the paths it records
+    )
     check_same_run(storage / run.name, info["config"], type(cfg))
     own = [p for p in (storage / run.name).glob("checkpoint_*") if p.is_dir()]
     if (
@@ -256,6 +270,15 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
                 "run %r already finished (%s); not training it again", run.name, done.checkpoint_dir
             )
             return done
+    check_run_state(storage / run.name)
+    # the run folder was checked (and a finished run returned) without Ray; now it starts
+    ensure_ray(run.address)
+    check_resources(
+        run.num_workers,
+        run.use_gpu,
+        run.cpus_per_worker,
+        attached=attached_to_cluster() or attach_address(run.address) is not None,
+    )
     # written first, so that a run that fails still says what it was
     atomic_write_json(storage / run.name / "run_info.json", info)
     trainer = TorchTrainer(
@@ -281,7 +304,8 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
         ),
     )
     try:
-        result = trainer.fit()
+        with train_stops_on_signals(trainer):  # Ctrl+C / SIGTERM: the run aborts, the job ends with 130 / 143
+            result = trainer.fit()
     except ray.train.TrainingFailedError as err:
         inner = unwrap(err)
         if isinstance(inner, WorkerUserError) and inner.kind == "NonFiniteLossError":
@@ -289,6 +313,8 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
                 f"training stopped on a non-finite loss. {inner} Checkpoints are intact under "
                 f"{storage / run.name}."
             ) from err
+        if is_disk_full(inner):  # Ray Train's copy of a checkpoint into storage names no file
+            raise DiskFullError(storage / run.name, "; its finished checkpoints are intact") from err
         raise
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run.name!r} finished without a checkpoint")
@@ -296,13 +322,23 @@ def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResu
     return TrainResult(Path(result.path), Path(result.checkpoint.path), dict(result.metrics or {}))
 
 
-def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts (``run.address`` aside)."""
+#: where a run is, not what it is: the run folder itself is the run (a moved or copied one continues)
+_LOCATION_KEYS = ("run.address", "run.storage_path", "run.name")
+#: Ray Train V2's record of the checkpoints it registered, which it continues a run from
+CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def _config_differences(
+    old: Any, new: Any, same: Callable[[Any, Any], bool] | None = None, prefix: str = ""
+) -> list[str]:
+    """Dotted keys whose values differ between two config dicts (location keys aside); ``same(a, b)``
+    compares two leaf values (default ``==``)."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
-        return [d for k in keys for d in _config_differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+        return [d for k in keys for d in _config_differences(old.get(k), new.get(k), same, f"{prefix}{k}.")]
     key = prefix.rstrip(".")
-    return [] if old == new or key == "run.address" else [key]
+    equal = old == new if same is None else same(old, new)
+    return [] if equal or key in _LOCATION_KEYS else [key]
 
 
 def finished_run(run_dir: Path, epochs: int) -> TrainResult | None:
@@ -328,6 +364,25 @@ def finished_run(run_dir: Path, epochs: int) -> TrainResult | None:
     return None
 
 
+def read_run_info(run_dir: Path) -> dict[str, Any] | None:
+    """The ``run_info.json`` of ``run_dir`` (``None`` when there is none). A damaged one is an error that
+    names it: read as "no record", it would turn off the check against a changed config."""
+    path = run_dir / "run_info.json"
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        problem = None if isinstance(info, dict) and isinstance(info.get("config"), dict) else "no config"
+    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+        problem = " ".join(str(err).split())
+    if problem is not None:
+        raise ConfigError(
+            f"{path} is damaged ({problem}); it records the config of the run in {run_dir}: restore it, "
+            f"or delete {run_dir} to start that run again"
+        )
+    return info
+
+
 def check_same_run(run_dir: Path, config: dict[str, Any], config_class: type | None = None) -> None:
     """Refuse to start a run in a folder that holds checkpoints of a run with another config.
 
@@ -335,25 +390,65 @@ def check_same_run(run_dir: Path, config: dict[str, Any], config_class: type | N
     starting a *changed* config under the same ``run.name`` would silently continue the old run's weights
     and schedule. The same config continues it, as intended. With ``config_class``, the old config is
     read through it first, so a run written before a setting existed counts as having its default.
+    The folder is the run: where it lies is no difference (``run.storage_path`` and ``run.name`` are not
+    compared, and recorded paths match by :func:`~raynas.io.same_place`), so a folder reached through a
+    symlink, spelt otherwise, moved or copied continues.
     """
-    info_path = run_dir / "run_info.json"
-    if not info_path.is_file() or not any(run_dir.glob("checkpoint_*")):
-        return
-    try:
-        old = json.loads(info_path.read_text()).get("config")
-    except (OSError, ValueError, AttributeError):
-        return  # not ours to judge; Ray Train reports what it finds
-    if config_class is not None and old is not None:
+    if not any(p.is_dir() for p in run_dir.glob("checkpoint_*")):
+        return  # nothing that Ray Train would continue
+    info = read_run_info(run_dir)
+    if info is None:
+        raise ConfigError(
+            f"{run_dir} holds checkpoints but no run_info.json, the record of the config they were trained "
+            f"with; restore it, or delete {run_dir} to start that run again"
+        )
+    old = info["config"]
+    if config_class is not None:
         # a key that no longer exists fails to load: then the config is compared as written (and named)
         with contextlib.suppress(ConfigError, ValueError, TypeError):
             old = json.loads(json.dumps(to_dict(from_dict(config_class, old)), default=str))
-    changed = _config_differences(old, json.loads(json.dumps(config, default=str)))
-    if old is not None and changed:
+    old_dir = info.get("run_dir") or _recorded_run_dir(old)
+    changed = _config_differences(
+        old, json.loads(json.dumps(config, default=str)), lambda a, b: same_place(a, b, old_dir, run_dir)
+    )
+    if changed:
         raise ConfigError(
             f"{run_dir} holds checkpoints of an earlier run whose config differs in {changed[:8]}; Ray Train "
             "would continue that run. Give this run a new run.name (or --out), delete that folder, or "
             "rerun with the earlier config to continue it (resume_from / --resume starts from a checkpoint)."
         )
+
+
+def _recorded_run_dir(config: dict[str, Any]) -> str | None:
+    """Where a run recorded before ``run_info.json`` named its folder ran, when its config says so."""
+    run = config.get("run") or {}
+    storage, name = run.get("storage_path"), run.get("name")
+    if isinstance(storage, str) and isinstance(name, str) and os.path.isabs(storage):
+        return str(Path(storage) / name)
+    return None
+
+
+def check_run_state(run_dir: Path) -> None:
+    """Check what Ray Train would continue the run from, before it starts: its record of the registered
+    checkpoints reads, and every checkpoint it lists is there and whole. Otherwise Ray Train fails with
+    its traceback, or a worker later on a truncated state file."""
+    path = run_dir / CHECKPOINT_SNAPSHOT
+    if not path.is_file():
+        return  # no checkpoint registered: Ray Train starts the run from its beginning
+    fix = f"delete {run_dir} to start that run again, or restore what was there"
+    try:
+        snapshot = json.loads(path.read_text())
+        names = [str(result["checkpoint_dir_name"]) for result in snapshot["checkpoint_results"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"{path}, Ray Train's record of the run's checkpoints, is damaged ({type(err).__name__}: "
+            f"{' '.join(str(err).split())[:120]}); {fix}"
+        ) from err
+    for name in names:
+        try:
+            check_checkpoint(run_dir / name)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{err}, and Ray Train would continue the run from it: {fix}") from err
 
 
 def _remove_unregistered_checkpoints(result: ray.train.Result, keep: str | Path | None = None) -> list[Path]:
