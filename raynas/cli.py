@@ -1,6 +1,8 @@
 """The ``raynas`` command. Each sub-command calls the same function an experiment script calls.
 
     raynas data digits --out data/digits
+    raynas data scenes --out data/scenes [--no-context]
+    raynas data levels --data data/scenes [--split val] [--anchor-sizes 4 8 16 24 44] [--json levels.json]
     raynas pretrain --data data/digits [--backbone resnet50]
     raynas train --config experiments/configs/baseline_fcos_r18.yaml
     raynas search opanas-supernet --config experiments/configs/supernet_smoke.yaml
@@ -23,14 +25,48 @@ from raynas.errors import run_main
 
 def _data(args: argparse.Namespace) -> None:
     from raynas.data import generate_digits
-    from raynas.data.digits import check_digits_settings
 
     wanted = {"num_train": args.train, "num_val": args.val, "image_size": args.size, "seed": args.seed}
-    if not args.replace:
-        fix = "pass --replace to generate them again there (configs made for the old data will refuse it)"
-        check_digits_settings(args.out, wanted, "--out", fix + ", or give another --out")
-    root = generate_digits(args.out, **wanted)
+    fix = (
+        "give another --out, or pass --replace to generate raynas's own digits there again (configs made "
+        "for the old data will refuse it); your own COCO / VOC data need no generating: set data.format: "
+        "coco or voc in the job config"
+    )
+    root = generate_digits(args.out, **wanted, replace=args.replace, what="--out", fix=fix)
     print(f"digits dataset written to {root}")
+
+
+def _scenes(args: argparse.Namespace) -> None:
+    from raynas.data.scenes import generate_scenes
+
+    fix = (
+        "give another --out, or pass --replace to generate raynas's own scenes there again (configs made "
+        "for the old data will refuse it)"
+    )
+    root = generate_scenes(
+        args.out, args.train, args.val, args.test, args.size, args.seed,
+        context_small=not (args.no_context or args.no_context_small),
+        context_large=not (args.no_context or args.no_context_large),
+        replace=args.replace, what="--out", fix=fix,
+    )  # fmt: skip
+    print(f"scenes dataset written to {root}")
+
+
+def _levels(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from raynas.config import ConfigError
+    from raynas.data.level_stats import LEVELS, format_statistics, level_statistics
+    from raynas.io import atomic_write_json
+
+    if args.anchor_sizes is not None and len(args.anchor_sizes) != len(LEVELS):
+        raise ConfigError(f"--anchor-sizes needs {len(LEVELS)} sizes (P3..P7), got {args.anchor_sizes}")
+    annotations = args.annotations or Path(args.data) / "annotations" / f"instances_{args.split}.json"
+    stats = level_statistics(annotations, args.anchor_sizes, args.min_size, args.max_size)
+    print(format_statistics(stats))
+    if args.json:
+        atomic_write_json(args.json, stats)
+        print(f"written to {args.json}")
 
 
 def _pretrain(args: argparse.Namespace) -> None:
@@ -113,6 +149,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--replace", action="store_true", help="replace a dataset in --out generated with other settings"
     )
     digits.set_defaults(func=_data)
+    scenes = data.add_parser(
+        "scenes", help="generate the scenes proxy: objects on every pyramid level, context rules"
+    )
+    scenes.add_argument("--out", required=True)
+    scenes.add_argument("--train", type=int, default=1000)
+    scenes.add_argument("--val", type=int, default=200)
+    scenes.add_argument("--test", type=int, default=200)
+    scenes.add_argument("--size", type=int, default=320)
+    scenes.add_argument("--seed", type=int, default=0)
+    scenes.add_argument("--no-context", action="store_true", help="both context rules off (the control)")
+    scenes.add_argument("--no-context-small", action="store_true", help="small glyphs: no zone rule")
+    scenes.add_argument("--no-context-large", action="store_true", help="large glyphs: no mark rule")
+    scenes.add_argument(
+        "--replace", action="store_true", help="replace a dataset in --out generated with other settings"
+    )
+    scenes.set_defaults(func=_scenes)
+    levels = data.add_parser(
+        "levels", help="what an FCOS detector sees of a COCO split: positives per level, sizes, classes"
+    )
+    source = levels.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="dataset root (reads ROOT/annotations/instances_SPLIT.json)")
+    source.add_argument("--annotations", help="a COCO instances JSON file")
+    levels.add_argument("--split", default="train")
+    levels.add_argument(
+        "--anchor-sizes", type=float, nargs="+", default=None,
+        help="FCOS anchor size per level P3..P7 (default: the scenes recipe for scenes, else torchvision's "
+        "scaled to the images)",
+    )  # fmt: skip
+    levels.add_argument("--min-size", type=int, default=None, help="detector resize (default: image size)")
+    levels.add_argument("--max-size", type=int, default=None)
+    levels.add_argument("--json", default=None, help="also write the statistics to this JSON file")
+    levels.set_defaults(func=_levels)
 
     pretrain = commands.add_parser(
         "pretrain", help="pretrain a ResNet body on digit crops (the proxy's ImageNet pretraining)"

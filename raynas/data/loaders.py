@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from raynas.data.coco import CocoDetection
 from raynas.data.config import DataConfig
-from raynas.data.digits import check_digits_settings, digits_have_masks, generate_digits
+from raynas.data.digits import digits_have_masks, generate_digits
+from raynas.data.provenance import claim_output
 from raynas.data.transforms import Compose, RandomHorizontalFlip, detection_collate
 from raynas.data.voc import VOCDetection
 from raynas.io import file_lock
@@ -25,6 +27,8 @@ def ensure_dataset(cfg: DataConfig, progress: bool = True, masks: bool = False) 
     annotations gain ``segmentation``).
     """
     root = Path(cfg.root)
+    if cfg.format == "scenes":
+        return _ensure_scenes(cfg, root, progress)
     if cfg.format != "digits":
         if not root.exists() and cfg.train_annotations is None:
             raise FileNotFoundError(f"dataset root {str(root)!r} does not exist (format={cfg.format})")
@@ -36,16 +40,38 @@ def ensure_dataset(cfg: DataConfig, progress: bool = True, masks: bool = False) 
         "seed": cfg.seed,
     }
 
-    def ready() -> bool:
-        fix = "point data.root at another folder, or set data.num_train/num_val/image_size/seed to match"
-        present = check_digits_settings(root, wanted, "data.root", fix)
+    claim = {"what": "data.root", "fix": (
+        "point data.root at another folder (new or empty), or set data.num_train/num_val/image_size/seed "
+        "to match the digits there; to train on your own data there, set data.format: coco or voc"
+    )}  # fmt: skip
+
+    def ready() -> bool:  # a folder raynas did not make is refused here, before anything is written
+        present = claim_output(root, "digits", wanted, replace=False, **claim)
         return present and (not masks or digits_have_masks(root))
 
     if ready():
         return root  # there, and generated with these settings (no lock: the folder may be read-only)
     with file_lock(root.parent / f".{root.name}.lock"):
         if not ready():
-            generate_digits(root, **wanted, progress=progress)
+            generate_digits(root, **wanted, progress=progress, **claim)
+    return root
+
+
+def _ensure_scenes(cfg: DataConfig, root: Path, progress: bool) -> Path:
+    """The scenes data (:mod:`raynas.data.scenes`, always with masks) at ``root``, generated under a file
+    lock unless there with ``cfg``'s settings; anything else at ``root`` is refused."""
+    from raynas.data.scenes import KIND, generate_scenes, scenes_settings
+
+    counts = (cfg.num_train, cfg.num_val, cfg.num_test)
+    wanted = scenes_settings(*counts, cfg.image_size, cfg.seed, cfg.context_small, cfg.context_large)
+    claim = {"what": "data.root", "fix": (
+        "point data.root at another folder (new or empty), or set data.num_train/num_val/num_test/image_size/"
+        "seed/context_small/context_large to match the scenes there"
+    )}  # fmt: skip
+    if claim_output(root, KIND, wanted, replace=False, **claim):
+        return root  # there, and generated with these settings (no lock: the folder may be read-only)
+    with file_lock(root.parent / f".{root.name}.lock"):
+        generate_scenes(root, **wanted, progress=progress, **claim)  # returns at once if made meanwhile
     return root
 
 
@@ -56,7 +82,7 @@ def _coco_paths(cfg: DataConfig, split: str) -> tuple[Path, Path]:
     return Path(images), Path(annotations)
 
 
-SPLITS = ("train", "search", "val")
+SPLITS = ("train", "search", "val", "test")
 
 
 def search_split_indices(num_images: int, cfg: DataConfig) -> tuple[list[int], list[int]]:
@@ -90,8 +116,9 @@ def build_dataset(
     cfg: DataConfig, split: str, train_transforms: bool | None = None, masks: bool = False
 ) -> Dataset:
     """The ``split`` dataset: "train" (training images minus the search split), "search" (the held-out
-    part of the training images that candidates are scored on) or "val" (what results are reported on).
-    Flips only on the training split by default. ``masks``: instance masks in the targets (Mask R-CNN)."""
+    part of the training images that candidates are scored on), "val" (choices while building) or "test"
+    (what tables report; its own images, never part of train, search or val). Flips only on the training
+    split by default. ``masks``: instance masks in the targets (Mask R-CNN)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     if split == "search" and cfg.search_fraction == 0:
@@ -101,15 +128,20 @@ def build_dataset(
         )
     augment = split == "train" if train_transforms is None else train_transforms
     transforms = Compose([RandomHorizontalFlip(cfg.hflip)]) if augment and cfg.hflip > 0 else None
-    source = "val" if split == "val" else "train"
+    source = split if split in ("val", "test") else "train"
+    if split == "test" and cfg.format in ("digits", "voc"):
+        raise ValueError(
+            f"data.format {cfg.format} has no test split (digits: train/val only; Pascal VOC: its test set "
+            "is data.voc_val_set); use data.format: scenes, or coco with data.test_annotations"
+        )
     if cfg.format == "voc":
         image_set = cfg.voc_train_set if source == "train" else cfg.voc_val_set
         dataset = VOCDetection(cfg.root, image_set=image_set, transforms=transforms, masks=masks)
     else:
         images, annotations = _coco_paths(cfg, source)
         dataset = CocoDetection(images, annotations, transforms=transforms, masks=masks)
-    if split == "val":
-        return _subset(dataset, list(range(len(dataset))), cfg.max_val_images, cfg.seed)
+    if split in ("val", "test"):
+        return _subset(dataset, list(range(len(dataset))), getattr(cfg, f"max_{split}_images"), cfg.seed)
     train, search = search_split_indices(len(dataset), cfg)
     if split == "search":
         return _subset(dataset, search, cfg.max_search_images, cfg.seed)
@@ -123,14 +155,41 @@ def base_dataset(dataset: Dataset) -> Dataset:
     return dataset
 
 
+def _process_group() -> tuple[int, int]:
+    """``(rank, world_size)`` of the current torch.distributed process group; ``(0, 1)`` outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, workers: int = 0, seed: int = 0
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    workers: int = 0,
+    seed: int = 0,
+    shard: tuple[int, int] | None = None,
 ) -> DataLoader:
+    """A detection loader. ``shuffle=True`` makes a training loader whose order comes from ``seed`` (the run
+    seed) on every world size: in a distributed run it reads one rank's share through a
+    ``DistributedSampler`` seeded with ``seed`` (the training loop calls its ``set_epoch`` every epoch).
+
+    The sampler is built here because Ray's ``prepare_data_loader`` would put in one of seed 0: with 2
+    workers, runs of seeds 0/1/2 then saw the same data order and their spread understated the
+    seed-to-seed variance (issue 27). ``shard``: ``(rank, world_size)`` whose share a shuffled loader reads;
+    by default the current process group's, ``(0, 1)`` outside one. An unshuffled loader (evaluation,
+    scoring) reads the whole dataset in order on any rank.
+    """
     generator = torch.Generator().manual_seed(seed)
+    rank, world_size = shard if shard is not None else _process_group()
+    sampler = None
+    if shuffle and world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         collate_fn=detection_collate,
         generator=generator,

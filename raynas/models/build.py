@@ -169,4 +169,5 @@ def build_model(
         backbone_weights=model.backbone_weights,
         norm=model.norm,
         trainable_backbone_layers=model.trainable_backbone_layers,
+        anchor_sizes=model.anchor_sizes,
     )

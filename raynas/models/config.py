@@ -12,6 +12,7 @@ from typing import Literal
 from raynas.config import ConfigError, check_ranges
 
 PROXY_WEIGHTS = "proxy"
+ANCHOR_LEVELS = 5  # pyramid levels of every detector build_detector makes
 
 
 def proxy_weights_path(data_root: str, backbone: str) -> str:
@@ -35,13 +36,49 @@ class ModelConfig:
     backbone_weights: str | None = None
     norm: str | None = None  # None: the builder's default for random init / the weights' own norm
     trainable_backbone_layers: int | None = None
+    # one anchor size (px) per pyramid level (5: P3-P7, or P2-P6 + pool for the R-CNNs); None: torchvision's
+    # scaled to min_size (default_anchor_sizes). FCOS gives level k the locations whose max(l, t, r, b) is
+    # 4-8 x its size: the scenes proxy uses raynas.data.scenes.scenes_anchor_sizes (docs/proxy.md)
+    anchor_sizes: list[float] | None = None
+    # the frozen body's outputs for every image, computed once and kept beside the data
+    # ({data.root}/features): the neck and head train on them (NAS-FCOS); needs trainable_backbone_layers 0
+    cache_features: bool = False
+    cache_dtype: Literal["float16", "float32"] = "float16"
 
     def __post_init__(self) -> None:
         check_ranges(
             self,
             {"out_channels": (1, None), "min_size": (32, None), "max_size": (32, None),
-             "trainable_backbone_layers": (0, 6)},
+             "trainable_backbone_layers": (0, 6), "anchor_sizes": (0.0, None, "low_open")},
             "model.",
         )  # fmt: skip
         if self.max_size < self.min_size:
             raise ConfigError(f"model.max_size ({self.max_size}) must be >= model.min_size ({self.min_size})")
+        if self.anchor_sizes is not None and len(self.anchor_sizes) != ANCHOR_LEVELS:
+            raise ConfigError(
+                f"model.anchor_sizes needs one size per pyramid level ({ANCHOR_LEVELS}), got "
+                f"{self.anchor_sizes}"
+            )
+        if self.cache_dtype not in ("float16", "float32"):
+            raise ConfigError(f"model.cache_dtype must be float16 or float32, got {self.cache_dtype!r}")
+        if self.cache_features:
+            self._check_cacheable()
+
+    def _check_cacheable(self) -> None:
+        """Cached body outputs are only right for a body that never changes and a detector whose targets
+        are boxes (the cache resizes boxes, not masks)."""
+        if self.trainable_backbone_layers != 0:
+            raise ConfigError(
+                "model.cache_features needs a frozen body: set model.trainable_backbone_layers: 0 (got "
+                f"{self.trainable_backbone_layers}), or model.cache_features: false"
+            )
+        if self.kind not in ("fcos", "retinanet"):
+            raise ConfigError(
+                f"model.cache_features is for model.kind fcos or retinanet, not {self.kind!r}; "
+                "set model.cache_features: false"
+            )
+        if self.norm == "bn":
+            raise ConfigError(
+                "model.cache_features with model.norm: bn would train on statistics the cache does not "
+                "have (BatchNorm normalises each batch); use frozen_bn or gn, or model.cache_features: false"
+            )

@@ -6,6 +6,12 @@ a 10-way classifier of single-digit crops drawn from the digits generator's *tra
 (:func:`raynas.data.digits.digit_crops`) and saves its state dict without the classifier, in
 torchvision's key format, so ``backbone_weights`` loads it like any torchvision checkpoint.
 
+The scenes proxy (:mod:`raynas.data.scenes`) pretrains the same way on its own material
+(``source="scenes"``): 10-way crops of its font glyphs (the characters its classes are made of) on its
+textured backgrounds, so its body has seen the glyphs and textures it will detect, and nothing of its
+annotations (the tags a / b that the context rules decide are never a pretraining label). Its fonts are
+shared by every split, so the held-out accuracy measures unseen renderings, not unseen fonts.
+
 Measured choices (``shared/notes/proxy-pretraining-calibration.md``): GroupNorm in the classifier,
 because the detector must keep the norm it was pretrained with and GroupNorm does not depend on the
 small detection batches; 32 px crops (digits 12-32 px), which learn within a few hundred AdamW steps
@@ -29,6 +35,8 @@ from raynas.data.digits import digit_crops
 from raynas.io import atomic_torch_save, atomic_write_json, file_lock, run_info
 from raynas.models.backbones import RESNETS, _norm_layer
 
+PRETRAIN_SOURCES = ("digits", "scenes")
+
 # torchvision's detection transform normalises with these (GeneralizedRCNNTransform's defaults), so the
 # classifier sees images normalised the way the detector will show them.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
@@ -40,6 +48,7 @@ class PretrainConfig:
     """Classifier pretraining of a detector body on digit crops (about 2 minutes on 2 CPU cores)."""
 
     backbone: str = "resnet18"
+    source: Literal["digits", "scenes"] = "digits"  # which proxy's crops (the data the body will detect)
     norm: Literal["gn", "bn"] = "gn"
     steps: int = 700
     batch_size: int = 64
@@ -51,6 +60,8 @@ class PretrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.source not in PRETRAIN_SOURCES:
+            raise ValueError(f"pretrain: source must be one of {list(PRETRAIN_SOURCES)}, got {self.source!r}")
         if self.backbone not in RESNETS:
             raise ValueError(f"pretrain: backbone must be one of {list(RESNETS)}, got {self.backbone!r}")
         for name in ("steps", "batch_size", "eval_crops"):
@@ -67,8 +78,37 @@ class PretrainConfig:
             )
 
 
+def glyph_crops(
+    rng: np.random.Generator, count: int, size: int = 32, min_side: int = 12
+) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` single-glyph classification crops of the scenes proxy: uint8 ``[count, size, size, 3]`` and
+    int64 labels (the index of the character in :data:`raynas.data.scenes.GLYPHS`). One glyph per crop,
+    its longer side log-uniform in ``[min_side, size]``, at a random position on a scenes background."""
+    from raynas.data import glyphs
+    from raynas.data.scenes import GLYPHS, MAX_ROTATION, MIN_CONTRAST
+
+    images = np.empty((count, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(len(GLYPHS), size=count)
+    log_min, log_max = np.log(min_side), np.log(size)
+    for index, label in enumerate(labels):
+        canvas = glyphs.background(rng, size)
+        side = min(size, round(float(np.exp(rng.uniform(log_min, log_max)))))
+        alpha = glyphs.glyph_alpha(rng, GLYPHS[int(label)], side, MAX_ROTATION)
+        h, w = alpha.shape
+        top, left = int(rng.integers(size - h + 1)), int(rng.integers(size - w + 1))
+        region = canvas[top : top + h, left : left + w]
+        colour = glyphs.any_colour(rng, region.mean(axis=(0, 1)), MIN_CONTRAST)
+        region += (colour - region) * alpha[..., None]
+        canvas += rng.normal(0.0, rng.uniform(2.0, 8.0), canvas.shape)
+        images[index] = canvas.round().clip(0, 255).astype(np.uint8)
+    return images, labels.astype(np.int64)
+
+
 def _batch(cfg: PretrainConfig, rng: np.random.Generator, count: int, split: str):
-    images, labels = digit_crops(rng, count, size=cfg.crop_size, split=split, min_side=cfg.min_side)
+    if cfg.source == "scenes":
+        images, labels = glyph_crops(rng, count, size=cfg.crop_size, min_side=cfg.min_side)
+    else:
+        images, labels = digit_crops(rng, count, size=cfg.crop_size, split=split, min_side=cfg.min_side)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
     x = (x - torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
     return x, torch.from_numpy(labels)
@@ -133,15 +173,17 @@ def pretrain_body(cfg: PretrainConfig, out_path: str | Path, log_every: int = 10
     return record
 
 
-def ensure_proxy_weights(path: str | Path, backbone: str) -> Path:
-    """Pretrain the body into ``path`` unless it is there (deterministic; one writer per node)."""
+def ensure_proxy_weights(path: str | Path, backbone: str, source: str = "digits") -> Path:
+    """Pretrain the body into ``path`` unless it is there (deterministic; one writer per node), on crops
+    of ``source``'s material (the proxy whose folder holds ``path``)."""
     path = Path(path)
     if path.is_file():
         return path
     with file_lock(path.parent / f".{path.name}.lock"):
         if not path.is_file():
             print(
-                f"[pretrain] no pretrained body at {path}: pretraining {backbone} on digit crops", flush=True
+                f"[pretrain] no pretrained body at {path}: pretraining {backbone} on {source} crops",
+                flush=True,
             )
-            pretrain_body(PretrainConfig(backbone=backbone), path)
+            pretrain_body(PretrainConfig(backbone=backbone, source=source), path)
     return path

@@ -85,10 +85,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.model.backbone_weights == PROXY_WEIGHTS:
-            if self.data.format != "digits":
+            if self.data.format not in ("digits", "scenes"):
                 raise ValueError(
-                    'model.backbone_weights: "proxy" is the body pretrained on the digits proxy; with '
-                    f"data.format {self.data.format!r} give the path of a torchvision state dict instead"
+                    'model.backbone_weights: "proxy" is the body pretrained on an embedded proxy (digits, '
+                    f"scenes); with data.format {self.data.format!r} give the path of a torchvision state "
+                    "dict instead"
                 )
             self.model.backbone_weights = proxy_weights_path(self.data.root, self.model.backbone)
         if self.model.kind == "mask_rcnn" and self.data.format == "voc":

@@ -46,7 +46,9 @@ def evaluate_checkpoint(
     checkpoint_dir: str | Path, split: str = "val", max_images: int | None = None, batch_size: int = 8
 ) -> dict[str, float]:
     """COCO metrics of a trained detector's checkpoint on ``split`` ("search" to compare it with the
-    sub-nets a search scored; "val" for reported results), on the driver, without Ray."""
+    sub-nets a search scored; "val" for choices; "test" for reported results), on the driver, without Ray.
+    The full detector runs (its body too), so a run trained on cached body features is scored as the
+    detector it is."""
     from dataclasses import replace
 
     from raynas.checkpoints import load_detector
@@ -56,7 +58,7 @@ def evaluate_checkpoint(
     from raynas.models.detector import INSTANCE_SEGMENTATION, iou_types
 
     model, cfg, _ = load_detector(checkpoint_dir)
-    limit = {"max_search_images" if split == "search" else "max_val_images": max_images}
+    limit = {f"max_{split}_images": max_images}
     data = replace(cfg.data, **limit) if max_images is not None else cfg.data
     masks = cfg.model.kind in INSTANCE_SEGMENTATION
     dataset = build_dataset(data, split, train_transforms=False, masks=masks)

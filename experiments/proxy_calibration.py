@@ -1,0 +1,372 @@
+"""Does the scenes proxy make the neck matter? Standalone necks, seeds, and the context rules switched off.
+
+    python experiments/proxy_calibration.py                  # the calibration (hours on 2 CPU cores)
+    python experiments/proxy_calibration.py --smoke          # seconds-scale, every part (CI)
+
+Before any search result on a proxy is believed, the proxy must separate necks, and repeatably (issue 26;
+docs/proxy.md). Every run trains FCOS-ResNet18 standalone with one recipe
+(``configs/scenes_calibration.yaml``: the frozen, scenes-pretrained body's cached features, the proxy's
+anchor sizes) and is scored on the **test** split:
+
+- ``named``: torchvision's FPN, lateral-only (the laterals, no cross-level path: ``e0_1: skip``), a
+  PANet-like neck (top-down then bottom-up: ``e0_1: top_down, e1_2: bottom_up``), all-skip; ``--seeds``
+  each (3);
+- ``random``: ``--random-necks`` OPANAS necks drawn uniformly (distinct networks), ``--random-seeds``
+  each (2);
+- ``control``: FPN and lateral-only on the same images with both context rules off (labels by local cues).
+
+A seed seeds the initialisation and the data order. Outputs in ``--out``: ``calibration.csv`` (one row per
+run), ``calibration.md`` (the table, the goals of issue 26 with their measured values), ``calibration.json``,
+``calibration.png``. Resumable: a finished run is not trained or scored again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raynas.config import ConfigError, apply_yaml, load_yaml
+from raynas.errors import run_main
+from raynas.io import atomic_write_json, atomic_write_text
+from raynas.training.config import TrainConfig
+
+RECIPE = Path(__file__).parent / "configs" / "scenes_calibration.yaml"
+SMOKE_BUDGET = Path(__file__).parent / "configs" / "smoke_budget.yaml"
+SMOKE_PRETRAIN_STEPS = 5
+METRICS = ("AP", "AP50", "APs", "APm", "APl")
+LATERAL = {"e0_1": "skip"}
+PANET = {"e0_1": "top_down", "e1_2": "bottom_up"}
+#: the goals of issue 26, measured on the test split
+GOAL_GAP_AP, GOAL_GAP_STD, GOAL_PANET_STD, GOAL_SPREAD, GOAL_TAU, GOAL_CONTROL_STD = (
+    3.0,
+    5.0,
+    3.0,
+    3.0,
+    0.6,
+    2.0,
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    group: str  # named | random | control
+    arm: str
+    slug: str
+    neck: dict | None  # None: torchvision's FPN
+    seed: int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default="data/scenes", help="the scenes data root (generated if absent)")
+    parser.add_argument("--out", default="runs/proxy_calibration", help="where runs and tables go")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per named and control neck")
+    parser.add_argument("--random-necks", type=int, default=16, help="random OPANAS necks")
+    parser.add_argument("--random-seeds", type=int, default=2, help="seeds per random neck")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
+    parser.add_argument("--groups", default="named,random,control", help="which groups of runs, in order")
+    parser.add_argument("--train-workers", type=int, default=1, help="Ray Train workers per run")
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--address", default=None)
+    parser.add_argument("--smoke", action="store_true", help="seconds-scale: tiny data, one epoch (CI)")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> list[str]:
+    """Every flag, before Ray starts; returns the groups asked for."""
+    for name, least in (("seeds", 1), ("random_necks", 0), ("random_seeds", 1), ("train_workers", 1)):
+        if getattr(args, name) < least:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be >= {least}, got {getattr(args, name)}")
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    unknown = sorted(set(groups) - {"named", "random", "control"})
+    if unknown or not groups:
+        raise ConfigError(
+            f"--groups takes named, random and/or control (comma-separated), got {args.groups!r}"
+        )
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; give a folder")
+    return groups
+
+
+def recipe(args: argparse.Namespace) -> TrainConfig:
+    """The one recipe: the YAML, the data root, the proxy's anchor sizes, ``--epochs`` (decay in the last
+    quarter), the smoke budget over it all with ``--smoke``."""
+    from raynas.data.scenes import scenes_anchor_sizes
+    from raynas.models.config import proxy_weights_path
+
+    cfg = load_yaml(TrainConfig, RECIPE)
+    if args.smoke:
+        cfg = apply_yaml(cfg, SMOKE_BUDGET)
+        cfg = replace(cfg, data=replace(cfg.data, num_test=8, image_size=128, max_test_images=None),
+                      model=replace(cfg.model, min_size=128, max_size=128))  # fmt: skip
+    data = replace(cfg.data, root=args.data)
+    model = replace(
+        cfg.model,
+        anchor_sizes=list(scenes_anchor_sizes(data.image_size)),
+        backbone_weights=proxy_weights_path(args.data, cfg.model.backbone),
+    )
+    optim = cfg.optim
+    if args.epochs is not None:
+        optim = replace(
+            optim, epochs=args.epochs, milestones=[max(1, args.epochs * 3 // 4)] if args.epochs > 1 else []
+        )
+    run = replace(
+        cfg.run,
+        storage_path=str(Path(args.out) / "runs"),
+        num_workers=args.train_workers,
+        use_gpu=args.gpu,
+        address=args.address,
+        eval_every=optim.epochs,
+    )
+    return TrainConfig(data=data, model=model, optim=optim, run=run)
+
+
+def neck_spec(edges: dict[str, str] | None) -> dict | None:
+    """The ``opa_fpn`` spec of a DAG neck (edges left out are ``none``), with the main job's path options."""
+    if edges is None:
+        return None
+    from raynas.models.build import searched_neck_spec
+    from raynas.spaces.opanas import OPANASSpace
+    from raynas.training.config import OPANASConfig
+
+    space = OPANASSpace()
+    arch = space.from_edges({tuple(int(n) for n in k[1:].split("_")): v for k, v in edges.items()})
+    return searched_neck_spec(space.to_config(arch), OPANASConfig(norm="gn"))
+
+
+def random_necks(count: int, seed: int = 2026) -> list[dict]:
+    """``count`` distinct random OPANAS networks (distinct after canonicalisation), from a fixed seed."""
+    from raynas.spaces.opanas import OPANASSpace
+
+    space, rng, seen, necks = OPANASSpace(), random.Random(seed), set(), []
+    while len(necks) < count:
+        arch = space.sample(rng)
+        if space.canonical(arch) in seen:
+            continue
+        seen.add(space.canonical(arch))
+        necks.append(space.to_config(arch))
+    return necks
+
+
+def plan(args: argparse.Namespace, groups: list[str]) -> list[Run]:
+    """The runs in order, seed by seed within a group (an interrupted calibration leaves every neck of a
+    group at some seeds). ``--smoke``: two named necks, one random, one control, one seed each."""
+    named = [("FPN", "fpn", None), ("lateral-only", "lateral", LATERAL), ("PANet-like", "panet", PANET),
+             ("all-skip", "allskip", {key: "skip" for key in _all_keys()})]  # fmt: skip
+    if args.smoke:
+        named = named[:2]
+    runs: list[Run] = []
+    for group in groups:
+        if group == "named":
+            for seed in range(args.seeds):
+                runs += [Run("named", arm, slug, neck_spec(edges), seed) for arm, slug, edges in named]
+        elif group == "random":
+            for seed in range(args.random_seeds):
+                for k, edges in enumerate(random_necks(args.random_necks)):
+                    runs.append(Run("random", f"random {k + 1}", f"random{k + 1}", neck_spec(edges), seed))
+        else:
+            for seed in range(args.seeds):
+                for arm, slug, edges in named[: 1 if args.smoke else 2]:
+                    runs.append(Run("control", f"{arm} (context off)", f"{slug}_off", neck_spec(edges), seed))
+    return runs
+
+
+def _all_keys() -> list[str]:
+    from raynas.spaces.opanas import OPANASSpace
+
+    return list(OPANASSpace().keys)
+
+
+def run_config(base: TrainConfig, run: Run) -> TrainConfig:
+    data = base.data
+    if run.group == "control":  # the same images, labelled by local cues; the main data's pretrained body
+        data = replace(data, root=f"{base.data.root.rstrip('/')}_context_off", context_small=False,
+                       context_large=False)  # fmt: skip
+    return replace(
+        base,
+        data=data,
+        neck=run.neck,
+        run=replace(base.run, name=f"{run.slug}_seed{run.seed}", seed=run.seed),
+    )
+
+
+def train_and_score(cfg: TrainConfig) -> tuple[dict, bool]:
+    """Train (skipped when finished) and score on the test split (kept beside the run, so a re-run reads
+    it). Returns the metrics and whether anything was trained now."""
+    from raynas.training.launch import finished_run
+    from raynas.training.standalone import evaluate_checkpoint, train
+
+    run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
+    trained_now = finished_run(run_dir, cfg.optim.epochs) is None
+    result = train(cfg)
+    scored = run_dir / "test_metrics.json"
+    record = None
+    if scored.is_file():
+        try:
+            record = json.loads(scored.read_text())
+        except ValueError:
+            record = None  # damaged: scored again from the checkpoint
+    if record is None or record.get("checkpoint") != result.checkpoint_dir.name:
+        metrics = evaluate_checkpoint(result.checkpoint_dir, split="test")
+        record = {"checkpoint": result.checkpoint_dir.name, "metrics": metrics}
+        atomic_write_json(scored, record)
+    epoch_time = result.metrics.get("epoch_time_s")
+    return {**record["metrics"], "epoch_time_s": epoch_time, "val_AP": result.metrics.get("AP")}, trained_now
+
+
+def goals(frame: pd.DataFrame) -> dict:
+    """The acceptance of issue 26, measured (None where its runs are not there yet). APs in points."""
+    from scipy.stats import kendalltau
+
+    ap = frame.assign(AP=100 * frame["AP"], APl=100 * frame["APl"])
+    named = ap[ap["group"] == "named"].groupby("arm")
+    out: dict = {}
+    stds = named["AP"].std(ddof=1)
+    means, large = named["AP"].mean(), named["APl"].mean()
+    if {"FPN", "lateral-only"} <= set(means.index):
+        pooled = float(np.sqrt(np.nanmean(stds.to_numpy() ** 2)))
+        gap = float(means["FPN"] - means["lateral-only"])
+        out["fpn_minus_lateral_AP"] = gap
+        out["pooled_seed_std_AP"] = pooled
+        out["goal_fpn_gap"] = bool(gap >= max(GOAL_GAP_AP, GOAL_GAP_STD * pooled))
+    if {"FPN", "PANet-like"} <= set(means.index):
+        std_l = float(named["APl"].std(ddof=1).get("FPN", np.nan))
+        out["panet_minus_fpn_APl"] = float(large["PANet-like"] - large["FPN"])
+        out["fpn_APl_seed_std"] = std_l
+        out["goal_panet_large"] = bool(out["panet_minus_fpn_APl"] >= GOAL_PANET_STD * std_l)
+    rand = ap[ap["group"] == "random"]
+    if rand["seed"].nunique() >= 2 and rand["arm"].nunique() >= 3:
+        per_arch = rand.groupby("arm")["AP"]
+        between = float(per_arch.mean().std(ddof=1))
+        within = float(np.sqrt(np.nanmean(per_arch.std(ddof=1).to_numpy() ** 2)))
+        wide = rand.pivot_table(index="arm", columns="seed", values="AP")[[0, 1]].dropna()
+        tau = float(kendalltau(wide[0], wide[1]).statistic) if len(wide) >= 3 else float("nan")
+        out.update(random_between_arch_std=between, random_within_arch_std=within, random_seed_tau=tau)
+        out["goal_spread"] = bool(between >= GOAL_SPREAD * within)
+        out["goal_tau"] = bool(tau >= GOAL_TAU)
+    control = ap[ap["group"] == "control"].groupby("arm")["AP"]
+    if {"FPN (context off)", "lateral-only (context off)"} <= set(control.groups):
+        gap = float(control.mean()["FPN (context off)"] - control.mean()["lateral-only (context off)"])
+        std = float(np.sqrt(np.nanmean(control.std(ddof=1).to_numpy() ** 2)))
+        out.update(
+            control_gap_AP=gap, control_pooled_std=std, goal_control=bool(abs(gap) < GOAL_CONTROL_STD * std)
+        )
+    times = frame["epoch_time_s"].dropna()
+    if len(times):
+        out["median_epoch_time_s"] = float(times.median())
+        out["goal_epoch_time"] = bool(out["median_epoch_time_s"] <= 60)
+    return out
+
+
+def markdown(frame: pd.DataFrame, measured: dict) -> str:
+    from raynas.studies import arms_markdown, compare_arms
+
+    lines = ["# Proxy calibration (test split, AP in %)", ""]
+    named = frame[frame["group"].isin(["named", "control"])]
+    for group, baseline in (("named", "FPN"), ("control", "FPN (context off)")):
+        rows = named[named["group"] == group]
+        if baseline in set(rows["arm"]):
+            table = compare_arms(rows, "AP", baseline=baseline)
+            lines += [f"## {group}", "", arms_markdown(table, scale=100, digits=1, metric="AP"), ""]
+    rand = frame[frame["group"] == "random"]
+    if len(rand):
+        per = rand.assign(AP=100 * rand["AP"]).pivot_table(index="arm", columns="seed", values="AP")
+        per = per.reindex(sorted(per.index, key=lambda arm: int(arm.split()[-1])))
+        header = "| neck | " + " | ".join(f"seed {s}" for s in per.columns) + " |"
+        lines += ["## random necks (AP per seed)", "", header, "|---" * (len(per.columns) + 1) + "|"]
+        lines += [f"| {arm} | " + " | ".join(f"{v:.1f}" for v in row) + " |" for arm, row in per.iterrows()]
+        lines.append("")
+    lines += ["## goals (issue 26)", ""]
+    lines += [f"- {key}: {value:.3g}" if isinstance(value, float) else f"- {key}: {value}"
+              for key, value in measured.items()]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot(frame: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grouped = frame.assign(AP=100 * frame["AP"]).groupby("arm", sort=False)["AP"]
+    means, stds = grouped.mean(), grouped.std(ddof=1).fillna(0)
+    fig, axis = plt.subplots(figsize=(max(6, 0.45 * len(means)), 4))
+    axis.bar(range(len(means)), means, yerr=stds, capsize=3)
+    axis.set_xticks(range(len(means)), means.index, rotation=60, ha="right", fontsize=7)
+    axis.set_ylabel("AP on test (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
+    from raynas.models.pretrain import PretrainConfig, pretrain_body
+    from raynas.training.inputs import ensure_inputs
+
+    out, started = Path(args.out), time.perf_counter()
+    weights = Path(base.model.backbone_weights)
+    if args.smoke and not weights.is_file():  # a seconds-scale body exercises every part
+        pretrain_body(PretrainConfig(source="scenes", steps=SMOKE_PRETRAIN_STEPS, eval_crops=64), weights, 0)
+    # the data and the body once, before the runs (the control runs reuse this body)
+    ensure_inputs(replace(base, model=replace(base.model, cache_features=False)))
+    rows, trained = [], 0
+    for item in plan(args, groups):
+        cfg = run_config(base, item)
+        print(f"== {item.arm}, seed {item.seed} ==", flush=True)
+        metrics, now = train_and_score(cfg)
+        trained += now
+        rows.append({"group": item.group, "arm": item.arm, "seed": item.seed,
+                     "neck": json.dumps(item.neck, sort_keys=True) if item.neck else "fpn",
+                     **{k: metrics.get(k) for k in (*METRICS, "val_AP", "epoch_time_s")}})  # fmt: skip
+        frame = pd.DataFrame(rows)
+        measured = goals(frame)
+        atomic_write_text(out / "calibration.csv", frame.to_csv(index=False))
+        atomic_write_text(out / "calibration.md", markdown(frame, measured))
+        record = {**measured, "runs": len(rows), "runs_trained_now": trained,
+                  "wall_time_s": round(time.perf_counter() - started, 1)}  # fmt: skip
+        atomic_write_json(out / "calibration.json", record)
+        plot(frame, out / "calibration.png")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.smoke:
+        args.random_necks, args.random_seeds, args.seeds = min(args.random_necks, 1), 1, 1
+        if args.out == "runs/proxy_calibration":
+            args.out = "runs/proxy_calibration_smoke"
+        if args.data == "data/scenes":
+            args.data = "data/scenes_smoke"
+    return run_main("proxy_calibration", lambda: check_and_run(args))
+
+
+def check_and_run(args: argparse.Namespace) -> int:
+    groups = check_args(args)
+    base = recipe(args)  # the recipe's own checks, before Ray starts
+    from raynas.training.launch import ray_session
+
+    with ray_session(args.address):
+        record = run(args, groups, base)
+    print((Path(args.out) / "calibration.md").read_text())
+    print(
+        f"{record['runs']} runs ({record['runs_trained_now']} trained now) in {record['wall_time_s']:.0f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""How one scene of the scenes proxy is composed (:mod:`raynas.data.scenes` says why): a textured
+background, clutter, 1-2 zones, and glyphs of three roles placed by rejection sampling, each recorded with
+every cue its label may come from (:class:`SceneObject`). Geometry is given in px of a
+:data:`REFERENCE_SIZE` canvas and scales with the canvas. Pure numpy / Pillow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from raynas.data import glyphs as gl
+
+GLYPHS = ("O", "0", "Q", "I", "1", "l", "5", "S", "8", "B")  # confusable groups: O 0 Q, I 1 l, 5 S, 8 B
+REFERENCE_SIZE = 320  # the canvas the geometry below (px) is given for; other sizes scale it
+ZONE_SIDE = (140, 310)
+ZONE_BORDER = (3, 6)
+ZONE_GAP = 8  # between two zones
+ZONE_MARGIN = 24  # from a zone's border to the boxes of the small glyphs inside it
+TWO_ZONES = 0.8  # chance of trying a second zone
+SMALL_SIDE = (10, 32)  # longer side of a glyph's box, log-uniform in each range
+SMALL_PER_PX = 1 / 12000  # small glyphs per px of a zone's usable interior ...
+SMALL_PER_ZONE = (1, 6)  # ... at least and at most
+MEDIUM_SIDE = (32, 96)
+MEDIUM_COUNT = (1, 4)
+LARGE_SIDE = (110, 310)
+LARGE_CHANCE = 0.9
+MARK_SIDE = (6, 9)
+MARK_GAP = 2
+MAX_ROTATION = 15.0  # degrees
+MAX_IOU, MAX_COVER = 0.3, 0.5  # glyph overlap limits (IoU; share of the smaller box covered)
+TRIES = 30
+MIN_CONTRAST = 100.0  # RGB distance of an object's colour from what is behind it
+
+
+@dataclass
+class SceneObject:
+    """A labelled object as painted, with every cue its tag may be read from (the context rules pick one:
+    :func:`category`)."""
+
+    box: tuple[int, int, int, int]  # xyxy, pixel edges
+    mask: np.ndarray  # bool [size, size]; its bounding box is ``box``
+    role: str  # "zone", "small" (in a zone), "medium" (outside zones) or "large" (with a mark)
+    char: str | None  # the glyph; None for zones
+    hue: int  # family of the object's colour (a zone's: of its border), 0 (a) or 1 (b)
+    zone: int | None = None  # small glyphs: the type of the zone they sit in
+    mark: int | None = None  # large glyphs: their mark, 0 ("+") or 1 ("x")
+
+
+class _Scene:
+    """One canvas being painted: float32 RGB pixels and the objects placed so far."""
+
+    def __init__(self, rng: np.random.Generator, size: int) -> None:
+        self.rng, self.size, self.scale = rng, size, size / REFERENCE_SIZE
+        self.pixels = gl.background(rng, size)
+        self.objects: list[SceneObject] = []
+
+    def px(self, value: float) -> int:
+        return max(1, round(value * self.scale))
+
+    def log_side(self, bounds: tuple[int, int]) -> int:
+        low, high = math.log(self.px(bounds[0])), math.log(self.px(bounds[1]))
+        return round(math.exp(self.rng.uniform(low, high)))
+
+    def paint(self, alpha: np.ndarray, left: int, top: int, colour: np.ndarray) -> None:
+        """Blend ``colour`` through ``alpha`` at (left, top), clipped to the canvas."""
+        h, w = alpha.shape
+        x0, y0, x1, y1 = max(left, 0), max(top, 0), min(left + w, self.size), min(top + h, self.size)
+        if x0 >= x1 or y0 >= y1:
+            return
+        region = self.pixels[y0:y1, x0:x1]
+        region += (colour - region) * alpha[y0 - top : y1 - top, x0 - left : x1 - left, None]
+
+    def behind(self, left: int, top: int, w: int, h: int) -> np.ndarray:
+        y0, x0 = max(top, 0), max(left, 0)
+        return self.pixels[y0 : max(y0 + 1, top + h), x0 : max(x0 + 1, left + w)].reshape(-1, 3).mean(0)
+
+
+def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, int]]) -> bool:
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    for other in others:
+        iw, ih = min(box[2], other[2]) - max(box[0], other[0]), min(box[3], other[3]) - max(box[1], other[1])
+        if iw > 0 and ih > 0:
+            inter, other_area = iw * ih, (other[2] - other[0]) * (other[3] - other[1])
+            if inter / (area + other_area - inter) > MAX_IOU or inter / min(area, other_area) > MAX_COVER:
+                return True
+    return False
+
+
+def _clutter(scene: _Scene, count: int) -> None:
+    """Unlabelled distractors: glyph fragments, handwritten scribbles, decoy marks, decoy border bits."""
+    rng, size = scene.rng, scene.size
+    for _ in range(count):
+        kind = int(rng.integers(4))
+        if kind == 0:  # a fragment: part of a glyph, never a whole one
+            alpha = gl.glyph_alpha(
+                rng, GLYPHS[int(rng.integers(len(GLYPHS)))], scene.log_side((10, 120)), 180
+            )
+            h, w = alpha.shape
+            keep_h, keep_w = (
+                max(1, round(h * rng.uniform(0.3, 0.6))),
+                max(1, round(w * rng.uniform(0.3, 0.6))),
+            )
+            top, left = int(rng.integers(h - keep_h + 1)), int(rng.integers(w - keep_w + 1))
+            alpha = alpha[top : top + keep_h, left : left + keep_w]
+        elif kind == 1:  # a handwritten scan, upscaled
+            scans = gl.scribble_scans()
+            side = scene.log_side((12, 60))
+            scan = Image.fromarray(scans[int(rng.integers(len(scans)))]).resize((side, side), Image.BILINEAR)
+            alpha = (np.asarray(scan, dtype=np.float32) * 1.5).clip(0.0, 1.0)
+        elif kind == 2:  # a mark like the large glyphs' ones, on nothing
+            alpha = gl.mark_alpha(
+                gl.MARKS[int(rng.integers(2))], scene.px(rng.integers(MARK_SIDE[0], MARK_SIDE[1] + 1))
+            )
+        else:  # a bit of border in a family colour, not closing a zone
+            thick = scene.px(rng.integers(ZONE_BORDER[0], ZONE_BORDER[1] + 1))
+            length = scene.px(rng.uniform(20, 80))
+            alpha = np.ones((thick, length) if rng.random() < 0.5 else (length, thick), dtype=np.float32)
+        h, w = alpha.shape
+        left, top = int(rng.integers(-w // 2, size - w // 2)), int(rng.integers(-h // 2, size - h // 2))
+        behind = scene.behind(left, top, w, h)
+        if kind == 3:
+            colour = gl.family_colour(rng, int(rng.integers(2)), behind, MIN_CONTRAST)
+        else:
+            colour = gl.any_colour(rng, behind, MIN_CONTRAST)
+        scene.paint(alpha * float(rng.uniform(0.5, 1.0)), left, top, colour)
+
+
+def _zones(scene: _Scene) -> list[tuple[tuple[int, int, int, int], int, int]]:
+    """Paint 1-2 zones: ``[(box, type, border px)]``; all share one hatched interior."""
+    rng, size = scene.rng, scene.size
+    interior = gl.hatch(size, int(rng.integers(6, 11)), gl.greyish(rng))
+    placed: list[tuple[tuple[int, int, int, int], int, int]] = []
+    for attempt in range(2):
+        if attempt == 1 and rng.random() >= TWO_ZONES:
+            break
+        for _ in range(TRIES):
+            w, h = (scene.px(rng.uniform(*ZONE_SIDE)) for _ in range(2))
+            left, top = int(rng.integers(size - w + 1)), int(rng.integers(size - h + 1))
+            box = (left, top, left + w, top + h)
+            gap = scene.px(ZONE_GAP)
+            if all(
+                box[0] >= o[2] + gap or o[0] >= box[2] + gap or box[1] >= o[3] + gap or o[1] >= box[3] + gap
+                for o, _, _ in placed
+            ):
+                break
+        else:
+            continue
+        zone_type, border = int(rng.integers(2)), scene.px(rng.integers(ZONE_BORDER[0], ZONE_BORDER[1] + 1))
+        colour = gl.family_colour(rng, zone_type, interior[top, left], MIN_CONTRAST)
+        region = scene.pixels[top : top + h, left : left + w]
+        region[:] = colour
+        region[border:-border, border:-border] = interior[
+            top + border : top + h - border, left + border : left + w - border
+        ]
+        placed.append((box, zone_type, border))
+    return placed
+
+
+def _glyph(
+    scene: _Scene, side: int, region: tuple[int, int, int, int], avoid: list[tuple[int, int, int, int]],
+    mark: int | None = None, keep_out: tuple[tuple[int, int, int, int], ...] = (),
+) -> tuple[str, int, tuple[int, int, int, int], np.ndarray] | None:  # fmt: skip
+    """Place and paint one glyph (with ``mark`` at its top-right corner, if given) whose box lies inside
+    ``region``, overlaps the boxes in ``avoid`` little and ``keep_out`` not at all:
+    ``(char, hue family, box, mask)``, or None where it does not fit."""
+    rng = scene.rng
+    char, family = GLYPHS[int(rng.integers(len(GLYPHS)))], int(rng.integers(2))
+    alpha = gl.glyph_alpha(rng, char, side, MAX_ROTATION)
+    ink = alpha > gl.INK_THRESHOLD
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return None
+    alpha = alpha[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    if mark is not None:
+        m, gap = scene.px(rng.integers(MARK_SIDE[0], MARK_SIDE[1] + 1)), scene.px(MARK_GAP)
+        h, w = alpha.shape
+        whole = np.zeros((h + m + gap, w + m + gap), dtype=np.float32)
+        whole[m + gap :, :w] = alpha
+        whole[:m, w + gap :] = gl.mark_alpha(gl.MARKS[mark], m)
+        alpha = whole
+    h, w = alpha.shape
+    x0, y0, x1, y1 = region
+    if x1 - x0 < w or y1 - y0 < h:
+        return None
+    for _ in range(TRIES):
+        left, top = int(rng.integers(x0, x1 - w + 1)), int(rng.integers(y0, y1 - h + 1))
+        box = (left, top, left + w, top + h)
+        if not _overlaps(box, avoid) and _outside(box, keep_out):
+            break
+    else:
+        return None
+    scene.paint(alpha, left, top, gl.family_colour(rng, family, scene.behind(left, top, w, h), MIN_CONTRAST))
+    mask = np.zeros((scene.size, scene.size), dtype=bool)
+    mask[top : top + h, left : left + w] = alpha > gl.INK_THRESHOLD
+    return char, family, box, mask
+
+
+def _outside(box: tuple[int, int, int, int], zones: list[tuple[int, int, int, int]]) -> bool:
+    return all(box[2] <= z[0] or z[2] <= box[0] or box[3] <= z[1] or z[3] <= box[1] for z in zones)
+
+
+def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[SceneObject]]:
+    """One scene: uint8 [size, size, 3] pixels and its objects with their cues (module doc). The context
+    rules only pick which cue names an object (:func:`category`), so they never change a pixel."""
+    scene = _Scene(rng, size)
+    _clutter(scene, int(rng.integers(4, 10)))
+    zones = _zones(scene)
+    for box, zone_type, _ in zones:
+        mask = np.zeros((size, size), dtype=bool)
+        mask[box[1] : box[3], box[0] : box[2]] = True
+        scene.objects.append(SceneObject(box, mask, "zone", None, zone_type))
+    _clutter(scene, int(rng.integers(3, 8)))
+    glyph_boxes: list[tuple[int, int, int, int]] = []
+    whole = (0, 0, size, size)
+
+    def add(placed, role: str, **cue: int) -> None:
+        if placed is not None:
+            char, family, box, mask = placed
+            glyph_boxes.append(box)
+            scene.objects.append(SceneObject(box, mask, role, char, family, **cue))
+
+    if rng.random() < LARGE_CHANCE:
+        mark = int(rng.integers(2))
+        add(_glyph(scene, scene.log_side(LARGE_SIDE), whole, glyph_boxes, mark), "large", mark=mark)
+    zone_boxes = tuple(box for box, _, _ in zones)
+    for _ in range(int(rng.integers(MEDIUM_COUNT[0], MEDIUM_COUNT[1] + 1))):  # outside every zone
+        add(_glyph(scene, scene.log_side(MEDIUM_SIDE), whole, glyph_boxes, keep_out=zone_boxes), "medium")
+    for box, zone_type, border in zones:
+        inset = border + scene.px(ZONE_MARGIN)
+        inner = (box[0] + inset, box[1] + inset, box[2] - inset, box[3] - inset)
+        usable = max(0, inner[2] - inner[0]) * max(0, inner[3] - inner[1]) / scene.scale**2
+        for _ in range(int(np.clip(round(usable * SMALL_PER_PX), *SMALL_PER_ZONE))):
+            add(_glyph(scene, scene.log_side(SMALL_SIDE), inner, glyph_boxes), "small", zone=zone_type)
+    pixels = scene.pixels + rng.normal(0.0, rng.uniform(2.0, 8.0), scene.pixels.shape)
+    return pixels.round().clip(0, 255).astype(np.uint8), scene.objects

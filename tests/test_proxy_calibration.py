@@ -1,0 +1,99 @@
+"""experiments/proxy_calibration.py: its plan, its refusals, and a smoke run that a re-run skips."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import proxy_calibration as calibration  # noqa: E402
+
+from raynas.spaces.opanas import OPANASSpace  # noqa: E402
+
+
+def test_the_full_plan_is_the_issues_calibration() -> None:
+    """4 named necks x 3 seeds, 16 random necks x 2 seeds, FPN and lateral-only x 3 with context off."""
+    args = calibration.build_parser().parse_args([])
+    runs = calibration.plan(args, ["named", "random", "control"])
+    groups = pd.Series([run.group for run in runs]).value_counts().to_dict()
+    assert groups == {"named": 12, "random": 32, "control": 6}
+    assert len({(run.group, run.arm, run.seed) for run in runs}) == len(runs)
+
+
+def test_random_necks_are_distinct_networks_and_fixed() -> None:
+    space = OPANASSpace()
+    necks = calibration.random_necks(16)
+    canon = {space.canonical(space.from_config(neck)) for neck in necks}
+    assert len(canon) == 16
+    assert calibration.random_necks(16) == necks
+
+
+def test_named_necks_are_the_networks_they_say() -> None:
+    lateral = calibration.neck_spec(calibration.LATERAL)["arch"]
+    assert lateral["e0_1"] == "skip" and sum(path != "none" for path in lateral.values()) == 1
+    panet = calibration.neck_spec(calibration.PANET)["arch"]
+    assert (panet["e0_1"], panet["e1_2"]) == ("top_down", "bottom_up")
+    assert calibration.neck_spec(None) is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--seeds", "0"], "--seeds"),
+        (["--random-seeds", "-1"], "--random-seeds"),
+        (["--groups", "x"], "--groups"),
+    ],
+)
+def test_bad_flags_are_one_line_before_ray(
+    flags: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import ray
+
+    code = calibration.main([*flags, "--out", str(tmp_path / "out"), "--data", str(tmp_path / "data")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and named in err[0]
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()
+
+
+def test_goals_are_measured_from_rows() -> None:
+    """The goal arithmetic on hand-made rows: gap, pooled std, spread between/within, seed tau."""
+    rows = []
+    for seed, (fpn, lat) in enumerate([(0.30, 0.20), (0.32, 0.21), (0.31, 0.19)]):
+        rows += [{"group": "named", "arm": "FPN", "seed": seed, "AP": fpn, "APl": 0.4, "epoch_time_s": 20.0},
+                 {"group": "named", "arm": "lateral-only", "seed": seed, "AP": lat, "APl": 0.3,
+                  "epoch_time_s": 20.0}]  # fmt: skip
+    for k in range(4):
+        for seed in range(2):
+            ap = 0.1 * k + 0.001 * seed
+            rows.append({"group": "random", "arm": f"random {k + 1}", "seed": seed, "AP": ap, "APl": 0.0,
+                         "epoch_time_s": 20.0})  # fmt: skip
+    measured = calibration.goals(pd.DataFrame(rows))
+    assert measured["fpn_minus_lateral_AP"] == pytest.approx(11.0)
+    assert measured["goal_fpn_gap"] is True
+    assert measured["random_seed_tau"] == pytest.approx(1.0)
+    assert measured["goal_spread"] is True and measured["goal_epoch_time"] is True
+
+
+def test_smoke_runs_end_to_end_and_a_rerun_skips(ray_session, tmp_path: Path) -> None:
+    argv = [
+        "--smoke",
+        "--groups",
+        "named,random",
+        "--out",
+        str(tmp_path / "out"),
+        "--data",
+        str(tmp_path / "d"),
+    ]
+    assert calibration.main(argv) == 0
+    first = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    table = pd.read_csv(tmp_path / "out" / "calibration.csv")
+    assert first["runs"] == first["runs_trained_now"] == 3 == len(table)
+    assert table["AP"].notna().all() and (tmp_path / "out" / "calibration.md").is_file()
+    assert (tmp_path / "d" / "test").is_dir()  # scored on the test split the data carry
+    assert calibration.main(argv) == 0
+    again = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert again["runs"] == 3 and again["runs_trained_now"] == 0
