@@ -13,8 +13,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "raynas"
 
-#: the folders below the Ray line: pure PyTorch, usable without Ray and without a training job
-RAY_FREE = ("spaces", "models", "data", "evaluation")
+#: the folders below the Ray line: usable without Ray and without a training job (studies: tables of rows)
+RAY_FREE = ("spaces", "models", "data", "evaluation", "studies")
 #: the only folders that may import Ray
 RAY_USERS = ("training", "search")
 

@@ -28,7 +28,7 @@ from raynas.data.loaders import base_dataset, build_dataset, make_loader
 from raynas.evaluation import coco_metrics_from_detections
 from raynas.io import select_device
 from raynas.models.build import build_model
-from raynas.models.replay import replaying
+from raynas.models.cached import forward_from_body
 from raynas.search.neck_cost import neck_cost, reference_features
 from raynas.spaces.opanas import OPANASSpace
 from raynas.training.config import SupernetConfig
@@ -65,7 +65,8 @@ class SupernetScorer:
         self.space = OPANASSpace(num_nodes=self.cfg.opanas.num_nodes)
         if max_images is not None:
             self.cfg.data.max_search_images = max_images
-        ensure_inputs(self.cfg, progress=False)  # the data and the body file, before the model reads it
+        # the data and the body file, before the model reads it (its own body outputs: in memory, below)
+        ensure_inputs(self.cfg, progress=False, features=False)
         model = build_model(self.cfg.model, num_classes, self.cfg.neck, self.cfg.head)
         model.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in weights.items()})
         self.model = model.to(self.device).eval()
@@ -92,23 +93,24 @@ class SupernetScorer:
 
     @torch.inference_mode()
     def _fill_cache(self) -> None:
-        """Cache batches in order while they fit in ``cache_bytes``; the first that does not ends it."""
+        """Cache batches in order while they fit in ``cache_bytes``; the first that does not ends it. Only
+        the body's outputs and the image sizes are kept, not the transformed images."""
         for images, _ in self.batches:
             image_list, _ = self.model.transform(images)
             features = self.model.backbone.body(image_list.tensors)
-            nbytes = image_list.tensors.nbytes + sum(f.nbytes for f in features.values())
+            nbytes = sum(f.nbytes for f in features.values())
             if self.cache_nbytes + nbytes > self.cache_bytes:
                 break
-            self._cache.append((image_list, features))
+            self._cache.append((features, tuple(image_list.tensors.shape[-2:]), image_list.image_sizes))
             self.cache_nbytes += nbytes
 
     @torch.inference_mode()
     def _detect(self, index: int, images: list[torch.Tensor]):
         if index >= len(self._cache):
             return self.model(images)
-        image_list, features = self._cache[index]
-        with replaying(self.model, (image_list, None), features):
-            return self.model(images)
+        features, padded_size, image_sizes = self._cache[index]
+        originals = [tuple(image.shape[-2:]) for image in images]
+        return forward_from_body(self.model, features, padded_size, image_sizes, originals)
 
     def costs(self, arch) -> tuple[int, int]:
         """``(params, flops)`` of the discrete OPA-FPN neck the architecture describes (the constraint's

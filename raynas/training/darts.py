@@ -184,7 +184,7 @@ class OPANASDartsTask(DartsTask):
 
     def train_loaders(self, train_dataset) -> dict[str, Any]:
         d, seed = self.cfg.data, self.cfg.run.seed
-        search = build_dataset(d, "search", train_transforms=True)
+        search = self.features(build_dataset(d, "search", train_transforms=True), "search")
         return {
             "weights": make_loader(train_dataset, d.batch_size, True, d.loader_workers, seed),
             "alphas": make_loader(search, d.batch_size, True, d.loader_workers, seed + 1),

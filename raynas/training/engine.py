@@ -1,7 +1,7 @@
 """The one training loop every raynas job runs inside Ray Train (standalone, super-net, DARTS).
 
 A :class:`Task` says what one optimisation step is; :func:`worker_loop` owns everything else:
-seeding, data loaders (``prepare_data_loader``), device placement, resuming from
+seeding, data loaders (sharded with the run seed, see ``make_loader``), device placement, resuming from
 ``ray.train.get_checkpoint()``, the NaN/Inf guard, per-epoch evaluation on rank 0 and reporting
 metrics *together with* a checkpoint (Ray Train V2 keeps only metrics that come with one).
 """
@@ -22,6 +22,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
 
 from raynas.checkpoints import load_state, write_checkpoint
 from raynas.config import from_dict
@@ -129,6 +130,8 @@ class Task(abc.ABC):
     def __init__(self, cfg: Any):
         self.cfg = cfg
         self.device = torch.device("cpu")
+        #: the detector whose frozen body's cached outputs the job reads (``model.cache_features``), else None
+        self.frozen: nn.Module | None = None
 
     def autocast(self):
         """Context for forward passes: bf16 autocast on CUDA when ``run.amp``, else a no-op."""
@@ -151,9 +154,20 @@ class Task(abc.ABC):
         return {"optimizer": optimizer, "scheduler": scheduler}
 
     def train_loaders(self, train_dataset) -> dict[str, Any]:
-        """Named training loaders; the first one drives the epoch."""
+        """Named training loaders; the first one drives the epoch. Each is a ``make_loader(..., shuffle=True,
+        seed=<from cfg.run.seed>)``, so the run seed sets the data order on every worker count."""
         d = self.cfg.data
         return {"train": make_loader(train_dataset, d.batch_size, True, d.loader_workers, self.cfg.run.seed)}
+
+    def features(self, dataset, split: str):
+        """``dataset`` (the ``split`` images) as the frozen body's cached outputs once :attr:`frozen` is set
+        (made on the driver by ``ensure_inputs``; here only if missing); else ``dataset`` itself."""
+        if self.frozen is None:
+            return dataset
+        from raynas.data.feature_cache import feature_dataset
+
+        model = self.cfg.model
+        return feature_dataset(dataset, split, self.frozen, self.cfg.data.root, model.cache_dtype)
 
     # -- stepping ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -203,7 +217,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     rank, world = world_info()
     torch.manual_seed(cfg.run.seed)
 
-    ensure_inputs(cfg, progress=False)
+    ensure_inputs(cfg, progress=False, features=False)  # the features for this worker's body: below
     masks = cfg.model.kind in INSTANCE_SEGMENTATION
     train_dataset = build_dataset(cfg.data, "train", masks=masks)
     val_dataset = build_dataset(cfg.data, "val", masks=masks)
@@ -212,11 +226,14 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     task.device = device
     model = task.build_model(num_classes)
+    if cfg.model.cache_features:  # the neck and head run on the frozen body's outputs, computed once
+        from raynas.models.cached import CachedBodyDetector
+
+        task.frozen = model
+        train_dataset, val_dataset = task.features(train_dataset, "train"), task.features(val_dataset, "val")
+        model = CachedBodyDetector(model)
     model = ray.train.torch.prepare_model(model, parallel_strategy="ddp" if task.use_ddp else None)
-    loaders = {
-        name: ray.train.torch.prepare_data_loader(loader)
-        for name, loader in task.train_loaders(train_dataset).items()
-    }
+    loaders = _prepare_train_loaders(task.train_loaders(train_dataset), world)
     main_loader = next(iter(loaders.values()))
     iters_per_epoch = len(main_loader)
     optim = task.build_optimizers(unwrap(model), iters_per_epoch)
@@ -290,6 +307,25 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
                 ray.train.report(metrics)
     if curves is not None:
         curves.close()  # tensorboardX writes from a thread: close() waits for it, flush() does not
+
+
+def _prepare_train_loaders(loaders: dict[str, DataLoader], world: int) -> dict[str, DataLoader]:
+    """The task's training loaders, moved to the device but keeping their own samplers.
+
+    ``add_dist_sampler=False``: Ray's sampler has seed 0 whatever the run seed, so seeds would share a data
+    order with 2+ workers; :func:`raynas.data.loaders.make_loader` shards with the run seed instead, and a
+    loader that does not shard would train every rank on the whole dataset, so it is refused.
+    """
+    for name, loader in loaders.items():
+        if world > 1 and not isinstance(loader.sampler, DistributedSampler):
+            raise RuntimeError(
+                f"training loader {name!r} reads the whole dataset on each of {world} ranks; build it with "
+                "raynas.data.loaders.make_loader(..., shuffle=True, seed=cfg.run.seed)"
+            )
+    return {
+        name: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
+        for name, loader in loaders.items()
+    }
 
 
 def _curve_writer(run_dir: str | None):

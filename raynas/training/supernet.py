@@ -18,6 +18,7 @@ communicating.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import OrderedDict
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from raynas.models.build import build_model
+from raynas.models.cached import CachedBodyDetector
 from raynas.models.replay import replaying
 from raynas.spaces.opanas import OPANASSpace, fair_sample, fair_step_seed
 from raynas.spaces.opanas.sampling import training_subnets
@@ -66,7 +68,8 @@ class SupernetTask(Task):
         sub-nets and sees the same batch, so it runs forward and backward once: each sub-net's loss is
         back-propagated to detached copies of the body features, whose summed gradients then go through
         the body in one backward. The gradients equal K full forward/backward passes; only BatchNorm's running
-        statistics are updated once per step instead of K times (with the same batch statistics)."""
+        statistics are updated once per step instead of K times (with the same batch statistics). On cached
+        body outputs (``model.cache_features``) the frozen body does not run at all."""
         images, targets = batch
         opanas = self.cfg.opanas
         detector = unwrap(model)
@@ -75,14 +78,19 @@ class SupernetTask(Task):
         archs = training_subnets(self.space, opanas.sampling, opanas.train_paths, opanas.k, seed)
         for arch in archs:
             self._digest.update(repr(arch).encode())
-        with self.autocast():
-            transformed = detector.transform(images, targets)
-            features = detector.backbone.body(transformed[0].tensors)
-        leaves = OrderedDict((name, f.detach().requires_grad_()) for name, f in features.items())
+        cached = isinstance(detector, CachedBodyDetector)  # the frozen body ran when the cache was made
+        features, leaves = {}, {}
+        if not cached:
+            with self.autocast():
+                transformed = detector.transform(images, targets)
+                features = detector.backbone.body(transformed[0].tensors)
+            # a frozen body's outputs need no gradient: no leaf asks for one
+            leaves = OrderedDict((k, f.detach().requires_grad_(f.requires_grad)) for k, f in features.items())
         scale = 1.0 / len(archs) if opanas.reduce == "mean" else 1.0
         total = 0.0
         for index, arch in enumerate(archs):
-            with supernet.using(arch), replaying(detector, transformed, leaves), self.autocast():
+            replay = contextlib.nullcontext() if cached else replaying(detector, transformed, leaves)
+            with supernet.using(arch), replay, self.autocast():
                 loss = sum(detector(images, targets).values())
             check_finite(loss, f"step {step}, fair sub-net {index}")
             (loss * scale).backward()
