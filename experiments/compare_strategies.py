@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import replace
@@ -49,6 +50,8 @@ from raynas.search.run import summarize
 from raynas.viz import plot_search_curves
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from raynas.studies.flags import check_counts  # noqa: E402
+from raynas.studies.tables import check_table, read_table  # noqa: E402
 
 METRIC = "AP"
 #: the one-shot strategies: (label, super-net variant, search strategy)
@@ -63,17 +66,49 @@ DIFFERENTIABLE = (("DARTS", "softmax"), ("Fair DARTS", "sigmoid"))
 YARDSTICK = "fair_gamma"
 
 
-def load_tables(directories: list[str]) -> dict[str, pd.DataFrame]:
+def folder_labels(directories: list[str]) -> list[str]:
+    """A label per result folder that tells it apart from the others: the fewest trailing parts of its
+    resolved path that differ (``x/search`` and ``y/search`` for two main jobs' ``<out>/search``), so no
+    folder's results hide another's. A folder given twice is refused."""
+    resolved = [Path(directory).resolve() for directory in directories]
+    for index, path in enumerate(resolved):
+        if path in resolved[:index]:
+            first = directories[resolved.index(path)]
+            raise ConfigError(
+                f"{first!r} and {directories[index]!r} are the same result folder; give each folder once"
+            )
+    for depth in range(1, max(len(path.parts) for path in resolved) + 1):
+        labels = ["/".join(path.parts[-depth:]).lstrip("/") or "/" for path in resolved]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(path) for path in resolved]
+
+
+def load_tables(directories: list[str], metric: str) -> dict[str, pd.DataFrame]:
+    """Each strategy's ``results.csv`` of every folder, labelled ``<strategy>`` (one folder) or
+    ``<folder label>/<strategy>``; each file checked (a user may have cut it short or edited it)."""
     tables = {}
-    for directory in directories:
+    labels = folder_labels(directories)
+    for directory, folder in zip(directories, labels):
         found = sorted(Path(directory).glob("*/results.csv"))
         if not found:
             raise FileNotFoundError(
                 f"{directory!r} holds no <strategy>/results.csv; pass a search output folder"
             )
         for csv in found:
-            label = csv.parent.name if len(directories) == 1 else f"{Path(directory).name}/{csv.parent.name}"
-            tables[label] = pd.read_csv(csv)
+            label = csv.parent.name if len(directories) == 1 else f"{folder}/{csv.parent.name}"
+            fix = "restore it, or move that strategy's folder away and run its search again"
+            table = read_table(csv, fix)
+            if metric not in table:
+                columns = sorted(c for c in table.columns if c.startswith("AP"))
+                raise ConfigError(
+                    f"--metric {metric!r} is not a column of the results of [{label!r}] ({csv}); "
+                    f"metric columns: {columns}"
+                )
+            # a row cut short lacks its architecture (the last columns); a score left empty is a failed one
+            arch = tuple(column for column in table if re.fullmatch(r"e\d+_\d+", column))
+            times = ("time_total_s",) if "time_total_s" in table else ()
+            tables[label] = check_table(table, csv, fix, complete=arch, numeric=(metric, *times))
     return tables
 
 
@@ -105,23 +140,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the flags of one mode only
+RUN_ONLY = ("supernets", "data", "retrain", "seeds", "epochs", "search_images", "scorers", "train_workers",
+            "gpu", "address", "smoke")  # fmt: skip
+FOLDERS_ONLY = ("metric",)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.out = args.out or ("runs/strategies" if args.run else "strategies.png")
-    return run_main("compare_strategies", lambda: run_strategies(args) if args.run else compare(args))
+    return run_main("compare_strategies", lambda: run_or_compare(parser, args))
+
+
+def run_or_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--run`` or folder mode, after refusing a flag of the other mode (``--retrain`` without ``--run``
+    would be ignored without a word)."""
+    given = [
+        name
+        for name in (FOLDERS_ONLY if args.run else RUN_ONLY)
+        if getattr(args, name) != parser.get_default(name)
+    ]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        mode, fix = ("--run", "drop --run") if args.run else ("comparing folders (no --run)", "add --run")
+        raise ConfigError(
+            f"{mode} does not use {flags}; leave {'it' if len(given) == 1 else 'them'} out, or {fix}"
+        )
+    return run_strategies(args) if args.run else compare(args)
 
 
 def compare(args: argparse.Namespace) -> int:
     if not args.directories:
         raise ConfigError("give one or more search result folders, or --run to run the strategies")
-    check_writable_folder(str(Path(args.out).parent), "--out's folder")
-    tables = load_tables(args.directories)
-    missing = sorted(label for label, df in tables.items() if args.metric not in df)
-    if missing:
-        columns = sorted(c for c in next(iter(tables.values())).columns if c.startswith("AP"))
-        raise ValueError(
-            f"--metric {args.metric!r} is not a column of the results of {missing}; metric columns: {columns}"
+    if Path(args.out).is_dir():
+        raise ConfigError(
+            f"--out {args.out!r} is a folder; without --run, --out is the plot to write, e.g. "
+            f"{Path(args.out) / 'strategies.png'}"
         )
+    check_writable_folder(str(Path(args.out).parent), "--out's folder")
+    tables = load_tables(args.directories, args.metric)
     rows = []
     for label, df in tables.items():
         wall = float(df["time_total_s"].sum()) if "time_total_s" in df else float("nan")
@@ -188,14 +246,30 @@ def run_strategies(args: argparse.Namespace) -> int:
 
     if args.directories:
         raise ConfigError("--run takes no result folders; drop them, or drop --run to compare folders")
-    if min(args.seeds, args.epochs, args.scorers, args.train_workers) < 1:
-        raise ConfigError("--seeds, --epochs, --scorers and --train-workers must be >= 1")
-    if args.smoke:
+    check_counts(args, {"seeds": 1, "epochs": 1, "search_images": 1, "scorers": 1, "train_workers": 1})
+    if args.smoke:  # the given values were checked, and give way to the smoke budget
         args.seeds, args.epochs, args.train_workers = 1, 1, 1
+    check_run_inputs(args)
     with ray_session(args.address):
         run(args)
     print("\n" + (Path(args.out) / "strategies.md").read_text())
     return 0
+
+
+def check_run_inputs(args: argparse.Namespace) -> None:
+    """What ``--run`` would find wrong only after super-nets trained, checked before Ray starts: the
+    folders, every config it builds and the scores it kept from an earlier run."""
+    from supernet_variants import DEFAULT_ARCHS, kept_scores, load_archs, variant_config
+
+    check_writable_folder(args.out, "--out")
+    if args.supernets:
+        check_writable_folder(args.supernets, "--supernets")
+    vargs = variant_args(args)
+    for variant in dict.fromkeys(v for _, v, _ in ONE_SHOT):
+        search_config(variant_config(variant, vargs), args, f"search_{variant}", ["evolution"])
+        kept_scores(Path(args.out) / f"tau_scores_{variant}.csv")
+    load_archs(str(DEFAULT_ARCHS))
+    kept_scores(Path(args.out) / "yardstick_scores.csv")
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:

@@ -14,22 +14,21 @@ import argparse
 import random
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 import torch
 
-from raynas.config import apply_yaml
+from raynas.config import apply_yaml, check_writable_folder
 from raynas.data.config import DataConfig
 from raynas.errors import run_main
 from raynas.evaluation import count_flops, count_params
 from raynas.models.build import build_model
 from raynas.models.config import ModelConfig
 from raynas.spaces.fad import FADSpace
+from raynas.studies.flags import check_counts
+from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import DartsConfig, FADConfig, OptimConfig, RunConfig, TrainConfig
 from raynas.training.launch import ensure_ray
-
-SMOKE_BUDGET = Path(__file__).parent / "configs" / "smoke_budget.yaml"  # what --smoke lays over the recipe
 
 
 def configs(args: argparse.Namespace) -> DartsConfig:
@@ -77,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configs(args)
+    check_counts(args, {"workers": 1}, {"workers": "run.num_workers"})
+    check_writable_folder(args.out, "--out")
+    cfg = configs(args)  # every flag checked before Ray starts
     ensure_ray(args.address)
     space = FADSpace()
     if args.random:

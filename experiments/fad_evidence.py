@@ -47,15 +47,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from presets import FAD_DEFAULTS, FAD_PAPER, fill_in
-from result_tables import head_key, kept_row, not_yet_reached, previous_record
 
 from raynas.config import ConfigError, apply_yaml
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.studies.flags import check_counts
+from raynas.studies.presets import FAD_DEFAULTS, FAD_PAPER, fill_in
+from raynas.studies.recipes import SMOKE_BUDGET
+from raynas.studies.tables import (
+    head_key,
+    kept_row,
+    not_yet_reached,
+    previous_record,
+    previous_rows,
+    table_fix,
+)
 
 METRICS = ("AP", "AP50", "AP75")
-SMOKE_BUDGET = Path(__file__).parent / "configs" / "smoke_budget.yaml"  # what --smoke lays over the recipe
 SMOKE = {"seeds": 1, "search_epochs": 1, "epochs": 1, "c_prime": 12}  # what --smoke fills in
 #: searched arms: (label, slug, FADConfig switches); Table 2's rows
 SEARCHED = (
@@ -175,6 +183,8 @@ def head_cost(cfg, num_classes: int) -> tuple[int, int]:
 
 #: the settings a table's rows depend on: rows from another recipe are never mixed into one table
 RECIPE = ("kind", "search_epochs", "epochs", "train_images", "c_prime", "smoke", "paper")
+#: the count flags, each >= 1
+COUNTS = ("seeds", "search_epochs", "epochs", "train_images", "c_prime", "train_workers")
 
 
 def run_searches(base, args: argparse.Namespace, out: Path, before: dict) -> tuple[dict, list[dict]]:
@@ -184,7 +194,7 @@ def run_searches(base, args: argparse.Namespace, out: Path, before: dict) -> tup
 
     genotypes, costs = {}, []
     wanted = set(args.arms or [s for _, s, _ in SEARCHED])
-    recorded = {cost["arm"]: cost for cost in before.get("search_costs", [])}
+    recorded = {cost["arm"]: cost for cost in recorded_costs(before, out)}
     for label, slug, switches in SEARCHED:
         if slug not in wanted:
             continue
@@ -315,7 +325,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def run(args: argparse.Namespace, base, before: dict) -> dict:
+def run(args: argparse.Namespace, base, before: dict, kept_rows: pd.DataFrame) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from opanas_ea import prepare_inputs
 
@@ -324,12 +334,20 @@ def run(args: argparse.Namespace, base, before: dict) -> dict:
 
     out = Path(args.out)
     started = time.perf_counter()
-    table_path = out / "fad_evidence.csv"
-    kept_rows = pd.read_csv(table_path) if before and table_path.is_file() else pd.DataFrame()
     prepare_inputs(base, smoke=args.smoke)  # data and pretrained body (a few steps in --smoke)
     genotypes, costs = run_searches(base, args, out, before)
     arms = plan_arms(genotypes, args, base)
     rows, launched = [], 0
+
+    def write() -> None:
+        frame = pd.DataFrame(rows + not_yet_reached(kept_rows, rows))  # a stop keeps every row
+        for metric in METRICS:
+            frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
+        table = summarize(frame, arms[0].label)
+        atomic_write_text(out / "fad_evidence.csv", frame.to_csv(index=False))
+        atomic_write_text(out / "fad_evidence.md", markdown(table, pd.DataFrame(costs)))
+        plot(table, out / "fad_evidence.png")
+
     for seed in range(args.seeds):
         for arm in arms:
             cfg = replace(
@@ -341,23 +359,17 @@ def run(args: argparse.Namespace, base, before: dict) -> dict:
             kept = kept_row(kept_rows, arm.label, seed, head)
             if kept is not None:
                 rows.append(kept)
-            else:
-                launched += (
-                    finished_run(Path(cfg.run.storage_path).resolve() / cfg.run.name, cfg.optim.epochs)
-                    is None
-                )
-                print(f"== {arm.label}, seed {seed} ==", flush=True)
-                result = train(cfg)
-                params, flops = head_cost(cfg, result.load_state()["num_classes"])
-                rows.append({"arm": arm.label, "seed": seed, **{k: result.metrics.get(k) for k in METRICS},
-                             "head_params": params, "head_flops": flops, "head": head})  # fmt: skip
-            frame = pd.DataFrame(rows + not_yet_reached(kept_rows, rows))  # a stop keeps every row
-            for metric in METRICS:
-                frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
-            table = summarize(frame, arms[0].label)
-            atomic_write_text(out / "fad_evidence.csv", frame.to_csv(index=False))
-            atomic_write_text(out / "fad_evidence.md", markdown(table, pd.DataFrame(costs)))
-            plot(table, out / "fad_evidence.png")
+                continue
+            launched += (
+                finished_run(Path(cfg.run.storage_path).resolve() / cfg.run.name, cfg.optim.epochs) is None
+            )
+            print(f"== {arm.label}, seed {seed} ==", flush=True)
+            result = train(cfg)
+            params, flops = head_cost(cfg, result.load_state()["num_classes"])
+            rows.append({"arm": arm.label, "seed": seed, **{k: result.metrics.get(k) for k in METRICS},
+                         "head_params": params, "head_flops": flops, "head": head})  # fmt: skip
+            write()  # after every run: a stop keeps the table
+    write()
     wall_time_s = round(time.perf_counter() - started, 1)
     record = {
         "runs_started": launched,
@@ -374,24 +386,58 @@ def run(args: argparse.Namespace, base, before: dict) -> dict:
     return record
 
 
+def recorded_costs(before: dict, out: Path) -> list[dict]:
+    """The record's search costs, each an arm's label with its numbers (what ``run_searches`` reuses)."""
+    costs = before.get("search_costs", [])
+    labels = {label for label, _, _ in SEARCHED}
+    if not isinstance(costs, list) or not all(
+        isinstance(cost, dict)
+        and cost.get("arm") in labels
+        and all(isinstance(value, int | float) for key, value in cost.items() if key != "arm")
+        for cost in costs
+    ):
+        raise ConfigError(
+            f"{out / 'fad_evidence.json'}: 'search_costs' is not a list of searched arms' costs; "
+            f"{table_fix('fad_evidence')}"
+        )
+    return costs
+
+
+def check_kept_genotypes(args: argparse.Namespace, out: Path, costs: list[dict]) -> None:
+    """The genotypes in ``--out/genotypes`` that this run reuses instead of searching, each a genotype."""
+    from raynas.models.build import head_factory
+
+    recorded = {cost["arm"] for cost in costs}
+    for label, slug, _ in SEARCHED:
+        kept = out / "genotypes" / f"{slug}.json"
+        if slug in (args.arms or [slug]) and label in recorded and kept.is_file():
+            try:
+                head_factory({"type": "fad", "genotype": str(kept), "c_prime": args.c_prime}, args.kind)
+            except ValueError as err:
+                raise ConfigError(
+                    f"{kept} is not the genotype that was searched ({err}); restore it (from git or "
+                    f"experiments/results/fad_evidence/genotypes/), or delete it to search {slug} again"
+                ) from err
+
+
 def check_and_run(args: argparse.Namespace) -> int:
+    """Every flag and every file the run reads back checked here, before Ray starts."""
+    from raynas.config import check_writable_folder
     from raynas.training.launch import ray_session
 
     known = [s for _, s, _ in SEARCHED]
     if args.arms and set(args.arms) - set(known):
         raise ConfigError(f"--arms {sorted(set(args.arms) - set(known))} unknown; choose from {known}")
-    if (
-        min(args.seeds, args.search_epochs, args.epochs, args.train_images, args.c_prime, args.train_workers)
-        < 1
-    ):
-        raise ConfigError(
-            "--seeds, --search-epochs, --epochs, --train-images, --c-prime, --train-workers must be >= 1"
-        )
-    base = base_config(args)  # every setting checked before Ray starts
+    check_counts(args, {name: 1 for name in COUNTS})
+    check_writable_folder(args.out, "--out")
+    base = base_config(args)
     search_config(base, {}, "check", args)
-    before = previous_record(args, Path(args.out), "fad_evidence", RECIPE)
+    out = Path(args.out)
+    before = previous_record(args, out, "fad_evidence", RECIPE)
+    check_kept_genotypes(args, out, recorded_costs(before, out))
+    kept_rows = previous_rows(out, "fad_evidence", before, METRICS)
     with ray_session(args.address):
-        run(args, base, before)
+        run(args, base, before, kept_rows)
     return 0
 
 

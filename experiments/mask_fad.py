@@ -28,19 +28,29 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-from presets import FAD_DEFAULTS, FAD_PAPER, fill_in
-from result_tables import head_key, kept_row, not_yet_reached, previous_record
 
 from raynas.config import ConfigError, apply_yaml
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.studies.flags import check_counts
+from raynas.studies.presets import FAD_DEFAULTS, FAD_PAPER, fill_in
+from raynas.studies.recipes import SMOKE_BUDGET
+from raynas.studies.tables import (
+    head_key,
+    kept_row,
+    not_yet_reached,
+    previous_record,
+    previous_rows,
+    table_fix,
+)
 
 METRICS = ("AP", "mask_AP", "mask_AP50")
-SMOKE_BUDGET = Path(__file__).parent / "configs" / "smoke_budget.yaml"  # what --smoke lays over the recipe
 SMOKE = {"seeds": 1, "search_epochs": 1, "epochs": 1, "c_prime": 8}  # what --smoke fills in
 DEFAULT_ARM, SEARCHED_ARM = "Mask R-CNN mask head", "FAD mask head"
 #: the settings a table's rows depend on: rows from another recipe are never mixed into one table
 RECIPE = ("search_epochs", "epochs", "train_images", "c_prime", "smoke", "paper")
+#: the count flags, each >= 1
+COUNTS = ("seeds", "search_epochs", "epochs", "train_images", "c_prime", "train_workers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,7 +168,10 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(args: argparse.Namespace, base, before: dict) -> dict:
+def run(args: argparse.Namespace, base, before: dict, kept_rows: pd.DataFrame) -> dict:
+    """Search (or take ``--genotype``), then retrain each arm and seed; the table, its record and the
+    genotype are written into ``--out`` only once a run has trained (and at the end), so a run refused on
+    its way writes nothing there."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from opanas_ea import prepare_inputs
 
@@ -168,10 +181,7 @@ def run(args: argparse.Namespace, base, before: dict) -> dict:
 
     out = Path(args.out)
     started = time.perf_counter()
-    table_path = out / "mask_fad.csv"
-    kept_rows = pd.read_csv(table_path) if before and table_path.is_file() else pd.DataFrame()
     prepare_inputs(base, smoke=args.smoke)
-    out.mkdir(parents=True, exist_ok=True)
     if args.genotype:
         print(f"== search: FAD mask head (from {args.genotype}) ==", flush=True)
         genotype_path, search_metrics = Path(args.genotype), {}
@@ -179,12 +189,8 @@ def run(args: argparse.Namespace, base, before: dict) -> dict:
         print("== search: FAD mask head ==", flush=True)
         searched = search_fad(search_config(base, args))
         genotype_path, search_metrics = searched.genotype_path, searched.metrics
-        shutil.copyfile(searched.run_dir / "genotype.png", out / "genotype.png")
-    for suffix in (".json", ".png"):  # the genotype (and its drawing, when there is one) kept with the table
-        source, kept = genotype_path.with_suffix(suffix), out / f"genotype{suffix}"
-        if source.is_file() and source.resolve() != kept.resolve():
-            shutil.copyfile(source, kept)
     genotype = json.loads(genotype_path.read_text())["arch"]
+    check_same_genotype(before, kept_rows, genotype, out, str(genotype_path))
     heads = {DEFAULT_ARM: None, SEARCHED_ARM: {"type": "fad", "genotype": genotype, "c_prime": args.c_prime}}
     rows, launched = [], 0
     search_cost = {
@@ -198,6 +204,28 @@ def run(args: argparse.Namespace, base, before: dict) -> dict:
         search_cost.update(
             {key: before[key] for key in ("search_time_s", "search_peak_memory_mb") if key in before}
         )
+
+    def write() -> dict:
+        out.mkdir(parents=True, exist_ok=True)
+        for suffix in (".json", ".png"):  # the genotype (and its drawing, when there is one) with the table
+            source, kept = genotype_path.with_suffix(suffix), out / f"genotype{suffix}"
+            if source.is_file() and source.resolve() != kept.resolve():
+                shutil.copyfile(source, kept)
+        frame = pd.DataFrame(rows + not_yet_reached(kept_rows, rows))  # a stop keeps every row
+        atomic_write_text(out / "mask_fad.csv", frame.to_csv(index=False))
+        atomic_write_text(out / "mask_fad.md", markdown(summarize(frame)))
+        wall_time_s = round(time.perf_counter() - started, 1)
+        record = {
+            "runs_started": launched,
+            "runs": len(rows),
+            **search_cost,
+            "wall_time_s": wall_time_s,
+            "wall_time_total_s": round(before.get("wall_time_total_s", 0) + wall_time_s, 1),
+            "settings": vars(args),
+        }
+        atomic_write_json(out / "mask_fad.json", record)
+        return record
+
     for seed in range(args.seeds):
         for arm, head in heads.items():
             slug = "default_mask_head" if head is None else "fad_mask_head"
@@ -205,45 +233,50 @@ def run(args: argparse.Namespace, base, before: dict) -> dict:
             kept = kept_row(kept_rows, arm, seed, head_key(head))
             if kept is not None:
                 rows.append(kept)
-            else:
-                run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
-                launched += finished_run(run_dir, cfg.optim.epochs) is None
-                print(f"== {arm}, seed {seed} ==", flush=True)
-                result = train(cfg)
-                params, flops = mask_head_cost(cfg, result.load_state()["num_classes"])
-                metrics = {k: pd.to_numeric(result.metrics.get(k), errors="coerce") for k in METRICS}
-                rows.append({"arm": arm, "seed": seed, **metrics, "mask_head_params": params,
-                             "mask_head_flops": flops, "head": head_key(head)})  # fmt: skip
-            frame = pd.DataFrame(rows + not_yet_reached(kept_rows, rows))  # a stop keeps every row
-            atomic_write_text(out / "mask_fad.csv", frame.to_csv(index=False))
-            atomic_write_text(out / "mask_fad.md", markdown(summarize(frame)))
-            wall_time_s = round(time.perf_counter() - started, 1)
-            record = {
-                "runs_started": launched,
-                "runs": len(rows),
-                **search_cost,
-                "wall_time_s": wall_time_s,
-                "wall_time_total_s": round(before.get("wall_time_total_s", 0) + wall_time_s, 1),
-                "settings": vars(args),
-            }
-            atomic_write_json(out / "mask_fad.json", record)  # after every run: a stop keeps the record
+                continue
+            run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
+            launched += finished_run(run_dir, cfg.optim.epochs) is None
+            print(f"== {arm}, seed {seed} ==", flush=True)
+            result = train(cfg)
+            params, flops = mask_head_cost(cfg, result.load_state()["num_classes"])
+            metrics = {k: pd.to_numeric(result.metrics.get(k), errors="coerce") for k in METRICS}
+            rows.append({"arm": arm, "seed": seed, **metrics, "mask_head_params": params,
+                         "mask_head_flops": flops, "head": head_key(head)})  # fmt: skip
+            write()  # after every run: a stop keeps the table and its record
+    record = write()
     print("\n" + (out / "mask_fad.md").read_text())
     return record
 
 
+def check_same_genotype(
+    before: dict, kept_rows: pd.DataFrame, genotype: dict, out: Path, source: str
+) -> None:
+    """A table's searched arm is one genotype: another one's rows would be averaged with it."""
+    recorded = before.get("genotype")
+    has_rows = not kept_rows.empty and (kept_rows["arm"] == SEARCHED_ARM).any()
+    if recorded is not None and has_rows and recorded != genotype:
+        raise ConfigError(
+            f"{out} holds a table of another FAD genotype than {source!r} (see {out / 'mask_fad.json'}); "
+            f"give --genotype {out / 'genotype.json'} to extend it, or choose another --out"
+        )
+
+
 def check_and_run(args: argparse.Namespace) -> int:
+    """Every flag and every file the run reads back checked here, before Ray starts."""
+    from raynas.config import check_writable_folder
     from raynas.training.launch import ray_session
 
-    if (
-        min(args.seeds, args.search_epochs, args.epochs, args.train_images, args.c_prime, args.train_workers)
-        < 1
-    ):
-        raise ConfigError(
-            "--seeds, --search-epochs, --epochs, --train-images, --c-prime, --train-workers must be >= 1"
-        )
-    base = base_config(args)  # every setting checked before Ray starts
+    check_counts(args, {name: 1 for name in COUNTS})
+    check_writable_folder(args.out, "--out")
+    base = base_config(args)
     search_config(base, args)
-    before = previous_record(args, Path(args.out), "mask_fad", RECIPE)
+    out = Path(args.out)
+    before = previous_record(args, out, "mask_fad", RECIPE)
+    if not isinstance(before.get("genotype", {}), dict):
+        raise ConfigError(
+            f"{out / 'mask_fad.json'}: 'genotype' is not a genotype mapping; {table_fix('mask_fad')}"
+        )
+    kept_rows = previous_rows(out, "mask_fad", before, METRICS)
     if args.genotype:
         from raynas.models.build import head_factory
 
@@ -251,8 +284,10 @@ def check_and_run(args: argparse.Namespace) -> int:
             head_factory({"type": "fad", "genotype": args.genotype, "c_prime": args.c_prime}, "mask_rcnn")
         except ValueError as err:
             raise ConfigError(f"--genotype: {err}") from err
+        genotype = json.loads(Path(args.genotype).read_text())["arch"]
+        check_same_genotype(before, kept_rows, genotype, out, args.genotype)
     with ray_session(args.address):
-        run(args, base, before)
+        run(args, base, before, kept_rows)
     return 0
 
 

@@ -19,7 +19,6 @@ next to the FPN on val. Re-running resumes: finished training runs are skipped.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -32,11 +31,12 @@ from raynas.data.config import DataConfig
 from raynas.errors import run_main
 from raynas.models.config import ModelConfig
 from raynas.search.opanas import OPANASSearchConfig
+from raynas.studies.flags import check_counts
+from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import OPANASConfig, OptimConfig, RunConfig, SupernetConfig, TrainConfig
 
 KINDS = ("fcos", "retinanet", "faster_rcnn", "cascade_rcnn")
 SMOKE_PRETRAIN_STEPS = 5
-SMOKE_BUDGET = Path(__file__).parent / "configs" / "smoke_budget.yaml"  # what --smoke lays over the recipe
 
 
 def main_supernet_config(
@@ -68,7 +68,7 @@ def smoke_supernet_config(
     data: str, out: str, kind: str = "fcos", workers: int = 2, address: str | None = None
 ) -> SupernetConfig:
     """The seconds-scale super-net of ``--smoke`` (also used by the other experiments' smoke modes): the
-    main job's super-net under the smoke budget (``configs/smoke_budget.yaml``), with what only this
+    main job's super-net under the smoke budget (``raynas/studies/smoke_budget.yaml``), with what only this
     job needs on top: 2 images per worker, a search split of 4 of the 16 images, one sub-net
     evaluated, and RetinaNet at 16 channels (FCOS's head needs 64)."""
     config = apply_yaml(main_supernet_config(data, out, kind, workers, address), SMOKE_BUDGET)
@@ -217,21 +217,51 @@ def ratio_line(summary: pd.DataFrame, reference: dict | None, metric: str) -> tu
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def checked_configs(
+    args: argparse.Namespace,
+) -> tuple[SupernetConfig, OPANASSearchConfig, SupernetConfig | None]:
+    """The super-net and search configs and a given checkpoint's config, every flag and file checked:
+    called before Ray starts, so that a wrong one costs nothing."""
     from raynas.checkpoints import load_state
+    from raynas.config import ConfigError, check_writable_folder
+    from raynas.search.pool import supernet_config
+
+    if args.smoke and args.paper:
+        raise ConfigError("--smoke and --paper exclude each other; give one of them")
+    check_counts(
+        args,
+        {"train_workers": 1, "scorers": 1},
+        {"train_workers": "run.num_workers", "scorers": "num_scorers"},
+    )
+    check_writable_folder(args.out, "--out")
+    supernet_cfg, search_cfg = default_configs(args)
+    if args.retrain and "evolution" not in search_cfg.strategies:
+        raise ConfigError(
+            f"--retrain trains the best evolved architecture, but the search runs only "
+            f"{search_cfg.strategies}; add evolution to the search config's strategies, or drop --retrain"
+        )
+    checkpoint = args.supernet_checkpoint
+    given_cfg = supernet_config(load_state(checkpoint), checkpoint) if checkpoint else None
+    finished = Path(search_cfg.storage_path) / search_cfg.name / "evolution"
+    if args.retrain and (finished / "summary.json").is_file():  # reused as it is: checked now
+        best_evolved(finished / "best_arch.json", (given_cfg or supernet_cfg).opanas.num_nodes)
+    return supernet_cfg, search_cfg, given_cfg
+
+
+def run(
+    args: argparse.Namespace, configs: tuple[SupernetConfig, OPANASSearchConfig, SupernetConfig | None]
+) -> int:
+    """The main job with the ``configs`` of :func:`checked_configs`."""
     from raynas.io import atomic_write_json
     from raynas.search.opanas import search_opanas
-    from raynas.search.pool import supernet_config
     from raynas.training.launch import ensure_ray
     from raynas.training.standalone import evaluate_checkpoint, train
     from raynas.training.supernet import train_supernet
 
     started = time.perf_counter()
     times: dict[str, float] = {}
-    supernet_cfg, search_cfg = default_configs(args)
+    supernet_cfg, search_cfg, given_cfg = configs
     checkpoint = args.supernet_checkpoint
-    # a given checkpoint is checked before anything runs: a wrong one must cost nothing
-    given_cfg = supernet_config(load_state(checkpoint), checkpoint) if checkpoint else None
     ensure_ray(args.address)
     if checkpoint is None:
         prepare_inputs(supernet_cfg, args.smoke)
@@ -270,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = outcome["run_dir"]
     retrained = None
     if args.retrain:
-        best = json.loads((run_dir / "evolution" / "best_arch.json").read_text())["arch"]
+        best = best_evolved(run_dir / "evolution" / "best_arch.json", supernet_cfg.opanas.num_nodes)
         print("\n== full training: best EA architecture vs the FPN reference (val) ==")
         result = train(retrain_config(supernet_cfg, best))
         retrained = {k: result.metrics.get(k) for k in ("AP", "AP50", "AP75")}
@@ -300,6 +330,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def best_evolved(path: Path, num_nodes: int) -> dict:
+    """The best evolved architecture the search wrote (checked: a user may have edited the file)."""
+    from raynas.config import ConfigError
+    from raynas.spaces.base import arch_from_json
+    from raynas.spaces.opanas import OPANASSpace
+
+    space = OPANASSpace(num_nodes)
+    try:
+        return space.to_config(arch_from_json(space, path.read_text()))
+    except ValueError as err:
+        raise ConfigError(
+            f"{path}: {err}; restore it, or move the search folder away to search again"
+        ) from err
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     return run_main("opanas_ea", lambda: run_in_ray_session(args))
@@ -308,8 +353,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_in_ray_session(args: argparse.Namespace) -> int:
     from raynas.training.launch import ray_session
 
+    configs = checked_configs(args)  # before Ray starts
     with ray_session(args.address):
-        return run(args)
+        return run(args, configs)
 
 
 if __name__ == "__main__":

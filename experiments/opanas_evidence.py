@@ -34,17 +34,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from opanas_ea import KINDS
 
 from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.spaces.base import arch_from_json
 from raynas.spaces.opanas import PARAMETERISED_PATHS, OPANASSpace
+from raynas.studies.flags import check_counts
 from raynas.training.config import SupernetConfig, TrainConfig
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 BASELINE = "FPN"
 WIDTH_TOLERANCE = 0.05
+#: the main job's search strategies whose best architectures are arms: (strategy, label)
+STRATEGIES = (("evolution", "OPA-FPN (evolution)"), ("random", "OPA-FPN (random search)"))
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm")
     parser.add_argument("--random-archs", type=int, default=3, help="random architectures trained fully")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the one recipe (decay in the last)")
-    parser.add_argument("--kind", default=None, help="detector (default: the super-net's)")
+    parser.add_argument("--kind", default=None, choices=KINDS, help="detector (default: the super-net's)")
     parser.add_argument("--no-single-path", action="store_true", help="leave out the single-path necks")
     parser.add_argument("--train-workers", type=int, default=2, help="Ray Train workers per run")
     parser.add_argument("--gpu", action="store_true")
@@ -117,16 +121,18 @@ def width_candidates(kind: str, width: int) -> list[int]:
     return list(range(low, 2 * width + 1, step))
 
 
-def arms(supernet: SupernetConfig, search_dir: Path, args: argparse.Namespace, num_classes: int) -> list[Arm]:
+def arms(
+    supernet: SupernetConfig, best: dict[str, dict], args: argparse.Namespace, num_classes: int
+) -> list[Arm]:
+    """The arms, from the best architecture of each strategy (``best``: strategy -> architecture config)."""
     from raynas.models.build import searched_neck_spec
 
     space = OPANASSpace(num_nodes=supernet.opanas.num_nodes)
     width = supernet.model.out_channels
     result = [Arm(BASELINE, "fpn", None, width)]
-    for strategy, label in (("evolution", "OPA-FPN (evolution)"), ("random", "OPA-FPN (random search)")):
-        arch = arch_from_json(space, (search_dir / "search" / strategy / "best_arch.json").read_text())
+    for strategy, label in STRATEGIES:
         result.append(
-            Arm(label, f"opa_{strategy}", searched_neck_spec(space.to_config(arch), supernet.opanas), width)
+            Arm(label, f"opa_{strategy}", searched_neck_spec(best[strategy], supernet.opanas), width)
         )
     rng = random.Random(2021)
     for k in range(1, args.random_archs + 1):
@@ -263,21 +269,20 @@ def smoke_search_dir(out: Path, args: argparse.Namespace) -> Path:
     import opanas_ea
 
     search_dir = out / "search_run"
-    code = opanas_ea.run(
-        opanas_ea.parse_args(
-            [
-                "--smoke",
-                "--out",
-                str(search_dir),
-                "--data",
-                str(out / "data"),
-                "--no-reference",
-                "--train-workers",
-                str(args.train_workers),
-                *(["--address", args.address] if args.address else []),
-            ]
-        )
+    search_args = opanas_ea.parse_args(
+        [
+            "--smoke",
+            "--out",
+            str(search_dir),
+            "--data",
+            str(out / "data"),
+            "--no-reference",
+            "--train-workers",
+            str(args.train_workers),
+            *(["--address", args.address] if args.address else []),
+        ]
     )
+    code = opanas_ea.run(search_args, opanas_ea.checked_configs(search_args))
     if code:
         raise RuntimeError("the main job's smoke run failed")
     return search_dir
@@ -310,26 +315,49 @@ def write_outputs(
     return record
 
 
-def run(args: argparse.Namespace) -> dict:
-    from raynas.checkpoints import config_from_state, load_state
-    from raynas.training.launch import ensure_ray, finished_run
-    from raynas.training.standalone import train
+def search_inputs(search_dir: Path, args: argparse.Namespace) -> tuple[SupernetConfig, int, dict[str, dict]]:
+    """What the experiment takes from the main job's ``--out``: its super-net's config and number of
+    classes and each strategy's best architecture, every file checked (a user may have edited one)."""
+    from raynas.checkpoints import load_state
+    from raynas.search.pool import supernet_config
 
-    out = Path(args.out)
-    ensure_ray(args.address)
-    started = time.perf_counter()
-    search_dir = Path(args.search_dir) if args.search_dir else smoke_search_dir(out, args)
     checkpoints = sorted(p for p in (search_dir / "supernet").glob("checkpoint_*") if p.is_dir())
     if not checkpoints:
         raise ConfigError(
             f"--search-dir {str(search_dir)!r} holds no supernet/checkpoint_*; pass the main job's --out"
         )
     state = load_state(checkpoints[-1])
-    supernet = config_from_state(state)
-    num_classes = state["num_classes"]
+    supernet = supernet_config(state, checkpoints[-1])
+    recipe_config(supernet, args)  # --epochs and --kind checked on the super-net's recipe
+    space = OPANASSpace(num_nodes=supernet.opanas.num_nodes)
+    best = {}
+    for strategy, _ in STRATEGIES:
+        path = search_dir / "search" / strategy / "best_arch.json"
+        if not path.is_file():
+            raise ConfigError(
+                f"--search-dir {str(search_dir)!r} has no search/{strategy}/best_arch.json; run the main job "
+                "(opanas_ea.py) with the evolution and random strategies to the end first"
+            )
+        try:
+            best[strategy] = space.to_config(arch_from_json(space, path.read_text()))
+        except ValueError as err:
+            raise ConfigError(f"{path}: {err}; restore it, or run the main job's search again") from err
+    return supernet, state["num_classes"], best
+
+
+def run(args: argparse.Namespace, inputs: tuple[SupernetConfig, int, dict[str, dict]] | None) -> dict:
+    """The experiment; ``inputs`` from :func:`search_inputs` (``None`` with ``--smoke``: the main job's
+    smoke run makes them first)."""
+    from raynas.training.launch import ensure_ray, finished_run
+    from raynas.training.standalone import train
+
+    out = Path(args.out)
+    ensure_ray(args.address)
+    started = time.perf_counter()
+    supernet, num_classes, best = inputs or search_inputs(smoke_search_dir(out, args), args)
     recipe = recipe_config(supernet, args)
     rows, launched = [], 0
-    plan = arms(supernet, search_dir, args, num_classes)
+    plan = arms(supernet, best, args, num_classes)
     costs = {
         arm.slug: neck_params_and_flops(
             replace(recipe, model=replace(recipe.model, out_channels=arm.out_channels), neck=arm.neck),
@@ -365,24 +393,24 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.smoke:
-        args.seeds, args.random_archs, args.epochs, args.no_single_path = 1, 0, 1, True
-        args.train_workers = 1
     return run_main("opanas_evidence", lambda: check_and_run(args))
 
 
 def check_and_run(args: argparse.Namespace) -> int:
-    if not args.smoke and not args.search_dir:
-        raise ConfigError("--search-dir is required (the main job's --out, e.g. runs/opanas_ea), or --smoke")
-    for name in ("seeds", "epochs", "train_workers"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.random_archs < 0:
-        raise ConfigError(f"--random-archs must be >= 0, got {args.random_archs}")
+    """Every flag and every file the run reads checked here, before Ray starts."""
+    from raynas.config import check_writable_folder
     from raynas.training.launch import ray_session
 
+    check_counts(args, {"seeds": 1, "random_archs": 0, "epochs": 1, "train_workers": 1})
+    if args.smoke:  # the given values were checked, and give way to the smoke budget
+        args.seeds, args.random_archs, args.epochs, args.no_single_path = 1, 0, 1, True
+        args.train_workers = 1
+    elif not args.search_dir:
+        raise ConfigError("--search-dir is required (the main job's --out, e.g. runs/opanas_ea), or --smoke")
+    check_writable_folder(args.out, "--out")
+    inputs = search_inputs(Path(args.search_dir), args) if args.search_dir else None
     with ray_session(args.address):
-        record = run(args)
+        record = run(args, inputs)
     print(
         f"{record['runs']} runs ({record['runs_started']} trained now) in {record['wall_time_s']:.0f} s; "
         f"results: {args.out}"

@@ -36,10 +36,10 @@ import pandas as pd
 from raynas.config import ConfigError, apply_yaml, load_yaml
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import TrainConfig
 
 RECIPE = Path(__file__).parent / "configs" / "scenes_calibration.yaml"
-SMOKE_BUDGET = Path(__file__).parent / "configs" / "smoke_budget.yaml"
 SMOKE_PRETRAIN_STEPS = 5
 METRICS = ("AP", "AP50", "APs", "APm", "APl")
 LATERAL = {"e0_1": "skip"}

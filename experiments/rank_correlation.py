@@ -30,13 +30,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from raynas.checkpoints import config_from_state, load_state
+from raynas.checkpoints import load_state
 from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.evaluation import rank_agreement, spread_picks
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.models.build import searched_neck_spec
 from raynas.spaces.opanas import OPANASSpace
+from raynas.studies.flags import check_counts
+from raynas.studies.tables import none_as_written, read_table
 from raynas.training.config import SupernetConfig, TrainConfig
 
 METRIC = "AP"
@@ -81,8 +83,8 @@ def score_pool(checkpoint: str, space: OPANASSpace, args: argparse.Namespace, ou
         "checkpoint": str(Path(checkpoint).resolve()),
         "search_images": args.search_images,
     }
-    if path.is_file():
-        table = pd.read_csv(path)
+    table = kept_pool(path)
+    if table is not None:
         same = all(table[k].astype(str).eq(str(v)).all() for k, v in key.items() if k in table)
         if len(table) == args.pool and same and set(key) <= set(table):
             return table  # scored by this super-net on these images: reused
@@ -172,6 +174,7 @@ def smoke_checkpoint(out: Path, args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from raynas.search.pool import supernet_config
     from raynas.training.launch import ensure_ray
     from raynas.training.standalone import train
 
@@ -179,9 +182,7 @@ def run(args: argparse.Namespace) -> dict:
     ensure_ray(args.address)
     started = time.perf_counter()
     checkpoint = args.checkpoint or smoke_checkpoint(out, args)
-    supernet = config_from_state(load_state(checkpoint))
-    if not isinstance(supernet, SupernetConfig):
-        raise ConfigError(f"--checkpoint {checkpoint!r} is not an OPANAS super-net checkpoint")
+    supernet = supernet_config(load_state(checkpoint), checkpoint)
     space = OPANASSpace(num_nodes=supernet.opanas.num_nodes)
     pool = score_pool(checkpoint, space, args, out)
     picked = pool.iloc[spread_picks(pool["supernet_" + METRIC].tolist(), args.m)].reset_index(drop=True)
@@ -217,15 +218,24 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def report(args: argparse.Namespace) -> int:
-    if not args.smoke and not args.checkpoint:
+    from raynas.config import check_writable_folder
+    from raynas.search.pool import supernet_config
+    from raynas.training.launch import ray_session
+
+    check_counts(args, {"pool": 3, "m": 3, "epochs": 1, "search_images": 1, "scorers": 1, "train_workers": 1})
+    if args.smoke:  # the given values were checked, and give way to the smoke budget
+        args.pool, args.m, args.epochs = min(args.pool, 6), min(args.m, 3), 1
+    elif not args.checkpoint:
         raise ConfigError(
             "--checkpoint is required (or --smoke); pass the checkpoint_* folder of a super-net run, "
             "e.g. runs/opanas_ea/supernet/checkpoint_..."
         )
-    if not 3 <= args.m <= args.pool:
-        raise ConfigError(f"need 3 <= --m <= --pool, got --m {args.m} --pool {args.pool}")
-    from raynas.training.launch import ray_session
-
+    if args.m > args.pool:
+        raise ConfigError(f"--m {args.m} exceeds --pool {args.pool}: pick at most as many as are scored")
+    check_writable_folder(args.out, "--out")
+    if args.checkpoint:
+        supernet_config(load_state(args.checkpoint), args.checkpoint)  # a super-net's, before Ray starts
+    kept_pool(Path(args.out) / "pool.csv")
     with ray_session(args.address):
         record = run(args)
     print(
@@ -237,10 +247,25 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def kept_pool(path: Path) -> pd.DataFrame | None:
+    """The pool scored by an earlier run (``None`` if none), each row a whole architecture with its score
+    and key: a damaged copy is refused (also before Ray starts), not half reused."""
+    if not path.is_file():
+        return None
+    fix = "restore it, or delete it to score the pool again"
+    space = OPANASSpace(5)
+    # a row cut short in its key (seed, checkpoint, search_images) matches no key: the pool is scored again
+    table = read_table(path, fix, complete=("arch_id", *space.keys), numeric=("supernet_" + METRIC,))
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        try:
+            space.from_config(row)
+        except ValueError as err:
+            raise ConfigError(f"{path} line {line} is not an OPANAS architecture ({err}); {fix}") from err
+    return none_as_written(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.smoke:
-        args.pool, args.m, args.epochs = min(args.pool, 6), min(args.m, 3), 1
     return run_main("rank_correlation", lambda: report(args))
 
 

@@ -39,6 +39,8 @@ from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from raynas.studies.flags import check_counts  # noqa: E402
+from raynas.studies.tables import none_as_written, read_table  # noqa: E402
 
 METRIC = "AP"
 DEFAULT_ARCHS = Path(__file__).resolve().parent / "results" / "rank_correlation" / "rank_correlation.csv"
@@ -90,7 +92,41 @@ def load_archs(path: str) -> pd.DataFrame:
         raise ConfigError(f"--archs {path!r} lacks the column(s) {missing}; give a rank_correlation.csv")
     if len(table) < 3:
         raise ConfigError(f"--archs {path!r} has {len(table)} architectures; a rank correlation needs >= 3")
+    scores = pd.to_numeric(table["standalone_" + METRIC], errors="coerce")
+    if scores.isna().any():
+        lines = [index + 2 for index in table.index[scores.isna()]][:5]
+        raise ConfigError(
+            f"--archs {path!r} has no number as standalone_{METRIC} on line(s) {lines}; give a "
+            "rank_correlation.csv whose architectures all have a measured AP"
+        )
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        try:
+            space.from_config(row)
+        except ValueError as err:
+            raise ConfigError(
+                f"--archs {path!r} line {line} is not an OPANAS architecture ({err}); "
+                "give a rank_correlation.csv"
+            ) from err
     return table
+
+
+def kept_scores(path: Path) -> pd.DataFrame | None:
+    """Scores of an earlier run (``None`` if none), each row a whole architecture with its score and key:
+    a damaged copy is refused (also before Ray starts), not half reused."""
+    from raynas.spaces.opanas import OPANASSpace
+
+    if not path.is_file():
+        return None
+    fix = "restore it, or delete it to score the architectures again"
+    space = OPANASSpace(5)
+    # a row cut short in its key (checkpoint, search_images) matches no key: it is scored again
+    table = read_table(path, fix, space.keys, ("supernet_" + METRIC,), dtype={"search_images": str})
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        try:
+            space.from_config(row)
+        except ValueError as err:
+            raise ConfigError(f"{path} line {line} is not an OPANAS architecture ({err}); {fix}") from err
+    return none_as_written(table)
 
 
 def variant_config(name: str, args: argparse.Namespace):
@@ -121,13 +157,13 @@ def score_archs(checkpoint: str, archs: pd.DataFrame, args: argparse.Namespace, 
     space = OPANASSpace(5)
     configs = [space.to_config(space.from_config(row)) for row in archs.to_dict("records")]
     key = {"checkpoint": str(Path(checkpoint).resolve()), "search_images": str(args.search_images)}
-    if path.is_file():
-        table = pd.read_csv(path, dtype={"search_images": str})
+    table = kept_scores(path)
+    if table is not None:
         same_archs = (
             len(table) == len(configs)
             and [space.to_config(space.from_config(row)) for row in table.to_dict("records")] == configs
         )
-        if same_archs and all(table[k].astype(str).eq(v).all() for k, v in key.items()):
+        if same_archs and all(k in table and table[k].astype(str).eq(v).all() for k, v in key.items()):
             return table
     scorers = ScorerPool(checkpoint, num_actors=args.scorers, max_images=args.search_images, use_gpu=args.gpu)
     try:
@@ -233,13 +269,19 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def report(args: argparse.Namespace) -> int:
+    """Every flag and every file the run reads checked first, before Ray starts."""
+    from raynas.config import check_writable_folder
     from raynas.training.launch import ray_session
 
-    if args.train_workers < 1 or args.scorers < 1:
-        raise ConfigError(
-            f"--train-workers and --scorers must be >= 1, got {args.train_workers}, {args.scorers}"
-        )
+    check_counts(args, {"search_images": 1, "scorers": 1, "train_workers": 1})
+    repeated = sorted({name for name in args.variants if args.variants.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"--variants names {repeated} more than once; name each variant once")
+    check_writable_folder(args.out, "--out")
     load_archs(args.archs)  # a bad --archs fails before Ray starts
+    for name in args.variants:
+        variant_config(name, args)
+        kept_scores(Path(args.out) / f"scores_{name}.csv")
     with ray_session(args.address):
         table = run(args)
     columns = ["variant", "kendall_tau", "kendall_tau_low", "kendall_tau_high", "spearman_rho"]

@@ -20,14 +20,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from raynas.config import load_yaml
+from raynas.checkpoints import load_state
+from raynas.config import ConfigError, check_writable_folder, load_yaml
 from raynas.errors import run_main
+from raynas.studies.flags import check_counts
 from raynas.training.config import TrainConfig
 from raynas.training.inputs import ensure_inputs
 from raynas.training.standalone import train
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "baseline_fcos_r18.yaml"
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+TASK = "raynas.training.standalone.StandaloneTask"  # what a checkpoint to --resume was written by
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +83,23 @@ def main(argv: list[str] | None = None) -> int:
     return run_main("train_baseline", lambda: run(args))
 
 
+def check_resume(checkpoint: str) -> None:
+    """``--resume`` is a standalone run's checkpoint: checked before the data and body are made (the body's
+    pretraining takes minutes); whether its model fits the config is checked once the data are there."""
+    state = load_state(checkpoint)
+    if state.get("task") != TASK:
+        raise ConfigError(
+            f"--resume {checkpoint!r} was written by {state.get('task')!r}, not by standalone training; "
+            "pass a checkpoint_* folder of an earlier train_baseline.py or `raynas train` run"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    check_counts(args, {"workers": 1, "epochs": 1}, {"workers": "run.num_workers", "epochs": "optim.epochs"})
     cfg = configure(args)
+    check_writable_folder(cfg.run.storage_path, "--out" if args.out else "run.storage_path")
+    if args.resume:
+        check_resume(args.resume)
     ensure_inputs(cfg)  # data and body on the driver, with progress, before the workers start
     print(
         f"training {cfg.model.kind}-{cfg.model.backbone} at {cfg.model.min_size} px for "

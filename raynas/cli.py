@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from raynas.config import load_yaml
 from raynas.errors import run_main
@@ -69,12 +70,22 @@ def _levels(args: argparse.Namespace) -> None:
         print(f"written to {args.json}")
 
 
+def _proxy_of(root: str) -> str:
+    """Which embedded proxy's crops a body for the data at ``root`` learns from: the generator named by
+    the folder's provenance marker (scenes or digits), digits where there is none yet."""
+    from raynas.data.provenance import read_marker
+
+    marker = read_marker(root) if Path(root).is_dir() else None
+    return "scenes" if marker is not None and marker["generator"] == "scenes" else "digits"
+
+
 def _pretrain(args: argparse.Namespace) -> None:
     from raynas.models.config import proxy_weights_path
     from raynas.models.pretrain import PretrainConfig, pretrain_body
 
     steps = {} if args.steps is None else {"steps": args.steps}
-    cfg = PretrainConfig(backbone=args.backbone, seed=args.seed, **steps)
+    source = args.source or _proxy_of(args.data)
+    cfg = PretrainConfig(backbone=args.backbone, source=source, seed=args.seed, **steps)
     out = args.out or proxy_weights_path(args.data, args.backbone)
     record = pretrain_body(cfg, out)
     print(f"pretrained {args.backbone} body: {out} (held-out accuracy {record['heldout_accuracy']:.3f})")
@@ -183,10 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     levels.set_defaults(func=_levels)
 
     pretrain = commands.add_parser(
-        "pretrain", help="pretrain a ResNet body on digit crops (the proxy's ImageNet pretraining)"
+        "pretrain", help="pretrain a ResNet body on proxy crops (the proxy's ImageNet pretraining)"
     )
     pretrain.add_argument(
-        "--data", default="data/digits", help="digits root; the body goes to DATA/pretrained/"
+        "--data", default="data/digits", help="proxy data root; the body goes to DATA/pretrained/"
+    )
+    pretrain.add_argument(
+        "--source",
+        choices=["digits", "scenes"],
+        default=None,
+        help="whose crops (default: the proxy the --data folder holds, digits if none)",
     )
     pretrain.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
     pretrain.add_argument("--steps", type=int, default=None, help="AdamW steps of batch 64 (default 700)")

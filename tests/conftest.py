@@ -30,3 +30,16 @@ def ray_session() -> Iterator[None]:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by the marks added here
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tiers: ``integration`` for a test that runs under the in-process Ray (the ``ray_session``
+    fixture, directly or through another fixture), ``unit`` for the rest of the default run; ``smoke`` and
+    ``slow`` are marked in the test files. ``pytest -m unit`` is the quick tier (a test that drives an
+    entry point in a subprocess may still start a Ray there)."""
+    for item in items:
+        if "ray_session" in item.fixturenames:
+            item.add_marker(pytest.mark.integration)
+        elif not any(item.get_closest_marker(name) for name in ("smoke", "slow")):
+            item.add_marker(pytest.mark.unit)

@@ -9,6 +9,7 @@ import pytest
 from raynas.config import ConfigError, apply_yaml, dump_yaml, load_yaml, with_overrides
 from raynas.data.config import DataConfig
 from raynas.search.opanas import OPANASSearchConfig
+from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import (
     DartsConfig,
     OPANASDartsConfig,
@@ -219,8 +220,8 @@ def test_overrides_are_checked_like_a_config_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("cls", [TrainConfig, DartsConfig, SupernetConfig])
 def test_the_smoke_budget_fits_every_experiment_config(cls: type) -> None:
-    """One smoke size for every experiment's --smoke (experiments/configs/smoke_budget.yaml)."""
-    smoke = apply_yaml(cls(), CONFIG_DIR / "smoke_budget.yaml")
+    """One smoke size for every experiment's --smoke (raynas/studies/smoke_budget.yaml)."""
+    smoke = apply_yaml(cls(), SMOKE_BUDGET)
     assert (smoke.data.num_train, smoke.data.image_size, smoke.model.min_size, smoke.optim.epochs) == (
         16,
         96,

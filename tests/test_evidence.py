@@ -69,6 +69,8 @@ def test_width_matching_picks_neck_and_head_params_within_5_percent(tmp_path: Pa
     assert opanas_evidence.width_candidates("fcos", 64) == [64, 96, 128]  # GroupNorm(32, c), c >= 64
 
 
+@pytest.mark.slow
+@pytest.mark.smoke
 def test_smoke_run_writes_all_outputs_and_skips_finished_runs(tmp_path: Path) -> None:
     out = tmp_path / "out"
     command = [sys.executable, str(EXPERIMENTS / "opanas_evidence.py"), "--smoke", "--out", str(out)]

@@ -20,6 +20,8 @@ from raynas.spaces.fad.head import FADHead
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
+@pytest.mark.slow
+@pytest.mark.smoke
 def test_smoke_run_writes_all_outputs_and_skips_finished_runs(tmp_path: Path) -> None:
     out = tmp_path / "out"
     command = [sys.executable, str(EXPERIMENTS / "fad_evidence.py"), "--smoke", "--out", str(out),

@@ -149,6 +149,7 @@ def test_a_run_name_that_is_not_one_folder_is_refused(tmp_path, tiny_digits, cap
     assert not (tmp_path / "runs").exists() and not (tmp_path / "elsewhere").exists()
 
 
+@pytest.mark.slow
 def test_zero_workers_or_scorers_and_empty_strategies_are_refused(tmp_path, capfd) -> None:
     out = ["--smoke", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "d")]
     refused(capfd, opanas_ea.main([*out, "--train-workers", "0"]), "num_workers must be >= 1")

@@ -62,6 +62,7 @@ def test_retraining_builds_the_neck_that_was_searched(tmp_path: Path) -> None:
     assert isinstance(neck, OPAFPN) and neck.arch == arch and neck.deformable and neck.norm == "gn"
 
 
+@pytest.mark.smoke
 def test_smoke_run_trains_searches_and_prints_the_comparison(tmp_path: Path) -> None:
     data, out = tmp_path / "digits", tmp_path / "out"
     command = [sys.executable, str(SCRIPT), "--smoke", "--data", str(data), "--out", str(out)]

@@ -81,6 +81,8 @@ def test_mask_rcnn_is_refused_on_voc_data() -> None:
         TrainConfig(data=DataConfig(root="voc", format="voc"), model=mask_model())
 
 
+@pytest.mark.slow
+@pytest.mark.smoke
 def test_mask_fad_experiment_smoke(tmp_path: Path) -> None:
     out = tmp_path / "mask_fad"
     command = [sys.executable, str(ROOT / "experiments" / "mask_fad.py"), "--smoke", "--out", str(out),

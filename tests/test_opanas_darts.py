@@ -133,6 +133,7 @@ def two_worker_search(ray_session, tiny_digits: Path, tmp_path_factory: pytest.T
     return cfg, search_opanas_darts(cfg)
 
 
+@pytest.mark.slow
 def test_two_worker_fair_darts_search_derives_one_architecture(two_worker_search) -> None:
     cfg, result = two_worker_search
     assert result.metrics["ranks_same_genotype"] is True  # both ranks derived the same architecture

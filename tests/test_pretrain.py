@@ -79,3 +79,27 @@ def test_cli_pretrain_writes_the_body(tmp_path: Path, capsys: pytest.CaptureFixt
     out = tmp_path / "body.pt"
     assert cli_main(["pretrain", "--data", str(tmp_path), "--steps", "2", "--out", str(out)]) == 0
     assert out.is_file() and "held-out accuracy" in capsys.readouterr().out
+
+
+def test_scenes_crops_are_glyphs_of_the_scenes_characters_and_deterministic() -> None:
+    from raynas.data.scene_layout import GLYPHS
+    from raynas.models.pretrain import glyph_crops
+
+    a, labels = glyph_crops(np.random.default_rng(0), 6, size=32)
+    b, again = glyph_crops(np.random.default_rng(0), 6, size=32)
+    assert a.shape == (6, 32, 32, 3) and np.array_equal(a, b) and np.array_equal(labels, again)
+    assert set(labels.tolist()) <= set(range(len(GLYPHS)))
+
+
+def test_raynas_pretrain_takes_the_crops_of_the_proxy_its_data_folder_holds(tmp_path: Path) -> None:
+    """A scenes folder gets a body pretrained on scenes glyphs, without a flag saying so."""
+    from raynas.data.scenes import generate_scenes
+
+    root = generate_scenes(
+        tmp_path / "scenes", num_train=1, num_val=1, num_test=1, image_size=128, progress=False
+    )
+    out = tmp_path / "body.pt"
+    argv = ["pretrain", "--data", str(root), "--steps", "2", "--out", str(out)]
+    assert cli_main(argv) == 0
+    record = json.loads(out.with_suffix(".run_info.json").read_text())
+    assert record["config"]["source"] == "scenes"

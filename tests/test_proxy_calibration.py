@@ -78,6 +78,8 @@ def test_goals_are_measured_from_rows() -> None:
     assert measured["goal_spread"] is True and measured["goal_epoch_time"] is True
 
 
+@pytest.mark.slow
+@pytest.mark.smoke
 def test_smoke_runs_end_to_end_and_a_rerun_skips(ray_session, tmp_path: Path) -> None:
     argv = [
         "--smoke",

@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from tiny_data import failure_text
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "rank_correlation.py"
 
 
+@pytest.mark.slow
+@pytest.mark.smoke
 def test_smoke_run_writes_the_table_the_coefficients_and_the_plot(tmp_path: Path) -> None:
     out = tmp_path / "out"
     command = [sys.executable, str(SCRIPT), "--smoke", "--out", str(out), "--train-workers", "1"]

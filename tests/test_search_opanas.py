@@ -165,6 +165,7 @@ def test_a_scorer_pool_the_cluster_cannot_host_is_refused(ray_session, checkpoin
         ScorerPool(checkpoint, num_actors=64)
 
 
+@pytest.mark.slow
 def test_tunes_own_optuna_searcher_runs_through_the_same_scorers(
     ray_session, checkpoint: Path, tmp_path: Path
 ) -> None:

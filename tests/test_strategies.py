@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from tiny_data import failure_text
 
 from raynas.spaces.opanas import OPANASSpace
@@ -22,6 +23,8 @@ def checkpoints(out: Path) -> list[Path]:
     return sorted(out.rglob("checkpoint_*"))
 
 
+@pytest.mark.slow
+@pytest.mark.smoke
 def test_strategy_comparison_smoke_runs_every_strategy_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     command = [sys.executable, str(EXPERIMENTS / "compare_strategies.py"), "--run", "--smoke",

@@ -82,10 +82,10 @@ def glyph_crops(
     rng: np.random.Generator, count: int, size: int = 32, min_side: int = 12
 ) -> tuple[np.ndarray, np.ndarray]:
     """``count`` single-glyph classification crops of the scenes proxy: uint8 ``[count, size, size, 3]`` and
-    int64 labels (the index of the character in :data:`raynas.data.scenes.GLYPHS`). One glyph per crop,
+    int64 labels (the index of the character in :data:`raynas.data.scene_layout.GLYPHS`). One glyph a crop,
     its longer side log-uniform in ``[min_side, size]``, at a random position on a scenes background."""
     from raynas.data import glyphs
-    from raynas.data.scenes import GLYPHS, MAX_ROTATION, MIN_CONTRAST
+    from raynas.data.scene_layout import GLYPHS, MAX_ROTATION, MIN_CONTRAST
 
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     labels = rng.integers(len(GLYPHS), size=count)
