@@ -103,3 +103,15 @@ def test_raynas_pretrain_takes_the_crops_of_the_proxy_its_data_folder_holds(tmp_
     assert cli_main(argv) == 0
     record = json.loads(out.with_suffix(".run_info.json").read_text())
     assert record["config"]["source"] == "scenes"
+
+
+def test_pretrain_never_overwrites_a_file_it_did_not_write(tmp_path: Path, capsys) -> None:
+    """A user's own weights at --out survive byte for byte; raynas's own body may be pretrained again."""
+    theirs = tmp_path / "mine.pt"
+    theirs.write_bytes(b"my weights")
+    assert cli_main(["pretrain", "--data", str(tmp_path), "--steps", "2", "--out", str(theirs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "raynas did not write it" in err[0] and theirs.read_bytes() == b"my weights"
+    ours = tmp_path / "ours.pt"
+    for _ in range(2):  # the second run replaces raynas's own body
+        assert cli_main(["pretrain", "--data", str(tmp_path), "--steps", "2", "--out", str(ours)]) == 0

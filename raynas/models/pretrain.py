@@ -126,11 +126,19 @@ def _accuracy(model: nn.Module, cfg: PretrainConfig) -> float:
 def pretrain_body(cfg: PretrainConfig, out_path: str | Path, log_every: int = 100) -> dict:
     """Train the classifier, save the body's state dict to ``out_path`` (plus ``<name>.run_info.json``).
 
+    A file already at ``out_path`` is replaced only when raynas wrote it (its run record is beside it):
+    ``--out`` may name a user's own weights, which are never silently overwritten.
+
     Returns the run record: held-out accuracy on crops of unseen scans, final loss, wall time.
     """
     out_path = Path(out_path)
     if out_path.is_dir():
         raise ConfigError(f"pretrain output {str(out_path)!r} is a folder; give the path of a .pt file")
+    if out_path.exists() and not out_path.with_suffix(".run_info.json").is_file():
+        raise ConfigError(
+            f"pretrain output {str(out_path)!r} exists and raynas did not write it (no "
+            f"{out_path.with_suffix('.run_info.json').name} beside it); give another --out, or move that file"
+        )
     check_writable_folder(str(out_path.parent), "pretrain output folder")  # before minutes of training
     torch.manual_seed(cfg.seed)
     model = torchvision.models.get_model(
