@@ -22,7 +22,8 @@ its derived head is retrained; every retrained arm uses one recipe (``--epochs``
 
 Search cost per searched arm: wall seconds and peak memory (CUDA allocated on a GPU, else the worker's
 resident size), Table 2's columns. Outputs in ``--out``: ``fad_evidence.csv`` (one row per arm and
-seed), ``fad_evidence.md`` (mean +/- std, delta vs the default head and whether it exceeds 2 std of that
+seed), ``fad_evidence.md`` (mean +/- std, the difference to the default head with its 95 % interval, Welch's
+and Holm's p; was: whether it exceeds 2 std of that
 head's seeds, head parameters and FLOPs, search time and memory), ``fad_evidence.png`` and
 ``genotypes/<arm>.json`` / ``.png``. Resumable: finished searches and runs are skipped, also from the
 table alone: a genotype in ``--out/genotypes`` is not searched again and a row of ``--out/fad_evidence.csv``
@@ -51,6 +52,7 @@ import pandas as pd
 from raynas.config import ConfigError, apply_yaml
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.studies import TEST_HEADER, verdict_cells, verdict_note, with_tests
 from raynas.studies.flags import check_counts
 from raynas.studies.presets import FAD_DEFAULTS, FAD_PAPER, fill_in
 from raynas.studies.recipes import SMOKE_BUDGET
@@ -279,18 +281,16 @@ def summarize(rows: pd.DataFrame, baseline: str) -> pd.DataFrame:
     )
     table = table.join(grouped[["head_params", "head_flops"]].mean()).join(grouped.size().rename("seeds"))
     if baseline in table.index:
-        base = table.loc[baseline]
-        table["delta_AP"] = table["AP_mean"] - base["AP_mean"]
-        table["beats_2std"] = table["delta_AP"] > 2 * base["AP_std"]
+        table = with_tests(table, rows, "AP", baseline)
     return table.reset_index()
 
 
 def markdown(table: pd.DataFrame, costs: pd.DataFrame) -> str:
     table = table.merge(costs, on="arm", how="left") if len(costs) else table
     lines = [
-        "| arm | AP (mean +/- std) | AP50 | head params | head FLOPs | delta AP vs default | > 2 std "
+        f"| arm | AP (mean +/- std) | AP50 | head params | head FLOPs | {TEST_HEADER} "
         "| search time | search peak memory |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.to_dict("records"):
         time_s, memory = row.get("search_time_s"), row.get("search_peak_memory_mb")
@@ -300,13 +300,12 @@ def markdown(table: pd.DataFrame, costs: pd.DataFrame) -> str:
             f"{100 * row['AP50_mean']:.1f}",
             f"{row['head_params'] / 1e6:.2f} M",
             f"{row['head_flops'] / 1e9:.2f} G",
-            f"{100 * row.get('delta_AP', float('nan')):+.1f}",
-            "yes" if row.get("beats_2std") else "no",
+            *verdict_cells(row, scale=100, digits=1),
             "-" if pd.isna(time_s) else f"{time_s:.0f} s",
             "-" if pd.isna(memory) else f"{memory:.0f} MB",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", verdict_note(table)]) + "\n"
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:

@@ -32,6 +32,7 @@ import pandas as pd
 from raynas.config import ConfigError, apply_yaml
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.studies import TEST_HEADER, verdict_cells, verdict_note, with_tests
 from raynas.studies.flags import check_counts
 from raynas.studies.presets import FAD_DEFAULTS, FAD_PAPER, fill_in
 from raynas.studies.recipes import SMOKE_BUDGET
@@ -140,17 +141,15 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
         grouped.size().rename("seeds")
     )
     if DEFAULT_ARM in table.index:
-        base = table.loc[DEFAULT_ARM]
-        table["delta_mask_AP"] = table["mask_AP_mean"] - base["mask_AP_mean"]
-        table["beats_2std"] = table["delta_mask_AP"] > 2 * base["mask_AP_std"]
+        table = with_tests(table, rows, "mask_AP", DEFAULT_ARM)
     return table.reset_index()
 
 
 def markdown(table: pd.DataFrame) -> str:
     lines = [
         "| arm | box AP | mask AP (mean +/- std) | mask AP50 | mask head params | mask head FLOPs / RoI "
-        "| delta mask AP | > 2 std | seeds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| mask AP {TEST_HEADER} | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.to_dict("records"):
         cells = [
@@ -160,12 +159,11 @@ def markdown(table: pd.DataFrame) -> str:
             f"{100 * row['mask_AP50_mean']:.1f}",
             f"{row['mask_head_params'] / 1e6:.3f} M",
             f"{row['mask_head_flops'] / 1e6:.1f} M",
-            f"{100 * row.get('delta_mask_AP', float('nan')):+.1f}",
-            "yes" if row.get("beats_2std") else "no",
+            *verdict_cells(row, scale=100, digits=1),
             str(row["seeds"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", verdict_note(table)]) + "\n"
 
 
 def run(args: argparse.Namespace, base, before: dict, kept_rows: pd.DataFrame) -> dict:

@@ -17,9 +17,9 @@ one), on Ray Train, once per seed (``--seeds``, default 3), and evaluated on val
 - ``OPA-FPN (evolution) @c``: the evolved neck at the width whose neck + head parameters are nearest the
   FPN's (within 5 % where the detector's head allows such a width), when that width differs.
 
-Outputs in ``--out``: ``evidence.csv`` (one row per arm and seed), ``evidence.md`` (mean +/- std, delta vs
-the FPN and whether it exceeds 2 std of the FPN's seeds), ``evidence.png`` (AP with error bars; AP vs
-FLOPs). Resumable: each finished run is skipped on re-run, an interrupted one continues.
+Outputs in ``--out``: ``evidence.csv`` (one row per arm and seed), ``evidence.md`` (mean +/- std, the
+difference to the FPN with its 95 % interval, Welch's and Holm's p), ``evidence.png`` (AP with error
+bars; AP vs FLOPs). Resumable: each finished run is skipped on re-run, an interrupted one continues.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.spaces.base import arch_from_json
 from raynas.spaces.opanas import PARAMETERISED_PATHS, OPANASSpace
+from raynas.studies import TEST_HEADER, verdict_cells, verdict_note, with_tests
 from raynas.studies.flags import check_counts
 from raynas.training.config import SupernetConfig, TrainConfig
 
@@ -197,16 +198,14 @@ def arm_config(recipe: TrainConfig, arm: Arm, seed: int, args: argparse.Namespac
 
 
 def summarize_evidence(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per arm: mean and std of each metric over seeds, delta of the mean AP vs the FPN, and whether that
-    delta exceeds 2 std of the FPN's seeds (the issue's bar for "beats")."""
+    """Per arm: mean and std of each metric over seeds, and the AP difference to the FPN with its 95 %
+    interval, Welch's p and Holm's p over the arms of the table (``raynas.studies.with_tests``)."""
     grouped = rows.groupby("arm", sort=False)
     table = grouped[list(METRICS)].mean().add_suffix("_mean")
     table = table.join(grouped[list(METRICS)].std(ddof=1).add_suffix("_std"))
     table = table.join(grouped[["params", "flops"]].first()).join(grouped.size().rename("seeds"))
     if BASELINE in table.index:
-        base = table.loc[BASELINE]
-        table["delta_AP"] = table["AP_mean"] - base["AP_mean"]
-        table["beats_2std"] = table["delta_AP"] > 2 * base["AP_std"]
+        table = with_tests(table, rows, "AP", BASELINE)
     return table.reset_index()
 
 
@@ -218,9 +217,8 @@ def random_summary(rows: pd.DataFrame) -> dict[str, float]:
 
 def markdown(table: pd.DataFrame, extra: dict) -> str:
     lines = [
-        "| arm | AP (mean +/- std) | AP50 | APs | APm | neck+head params | neck FLOPs | delta AP vs FPN "
-        "| > 2 std of FPN |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| arm | AP (mean +/- std) | AP50 | APs | APm | neck+head params | neck FLOPs | {TEST_HEADER} |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for _, row in table.iterrows():
         cells = [
@@ -231,11 +229,10 @@ def markdown(table: pd.DataFrame, extra: dict) -> str:
             f"{100 * row['APm_mean']:.1f}",
             f"{row['params'] / 1e6:.2f} M",
             f"{row['flops'] / 1e9:.2f} G",
-            f"{100 * row.get('delta_AP', float('nan')):+.1f}",
-            "yes" if row.get("beats_2std") else "no",
+            *verdict_cells(row, scale=100, digits=1),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += ["", verdict_note(table), ""]
     lines.append(
         f"Random architectures (Table 6's baseline): mean AP {100 * extra['random_archs_mean_AP']:.1f}, "
         f"best {100 * extra['random_archs_best_AP']:.1f}. Seeds per arm: {int(table['seeds'].min())}."

@@ -42,14 +42,17 @@ def test_table_mean_std_and_delta_come_from_the_per_seed_rows() -> None:
     table = opanas_evidence.summarize_evidence(rows).set_index("arm")
     assert table.loc["FPN", "AP_mean"] == pytest.approx(0.32)
     assert table.loc["FPN", "AP_std"] == pytest.approx(0.02)  # sample std over the 3 seeds
-    assert table.loc["OPA-FPN (evolution)", "delta_AP"] == pytest.approx(0.09)
-    assert bool(table.loc["OPA-FPN (evolution)", "beats_2std"])  # 0.09 > 2 x 0.02
-    assert not bool(table.loc["random arch 1", "beats_2std"])  # 0.03 < 0.04
+    assert table.loc["OPA-FPN (evolution)", "diff"] == pytest.approx(0.09)
+    # Welch: t = 0.09 / sqrt(0.02^2/3 + 0.01^2/3) = 6.97 (p ~ 0.007); Holm over the 2 arms keeps it < 0.05
+    assert table.loc["OPA-FPN (evolution)", "verdict"] == "beats"
+    assert table.loc["random arch 1", "verdict"] == "not told apart"  # 0.03 apart, p ~ 0.14
+    assert table.loc["FPN", "verdict"] == "baseline"
     assert (table["seeds"] == 3).all() and table.loc["OPA-FPN (evolution)", "params"] == 8
     extra = opanas_evidence.random_summary(rows)
     assert extra["random_archs_mean_AP"] == pytest.approx(0.35)
     markdown = opanas_evidence.markdown(table.reset_index(), extra)
-    assert "| OPA-FPN (evolution) | 41.0 +/- 1.0 |" in markdown and "+9.0 | yes |" in markdown
+    assert "| OPA-FPN (evolution) | 41.0 +/- 1.0 |" in markdown and "| +9.0 [" in markdown
+    assert "| beats |" in markdown and "Holm's correction over the 2 tested arm(s)" in markdown
 
 
 def test_width_matching_picks_neck_and_head_params_within_5_percent(tmp_path: Path) -> None:

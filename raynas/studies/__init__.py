@@ -2,6 +2,23 @@
 choice of architectures to measure. Ray-free: it reads the rows the training jobs wrote."""
 
 from raynas.studies.picks import stratified_by_rank
-from raynas.studies.stats import arms_markdown, compare_arms, holm
+from raynas.studies.stats import (
+    TEST_HEADER,
+    arms_markdown,
+    compare_arms,
+    holm,
+    verdict_cells,
+    verdict_note,
+    with_tests,
+)
 
-__all__ = ["arms_markdown", "compare_arms", "holm", "stratified_by_rank"]
+__all__ = [
+    "TEST_HEADER",
+    "arms_markdown",
+    "compare_arms",
+    "holm",
+    "stratified_by_rank",
+    "verdict_cells",
+    "verdict_note",
+    "with_tests",
+]

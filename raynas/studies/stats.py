@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -128,32 +129,62 @@ def _p(value: float) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3g}"
 
 
+#: the columns :func:`with_tests` adds to a script's own per-arm table, and their Markdown header
+TEST_COLUMNS = ("diff", "diff_low", "diff_high", "p", "p_holm", "verdict")
+TEST_HEADER = "difference to baseline [95 % CI] | Welch p | Holm p | verdict"
+
+
+def with_tests(table: pd.DataFrame, rows: pd.DataFrame, metric: str, baseline: str) -> pd.DataFrame:
+    """``table`` (one row per arm, indexed by arm) joined with :func:`compare_arms`'s test columns on
+    ``metric``: how an evidence script that keeps its own cost columns reports the tests (issue 27)."""
+    return table.join(compare_arms(rows, metric, baseline=baseline).set_index("arm")[list(TEST_COLUMNS)])
+
+
+def verdict_cells(row: Any, scale: float = 1.0, digits: int = 3) -> list[str]:
+    """The four Markdown cells of :data:`TEST_HEADER` for one arm (a row with :data:`TEST_COLUMNS`, as a
+    mapping, a Series or a namedtuple); "-" where a value is not defined."""
+    if isinstance(row, Mapping | pd.Series):
+        get = row.get
+    else:  # a namedtuple from itertuples
+
+        def get(key: str, default: Any = None) -> Any:
+            return getattr(row, key, default)
+
+    def num(value: float, sign: str = "") -> str:
+        return "-" if value is None or math.isnan(value) else f"{scale * value:{sign}.{digits}f}"
+
+    verdict = get("verdict")
+    if verdict is None or (isinstance(verdict, float) and math.isnan(verdict)):
+        return ["-", "-", "-", "-"]
+    if verdict == "baseline":
+        diff = "(baseline)"
+    elif math.isnan(get("diff_low")):
+        diff = num(get("diff"), "+")
+    else:
+        diff = f"{num(get('diff'), '+')} [{num(get('diff_low'), '+')}, {num(get('diff_high'), '+')}]"
+    return [diff, _p(get("p")), _p(get("p_holm")), str(verdict)]
+
+
+def verdict_note(table: pd.DataFrame) -> str:
+    """The sentence under a table that says what its verdicts mean."""
+    tested = int(table["p"].notna().sum()) if "p" in table else 0
+    return (
+        f"Welch's t-test of each arm against the baseline; Holm's correction over the {tested} tested "
+        f"arm(s) of this table; a verdict needs Holm p < {ALPHA}."
+    )
+
+
 def arms_markdown(table: pd.DataFrame, scale: float = 1.0, digits: int = 3, metric: str = "metric") -> str:
     """:func:`compare_arms`'s table as Markdown: mean +/- std, difference [95 % CI], p, Holm p, verdict.
     ``scale`` multiplies the metric's values (100 shows an AP in [0, 1] as percent); "-" marks what is not
     defined (one seed's std, the baseline's difference, an untested arm's p)."""
 
-    def num(value: float, sign: str = "") -> str:
-        return "-" if math.isnan(value) else f"{scale * value:{sign}.{digits}f}"
+    def num(value: float) -> str:
+        return "-" if math.isnan(value) else f"{scale * value:.{digits}f}"
 
-    lines = [
-        f"| arm | n | {metric} (mean +/- std) | difference to baseline [95 % CI] | Welch p | Holm p "
-        "| verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    header = f"| arm | n | {metric} (mean +/- std) | {TEST_HEADER} |"
+    lines = [header, "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in table.itertuples():
-        spread = f"{num(r.mean)} +/- {num(r.std)}"
-        if r.verdict == "baseline":
-            diff = "(baseline)"
-        elif math.isnan(r.diff_low):
-            diff = num(r.diff, "+")
-        else:
-            diff = f"{num(r.diff, '+')} [{num(r.diff_low, '+')}, {num(r.diff_high, '+')}]"
-        lines.append(f"| {r.arm} | {r.n} | {spread} | {diff} | {_p(r.p)} | {_p(r.p_holm)} | {r.verdict} |")
-    tested = int(table["p"].notna().sum())
-    lines.append("")
-    lines.append(
-        f"Welch's t-test of each arm against the baseline; Holm's correction over the {tested} tested "
-        f"arm(s) of this table; a verdict needs Holm p < {ALPHA}."
-    )
-    return "\n".join(lines) + "\n"
+        cells = [r.arm, str(r.n), f"{num(r.mean)} +/- {num(r.std)}", *verdict_cells(r, scale, digits)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", verdict_note(table)]) + "\n"
