@@ -89,7 +89,7 @@ def test_ctrl_c_during_a_train_stage_is_one_line_and_exit_130(tiny_digits: Path,
 def test_ctrl_c_after_a_checkpoint_keeps_it_and_the_same_command_finishes(
     tiny_digits: Path, tmp_path: Path
 ) -> None:
-    epochs, run_dir = 3, tmp_path / "runs" / "t"
+    epochs, run_dir = 12, tmp_path / "runs" / "t"  # enough epochs left that Ctrl+C lands mid-run
     args = ["train", "--config", str(train_config(tmp_path, tiny_digits, epochs))]
     with Driver(args, tmp_path / "first.log", tmp_path) as driver:
         wait_for(lambda: registered_checkpoints(run_dir), 600, "the first checkpoint", driver.alive)

@@ -108,7 +108,11 @@ def run_search(
             callbacks=[progress],
         ),
     )
-    with frequent_experiment_checkpoints(), tune_stops_on_signals(Path(storage_path) / name):
+    with (
+        frequent_experiment_checkpoints(),
+        tune_output(verbose),
+        tune_stops_on_signals(Path(storage_path) / name),
+    ):
         return tuner.fit()
 
 
@@ -126,7 +130,7 @@ def resume_search(
     tuner = tune.Tuner.restore(
         str(path.resolve()), trainable=_trainable(scorers, metric, mode), resume_errored=True
     )
-    with frequent_experiment_checkpoints(), tune_stops_on_signals(path):
+    with frequent_experiment_checkpoints(), tune_output(0), tune_stops_on_signals(path):
         return tuner.fit()
 
 
@@ -182,6 +186,28 @@ def frequent_experiment_checkpoints(period_s: float = EXPERIMENT_CHECKPOINT_S) -
         yield
         return
     os.environ[key] = str(period_s)
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
+@contextlib.contextmanager
+def tune_output(verbose: int) -> Iterator[None]:
+    """Tune's own console output only where asked for (``verbose`` > 0; a value the user set wins).
+
+    Ray 2.60's default output engine prints a boxed "Configuration for experiment" banner ("Number of
+    trials 9223372036854775807" for a searcher that ends the search itself) and a hint to run TensorBoard
+    on a folder inside Ray's session directory even at ``verbose=0``
+    (``AirProgressReporter.experiment_started``); raynas prints its own progress lines
+    (:class:`~raynas.search.progress.SearchProgress`) and where the results are. The legacy engine
+    (``RAY_AIR_NEW_OUTPUT=0``) honours ``verbose=0``. Set for this call, not process-wide.
+    """
+    key = "RAY_AIR_NEW_OUTPUT"
+    if verbose > 0 or key in os.environ:
+        yield
+        return
+    os.environ[key] = "0"
     try:
         yield
     finally:
