@@ -228,6 +228,12 @@ def train_and_score(cfg: TrainConfig) -> tuple[dict, bool]:
     return {**record["metrics"], "epoch_time_s": epoch_time, "val_AP": result.metrics.get("AP")}, trained_now
 
 
+def _pooled(stds: pd.Series) -> float:
+    """The pooled seed std of arms (root mean square of their stds); NaN where no arm has two seeds."""
+    values = stds.dropna().to_numpy()
+    return float(np.sqrt(np.mean(values**2))) if len(values) else float("nan")
+
+
 def goals(frame: pd.DataFrame) -> dict:
     """The acceptance of issue 26, measured (None where its runs are not there yet). APs in points."""
     from scipy.stats import kendalltau
@@ -238,7 +244,7 @@ def goals(frame: pd.DataFrame) -> dict:
     stds = named["AP"].std(ddof=1)
     means, large = named["AP"].mean(), named["APl"].mean()
     if {"FPN", "lateral-only"} <= set(means.index):
-        pooled = float(np.sqrt(np.nanmean(stds.to_numpy() ** 2)))
+        pooled = _pooled(stds)
         gap = float(means["FPN"] - means["lateral-only"])
         out["fpn_minus_lateral_AP"] = gap
         out["pooled_seed_std_AP"] = pooled
@@ -252,7 +258,7 @@ def goals(frame: pd.DataFrame) -> dict:
     if rand["seed"].nunique() >= 2 and rand["arm"].nunique() >= 3:
         per_arch = rand.groupby("arm")["AP"]
         between = float(per_arch.mean().std(ddof=1))
-        within = float(np.sqrt(np.nanmean(per_arch.std(ddof=1).to_numpy() ** 2)))
+        within = _pooled(per_arch.std(ddof=1))
         wide = rand.pivot_table(index="arm", columns="seed", values="AP")[[0, 1]].dropna()
         tau = float(kendalltau(wide[0], wide[1]).statistic) if len(wide) >= 3 else float("nan")
         out.update(random_between_arch_std=between, random_within_arch_std=within, random_seed_tau=tau)
@@ -261,7 +267,7 @@ def goals(frame: pd.DataFrame) -> dict:
     control = ap[ap["group"] == "control"].groupby("arm")["AP"]
     if {"FPN (context off)", "lateral-only (context off)"} <= set(control.groups):
         gap = float(control.mean()["FPN (context off)"] - control.mean()["lateral-only (context off)"])
-        std = float(np.sqrt(np.nanmean(control.std(ddof=1).to_numpy() ** 2)))
+        std = _pooled(control.std(ddof=1))
         out.update(
             control_gap_AP=gap, control_pooled_std=std, goal_control=bool(abs(gap) < GOAL_CONTROL_STD * std)
         )
