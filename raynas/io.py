@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raynas.config import ConfigError
 from raynas.errors import raise_disk_full
 
 if TYPE_CHECKING:
@@ -249,3 +250,17 @@ def run_info(config: Any = None, **extra: Any) -> dict[str, Any]:
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         **extra,
     }
+
+
+def read_job_record(path: Path, what: str, fix: str) -> dict[str, Any]:
+    """A job folder's ``run_info.json`` (a training run's or a search's), checked: a damaged one is an error
+    that names it, ``what`` it records and the ``fix``. Read as "no record", it would turn off the check
+    that refuses to continue a job of other settings."""
+    try:
+        info = json.loads(path.read_text())
+        problem = None if isinstance(info, dict) and isinstance(info.get("config"), dict) else "no config"
+    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+        problem = " ".join(str(err).split())
+    if problem is not None:
+        raise ConfigError(f"{path} is damaged ({problem}); it records {what}: {fix}")
+    return info

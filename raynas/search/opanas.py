@@ -23,7 +23,7 @@ from raynas.config import (
     check_run_name,
     check_writable_folder,
 )
-from raynas.io import atomic_write_json, claim_folder, run_info, same_place
+from raynas.io import atomic_write_json, claim_folder, read_job_record, run_info, same_place
 from raynas.models.build import build_model
 from raynas.search.constraints import CostLimit
 from raynas.search.evolution import EvolutionSearcher
@@ -250,17 +250,11 @@ def guard_search_folder(
 def read_search_info(path: Path) -> dict[str, Any]:
     """A search folder's ``run_info.json``; a damaged one is an error naming it (read as "no record", it
     would let a search of other settings continue this one)."""
-    try:
-        info = json.loads(path.read_text())
-        problem = None if isinstance(info, dict) and isinstance(info.get("config"), dict) else "no config"
-    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
-        problem = " ".join(str(err).split())
-    if problem is not None:
-        raise ConfigError(
-            f"{path} is damaged ({problem}); it records the settings of the search in {path.parent}: "
-            f"restore it, or delete {path.parent} to search again"
-        )
-    return info
+    return read_job_record(
+        path,
+        f"the settings of the search in {path.parent}",
+        f"restore it, or delete {path.parent} to search again",
+    )
 
 
 def read_finished(experiment: Path, strategy: str, metric: str) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -31,7 +31,7 @@ from raynas.errors import (
     unwrap,
     user_message,
 )
-from raynas.io import atomic_write_json, claim_folder, run_info, same_place
+from raynas.io import atomic_write_json, claim_folder, read_job_record, run_info, same_place
 from raynas.training.inputs import ensure_inputs
 from raynas.training.ray_hooks import RUNTIME_ENV, train_stops_on_signals
 
@@ -370,17 +370,11 @@ def read_run_info(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "run_info.json"
     if not path.is_file():
         return None
-    try:
-        info = json.loads(path.read_text())
-        problem = None if isinstance(info, dict) and isinstance(info.get("config"), dict) else "no config"
-    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
-        problem = " ".join(str(err).split())
-    if problem is not None:
-        raise ConfigError(
-            f"{path} is damaged ({problem}); it records the config of the run in {run_dir}: restore it, "
-            f"or delete {run_dir} to start that run again"
-        )
-    return info
+    return read_job_record(
+        path,
+        f"the config of the run in {run_dir}",
+        f"restore it, or delete {run_dir} to start that run again",
+    )
 
 
 def check_same_run(run_dir: Path, config: dict[str, Any], config_class: type | None = None) -> None:
