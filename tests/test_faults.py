@@ -127,8 +127,9 @@ class _Background(threading.Thread):
 
 
 def writing_into(pids: list[int], directory: Path) -> tuple[int, Path] | None:
-    """``(pid, file)`` of one of ``pids`` that has a file under ``directory`` open, else None."""
-    prefix = str(directory.resolve()) + os.sep
+    """``(pid, file)`` of one of ``pids`` that has a file under a ``checkpoint_*`` folder of ``directory``
+    open, else None (rank 0 keeps its TensorBoard events file in ``directory`` open all the time)."""
+    prefix = str(directory.resolve() / "checkpoint_")
     for pid in pids:
         try:
             fds = list(Path(f"/proc/{pid}/fd").iterdir())
