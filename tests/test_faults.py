@@ -292,7 +292,8 @@ def test_killed_search_driver_resumes_without_evaluating_a_candidate_twice(
     config = tmp_path / "search.yaml"
     config.write_text(
         f"population_size: {POPULATION}\ngenerations: {GENERATIONS}\ntop_k: 2\nnum_scorers: 2\n"
-        f"storage_path: {storage}\nname: killed\n"
+        # one candidate per Tune trial: the bookkeeping below counts trial folders as candidates
+        f"candidates_per_trial: 1\nstorage_path: {storage}\nname: killed\n"
     )
     args = ["search", "opanas", "--checkpoint", str(checkpoint), "--config", str(config)]
     run_dir = storage / "killed"
