@@ -178,16 +178,19 @@ def test_tunes_own_optuna_searcher_runs_through_the_same_scorers(
 
     pool = ScorerPool(checkpoint, num_actors=1)
     searcher = ConstrainedSearcher(OptunaSearch(seed=0), SPACE)
-    grid = run_search(
-        searcher,
-        pool.handles,
-        "optuna",
-        tmp_path,
-        1,
-        verbose=0,
-        param_space=tune_param_space(SPACE),
-        num_samples=3,
-    )
+    try:
+        grid = run_search(
+            searcher,
+            pool.handles,
+            "optuna",
+            tmp_path,
+            1,
+            verbose=0,
+            param_space=tune_param_space(SPACE),
+            num_samples=3,
+        )
+    finally:  # its actor would hold a CPU of the module's Ray that the next search waits for
+        pool.shutdown()
     table = results_table(grid, "optuna")
     assert len(table) == 3 and table["AP"].notna().all() and set(table["strategy"]) == {"optuna"}
     assert all(SPACE.is_valid(SPACE.from_config(row)) for row in table[list(SPACE.keys)].to_dict("records"))
