@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Setup of one cluster node, run by `ray up` (setup_commands of cluster.yaml and cluster-onprem.yaml) on the
-# checkout that file_mounts synced to ~/raynas.
+# checkout that file_mounts synced to ~/raynas-src.
 #
-# Builds the virtualenv ~/venv with the pinned stack and `pip install -e ~/raynas`, and records what it
+# Builds the virtualenv ~/venv with the pinned stack and `pip install -e ~/raynas-src`, and records what it
 # installed in ~/venv/.raynas-stack. A node whose record matches (same pins, same pyproject.toml) is left as
 # it is, so a second `ray up` on a prepared node takes seconds and needs no network; code changes need no
 # reinstall (the install is editable). Packages come from the node's own pip configuration (a package index
@@ -20,7 +20,7 @@ grep -q "source ~/venv/bin/activate" ~/.bashrc || echo "source ~/venv/bin/activa
 
 wanted="$(mktemp)"
 trap 'rm -f "$wanted"' EXIT
-{ printf '%s\n' "${STACK[@]}"; cat "$CHECKOUT/pyproject.toml"; } >"$wanted"
+{ printf '%s\n' "${STACK[@]}" "$CHECKOUT"; cat "$CHECKOUT/pyproject.toml"; } >"$wanted"  # a moved checkout is installed anew
 if cmp -s "$wanted" "$VENV/.raynas-stack"; then
     echo "raynas node setup: ~/venv is up to date (${STACK[*]}, raynas from $CHECKOUT)"
     exit 0

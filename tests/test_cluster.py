@@ -72,7 +72,7 @@ def test_config_passes_ray_up_checks(name: str, offline: None) -> None:
     assert prepared["head_node_type"] in prepared["available_node_types"]
     assert prepared["docker"] == {}
     # `ray up` merged the shared setup into head and worker setup (util.merge_setup_commands)
-    assert prepared["worker_setup_commands"][-1] == "bash ~/raynas/scripts/node_setup.sh"
+    assert prepared["worker_setup_commands"][-1] == "bash ~/raynas-src/scripts/node_setup.sh"
 
 
 def test_aws_config_layout(offline: None) -> None:
@@ -103,9 +103,9 @@ def test_config_installs_this_checkout_with_pinned_stack(name: str) -> None:
     from packaging.requirements import Requirement
 
     config = load(name)
-    assert config["file_mounts"] == {"~/raynas": "."}
-    assert (ROOT / config["file_mounts"]["~/raynas"] / "pyproject.toml").is_file()
-    assert config["setup_commands"][-1] == "bash ~/raynas/scripts/node_setup.sh"
+    assert config["file_mounts"] == {"~/raynas-src": "."}
+    assert (ROOT / config["file_mounts"]["~/raynas-src"] / "pyproject.toml").is_file()
+    assert config["setup_commands"][-1] == "bash ~/raynas-src/scripts/node_setup.sh"
     setup = (ROOT / "scripts" / "node_setup.sh").read_text()
     assert 'pip install -e "$CHECKOUT"' in setup
     (stack,) = re.findall(r"^STACK=\((.*)\)$", setup, flags=re.MULTILINE)
