@@ -3,6 +3,7 @@ folder identity by location, and device choice."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -149,11 +150,9 @@ def _locked(path: Path, where: str) -> Any:
                 f"{where} is in use by another raynas job ({_describe(holder)}); wait for it to end, or "
                 "give this job another --out (or run name)"
             ) from None
-        try:
+        with contextlib.suppress(FileNotFoundError):
             if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
                 return handle
-        except FileNotFoundError:
-            pass
         handle.close()  # its holder removed the file on release between our open and our lock: again
 
 

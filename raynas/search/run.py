@@ -9,6 +9,7 @@ result; :func:`results_table` has one row per candidate either way. The trial it
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -163,8 +164,7 @@ def check_tune_state(path: str | Path) -> None:
         try:
             data = file.read_bytes()
             if TUNE_STATE[pattern] == "pickle":
-                for _ in pickletools.genops(data):
-                    pass
+                collections.deque(pickletools.genops(data), maxlen=0)  # walk it whole, load nothing
             elif not isinstance(json.loads(data), dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as err:
