@@ -46,14 +46,16 @@ import pandas as pd
 
 from raynas.config import ConfigError, check_writable_folder
 from raynas.errors import run_main
+from raynas.jobs.arms import Arm, arch_id, arm_config, standalone_recipe
+from raynas.jobs.main_job import MainJob, default_data, main_job_configs
+from raynas.jobs.supernet_scores import METRIC, kept_scores, load_archs, score_archs, variant_config
 from raynas.search.run import summarize
+from raynas.studies.flags import check_counts
+from raynas.studies.tables import check_table, read_table
 from raynas.viz import plot_search_curves
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from raynas.studies.flags import check_counts  # noqa: E402
-from raynas.studies.tables import check_table, read_table  # noqa: E402
-
-METRIC = "AP"
+#: the architectures with measured standalone AP the super-nets' Kendall tau is computed on
+DEFAULT_ARCHS = Path(__file__).resolve().parent / "results" / "rank_correlation" / "rank_correlation.csv"
 #: the one-shot strategies: (label, super-net variant, search strategy)
 ONE_SHOT = (
     ("OPANAS", "fair_gamma", "evolution"),
@@ -192,16 +194,23 @@ def compare(args: argparse.Namespace) -> int:
 # ---- --run mode -----------------------------------------------------------------------------------
 
 
-def variant_args(args: argparse.Namespace) -> argparse.Namespace:
-    """The arguments ``supernet_variants`` builds its configs from, pointed at the super-net folder."""
-    return argparse.Namespace(**{**vars(args), "out": args.supernets or args.out})
+def main_job(args: argparse.Namespace, out: str | None = None) -> MainJob:
+    """The main job whose super-nets and search budget the strategies share, in ``out`` (default
+    ``--supernets``, else ``--out``)."""
+    return MainJob(
+        data=args.data or default_data(args.smoke),
+        out=out or args.supernets or args.out,
+        smoke=args.smoke,
+        gpu=args.gpu,
+        address=args.address,
+        train_workers=args.train_workers,
+        out_given=True,
+        train_workers_given=True,
+    )
 
 
-def search_config(supernet_cfg, args: argparse.Namespace, name: str, strategies: list[str]):
-    from opanas_ea import default_configs, parse_args
-
-    flags = ["--out", args.out] + (["--smoke"] if args.smoke else []) + (["--gpu"] if args.gpu else [])
-    _, search = default_configs(parse_args(flags + (["--data", args.data] if args.data else [])))
+def search_config(args: argparse.Namespace, name: str, strategies: list[str]):
+    _, search = main_job_configs(main_job(args, out=args.out))
     return replace(
         search,
         name=name,
@@ -232,17 +241,21 @@ def train_cost_s(metrics: dict) -> float:
     return float(metrics.get("epoch_time_s", 0.0)) * float(metrics.get("epoch", 0))
 
 
+def scores_of(checkpoint: str, archs: pd.DataFrame, args: argparse.Namespace, path: Path) -> pd.DataFrame:
+    return score_archs(
+        checkpoint, archs, path, scorers=args.scorers, search_images=args.search_images, use_gpu=args.gpu
+    )
+
+
 def yardstick_scores(checkpoint: str, archs: dict[str, dict], args, path: Path) -> dict[str, float]:
     """The common-yardstick super-net's score of each strategy's best architecture (cached in ``path``)."""
-    from supernet_variants import score_archs
-
     frame = pd.DataFrame([{"strategy": s, **a} for s, a in archs.items()])
-    scored = score_archs(checkpoint, frame, args, path)
+    scored = scores_of(checkpoint, frame, args, path)
     return dict(zip(scored["strategy"], scored["supernet_" + METRIC]))
 
 
 def run_strategies(args: argparse.Namespace) -> int:
-    from raynas.training.launch import ray_session
+    from raynas.training.cluster import ray_session
 
     if args.directories:
         raise ConfigError("--run takes no result folders; drop them, or drop --run to compare folders")
@@ -259,25 +272,22 @@ def run_strategies(args: argparse.Namespace) -> int:
 def check_run_inputs(args: argparse.Namespace) -> None:
     """What ``--run`` would find wrong only after super-nets trained, checked before Ray starts: the
     folders, every config it builds and the scores it kept from an earlier run."""
-    from supernet_variants import DEFAULT_ARCHS, kept_scores, load_archs, variant_config
-
     check_writable_folder(args.out, "--out")
     if args.supernets:
         check_writable_folder(args.supernets, "--supernets")
-    vargs = variant_args(args)
     for variant in dict.fromkeys(v for _, v, _ in ONE_SHOT):
-        search_config(variant_config(variant, vargs), args, f"search_{variant}", ["evolution"])
+        variant_config(variant, main_job(args))
+    search_config(args, "search", ["evolution"])
+    for variant in dict.fromkeys(v for _, v, _ in ONE_SHOT):
         kept_scores(Path(args.out) / f"tau_scores_{variant}.csv")
     load_archs(str(DEFAULT_ARCHS))
     kept_scores(Path(args.out) / "yardstick_scores.csv")
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
-    from opanas_ea import prepare_inputs
-    from supernet_variants import DEFAULT_ARCHS, load_archs, score_archs, variant_config
-
     from raynas.evaluation import rank_agreement
     from raynas.io import atomic_write_json, atomic_write_text
+    from raynas.jobs.main_job import prepare_inputs
     from raynas.search.opanas import search_opanas
     from raynas.spaces.opanas import OPANASSpace
     from raynas.training.darts import search_opanas_darts
@@ -286,21 +296,20 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     out = Path(args.out)
     started = time.perf_counter()
     space = OPANASSpace(5)
-    vargs = variant_args(args)
-    prepare_inputs(variant_config(YARDSTICK, vargs), smoke=args.smoke)
+    prepare_inputs(variant_config(YARDSTICK, main_job(args)), smoke=args.smoke)
     fixed = load_archs(str(DEFAULT_ARCHS))
     supernets, taus, curves, rows = {}, {}, {}, []
     for variant in dict.fromkeys(v for _, v, _ in ONE_SHOT):
         print(f"== super-net {variant} ==", flush=True)
-        result = train_supernet(variant_config(variant, vargs))
+        result = train_supernet(variant_config(variant, main_job(args)))
         supernets[variant] = (str(result.checkpoint_dir), train_cost_s(result.metrics), result)
-        scored = score_archs(supernets[variant][0], fixed, args, out / f"tau_scores_{variant}.csv")
+        scored = scores_of(supernets[variant][0], fixed, args, out / f"tau_scores_{variant}.csv")
         taus[variant] = rank_agreement(scored["supernet_" + METRIC], scored["standalone_" + METRIC])
-    base_cfg = variant_config(YARDSTICK, vargs)
+    base_cfg = variant_config(YARDSTICK, main_job(args))
     best_archs: dict[str, dict] = {}
     for variant in dict.fromkeys(v for _, v, _ in ONE_SHOT):
         labels = [(label, strategy) for label, v, strategy in ONE_SHOT if v == variant]
-        cfg = search_config(base_cfg, args, f"search_{variant}", [s for _, s in labels])
+        cfg = search_config(args, f"search_{variant}", [s for _, s in labels])
         print(f"== search on {variant}: {cfg.strategies} ==", flush=True)
         outcome = search_opanas(supernets[variant][0], cfg, verbose=0, address=args.address)
         summary = outcome["summary"].set_index("strategy")
@@ -351,13 +360,10 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
 
 def retrain(best_archs: dict[str, dict], supernet_cfg, args: argparse.Namespace, out: Path) -> pd.DataFrame:
     """Each best architecture and the FPN trained standalone, ``--seeds`` seeds, the evidence recipe."""
-    from opanas_evidence import Arm, arm_config, recipe_config
-    from rank_correlation import arch_id
-
     from raynas.models.build import searched_neck_spec
     from raynas.training.standalone import train
 
-    recipe = recipe_config(supernet_cfg, argparse.Namespace(epochs=args.epochs, kind=None))
+    recipe = standalone_recipe(supernet_cfg, args.epochs)
     width = supernet_cfg.model.out_channels
     # runs are named by architecture: strategies that found the same one share its runs
     arms = [Arm("FPN", "fpn", None, width)] + [
@@ -368,7 +374,10 @@ def retrain(best_archs: dict[str, dict], supernet_cfg, args: argparse.Namespace,
     for seed in range(args.seeds):
         for arm in arms:
             print(f"== retrain {arm.label} ({arm.slug}), seed {seed} ==", flush=True)
-            result = train(arm_config(recipe, arm, seed, args, out))
+            cfg = arm_config(
+                recipe, arm, seed, out, workers=args.train_workers, use_gpu=args.gpu, address=args.address
+            )
+            result = train(cfg)
             rows.append({"strategy": arm.label, "seed": seed, "AP": result.metrics.get(METRIC)})
     frame = pd.DataFrame(rows)
     frame["AP"] = pd.to_numeric(frame["AP"], errors="coerce")

@@ -4,6 +4,7 @@
     python experiments/fad_evidence.py --kind retinanet   # Table 3's second detector
     python experiments/fad_evidence.py --smoke            # tiny (CI)
     python experiments/fad_evidence.py --paper            # the paper's settings (VOC on GPUs; see below)
+    python experiments/fad_evidence.py --arms fad_full --seeds 1   # one search (and a random head) vs default
 
 FAD's Table 2 (and Table 3's searched-vs-default columns) on the digits proxy. Every searched arm runs
 first-order DARTS (``raynas.training.darts``) on the training split from the pretrained proxy body, then
@@ -23,8 +24,7 @@ its derived head is retrained; every retrained arm uses one recipe (``--epochs``
 Search cost per searched arm: wall seconds and peak memory (CUDA allocated on a GPU, else the worker's
 resident size), Table 2's columns. Outputs in ``--out``: ``fad_evidence.csv`` (one row per arm and
 seed), ``fad_evidence.md`` (mean +/- std, the difference to the default head with its 95 % interval, Welch's
-and Holm's p; was: whether it exceeds 2 std of that
-head's seeds, head parameters and FLOPs, search time and memory), ``fad_evidence.png`` and
+and Holm's p, head parameters and FLOPs, search time and memory), ``fad_evidence.png`` and
 ``genotypes/<arm>.json`` / ``.png``. Resumable: finished searches and runs are skipped, also from the
 table alone: a genotype in ``--out/genotypes`` is not searched again and a row of ``--out/fad_evidence.csv``
 with the same arm, seed and head is not retrained, so a committed table is extended by copying it into
@@ -325,10 +325,8 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 
 def run(args: argparse.Namespace, base, before: dict, kept_rows: pd.DataFrame) -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from opanas_ea import prepare_inputs
-
-    from raynas.training.launch import finished_run
+    from raynas.jobs.main_job import prepare_inputs
+    from raynas.training.run_folder import finished_run
     from raynas.training.standalone import train
 
     out = Path(args.out)
@@ -422,7 +420,7 @@ def check_kept_genotypes(args: argparse.Namespace, out: Path, costs: list[dict])
 def check_and_run(args: argparse.Namespace) -> int:
     """Every flag and every file the run reads back checked here, before Ray starts."""
     from raynas.config import check_writable_folder
-    from raynas.training.launch import ray_session
+    from raynas.training.cluster import ray_session
 
     known = [s for _, s, _ in SEARCHED]
     if args.arms and set(args.arms) - set(known):

@@ -170,11 +170,9 @@ def run(args: argparse.Namespace, base, before: dict, kept_rows: pd.DataFrame) -
     """Search (or take ``--genotype``), then retrain each arm and seed; the table, its record and the
     genotype are written into ``--out`` only once a run has trained (and at the end), so a run refused on
     its way writes nothing there."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from opanas_ea import prepare_inputs
-
+    from raynas.jobs.main_job import prepare_inputs
     from raynas.training.darts import search_fad
-    from raynas.training.launch import finished_run
+    from raynas.training.run_folder import finished_run
     from raynas.training.standalone import train
 
     out = Path(args.out)
@@ -262,7 +260,7 @@ def check_same_genotype(
 def check_and_run(args: argparse.Namespace) -> int:
     """Every flag and every file the run reads back checked here, before Ray starts."""
     from raynas.config import check_writable_folder
-    from raynas.training.launch import ray_session
+    from raynas.training.cluster import ray_session
 
     check_counts(args, {name: 1 for name in COUNTS})
     check_writable_folder(args.out, "--out")

@@ -29,16 +29,17 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from opanas_ea import KINDS
 
 from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.jobs.arms import Arm, arm_config, standalone_recipe
+from raynas.jobs.main_job import KINDS
 from raynas.spaces.base import arch_from_json
 from raynas.spaces.opanas import PARAMETERISED_PATHS, OPANASSpace
 from raynas.studies import TEST_HEADER, verdict_cells, verdict_note, with_tests
@@ -50,14 +51,6 @@ BASELINE = "FPN"
 WIDTH_TOLERANCE = 0.05
 #: the main job's search strategies whose best architectures are arms: (strategy, label)
 STRATEGIES = (("evolution", "OPA-FPN (evolution)"), ("random", "OPA-FPN (random search)"))
-
-
-@dataclass(frozen=True)
-class Arm:
-    label: str
-    slug: str
-    neck: dict | None  # None: torchvision's FPN
-    out_channels: int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,28 +166,13 @@ def arms(
 
 def recipe_config(supernet: SupernetConfig, args: argparse.Namespace) -> TrainConfig:
     """The one recipe of every arm: the super-net's data and model, ``--epochs`` with decay in the last."""
-    from raynas.training.config import OptimConfig
+    return standalone_recipe(supernet, args.epochs, args.kind)
 
-    optim = replace(
-        supernet.optim, epochs=args.epochs, milestones=[args.epochs - 1] if args.epochs > 1 else []
+
+def run_config(recipe: TrainConfig, arm: Arm, seed: int, args: argparse.Namespace, out: Path) -> TrainConfig:
+    return arm_config(
+        recipe, arm, seed, out, workers=args.train_workers, use_gpu=args.gpu, address=args.address
     )
-    optim = OptimConfig(**vars(optim))  # re-checked
-    model = supernet.model if args.kind is None else replace(supernet.model, kind=args.kind)
-    return TrainConfig(data=supernet.data, model=model, optim=optim, run=supernet.run)
-
-
-def arm_config(recipe: TrainConfig, arm: Arm, seed: int, args: argparse.Namespace, out: Path) -> TrainConfig:
-    run = replace(
-        recipe.run,
-        name=f"{arm.slug}_seed{seed}",
-        storage_path=str(out / "runs"),
-        seed=seed,
-        eval_every=recipe.optim.epochs,
-        num_workers=args.train_workers,
-        use_gpu=args.gpu,
-        address=args.address,
-    )
-    return replace(recipe, model=replace(recipe.model, out_channels=arm.out_channels), neck=arm.neck, run=run)
 
 
 def summarize_evidence(rows: pd.DataFrame) -> pd.DataFrame:
@@ -262,26 +240,21 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 
 def smoke_search_dir(out: Path, args: argparse.Namespace) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import opanas_ea
+    """A smoke run of the main job (no reference) whose search the smoke evidence reads."""
+    from raynas.jobs.main_job import MainJob, check_main_job, run_main_job
 
     search_dir = out / "search_run"
-    search_args = opanas_ea.parse_args(
-        [
-            "--smoke",
-            "--out",
-            str(search_dir),
-            "--data",
-            str(out / "data"),
-            "--no-reference",
-            "--train-workers",
-            str(args.train_workers),
-            *(["--address", args.address] if args.address else []),
-        ]
+    job = MainJob(
+        data=str(out / "data"),
+        out=str(search_dir),
+        smoke=True,
+        reference=False,
+        train_workers=args.train_workers,
+        address=args.address,
+        out_given=True,
+        train_workers_given=True,
     )
-    code = opanas_ea.run(search_args, opanas_ea.checked_configs(search_args))
-    if code:
-        raise RuntimeError("the main job's smoke run failed")
+    run_main_job(job, check_main_job(job))
     return search_dir
 
 
@@ -345,7 +318,8 @@ def search_inputs(search_dir: Path, args: argparse.Namespace) -> tuple[SupernetC
 def run(args: argparse.Namespace, inputs: tuple[SupernetConfig, int, dict[str, dict]] | None) -> dict:
     """The experiment; ``inputs`` from :func:`search_inputs` (``None`` with ``--smoke``: the main job's
     smoke run makes them first)."""
-    from raynas.training.launch import ensure_ray, finished_run
+    from raynas.training.cluster import ensure_ray
+    from raynas.training.run_folder import finished_run
     from raynas.training.standalone import train
 
     out = Path(args.out)
@@ -365,7 +339,7 @@ def run(args: argparse.Namespace, inputs: tuple[SupernetConfig, int, dict[str, d
     for seed in range(args.seeds):  # seed by seed: an interrupted run leaves every arm at some seeds
         for arm in plan:
             params, flops = costs[arm.slug]
-            cfg = arm_config(recipe, arm, seed, args, out)
+            cfg = run_config(recipe, arm, seed, args, out)
             launched += (
                 finished_run(Path(cfg.run.storage_path).resolve() / cfg.run.name, cfg.optim.epochs) is None
             )
@@ -396,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
 def check_and_run(args: argparse.Namespace) -> int:
     """Every flag and every file the run reads checked here, before Ray starts."""
     from raynas.config import check_writable_folder
-    from raynas.training.launch import ray_session
+    from raynas.training.cluster import ray_session
 
     check_counts(args, {"seeds": 1, "random_archs": 0, "epochs": 1, "train_workers": 1})
     if args.smoke:  # the given values were checked, and give way to the smoke budget

@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-workers", type=int, default=1, help="Ray Train workers per run")
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--address", default=None)
+    parser.add_argument(
+        "--shard",
+        default=None,
+        help="I/N: only runs I, I+N, ... of the plan, tables in OUT/shard-I-of-N (N processes side by side; "
+        "a run without --shard then gathers them, training nothing)",
+    )
     parser.add_argument("--smoke", action="store_true", help="seconds-scale: tiny data, one epoch (CI)")
     return parser
 
@@ -96,10 +102,20 @@ def check_args(args: argparse.Namespace) -> list[str]:
         raise ConfigError(
             f"--groups takes named, random and/or control (comma-separated), got {args.groups!r}"
         )
+    if args.shard is not None:
+        shard_of(args.shard)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a folder")
     return groups
+
+
+def shard_of(text: str) -> tuple[int, int]:
+    """``"I/N"`` as (I, N), checked."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise ConfigError(f"--shard takes I/N with 0 <= I < N (e.g. 0/2), got {text!r}")
+    return int(index), int(count)
 
 
 def recipe(args: argparse.Namespace) -> TrainConfig:
@@ -207,7 +223,7 @@ def run_config(base: TrainConfig, run: Run) -> TrainConfig:
 def train_and_score(cfg: TrainConfig) -> tuple[dict, bool]:
     """Train (skipped when finished) and score on the test split (kept beside the run, so a re-run reads
     it). Returns the metrics and whether anything was trained now."""
-    from raynas.training.launch import finished_run
+    from raynas.training.run_folder import finished_run
     from raynas.training.standalone import evaluate_checkpoint, train
 
     run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
@@ -324,13 +340,20 @@ def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
     from raynas.training.inputs import ensure_inputs
 
     out, started = Path(args.out), time.perf_counter()
+    runs = plan(args, groups)
+    if args.shard is not None:
+        index, count = shard_of(args.shard)
+        runs, out = runs[index::count], out / f"shard-{index}-of-{count}"
     weights = Path(base.model.backbone_weights)
     if args.smoke and not weights.is_file():  # a seconds-scale body exercises every part
         pretrain_body(PretrainConfig(source="scenes", steps=SMOKE_PRETRAIN_STEPS, eval_crops=64), weights, 0)
-    # the data and the body once, before the runs (the control runs reuse this body)
-    ensure_inputs(replace(base, model=replace(base.model, cache_features=False)))
+    # the data, the body and its cached outputs once, before the runs (the control runs reuse this body), so
+    # that shards started side by side after this point never make the same file
+    ensure_inputs(base)
+    if "control" in groups:
+        ensure_inputs(run_config(base, Run("control", "", "", None, 0)))
     rows, trained = [], 0
-    for item in plan(args, groups):
+    for item in runs:
         cfg = run_config(base, item)
         print(f"== {item.arm}, seed {item.seed} ==", flush=True)
         metrics, now = train_and_score(cfg)
@@ -363,11 +386,12 @@ def main(argv: list[str] | None = None) -> int:
 def check_and_run(args: argparse.Namespace) -> int:
     groups = check_args(args)
     base = recipe(args)  # the recipe's own checks, before Ray starts
-    from raynas.training.launch import ray_session
+    from raynas.training.cluster import ray_session
 
     with ray_session(args.address):
         record = run(args, groups, base)
-    print((Path(args.out) / "calibration.md").read_text())
+    shard = "" if args.shard is None else "shard-{}-of-{}".format(*shard_of(args.shard))
+    print((Path(args.out) / shard / "calibration.md").read_text())
     print(
         f"{record['runs']} runs ({record['runs_trained_now']} trained now) in {record['wall_time_s']:.0f} s"
     )

@@ -20,8 +20,6 @@ intervals, settings, times) and ``rank_correlation.png`` (scatter).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import random
 import sys
 import time
@@ -35,6 +33,7 @@ from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.evaluation import rank_agreement, spread_picks
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.jobs.arms import arch_id
 from raynas.models.build import searched_neck_spec
 from raynas.spaces.opanas import OPANASSpace
 from raynas.studies.flags import check_counts
@@ -67,12 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default=None, help="attach to a Ray cluster (e.g. auto)")
     parser.add_argument("--smoke", action="store_true", help="tiny data and budget; trains its own super-net")
     return parser
-
-
-def arch_id(arch_config: dict) -> str:
-    """A short stable name for an architecture (its run folder)."""
-    text = json.dumps(arch_config, sort_keys=True)
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def score_pool(checkpoint: str, space: OPANASSpace, args: argparse.Namespace, out: Path) -> pd.DataFrame:
@@ -163,9 +156,7 @@ def plot(table: pd.DataFrame, stats: dict, path: Path) -> None:
 
 def smoke_checkpoint(out: Path, args: argparse.Namespace) -> str:
     """A tiny super-net for the smoke mode (the same one opanas_ea.py --smoke trains)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from opanas_ea import prepare_inputs, smoke_supernet_config
-
+    from raynas.jobs.main_job import prepare_inputs, smoke_supernet_config
     from raynas.training.supernet import train_supernet
 
     cfg = smoke_supernet_config(data=str(out / "data"), out=str(out), workers=1, address=args.address)
@@ -175,7 +166,7 @@ def smoke_checkpoint(out: Path, args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> dict:
     from raynas.search.pool import supernet_config
-    from raynas.training.launch import ensure_ray
+    from raynas.training.cluster import ensure_ray
     from raynas.training.standalone import train
 
     out = Path(args.out)
@@ -220,7 +211,7 @@ def run(args: argparse.Namespace) -> dict:
 def report(args: argparse.Namespace) -> int:
     from raynas.config import check_writable_folder
     from raynas.search.pool import supernet_config
-    from raynas.training.launch import ray_session
+    from raynas.training.cluster import ray_session
 
     check_counts(args, {"pool": 3, "m": 3, "epochs": 1, "search_images": 1, "scorers": 1, "train_workers": 1})
     if args.smoke:  # the given values were checked, and give way to the smoke budget

@@ -29,7 +29,6 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -37,21 +36,11 @@ import pandas as pd
 from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.jobs.main_job import MainJob, default_data
+from raynas.jobs.supernet_scores import METRIC, VARIANTS, kept_scores, load_archs, score_archs, variant_config
+from raynas.studies.flags import check_counts
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from raynas.studies.flags import check_counts  # noqa: E402
-from raynas.studies.tables import none_as_written, read_table  # noqa: E402
-
-METRIC = "AP"
 DEFAULT_ARCHS = Path(__file__).resolve().parent / "results" / "rank_correlation" / "rank_correlation.csv"
-#: name -> OPANASConfig switches
-VARIANTS: dict[str, dict] = {
-    "fair_gamma": {"sampling": "fair", "gamma": True},
-    "fair_nogamma": {"sampling": "fair", "gamma": False},
-    "uniform_gamma": {"sampling": "uniform", "gamma": True},
-    "uniform_nogamma": {"sampling": "uniform", "gamma": False},
-    "fair_gamma_all": {"sampling": "fair", "gamma": True, "train_paths": "all", "k": 6},
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,118 +64,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_archs(path: str) -> pd.DataFrame:
-    """The fixed architectures and their measured standalone AP."""
-    from raynas.spaces.opanas import OPANASSpace
-
-    if not Path(path).is_file():
-        raise ConfigError(f"--archs {path!r} is not a file; give a rank_correlation.csv")
-    try:
-        table = pd.read_csv(path)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        why = " ".join(str(err).split())[:160]
-        raise ConfigError(f"--archs {path!r} is not a CSV table ({why}); give rank_correlation.csv") from err
-    space = OPANASSpace(5)
-    missing = sorted((set(space.choices()) | {"standalone_" + METRIC}) - set(table.columns))
-    if missing:
-        raise ConfigError(f"--archs {path!r} lacks the column(s) {missing}; give a rank_correlation.csv")
-    if len(table) < 3:
-        raise ConfigError(f"--archs {path!r} has {len(table)} architectures; a rank correlation needs >= 3")
-    scores = pd.to_numeric(table["standalone_" + METRIC], errors="coerce")
-    if scores.isna().any():
-        lines = [index + 2 for index in table.index[scores.isna()]][:5]
-        raise ConfigError(
-            f"--archs {path!r} has no number as standalone_{METRIC} on line(s) {lines}; give a "
-            "rank_correlation.csv whose architectures all have a measured AP"
-        )
-    for line, row in enumerate(table.to_dict("records"), start=2):
-        try:
-            space.from_config(row)
-        except ValueError as err:
-            raise ConfigError(
-                f"--archs {path!r} line {line} is not an OPANAS architecture ({err}); "
-                "give a rank_correlation.csv"
-            ) from err
-    return table
-
-
-def kept_scores(path: Path) -> pd.DataFrame | None:
-    """Scores of an earlier run (``None`` if none), each row a whole architecture with its score and key:
-    a damaged copy is refused (also before Ray starts), not half reused."""
-    from raynas.spaces.opanas import OPANASSpace
-
-    if not path.is_file():
-        return None
-    fix = "restore it, or delete it to score the architectures again"
-    space = OPANASSpace(5)
-    # a row cut short in its key (checkpoint, search_images) matches no key: it is scored again
-    table = read_table(path, fix, space.keys, ("supernet_" + METRIC,), dtype={"search_images": str})
-    for line, row in enumerate(table.to_dict("records"), start=2):
-        try:
-            space.from_config(row)
-        except ValueError as err:
-            raise ConfigError(f"{path} line {line} is not an OPANAS architecture ({err}); {fix}") from err
-    return none_as_written(table)
-
-
-def variant_config(name: str, args: argparse.Namespace):
-    """The main job's super-net with the variant's switches, in its own run folder."""
-    from opanas_ea import default_configs, parse_args
-
-    flags = ["--out", args.out, "--train-workers", str(args.train_workers)]
-    flags += ["--data", args.data] if args.data else []
-    flags += ["--smoke"] if args.smoke else []
-    flags += ["--gpu"] if args.gpu else []
-    flags += ["--address", args.address] if args.address else []
-    cfg, _ = default_configs(parse_args(flags))
-    return replace(
-        cfg,
-        opanas=replace(cfg.opanas, **VARIANTS[name]),
-        run=replace(cfg.run, name=f"supernet_{name}"),
-        neck=None,
+def main_job(args: argparse.Namespace) -> MainJob:
+    """The main job these super-nets are variants of, with this script's data, folder and workers."""
+    return MainJob(
+        data=args.data or default_data(args.smoke),
+        out=args.out,
+        smoke=args.smoke,
+        gpu=args.gpu,
+        address=args.address,
+        train_workers=args.train_workers,
+        out_given=True,
+        train_workers_given=True,
     )
 
 
-def score_archs(checkpoint: str, archs: pd.DataFrame, args: argparse.Namespace, path: Path) -> pd.DataFrame:
-    """Super-net scores of the fixed architectures (kept in ``path``; reused on re-run)."""
-    from ray.util import ActorPool
-
-    from raynas.search.pool import ScorerPool
-    from raynas.spaces.opanas import OPANASSpace
-
-    space = OPANASSpace(5)
-    configs = [space.to_config(space.from_config(row)) for row in archs.to_dict("records")]
-    key = {"checkpoint": str(Path(checkpoint).resolve()), "search_images": str(args.search_images)}
-    table = kept_scores(path)
-    if table is not None:
-        same_archs = (
-            len(table) == len(configs)
-            and [space.to_config(space.from_config(row)) for row in table.to_dict("records")] == configs
-        )
-        if same_archs and all(k in table and table[k].astype(str).eq(v).all() for k, v in key.items()):
-            return table
-    scorers = ScorerPool(checkpoint, num_actors=args.scorers, max_images=args.search_images, use_gpu=args.gpu)
-    try:
-        results = list(ActorPool(scorers.actors).map(lambda actor, c: actor.score.remote(c), configs))
-    finally:
-        scorers.shutdown()
-    table = archs.copy()
-    table["supernet_" + METRIC] = [r[METRIC] for r in results]
-    for name, value in key.items():
-        table[name] = value
-    atomic_write_text(path, table.to_csv(index=False))
-    return table
+def scores_of(checkpoint: str, archs: pd.DataFrame, args: argparse.Namespace, path: Path) -> pd.DataFrame:
+    return score_archs(
+        checkpoint, archs, path, scorers=args.scorers, search_images=args.search_images, use_gpu=args.gpu
+    )
 
 
 def run_variant(name: str, archs: pd.DataFrame, args: argparse.Namespace) -> dict:
     from raynas.evaluation import rank_agreement
     from raynas.training.supernet import train_supernet
 
-    cfg = variant_config(name, args)
+    cfg = variant_config(name, main_job(args))
     started = time.perf_counter()
     result = train_supernet(cfg)
     train_s = time.perf_counter() - started
-    scored = score_archs(str(result.checkpoint_dir), archs, args, Path(args.out) / f"scores_{name}.csv")
+    scored = scores_of(str(result.checkpoint_dir), archs, args, Path(args.out) / f"scores_{name}.csv")
     stats = rank_agreement(scored["supernet_" + METRIC], scored["standalone_" + METRIC])
     opanas = cfg.opanas
     return {
@@ -250,9 +156,9 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     out = Path(args.out)
     archs = load_archs(args.archs)  # checked again: the file may change while Ray starts
     started = time.perf_counter()
-    from opanas_ea import prepare_inputs
+    from raynas.jobs.main_job import prepare_inputs
 
-    prepare_inputs(variant_config(args.variants[0], args), smoke=args.smoke)
+    prepare_inputs(variant_config(args.variants[0], main_job(args)), smoke=args.smoke)
     rows = []
     for name in args.variants:
         print(f"== super-net variant {name}: {VARIANTS[name]} ==", flush=True)
@@ -271,7 +177,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
 def report(args: argparse.Namespace) -> int:
     """Every flag and every file the run reads checked first, before Ray starts."""
     from raynas.config import check_writable_folder
-    from raynas.training.launch import ray_session
+    from raynas.training.cluster import ray_session
 
     check_counts(args, {"search_images": 1, "scorers": 1, "train_workers": 1})
     repeated = sorted({name for name in args.variants if args.variants.count(name) > 1})
@@ -280,7 +186,7 @@ def report(args: argparse.Namespace) -> int:
     check_writable_folder(args.out, "--out")
     load_archs(args.archs)  # a bad --archs fails before Ray starts
     for name in args.variants:
-        variant_config(name, args)
+        variant_config(name, main_job(args))
         kept_scores(Path(args.out) / f"scores_{name}.csv")
     with ray_session(args.address):
         table = run(args)

@@ -36,7 +36,7 @@ def test_an_unreachable_cluster_address_fails_fast(tmp_path: Path, capsys) -> No
     ],
 )
 def test_without_address_a_driver_starts_its_own_ray(monkeypatch, flag, env, expected) -> None:
-    from raynas.training.launch import attach_address
+    from raynas.training.cluster import attach_address
 
     if env is None:
         monkeypatch.delenv("RAY_ADDRESS", raising=False)

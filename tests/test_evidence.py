@@ -14,9 +14,9 @@ from tiny_data import failure_text
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
-import opanas_ea  # noqa: E402
 import opanas_evidence  # noqa: E402
 
+from raynas.jobs.main_job import smoke_supernet_config  # noqa: E402
 from raynas.models.build import searched_neck_spec  # noqa: E402
 from raynas.spaces.opanas import OPANASSpace  # noqa: E402
 
@@ -56,7 +56,7 @@ def test_table_mean_std_and_delta_come_from_the_per_seed_rows() -> None:
 
 
 def test_width_matching_picks_neck_and_head_params_within_5_percent(tmp_path: Path) -> None:
-    supernet = opanas_ea.smoke_supernet_config(str(tmp_path / "d"), str(tmp_path / "o"), kind="retinanet")
+    supernet = smoke_supernet_config(str(tmp_path / "d"), str(tmp_path / "o"), kind="retinanet")
     supernet.model.out_channels = 64
     recipe = opanas_evidence.recipe_config(
         supernet, opanas_evidence.build_parser().parse_args(["--epochs", "1"])

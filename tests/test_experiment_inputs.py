@@ -21,7 +21,6 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 RESULTS = EXPERIMENTS / "results"
 sys.path.insert(0, str(EXPERIMENTS))
 import compare_strategies  # noqa: E402
-import fad_darts  # noqa: E402
 import fad_evidence  # noqa: E402
 import mask_fad  # noqa: E402
 import opanas_ea  # noqa: E402
@@ -32,7 +31,7 @@ import train_baseline  # noqa: E402
 
 SCRIPTS = {
     module.__name__: module
-    for module in (compare_strategies, fad_darts, fad_evidence, mask_fad, opanas_ea, opanas_evidence,
+    for module in (compare_strategies, fad_evidence, mask_fad, opanas_ea, opanas_evidence,
                    rank_correlation, supernet_variants, train_baseline)
 }  # fmt: skip
 
@@ -126,7 +125,6 @@ COUNTS = [
     ("supernet_variants", ["--train-workers", "-1"], "--train-workers"),
     ("train_baseline", ["--workers", "0"], "--workers"),
     ("train_baseline", ["--epochs", "-1"], "--epochs"),
-    ("fad_darts", ["--workers", "-1"], "--workers"),
 ]
 
 

@@ -32,7 +32,7 @@ from test_training import tiny_config
 from raynas.checkpoints import STATE_FILE, load_state
 from raynas.search.run import EXPERIMENT_CHECKPOINT_S, frequent_experiment_checkpoints
 from raynas.spaces.opanas import OPANASSpace
-from raynas.training.launch import TrainResult
+from raynas.training.run_folder import TrainResult
 from raynas.training.standalone import train
 
 #: Ray Train V2 writes this (``checkpoint_manager_snapshot.json``) each time it registers a checkpoint

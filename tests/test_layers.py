@@ -15,8 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "raynas"
 
 #: the folders below the Ray line: usable without Ray and without a training job (studies: tables of rows)
 RAY_FREE = ("spaces", "models", "data", "evaluation", "studies")
-#: the only folders that may import Ray
-RAY_USERS = ("training", "search")
+#: the only folders that may import Ray (jobs: the experiments' layer, above training and search)
+RAY_USERS = ("training", "search", "jobs")
+EXPERIMENTS = PACKAGE.parent / "experiments"
 
 
 def module_name(path: Path) -> str:
@@ -90,7 +91,26 @@ def test_only_training_and_search_import_ray(path: Path) -> None:
     assert offending(path, ("ray",)) == []
 
 
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] != "jobs"),
+    ids=lambda p: module_name(p),
+)
+def test_nothing_in_the_package_imports_the_experiments_jobs(path: Path) -> None:
+    assert offending(path, ("raynas.jobs",)) == []
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.py")), ids=lambda p: p.name)
+def test_an_experiment_script_imports_the_package_not_another_script(path: Path) -> None:
+    """What two scripts share lives in raynas/jobs or raynas/studies: a script importing a sibling (through
+    a ``sys.path`` edit) breaks where only the script is copied (``ray submit``) and hides shared code."""
+    scripts = {p.stem for p in EXPERIMENTS.glob("*.py")}
+    assert sorted(name for name in imports_of(path) if name.split(".")[0] in scripts) == []
+    assert "sys.path" not in path.read_text()
+
+
 def test_every_module_is_checked() -> None:
     """The Ray-free folders exist and hold modules (a renamed folder must not pass the tests vacuously)."""
-    for folder in RAY_FREE:
+    for folder in (*RAY_FREE, *RAY_USERS):
         assert modules_under(folder), folder
+    assert len(list(EXPERIMENTS.glob("*.py"))) >= 5

@@ -26,22 +26,24 @@ from raynas.spaces.opanas import OPAFPN, OPANASSpace
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "opanas_ea.py"
 sys.path.insert(0, str(SCRIPT.parent))
-import opanas_ea  # noqa: E402
+import opanas_ea  # noqa: E402  (the script's flags -> MainJob)
+
+from raynas.jobs.main_job import main_job_configs, retrain_config, smoke_supernet_config  # noqa: E402
 
 
 def test_command_line_flags_win_over_the_config_files(tmp_path: Path) -> None:
-    supernet, search = opanas_ea.default_configs(opanas_ea.parse_args(["--smoke"]))
+    supernet, search = main_job_configs(opanas_ea.job_from_args(["--smoke"]))
     supernet.run.storage_path, supernet.run.num_workers = "from_file", 1
     search.storage_path, search.num_scorers, search.name = "from_file", 1, "file_search"
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(to_dict(supernet)))
     (tmp_path / "q.yaml").write_text(yaml.safe_dump(to_dict(search)))
     files = ["--supernet-config", str(tmp_path / "s.yaml"), "--search-config", str(tmp_path / "q.yaml")]
 
-    supernet, search = opanas_ea.default_configs(opanas_ea.parse_args(files))
+    supernet, search = main_job_configs(opanas_ea.job_from_args(files))
     assert (supernet.run.storage_path, supernet.run.num_workers) == ("from_file", 1)
     assert (search.storage_path, search.num_scorers, search.name) == ("from_file", 1, "file_search")
     flags = ["--out", "cli_out", "--scorers", "3", "--train-workers", "2", "--address", "auto", "--gpu"]
-    supernet, search = opanas_ea.default_configs(opanas_ea.parse_args(files + flags))
+    supernet, search = main_job_configs(opanas_ea.job_from_args(files + flags))
     assert supernet.run.storage_path == search.storage_path == "cli_out"
     assert (supernet.run.num_workers, supernet.run.address, supernet.run.use_gpu) == (2, "auto", True)
     assert (search.num_scorers, search.use_gpu, search.name) == (3, True, "file_search")
@@ -49,11 +51,11 @@ def test_command_line_flags_win_over_the_config_files(tmp_path: Path) -> None:
 
 def test_retraining_builds_the_neck_that_was_searched(tmp_path: Path) -> None:
     """deformable, norm and num_nodes come from the super-net's config, not the OPA-FPN defaults."""
-    supernet = opanas_ea.smoke_supernet_config(str(tmp_path / "d"), str(tmp_path / "o"))
+    supernet = smoke_supernet_config(str(tmp_path / "d"), str(tmp_path / "o"))
     supernet.opanas.num_nodes, supernet.opanas.deformable, supernet.opanas.norm = 3, True, "gn"
     space = OPANASSpace(num_nodes=3)
     arch = space.from_config({key: "scale_equalizing" for key in space.keys})
-    cfg = opanas_ea.retrain_config(supernet, {**space.to_config(arch), "AP": 0.5, "generation": 1})
+    cfg = retrain_config(supernet, {**space.to_config(arch), "AP": 0.5, "generation": 1})
     assert cfg.neck == {"type": "opa_fpn", "arch": space.to_config(arch), "num_nodes": 3,
                         "deformable": True, "norm": "gn"}  # fmt: skip
     assert cfg.optim == supernet.optim and cfg.data == supernet.data

@@ -33,7 +33,7 @@ from raynas.spaces.opanas import (
 )
 from raynas.spaces.opanas.sampling import training_subnets
 from raynas.training.config import OPANASConfig, OptimConfig, RunConfig, SupernetConfig
-from raynas.training.launch import TrainResult
+from raynas.training.run_folder import TrainResult
 from raynas.training.supernet import SupernetTask, train_supernet
 
 AP_KEYS = {"AP", "AP50", "AP75", "APs", "APm", "APl"}

@@ -25,7 +25,7 @@ from raynas.io import atomic_write_json, run_info
 from raynas.models.build import build_model
 from raynas.models.config import ModelConfig
 from raynas.training.config import OPANASConfig, OptimConfig, RunConfig, TrainConfig
-from raynas.training.launch import TrainResult, check_same_run
+from raynas.training.run_folder import TrainResult, check_same_run
 from raynas.training.standalone import train
 
 AP_KEYS = {"AP", "AP50", "AP75", "APs", "APm", "APl"}
@@ -160,10 +160,10 @@ def test_use_gpu_without_gpus_fails_before_launching(ray_session, tiny_digits: P
 
 
 def test_an_attached_cluster_may_autoscale_so_a_shortfall_only_warns(ray_session, caplog) -> None:
-    from raynas.training.launch import check_resources
+    from raynas.training.cluster import check_resources
 
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    with caplog.at_level("WARNING", logger="raynas.training.launch"):
+    with caplog.at_level("WARNING", logger="raynas.training.cluster"):
         check_resources(gpus + 1, use_gpu=True, cpus_per_worker=1, attached=True)
     assert f"asks for {gpus + 1} GPU(s)" in caplog.text and "autoscaler" in caplog.text
 

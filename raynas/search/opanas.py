@@ -316,9 +316,9 @@ def search_opanas(
 
     Returns ``{"tables": {strategy: DataFrame}, "summary": DataFrame, "run_dir": Path}``.
     ``resume=True`` continues interrupted strategies from their Tune directories. ``address``: the cluster
-    to attach to when Ray is not running yet (:func:`~raynas.training.launch.ensure_ray`).
+    to attach to when Ray is not running yet (:func:`~raynas.training.cluster.ensure_ray`).
     """
-    from raynas.training.launch import ensure_ray
+    from raynas.training.cluster import ensure_ray
 
     check_writable_folder(cfg.storage_path)
     # everything that can be refused comes before the search folder is claimed (its run_info.json)

@@ -18,7 +18,11 @@ import ray
 from raynas.checkpoints import config_from_state, load_state
 from raynas.search.handles import ScorerHandles, ScorerLeases
 from raynas.search.scorer import DEFAULT_CACHE_BYTES, SupernetScorer, state_to_numpy
+from raynas.training.cluster import attached_to_cluster, check_resources
 from raynas.training.config import SupernetConfig
+
+#: the search config keys a shortfall of scorer actors is fixed with (named in check_resources' message)
+SCORER_KEYS = ("num_scorers", "cpus_per_scorer", "use_gpu")
 
 
 def check_scorer_resources(
@@ -26,8 +30,6 @@ def check_scorer_resources(
 ) -> None:
     """Refuse scorer actors the cluster cannot host (Ray would wait for them forever); a warning only on
     an attached cluster, which may autoscale. ``reserve_cpus``: what the search needs beside them."""
-    from raynas.training.launch import SCORER_KEYS, attached_to_cluster, check_resources
-
     check_resources(num_actors, use_gpu, cpus_per_actor, attached_to_cluster(), SCORER_KEYS, reserve_cpus)
 
 

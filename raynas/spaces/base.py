@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+if TYPE_CHECKING:  # annotations only: this module imports no torch at run time
+    from torch import Tensor, nn
 
 Arch = TypeVar("Arch")
 
@@ -48,6 +51,36 @@ class SearchSpace(Protocol[Arch]):
 
     def from_config(self, config: dict[str, Any]) -> Arch:
         """Inverse of ``to_config``; ignores keys that are not architecture choices."""
+
+
+@runtime_checkable
+class DartsSearchable(Protocol):
+    """A module searched by first-order DARTS (Liu et al. 2019): what ``raynas.training.darts`` calls on it.
+
+    Bilevel search: the architecture step moves ``arch_parameters()`` alone (Adam, on the architecture
+    data: a held-out half or split), the weight step every other parameter of the detector (SGD, on the
+    training data), so the trainer must tell the alphas apart from the weights of whichever module
+    (FAD head, FAD mask head, OPANAS neck) is searched. ``isinstance`` checks only that these members
+    exist: a module built from a fixed architecture has them too, with ``arch_parameters()`` empty.
+    """
+
+    alphas: Tensor | None  # checkpointed each epoch next to the derived architecture
+    candidates: tuple[str, ...] | None  # names of the last axis of ``arch_weights()``
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture weights, the only tensors of the architecture optimizer; empty when derived."""
+
+    def arch_weights(self) -> Tensor:
+        """The relaxed weights of every candidate (softmax or sigmoid of the alphas), for the heatmaps."""
+
+    def arch_penalty(self) -> Tensor | None:
+        """An extra loss of the architecture step only (Fair DARTS's zero-one loss), else ``None``."""
+
+    def derive(self) -> Any:
+        """The discrete architecture the alphas pick now, an architecture of ``search_space()``."""
+
+    def search_space(self) -> SearchSpace:
+        """The discrete space ``derive()`` lands in (its ``to_config`` is what the run logs and writes)."""
 
 
 def from_config_strict(space: SearchSpace, config: dict[str, Any], where: str) -> Any:

@@ -7,17 +7,13 @@ negative ``--epochs`` would only fail once Ray is up or a super-net has trained.
 
 from __future__ import annotations
 
-import argparse
-
 from raynas.config import ConfigError
 
 
-def check_counts(
-    args: argparse.Namespace, minimums: dict[str, int], fields: dict[str, str] | None = None
-) -> None:
-    """Refuse each flag of ``minimums`` (its ``argparse`` name) below its minimum; ``None`` (a flag left
-    out, whose default is decided later) passes. ``fields`` names the config value a flag sets, so the
-    message says both where the flag feeds a config."""
+def check_counts(args: object, minimums: dict[str, int], fields: dict[str, str] | None = None) -> None:
+    """Refuse each flag of ``minimums`` (its ``argparse`` name, an attribute of ``args``: parsed flags or a
+    job's dataclass) below its minimum; ``None`` (a flag left out, whose default is decided later) passes.
+    ``fields`` names the config value a flag sets, so the message says both where the flag feeds a config."""
     for name, least in minimums.items():
         value = getattr(args, name)
         if value is None or value >= least:

@@ -2,15 +2,15 @@
 (the DARTS / Fair DARTS baselines of OPANAS Table 6).
 
 One trainer serves both through the differentiable-search contract of the searchable module (the
-detector's head, else its neck): ``arch_parameters()``, ``arch_penalty()`` (Fair DARTS's zero-one loss
-or ``None``), ``derive()`` and ``search_space()``, plus ``arch_weights()`` and ``candidates`` for the
-per-epoch heatmap. Each step first updates the architecture weights
-(alphas) with Adam on a batch of the architecture data, then the network weights with SGD on a batch of
-the weight data; alphas are never in the weight optimiser and the weights never move in the alpha
-step. FAD splits the training set into two disjoint halves (the paper's bilevel setting); OPANAS uses
-the training split for weights and the held-out search split for alphas. Gradients of both are averaged
-over ranks explicitly, and every rank starts from the same seed, so all ranks hold the same alphas and
-derive the same architecture.
+detector's head, else its neck; ``raynas.spaces.base.DartsSearchable``): ``arch_parameters()``,
+``arch_penalty()`` (Fair DARTS's zero-one loss or ``None``), ``derive()`` and ``search_space()``, plus
+``arch_weights()`` and ``candidates`` for the per-epoch heatmap. Each step first updates the architecture
+weights (alphas) with Adam on a batch of the architecture data, then the network weights with SGD on a
+batch of the weight data; alphas are never in the weight optimiser and the weights never move in the
+alpha step. FAD splits the training set into two disjoint halves (the paper's bilevel setting); OPANAS
+uses the training split for weights and the held-out search split for alphas. Gradients of both are
+averaged over ranks explicitly, and every rank starts from the same seed, so all ranks hold the same
+alphas and derive the same architecture.
 """
 
 from __future__ import annotations
@@ -29,20 +29,21 @@ from raynas.data.loaders import build_dataset, make_loader
 from raynas.io import atomic_write_json
 from raynas.models.build import build_model
 from raynas.models.detector import INSTANCE_SEGMENTATION
-from raynas.spaces.base import arch_to_json
+from raynas.spaces.base import DartsSearchable, arch_to_json
 from raynas.spaces.fad import FADSpace
 from raynas.training.config import DartsConfig, OPANASDartsConfig
 from raynas.training.engine import Task, check_finite, ranks_agree, sync_gradients, unwrap
-from raynas.training.launch import TrainResult, fit
+from raynas.training.launch import fit
+from raynas.training.run_folder import TrainResult
 
 
-def searchable_of(model: nn.Module) -> nn.Module:
-    """The module whose architecture is searched: a searchable head (FAD), Mask R-CNN's searchable mask head
-    (FAD for instance segmentation), else the neck (OPANAS)."""
+def searchable_of(model: nn.Module) -> DartsSearchable:
+    """The module whose architecture is searched (a :class:`DartsSearchable` with alphas): a searchable head
+    (FAD), Mask R-CNN's searchable mask head (FAD for instance segmentation), else the neck (OPANAS)."""
     detector = unwrap(model)
     mask_head = getattr(getattr(detector, "roi_heads", None), "mask_head", None)
     for module in (getattr(detector, "head", None), mask_head, getattr(detector.backbone, "neck", None)):
-        if module is not None and hasattr(module, "arch_parameters") and module.arch_parameters():
+        if isinstance(module, DartsSearchable) and module.arch_parameters():
             return module
     raise ValueError("the detector has no searchable head or neck (no architecture parameters)")
 

@@ -1,19 +1,14 @@
-"""Driver side of a training job: attach to Ray, launch a ``TorchTrainer``, translate failures.
+"""Driver side of a training job: launch a ``TorchTrainer`` on a checked run folder, translate failures.
 
-The same function serves the CLI, the experiment scripts and the tests; only the ``Task`` differs.
+The same function serves the CLI, the experiment scripts and the tests; only the ``Task`` differs. Which
+Ray it runs on is :mod:`raynas.training.cluster`'s; whether the run folder may be continued is
+:mod:`raynas.training.run_folder`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
 import logging
-import os
-import shutil
-import socket
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,149 +16,22 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from raynas.checkpoints import STATE_FILE, check_checkpoint, load_state
-from raynas.config import ConfigError, check_writable_folder, from_dict, to_dict
-from raynas.errors import (
-    DiskFullError,
-    WorkerUserError,
-    is_disk_full,
-    reclaim_stop_signals,
-    unwrap,
-    user_message,
-)
-from raynas.io import atomic_write_json, claim_folder, read_job_record, run_info, same_place
+from raynas.checkpoints import STATE_FILE, load_state
+from raynas.config import ConfigError, check_writable_folder, to_dict
+from raynas.errors import DiskFullError, WorkerUserError, is_disk_full, unwrap, user_message
+from raynas.io import atomic_write_json, claim_folder, run_info
+from raynas.training.cluster import attach_address, attached_to_cluster, check_resources, ensure_ray
 from raynas.training.inputs import ensure_inputs
-from raynas.training.ray_hooks import RUNTIME_ENV, train_stops_on_signals
+from raynas.training.ray_hooks import train_stops_on_signals
+from raynas.training.run_folder import (
+    TrainResult,
+    check_run_state,
+    check_same_run,
+    finished_run,
+    remove_unregistered_checkpoints,
+)
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    """What a finished training job leaves behind."""
-
-    run_dir: Path
-    checkpoint_dir: Path
-    metrics: dict[str, Any]
-
-    def load_state(self) -> dict[str, Any]:
-        return load_state(self.checkpoint_dir)
-
-
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """A TCP connect to ``host:port`` (or ``ray://host:port``) first: ``ray.init`` retries an unreachable
-    GCS for minutes before it gives up, which looks like a hang. ``auto`` and ``local`` are Ray's to
-    resolve."""
-    target = address.removeprefix("ray://")
-    host, sep, port = target.rpartition(":")
-    if address in ("auto", "local") or not sep or not port.isdigit():
-        return
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as err:
-        raise RuntimeError(
-            f"cannot reach the Ray cluster at {address!r} ({err}). Check that it is running (`ray status` on "
-            "its head), the address and port (GCS 6379, Ray Client 10001), and the firewall; or omit "
-            "--address (and unset RAY_ADDRESS) to run on a local Ray."
-        ) from err
-
-
-def attach_address(address: str | None) -> str | None:
-    """The cluster a driver attaches to: ``address``, else ``RAY_ADDRESS``; None for a Ray of its own."""
-    address = address or os.environ.get("RAY_ADDRESS")
-    return None if address in (None, "", "local") else address
-
-
-_attached = False  # set by ensure_ray: this process's Ray is a cluster started elsewhere
-
-
-def attached_to_cluster() -> bool:
-    """Whether :func:`ensure_ray` attached this process to a cluster started elsewhere (which may
-    autoscale), rather than starting a Ray of its own (which never grows)."""
-    return _attached
-
-
-def ensure_ray(address: str | None = None) -> None:
-    """Attach to ``address`` (a running cluster) or start a local Ray once; errors say how to fix.
-
-    No ``address`` means a Ray of this process's own (``address="local"``), as the flags promise ("omit
-    --address to run locally"), also when a cluster started with ``ray start`` runs on this machine: Ray's
-    own default would attach to that one silently, share its CPUs with whatever runs there, and inherit its
-    settings (a driver of another Ray version or auth mode fails deep inside Ray Train). ``RAY_ADDRESS``
-    (which ``ray job submit`` sets for the job it starts) still names the cluster to attach to.
-    """
-    global _attached
-    if ray.is_initialized():
-        return
-    address = attach_address(address)
-    if address:
-        check_reachable(address)
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=True)  # keeps the job's own runtime_env
-        else:
-            ray.init(address="local", include_dashboard=False, log_to_driver=True, runtime_env=RUNTIME_ENV)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        raise RuntimeError(
-            f"could not connect to the Ray cluster at {address!r}: {err}. Start it with `ray up "
-            "cluster.yaml` (or `ray start --head`) and pass its address, or omit --address to run locally."
-        ) from err
-    reclaim_stop_signals()  # ray.init installs Ray's SIGTERM handler (it exits 1 with tracebacks)
-    _attached = address is not None
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None = None) -> Iterator[None]:
-    """Ray for one entry point: attached or started (:func:`ensure_ray`) and, when started here, shut down
-    in order on the way out. Left to the interpreter's exit, Ray kills its trial actors mid-teardown: they
-    print noise and the process can exit non-zero after a successful run."""
-    started_here = not ray.is_initialized()
-    ensure_ray(address)
-    try:
-        yield
-    finally:
-        if started_here and ray.is_initialized():
-            ray.shutdown()
-
-
-#: the config keys a resource shortfall is fixed with: Ray Train's workers, or the search's scorer actors
-TRAIN_KEYS = ("run.num_workers", "run.cpus_per_worker", "run.use_gpu")
-SCORER_KEYS = ("num_scorers", "cpus_per_scorer", "use_gpu")
-
-
-def check_resources(
-    num_workers: int,
-    use_gpu: bool,
-    cpus_per_worker: float,
-    attached: bool = False,
-    keys: tuple[str, str, str] = TRAIN_KEYS,
-    reserve_cpus: float = 0.0,
-) -> None:
-    """Fail fast (before Ray waits forever for resources) when the cluster cannot host the job.
-
-    ``attached``: a cluster started elsewhere (``--address``) may autoscale, so that a shortfall now is
-    only a warning there (Ray waits for the autoscaler); a local Ray never grows, so it is an error.
-    ``keys``: the config fields that set the count, the CPUs each and the GPU flag, named in the message.
-    ``reserve_cpus``: CPUs the job needs beside its workers (a search's Tune trials).
-    """
-    count, cpus, gpu = keys
-    beside = f" + {reserve_cpus:g} CPU beside them" if reserve_cpus else ""
-    available = ray.cluster_resources()
-    problems = []
-    if use_gpu and available.get("GPU", 0) < num_workers:
-        problems.append(
-            f"{gpu}: true asks for {num_workers} GPU(s) ({count}) but the Ray cluster has "
-            f"{int(available.get('GPU', 0))} GPU(s); set {gpu}: false or add GPU nodes"
-        )
-    if available.get("CPU", 0) < num_workers * cpus_per_worker + reserve_cpus - 1e-9:
-        problems.append(
-            f"the job asks for {num_workers} x {cpus_per_worker:g} CPU ({count} x {cpus}){beside} but the "
-            f"Ray cluster has {available.get('CPU', 0):g} CPU(s); lower {count} or {cpus}"
-        )
-    for problem in problems:
-        if not attached:
-            raise RuntimeError(problem)
-        logger.warning("%s; waiting for the autoscaler to add nodes", problem)
 
 
 def with_absolute_paths(cfg: Any) -> Any:
@@ -318,159 +186,8 @@ def _fit_claimed(task: str, cfg: Any, resume_from: str | Path | None) -> TrainRe
         raise
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run.name!r} finished without a checkpoint")
-    _remove_unregistered_checkpoints(result, keep=resume_from)
+    remove_unregistered_checkpoints(result, keep=resume_from)
     return TrainResult(Path(result.path), Path(result.checkpoint.path), dict(result.metrics or {}))
-
-
-#: where a run is, not what it is: the run folder itself is the run (a moved or copied one continues)
-_LOCATION_KEYS = ("run.address", "run.storage_path", "run.name")
-#: Ray Train V2's record of the checkpoints it registered, which it continues a run from
-CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"
-
-
-def _config_differences(
-    old: Any, new: Any, same: Callable[[Any, Any], bool] | None = None, prefix: str = ""
-) -> list[str]:
-    """Dotted keys whose values differ between two config dicts (location keys aside); ``same(a, b)``
-    compares two leaf values (default ``==``)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(set(old) | set(new))
-        return [d for k in keys for d in _config_differences(old.get(k), new.get(k), same, f"{prefix}{k}.")]
-    key = prefix.rstrip(".")
-    equal = old == new if same is None else same(old, new)
-    return [] if equal or key in _LOCATION_KEYS else [key]
-
-
-def finished_run(run_dir: Path, epochs: int) -> TrainResult | None:
-    """The result of a run in ``run_dir`` that already reached ``epochs``, else ``None``.
-
-    Experiments are sequences of runs; re-running one after an interruption skips what finished (the
-    config was checked the same by :func:`check_same_run`, so ``run_info.json`` must be there) and
-    continues what did not. A checkpoint whose state does not load (a copy cut short) does not count."""
-    if not (run_dir / "run_info.json").is_file():
-        return None
-    for directory in sorted(run_dir.glob("checkpoint_*"), reverse=True):
-        try:
-            metrics = json.loads((directory / "metrics.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if metrics.get("epoch") != epochs:
-            continue
-        try:
-            load_state(directory)
-        except (OSError, ValueError):
-            continue
-        return TrainResult(run_dir, directory, metrics)
-    return None
-
-
-def read_run_info(run_dir: Path) -> dict[str, Any] | None:
-    """The ``run_info.json`` of ``run_dir`` (``None`` when there is none). A damaged one is an error that
-    names it: read as "no record", it would turn off the check against a changed config."""
-    path = run_dir / "run_info.json"
-    if not path.is_file():
-        return None
-    return read_job_record(
-        path,
-        f"the config of the run in {run_dir}",
-        f"restore it, or delete {run_dir} to start that run again",
-    )
-
-
-def check_same_run(run_dir: Path, config: dict[str, Any], config_class: type | None = None) -> None:
-    """Refuse to start a run in a folder that holds checkpoints of a run with another config.
-
-    Ray Train continues a run whose folder holds checkpoints (that is how a killed driver resumes), so
-    starting a *changed* config under the same ``run.name`` would silently continue the old run's weights
-    and schedule. The same config continues it, as intended. With ``config_class``, the old config is
-    read through it first, so a run written before a setting existed counts as having its default.
-    The folder is the run: where it lies is no difference (``run.storage_path`` and ``run.name`` are not
-    compared, and recorded paths match by :func:`~raynas.io.same_place`), so a folder reached through a
-    symlink, spelt otherwise, moved or copied continues.
-    """
-    if not any(p.is_dir() for p in run_dir.glob("checkpoint_*")):
-        return  # nothing that Ray Train would continue
-    info = read_run_info(run_dir)
-    if info is None:
-        raise ConfigError(
-            f"{run_dir} holds checkpoints but no run_info.json, the record of the config they were trained "
-            f"with; restore it, or delete {run_dir} to start that run again"
-        )
-    old = info["config"]
-    if config_class is not None:
-        # a key that no longer exists fails to load: then the config is compared as written (and named)
-        with contextlib.suppress(ConfigError, ValueError, TypeError):
-            old = json.loads(json.dumps(to_dict(from_dict(config_class, old)), default=str))
-    old_dir = info.get("run_dir") or _recorded_run_dir(old)
-    changed = _config_differences(
-        old, json.loads(json.dumps(config, default=str)), lambda a, b: same_place(a, b, old_dir, run_dir)
-    )
-    if changed:
-        raise ConfigError(
-            f"{run_dir} holds checkpoints of an earlier run whose config differs in {changed[:8]}; Ray Train "
-            "would continue that run. Give this run a new run.name (or --out), delete that folder, or "
-            "rerun with the earlier config to continue it (resume_from / --resume starts from a checkpoint)."
-        )
-
-
-def _recorded_run_dir(config: dict[str, Any]) -> str | None:
-    """Where a run recorded before ``run_info.json`` named its folder ran, when its config says so."""
-    run = config.get("run") or {}
-    storage, name = run.get("storage_path"), run.get("name")
-    if isinstance(storage, str) and isinstance(name, str) and os.path.isabs(storage):
-        return str(Path(storage) / name)
-    return None
-
-
-def check_run_state(run_dir: Path) -> None:
-    """Check what Ray Train would continue the run from, before it starts: its record of the registered
-    checkpoints reads, and every checkpoint it lists is there and whole. Otherwise Ray Train fails with
-    its traceback, or a worker later on a truncated state file."""
-    path = run_dir / CHECKPOINT_SNAPSHOT
-    if not path.is_file():
-        return  # no checkpoint registered: Ray Train starts the run from its beginning
-    fix = f"delete {run_dir} to start that run again, or restore what was there"
-    try:
-        snapshot = json.loads(path.read_text())
-        names = [str(result["checkpoint_dir_name"]) for result in snapshot["checkpoint_results"]]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(
-            f"{path}, Ray Train's record of the run's checkpoints, is damaged ({type(err).__name__}: "
-            f"{' '.join(str(err).split())[:120]}); {fix}"
-        ) from err
-    for name in names:
-        try:
-            check_checkpoint(run_dir / name)
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"{err}, and Ray Train would continue the run from it: {fix}") from err
-
-
-def _remove_unregistered_checkpoints(result: ray.train.Result, keep: str | Path | None = None) -> list[Path]:
-    """Delete the ``checkpoint_*`` folders of the run that Ray Train did not register.
-
-    Ray Train copies a checkpoint straight into its final folder and registers it only once every rank
-    has reported; a worker killed mid-copy leaves a folder with a truncated state file that the run
-    never refers to (the restarted workers redo that epoch). Left there, it looks like the newest
-    checkpoint to anyone who picks one by name. ``keep`` (the run's ``resume_from``) is never removed.
-    """
-    registered = {Path(checkpoint.path).resolve() for checkpoint, _ in result.best_checkpoints or []}
-    registered.add(Path(result.checkpoint.path).resolve())
-    if keep is not None:
-        registered.add(Path(keep).resolve())
-    removed = [
-        directory
-        for directory in sorted(Path(result.path).glob("checkpoint_*"))
-        if directory.is_dir() and directory.resolve() not in registered
-    ]
-    for directory in removed:
-        shutil.rmtree(directory, ignore_errors=True)
-    if removed:
-        logger.warning(
-            "removed %d checkpoint folder(s) of failed attempts that Ray Train never registered: %s",
-            len(removed),
-            ", ".join(d.name for d in removed),
-        )
-    return removed
 
 
 def _worker_entry(loop_config: dict[str, Any]) -> None:

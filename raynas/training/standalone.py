@@ -11,7 +11,8 @@ from torch import nn
 from raynas.models.build import build_model
 from raynas.training.config import TrainConfig
 from raynas.training.engine import Task, check_finite
-from raynas.training.launch import TrainResult, fit
+from raynas.training.launch import fit
+from raynas.training.run_folder import TrainResult
 
 
 class StandaloneTask(Task):

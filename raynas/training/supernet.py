@@ -34,7 +34,8 @@ from raynas.spaces.opanas import OPANASSpace, fair_sample, fair_step_seed
 from raynas.spaces.opanas.sampling import training_subnets
 from raynas.training.config import SupernetConfig
 from raynas.training.engine import Task, check_finite, ranks_agree, sync_gradients, unwrap
-from raynas.training.launch import TrainResult, fit
+from raynas.training.launch import fit
+from raynas.training.run_folder import TrainResult
 
 #: fixed seed of the sub-nets evaluated after each epoch (the same ones every epoch)
 EVAL_SEED = 20_210_601

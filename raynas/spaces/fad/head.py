@@ -27,9 +27,10 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetRegressionHead
 
 from raynas.spaces.fad.cells import EDGES, NUM_GROUPS, FADModule
-from raynas.spaces.fad.genotype import FADGenotype, FADSpace, derive
+from raynas.spaces.fad.genotype import FADGenotype, FADSpace
 from raynas.spaces.fad.ops import DARTS_PRIMITIVES, DARTS_TRANSFORMATIONS, FAD_TRANSFORMATIONS, NONE
 from raynas.spaces.fad.repshare import BlockConfig
+from raynas.spaces.fad.searchable import FADSearchable
 
 KINDS = ("fcos", "retinanet")
 DEFAULT_C_PRIME = 96  # Table 3: "Dim. 256 -> 96"
@@ -61,7 +62,7 @@ def _no_block_options(block_kwargs: dict) -> None:
         )
 
 
-class FADHead(nn.Module):
+class FADHead(FADSearchable):
     """FCOS / RetinaNet head whose towers are the FAD module.
 
     Searchable when ``genotype`` is ``None``: owns ``alphas`` [2 groups, 6 edges, n_candidates] (DARTS init
@@ -69,8 +70,12 @@ class FADHead(nn.Module):
     the two optimizers of first-order DARTS (Sec. 3.2) never share a tensor. ``block_kwargs`` pick the
     block (:class:`~raynas.spaces.fad.repshare.BlockConfig`: ``repshare``, ``streams``, ``rf_max``,
     ``decouple``, ``ops``). Derived when ``genotype`` is an :class:`FADGenotype`: only the chosen
-    transformations and edges exist, no alphas.
+    transformations and edges exist, no alphas. The DARTS methods (``arch_parameters``, ``derive``, ...)
+    are :class:`~raynas.spaces.fad.searchable.FADSearchable`'s.
     """
+
+    num_groups = NUM_GROUPS
+    display_name = "FAD head"
 
     def __init__(
         self,
@@ -122,37 +127,9 @@ class FADHead(nn.Module):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
 
-    @property
-    def searchable(self) -> bool:
-        return self.alphas is not None
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return [self.alphas] if self.alphas is not None else []
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for name, p in self.named_parameters() if name != "alphas"]
-
-    def arch_weights(self) -> Tensor:
-        """``softmax(alphas)`` over candidates, [2, 6, n]: the weights of Eq. 2."""
-        if self.alphas is None:
-            raise RuntimeError("a derived FAD head has no alphas; build it with genotype=None to search")
-        return torch.softmax(self.alphas, dim=-1)
-
     def genotype(self) -> FADGenotype:
-        """The derived architecture (Sec. 3.2): :func:`~raynas.spaces.fad.genotype.derive` on the alphas."""
-        if self.alphas is None:
-            return self._genotype
-        return derive(self.alphas, self.candidates)
-
-    # the differentiable-search contract the DARTS trainer uses (raynas.training.darts)
-    def derive(self) -> FADGenotype:
-        return self.genotype()
-
-    def search_space(self) -> FADSpace:
-        return FADSpace(candidates=self.candidates)
-
-    def arch_penalty(self) -> Tensor | None:
-        return None
+        """The derived architecture (Sec. 3.2): an alias of :meth:`derive`."""
+        return self.derive()
 
     def forward(self, x: list[Tensor]) -> dict[str, Tensor]:
         weights = self.arch_weights() if self.searchable else None

@@ -18,21 +18,25 @@ import torch
 from torch import Tensor, nn
 
 from raynas.spaces.fad.cells import EDGES, DerivedCell, Pointwise, SearchCell
-from raynas.spaces.fad.genotype import FADGenotype, FADSpace, derive
+from raynas.spaces.fad.genotype import FADGenotype
 from raynas.spaces.fad.head import DEFAULT_C_PRIME, _no_block_options, derived_space
 from raynas.spaces.fad.repshare import BlockConfig
+from raynas.spaces.fad.searchable import FADSearchable
 
 MASK_HEAD_CHANNELS = 256  # torchvision's MaskRCNNHeads width, what MaskRCNNPredictor reads
 
 
-class FADMaskHead(nn.Module):
+class FADMaskHead(FADSearchable):
     """Mask head ``[R, C, 14, 14] -> [R, 256, 14, 14]`` of FAD cells, searchable or derived.
 
     Searchable when ``genotype`` is ``None``: owns ``alphas`` [1 group, 6 edges, n_candidates] and the
-    differentiable-search contract of :class:`~raynas.spaces.fad.head.FADHead` (``arch_parameters``,
-    ``weight_parameters``, ``derive``, ``search_space``, ``arch_penalty``), so the one DARTS trainer
-    searches it. Derived when ``genotype`` is a one-group :class:`FADGenotype`.
+    DARTS methods :class:`~raynas.spaces.fad.head.FADHead` has (``arch_parameters``, ``weight_parameters``,
+    ``derive``, ``search_space``, ``arch_penalty``: :class:`~raynas.spaces.fad.searchable.FADSearchable`),
+    so the one DARTS trainer searches it. Derived when ``genotype`` is a one-group :class:`FADGenotype`.
     """
+
+    num_groups = 1
+    display_name = "FAD mask head"
 
     def __init__(
         self,
@@ -63,34 +67,6 @@ class FADMaskHead(nn.Module):
             )
         self._genotype = genotype
         self.project = Pointwise(in_channels, out_channels)
-
-    @property
-    def searchable(self) -> bool:
-        return self.alphas is not None
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return [self.alphas] if self.alphas is not None else []
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for name, p in self.named_parameters() if name != "alphas"]
-
-    def arch_weights(self) -> Tensor:
-        """``softmax(alphas)`` over candidates, [1, 6, n]."""
-        if self.alphas is None:
-            raise RuntimeError("a derived FAD mask head has no alphas; build it with genotype=None to search")
-        return torch.softmax(self.alphas, dim=-1)
-
-    def derive(self) -> FADGenotype:
-        """The derived one-group genotype (Sec. 3.2): strongest candidate per edge, two edges per node."""
-        if self.alphas is None:
-            return self._genotype
-        return derive(self.alphas, self.candidates)
-
-    def search_space(self) -> FADSpace:
-        return FADSpace(candidates=self.candidates, num_groups=1)
-
-    def arch_penalty(self) -> Tensor | None:
-        return None
 
     def forward(self, x: Tensor) -> Tensor:
         weights = self.arch_weights()[0] if self.alphas is not None else None

@@ -39,7 +39,8 @@ THRESHOLD = 0.85
 
 
 class OPANASMixedNeck(PyramidDAGNeck):
-    """The searchable dense DAG of a differentiable OPANAS baseline (DARTS or Fair DARTS)."""
+    """The searchable dense DAG of a differentiable OPANAS baseline (DARTS or Fair DARTS); a
+    :class:`~raynas.spaces.base.DartsSearchable`, so the DARTS trainer that searches FAD heads searches it."""
 
     def __init__(
         self,

@@ -1,0 +1,135 @@
+"""Super-net scores of a fixed set of architectures whose standalone AP is measured: what OPANAS's Table 5
+(which super-net ranks?) and the strategy comparison's common yardstick are computed from.
+
+The super-nets are the main job's (:mod:`raynas.jobs.main_job`) with ``OPANASConfig`` switches changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from raynas.config import ConfigError
+from raynas.io import atomic_write_text
+from raynas.jobs.main_job import MainJob, main_job_configs
+from raynas.studies.tables import none_as_written, read_table
+from raynas.training.config import SupernetConfig
+
+METRIC = "AP"
+#: super-net variant -> OPANASConfig switches (Table 5: sampling rule x edge importance; ``fair_gamma_all``
+#: is ours: fair sampling over all six paths)
+VARIANTS: dict[str, dict] = {
+    "fair_gamma": {"sampling": "fair", "gamma": True},
+    "fair_nogamma": {"sampling": "fair", "gamma": False},
+    "uniform_gamma": {"sampling": "uniform", "gamma": True},
+    "uniform_nogamma": {"sampling": "uniform", "gamma": False},
+    "fair_gamma_all": {"sampling": "fair", "gamma": True, "train_paths": "all", "k": 6},
+}
+NUM_NODES = 5  # the paper's N
+
+
+def variant_config(name: str, job: MainJob) -> SupernetConfig:
+    """The main job's super-net with the variant's switches, in its own run folder."""
+    cfg, _ = main_job_configs(job)
+    return replace(
+        cfg,
+        opanas=replace(cfg.opanas, **VARIANTS[name]),
+        run=replace(cfg.run, name=f"supernet_{name}"),
+        neck=None,
+    )
+
+
+def load_archs(path: str, flag: str = "--archs") -> pd.DataFrame:
+    """The fixed architectures and their measured standalone AP (``flag`` names where the path came from)."""
+    from raynas.spaces.opanas import OPANASSpace
+
+    if not Path(path).is_file():
+        raise ConfigError(f"{flag} {path!r} is not a file; give a rank_correlation.csv")
+    try:
+        table = pd.read_csv(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        why = " ".join(str(err).split())[:160]
+        raise ConfigError(f"{flag} {path!r} is not a CSV table ({why}); give rank_correlation.csv") from err
+    space = OPANASSpace(NUM_NODES)
+    missing = sorted((set(space.choices()) | {"standalone_" + METRIC}) - set(table.columns))
+    if missing:
+        raise ConfigError(f"{flag} {path!r} lacks the column(s) {missing}; give a rank_correlation.csv")
+    if len(table) < 3:
+        raise ConfigError(f"{flag} {path!r} has {len(table)} architectures; a rank correlation needs >= 3")
+    scores = pd.to_numeric(table["standalone_" + METRIC], errors="coerce")
+    if scores.isna().any():
+        lines = [index + 2 for index in table.index[scores.isna()]][:5]
+        raise ConfigError(
+            f"{flag} {path!r} has no number as standalone_{METRIC} on line(s) {lines}; give a "
+            "rank_correlation.csv whose architectures all have a measured AP"
+        )
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        try:
+            space.from_config(row)
+        except ValueError as err:
+            raise ConfigError(
+                f"{flag} {path!r} line {line} is not an OPANAS architecture ({err}); "
+                "give a rank_correlation.csv"
+            ) from err
+    return table
+
+
+def kept_scores(path: Path) -> pd.DataFrame | None:
+    """Scores of an earlier run (``None`` if none), each row a whole architecture with its score and key:
+    a damaged copy is refused (also before Ray starts), not half reused."""
+    from raynas.spaces.opanas import OPANASSpace
+
+    if not path.is_file():
+        return None
+    fix = "restore it, or delete it to score the architectures again"
+    space = OPANASSpace(NUM_NODES)
+    # a row cut short in its key (checkpoint, search_images) matches no key: it is scored again
+    table = read_table(path, fix, space.keys, ("supernet_" + METRIC,), dtype={"search_images": str})
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        try:
+            space.from_config(row)
+        except ValueError as err:
+            raise ConfigError(f"{path} line {line} is not an OPANAS architecture ({err}); {fix}") from err
+    return none_as_written(table)
+
+
+def score_archs(
+    checkpoint: str,
+    archs: pd.DataFrame,
+    path: Path,
+    *,
+    scorers: int,
+    search_images: int | None,
+    use_gpu: bool = False,
+) -> pd.DataFrame:
+    """Super-net scores of the fixed architectures by ``scorers`` actors, inference only (kept in ``path``;
+    reused on re-run when the checkpoint, the image cap and the architectures are the same)."""
+    from ray.util import ActorPool
+
+    from raynas.search.pool import ScorerPool
+    from raynas.spaces.opanas import OPANASSpace
+
+    space = OPANASSpace(NUM_NODES)
+    configs = [space.to_config(space.from_config(row)) for row in archs.to_dict("records")]
+    key = {"checkpoint": str(Path(checkpoint).resolve()), "search_images": str(search_images)}
+    table = kept_scores(path)
+    if table is not None:
+        same_archs = (
+            len(table) == len(configs)
+            and [space.to_config(space.from_config(row)) for row in table.to_dict("records")] == configs
+        )
+        if same_archs and all(k in table and table[k].astype(str).eq(v).all() for k, v in key.items()):
+            return table
+    pool = ScorerPool(checkpoint, num_actors=scorers, max_images=search_images, use_gpu=use_gpu)
+    try:
+        results = list(ActorPool(pool.actors).map(lambda actor, c: actor.score.remote(c), configs))
+    finally:
+        pool.shutdown()
+    table = archs.copy()
+    table["supernet_" + METRIC] = [r[METRIC] for r in results]
+    for name, value in key.items():
+        table[name] = value
+    atomic_write_text(path, table.to_csv(index=False))
+    return table
