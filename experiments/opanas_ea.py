@@ -22,14 +22,22 @@ import argparse
 import sys
 
 from raynas.errors import run_main
-from raynas.jobs.main_job import KINDS, MainJob
+from raynas.jobs.main_job import KINDS, PROXIES, MainJob, default_data
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", default=None, help="dataset root (default data/digits; data/digits_smoke)")
+    parser.add_argument(
+        "--proxy",
+        default="digits",
+        choices=PROXIES,
+        help="embedded data: digits (one pyramid level in use) or scenes (every level; docs/proxy.md)",
+    )
+    parser.add_argument(
+        "--data", default=None, help="dataset root (default data/<proxy>; data/<proxy>_smoke with --smoke)"
+    )
     parser.add_argument(
         "--out", default=None, help="where runs, tables and plots go (default runs/opanas_ea)"
     )
@@ -63,7 +71,8 @@ def job_from_args(argv: list[str] | None) -> MainJob:
     """The flags as a :class:`MainJob`; the defaults that depend on ``--smoke`` filled in."""
     args = build_parser().parse_args(argv)
     return MainJob(
-        data=args.data or ("data/digits_smoke" if args.smoke else "data/digits"),
+        data=args.data or default_data(args.smoke, args.proxy),
+        proxy=args.proxy,
         out=args.out or "runs/opanas_ea",
         kind=args.kind,
         train_workers=2 if args.train_workers is None else args.train_workers,

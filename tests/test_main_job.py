@@ -49,6 +49,23 @@ def test_command_line_flags_win_over_the_config_files(tmp_path: Path) -> None:
     assert (search.num_scorers, search.use_gpu, search.name) == (3, True, "file_search")
 
 
+def test_the_scenes_proxy_trains_the_neck_and_head_on_the_frozen_body_s_cached_outputs() -> None:
+    """--proxy scenes: 320 px scenes, every split generated, the body frozen and cached, FCOS at the proxy's
+    anchor sizes (so every pyramid level gets positives); digits stays the earlier recipe."""
+    from raynas.data.scenes import scenes_anchor_sizes
+
+    supernet, _ = main_job_configs(opanas_ea.job_from_args(["--proxy", "scenes"]))
+    data = supernet.data
+    assert (data.root, data.format, data.image_size) == ("data/scenes", "scenes", 320)
+    assert supernet.model.trainable_backbone_layers == 0 and supernet.model.cache_features
+    assert supernet.data.hflip == 0.0 and supernet.model.anchor_sizes == list(scenes_anchor_sizes(320))
+    smoke, _ = main_job_configs(opanas_ea.job_from_args(["--proxy", "scenes", "--smoke"]))
+    assert smoke.data.root == "data/scenes_smoke" and smoke.data.image_size == smoke.model.min_size == 128
+    assert smoke.model.anchor_sizes == list(scenes_anchor_sizes(128))
+    digits, _ = main_job_configs(opanas_ea.job_from_args([]))
+    assert digits.data.format == "digits" and not digits.model.cache_features
+
+
 def test_retraining_builds_the_neck_that_was_searched(tmp_path: Path) -> None:
     """deformable, norm and num_nodes come from the super-net's config, not the OPA-FPN defaults."""
     supernet = smoke_supernet_config(str(tmp_path / "d"), str(tmp_path / "o"))
@@ -103,3 +120,29 @@ def test_smoke_run_trains_searches_and_prints_the_comparison(tmp_path: Path) -> 
     ratio = record["subnet_to_standalone_ratio"]
     assert ratio == pytest.approx(random_mean / reference) if reference > 0 else math.isnan(ratio)
     assert (data / "pretrained" / "resnet18.pt").is_file()  # the smoke's tiny pretrained body
+
+
+@pytest.mark.slow
+def test_smoke_run_on_the_scenes_proxy_trains_on_cached_body_outputs(tmp_path: Path) -> None:
+    """``--proxy scenes --smoke``: scenes generated with a test split, a scenes-pretrained body, the body's
+    outputs cached, the super-net / reference / search on them (about 2 minutes on 2 cores)."""
+    data, out = tmp_path / "scenes", tmp_path / "out"
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--proxy",
+        "scenes",
+        "--smoke",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, failure_text(done)
+    assert "== strategies compared" in done.stdout and "x the standalone FPN's" in done.stdout
+    assert json.loads((data / ".raynas-dataset.json").read_text())["generator"] == "scenes"
+    assert (data / "test").is_dir() and (data / "pretrained" / "resnet18.pt").is_file()
+    assert any((data / "features").rglob("*")), "the frozen body's outputs were not cached"
+    record = json.loads((out / "main_job.json").read_text())
+    assert [row["evaluations"] for row in record["strategies"]] == [8, 8]

@@ -22,6 +22,9 @@ from raynas.studies.flags import check_counts
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import OPANASConfig, OptimConfig, RunConfig, SupernetConfig, TrainConfig
 
+#: the embedded proxies the main job runs on: digits (the earlier proxy: one pyramid level in use) and
+#: scenes (every level used; docs/proxy.md)
+PROXIES = ("digits", "scenes")
 #: the detectors OPANAS's neck plugs into (Table 1: one-stage, two-stage and cascade), Mask R-CNN aside
 KINDS = tuple(kind for kind in DETECTORS if kind != "mask_rcnn")
 SMOKE_PRETRAIN_STEPS = 5
@@ -35,6 +38,7 @@ class MainJob:
     file (without a file, the values here decide either way)."""
 
     data: str = "data/digits"
+    proxy: str = "digits"
     out: str = "runs/opanas_ea"
     kind: str = "fcos"
     train_workers: int = 2
@@ -54,15 +58,22 @@ class MainJob:
     train_workers_given: bool = False
 
 
-def default_data(smoke: bool) -> str:
+def default_data(smoke: bool, proxy: str = "digits") -> str:
     """Where the main job's data go when no ``--data`` is given (a smoke run keeps its tiny set apart)."""
-    return "data/digits_smoke" if smoke else "data/digits"
+    return f"data/{proxy}_smoke" if smoke else f"data/{proxy}"
 
 
 def main_supernet_config(
-    data: str, out: str, kind: str = "fcos", workers: int = 2, address: str | None = None
+    data: str,
+    out: str,
+    kind: str = "fcos",
+    workers: int = 2,
+    address: str | None = None,
+    proxy: str = "digits",
 ) -> SupernetConfig:
     """The main job's super-net (see the README's main-job row for what it costs)."""
+    if proxy == "scenes":
+        return scenes_supernet_config(data, out, kind, workers, address)
     # digits at 128 px from the body pretrained on digit crops; the widths torchvision's heads need
     # (FCOS: GroupNorm(32, c) with c >= 64)
     # 20 % of the training images are the search split: held out of the super-net and of every
@@ -84,34 +95,83 @@ def main_supernet_config(
     )
 
 
-def smoke_supernet_config(
+def scenes_supernet_config(
     data: str, out: str, kind: str = "fcos", workers: int = 2, address: str | None = None
+) -> SupernetConfig:
+    """The main job's super-net on the scenes proxy: 320 px scenes, the body pretrained on scenes glyph crops
+    and frozen, its outputs cached once (NAS-FCOS's setting: only the neck and the head train), FCOS at the
+    proxy's anchor sizes (every pyramid level gets positives; docs/proxy.md), the calibration's width."""
+    from raynas.data.scenes import scenes_anchor_sizes
+
+    size = 320
+    return SupernetConfig(
+        data=DataConfig(
+            root=data,
+            format="scenes",
+            num_train=1000,
+            num_val=200,
+            num_test=200,
+            image_size=size,
+            batch_size=4,
+            hflip=0.0,  # the cache holds each image once, un-augmented
+            search_fraction=0.2,
+        ),
+        model=ModelConfig(
+            kind=kind,
+            backbone="resnet18",
+            out_channels=64 if kind == "fcos" else 32,
+            min_size=size,
+            max_size=size,
+            backbone_weights="proxy",
+            trainable_backbone_layers=0,
+            cache_features=True,
+            anchor_sizes=list(scenes_anchor_sizes(size)) if kind == "fcos" else None,
+        ),
+        optim=OptimConfig(epochs=4, lr=0.01, warmup_iters=50, milestones=[3]),
+        run=RunConfig(name="supernet", storage_path=out, num_workers=workers, address=address, eval_every=4),
+        opanas=OPANASConfig(norm="gn"),
+    )
+
+
+def smoke_supernet_config(
+    data: str,
+    out: str,
+    kind: str = "fcos",
+    workers: int = 2,
+    address: str | None = None,
+    proxy: str = "digits",
 ) -> SupernetConfig:
     """The seconds-scale super-net of ``--smoke`` (also used by the other experiments' smoke modes): the
     main job's super-net under the smoke budget (``raynas/studies/smoke_budget.yaml``), with what only this
     job needs on top: 2 images per worker, a search split of 4 of the 16 images, one sub-net
-    evaluated, and RetinaNet at 16 channels (FCOS's head needs 64)."""
-    config = apply_yaml(main_supernet_config(data, out, kind, workers, address), SMOKE_BUDGET)
-    return with_overrides(
-        config,
-        {
-            "data": {"batch_size": 2, "search_fraction": 0.25},
-            "model": {"out_channels": 64 if kind == "fcos" else 16},
-            "opanas": {"eval_subnets": 1},
-            "run": {"eval_every": 1},
-        },
-        where="smoke_supernet_config",
-    )
+    evaluated, and RetinaNet at 16 channels (FCOS's head needs 64). Scenes at 128 px (8 test images): at
+    the budget's 96 px its smallest glyphs would be a pixel or two."""
+    config = apply_yaml(main_supernet_config(data, out, kind, workers, address, proxy), SMOKE_BUDGET)
+    overrides: dict = {
+        "data": {"batch_size": 2, "search_fraction": 0.25},
+        "model": {"out_channels": 64 if kind == "fcos" else 16},
+        "opanas": {"eval_subnets": 1},
+        "run": {"eval_every": 1},
+    }
+    if proxy == "scenes":
+        from raynas.data.scenes import scenes_anchor_sizes
+
+        overrides["data"].update(image_size=128, num_test=8)
+        anchors = list(scenes_anchor_sizes(128)) if kind == "fcos" else None
+        overrides["model"].update(min_size=128, max_size=128, anchor_sizes=anchors)
+    return with_overrides(config, overrides, where="smoke_supernet_config")
 
 
 def main_job_configs(job: MainJob) -> tuple[SupernetConfig, OPANASSearchConfig]:
     """The budget of each mode (see the README's main-job row for what the default costs), the config files
     laid over it, the job's own values over those."""
     if job.smoke:
-        supernet = smoke_supernet_config(job.data, job.out, job.kind, job.train_workers, job.address)
+        supernet = smoke_supernet_config(
+            job.data, job.out, job.kind, job.train_workers, job.address, job.proxy
+        )
         search = OPANASSearchConfig(population_size=4, generations=1, top_k=2)
     else:
-        supernet = main_supernet_config(job.data, job.out, job.kind, job.train_workers)
+        supernet = main_supernet_config(job.data, job.out, job.kind, job.train_workers, proxy=job.proxy)
         search = OPANASSearchConfig(population_size=10, generations=3, top_k=4, max_search_images=100)
         if job.paper:
             search = replace(search, population_size=50, generations=12, top_k=10, max_search_images=None)
@@ -178,7 +238,9 @@ def prepare_inputs(config: SupernetConfig | TrainConfig, smoke: bool) -> None:
     ensure_dataset(config.data)
     weights = Path(config.model.backbone_weights or "")
     if smoke and config.model.backbone_weights and not weights.is_file():
-        pretrain_body(PretrainConfig(steps=SMOKE_PRETRAIN_STEPS, eval_crops=64), weights, log_every=0)
+        source = "scenes" if config.data.format == "scenes" else "digits"
+        smoke_body = PretrainConfig(source=source, steps=SMOKE_PRETRAIN_STEPS, eval_crops=64)
+        pretrain_body(smoke_body, weights, log_every=0)
     ensure_inputs(config)
 
 
@@ -214,6 +276,8 @@ def check_main_job(job: MainJob) -> CheckedConfigs:
 
     if job.smoke and job.paper:
         raise ConfigError("--smoke and --paper exclude each other; give one of them")
+    if job.proxy not in PROXIES:
+        raise ConfigError(f"--proxy must be one of {list(PROXIES)}, got {job.proxy!r}")
     check_counts(
         job,
         {"train_workers": 1, "scorers": 1},
