@@ -2,6 +2,8 @@
 
     python experiments/proxy_calibration.py                  # the calibration (hours on 2 CPU cores)
     python experiments/proxy_calibration.py --smoke          # seconds-scale, every part (CI)
+    python experiments/proxy_calibration.py --shard 0/2 &   # two processes side by side (one core each),
+    python experiments/proxy_calibration.py --shard 1/2     # then once without --shard to gather the tables
 
 Before any search result on a proxy is believed, the proxy must separate necks, and repeatably (issue 26;
 docs/proxy.md). Every run trains FCOS-ResNet18 standalone with one recipe
@@ -116,6 +118,13 @@ def shard_of(text: str) -> tuple[int, int]:
     if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
         raise ConfigError(f"--shard takes I/N with 0 <= I < N (e.g. 0/2), got {text!r}")
     return int(index), int(count)
+
+
+def shard_runs(runs: list[Run], shard: str) -> list[Run]:
+    """The runs of shard ``I/N``: every N-th from the I-th, so that shards side by side share the plan's
+    order (a group's seeds finish together) and together cover it once."""
+    index, count = shard_of(shard)
+    return runs[index::count]
 
 
 def recipe(args: argparse.Namespace) -> TrainConfig:
@@ -342,8 +351,7 @@ def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
     out, started = Path(args.out), time.perf_counter()
     runs = plan(args, groups)
     if args.shard is not None:
-        index, count = shard_of(args.shard)
-        runs, out = runs[index::count], out / f"shard-{index}-of-{count}"
+        runs, out = shard_runs(runs, args.shard), out / "shard-{}-of-{}".format(*shard_of(args.shard))
     weights = Path(base.model.backbone_weights)
     if args.smoke and not weights.is_file():  # a seconds-scale body exercises every part
         pretrain_body(PretrainConfig(source="scenes", steps=SMOKE_PRETRAIN_STEPS, eval_crops=64), weights, 0)

@@ -24,6 +24,14 @@ def test_the_full_plan_is_the_issues_calibration() -> None:
     assert len({(run.group, run.arm, run.seed) for run in runs}) == len(runs)
 
 
+def test_shards_side_by_side_cover_the_plan_once() -> None:
+    args = calibration.build_parser().parse_args([])
+    runs = calibration.plan(args, ["named", "control", "random"])
+    shards = [calibration.shard_runs(runs, f"{i}/3") for i in range(3)]
+    assert sorted(map(repr, sum(shards, []))) == sorted(map(repr, runs))
+    assert shards[0][:2] == [runs[0], runs[3]]
+
+
 def test_random_necks_are_distinct_networks_and_fixed() -> None:
     space = OPANASSpace()
     necks = calibration.random_necks(16)
@@ -46,6 +54,8 @@ def test_named_necks_are_the_networks_they_say() -> None:
         (["--seeds", "0"], "--seeds"),
         (["--random-seeds", "-1"], "--random-seeds"),
         (["--groups", "x"], "--groups"),
+        (["--shard", "2/2"], "--shard"),
+        (["--shard", "1"], "--shard"),
     ],
 )
 def test_bad_flags_are_one_line_before_ray(
