@@ -30,6 +30,8 @@ table alone: a genotype in ``--out/genotypes`` is not searched again and a row o
 with the same arm, seed and head is not retrained, so a committed table is extended by copying it into
 ``--out`` (``cp -r experiments/results/fad_evidence runs/``) and running the arms it lacks.
 
+Every derived head is retrained with ``--cells-per-group`` cells per group (default 2, the depth at which
+the heads have Table 3's parameters; the search has one, Sec. 3.1).
 ``--paper`` sets the paper's head width (c' = 96) and 12-epoch search and retraining schedules (meant for
 ``--gpu``); the data stay the digits proxy. The paper's VOC setting is ``raynas search fad --config
 experiments/configs/fad_paper.yaml`` (the user's VOC copy; nothing is downloaded).
@@ -105,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-images", type=int, default=600, help="training images (a seeded subset)")
     parser.add_argument("--c-prime", type=int, default=None, help="FAD block width c' (default 24; paper 96)")
     parser.add_argument(
+        "--cells-per-group",
+        type=int,
+        default=None,
+        help="cells per group of each retrained FAD head (default 2: Table 3's head parameters)",
+    )
+    parser.add_argument(
         "--arms",
         nargs="+",
         default=None,
@@ -165,7 +173,14 @@ def search_config(base, switches: dict, slug: str, args: argparse.Namespace):
 
 
 def head_spec(genotype_config: dict, args: argparse.Namespace, c_prime: int | None = None) -> dict:
-    return {"type": "fad", "genotype": genotype_config, "c_prime": c_prime or args.c_prime}
+    """A retrained FAD head: the genotype at width ``c_prime`` (default ``--c-prime``), its cells repeated
+    ``--cells-per-group`` times."""
+    return {
+        "type": "fad",
+        "genotype": genotype_config,
+        "c_prime": c_prime or args.c_prime,
+        "cells_per_group": args.cells_per_group,
+    }
 
 
 def head_cost(cfg, num_classes: int) -> tuple[int, int]:
@@ -184,9 +199,9 @@ def head_cost(cfg, num_classes: int) -> tuple[int, int]:
 
 
 #: the settings a table's rows depend on: rows from another recipe are never mixed into one table
-RECIPE = ("kind", "search_epochs", "epochs", "train_images", "c_prime", "smoke", "paper")
+RECIPE = ("kind", "search_epochs", "epochs", "train_images", "c_prime", "cells_per_group", "smoke", "paper")
 #: the count flags, each >= 1
-COUNTS = ("seeds", "search_epochs", "epochs", "train_images", "c_prime", "train_workers")
+COUNTS = ("seeds", "search_epochs", "epochs", "train_images", "c_prime", "cells_per_group", "train_workers")
 
 
 def run_searches(base, args: argparse.Namespace, out: Path, before: dict) -> tuple[dict, list[dict]]:
@@ -433,6 +448,11 @@ def check_and_run(args: argparse.Namespace) -> int:
     before = previous_record(args, out, "fad_evidence", RECIPE)
     check_kept_genotypes(args, out, recorded_costs(before, out))
     kept_rows = previous_rows(out, "fad_evidence", before, METRICS)
+    if before and before["settings"].get("cells_per_group", 1) != args.cells_per_group:  # older: 1 cell
+        raise ConfigError(
+            f"{out} holds a table made with cells_per_group=1 (before the flag); run with "
+            "--cells-per-group 1 or choose another --out"
+        )
     with ray_session(args.address):
         run(args, base, before, kept_rows)
     return 0
@@ -446,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
 def with_presets(args: argparse.Namespace) -> argparse.Namespace:
     """``--smoke`` / ``--paper`` fill in the flags not given (a given flag wins)."""
     fill_in(args, FAD_DEFAULTS, smoke=SMOKE, paper=FAD_PAPER)
+    if args.cells_per_group is None:
+        from raynas.spaces.fad.head import RETRAIN_CELLS_PER_GROUP
+
+        args.cells_per_group = RETRAIN_CELLS_PER_GROUP
     if args.smoke:
         args.arms = args.arms or ["fad_full"]
         args.matched_width = False

@@ -14,6 +14,9 @@ mask head's parameters and its FLOPs per RoI (14x14 features). Outputs in ``--ou
 ``.png``. Resumable: a finished search or run is skipped. ``--genotype PATH`` retrains the genotype of an
 earlier search (the committed ``experiments/results/mask_fad/genotype.json``) without searching again.
 
+The derived mask head is retrained with ``--cells-per-group`` cells (default 2: the depth at which FAD's
+detection heads have Table 3's parameters, and the mask head its Table 5 size: measured 2.66 M vs Mask
+R-CNN's 2.36 M at c' = 96, benchmarks/fad_table3_params.py; the search has one cell).
 ``--paper`` sets c' = 96 and 12-epoch search and retraining schedules; the data stay the digits proxy.
 """
 
@@ -49,9 +52,9 @@ METRICS = ("AP", "mask_AP", "mask_AP50")
 SMOKE = {"seeds": 1, "search_epochs": 1, "epochs": 1, "c_prime": 8}  # what --smoke fills in
 DEFAULT_ARM, SEARCHED_ARM = "Mask R-CNN mask head", "FAD mask head"
 #: the settings a table's rows depend on: rows from another recipe are never mixed into one table
-RECIPE = ("search_epochs", "epochs", "train_images", "c_prime", "smoke", "paper")
+RECIPE = ("search_epochs", "epochs", "train_images", "c_prime", "cells_per_group", "smoke", "paper")
 #: the count flags, each >= 1
-COUNTS = ("seeds", "search_epochs", "epochs", "train_images", "c_prime", "train_workers")
+COUNTS = ("seeds", "search_epochs", "epochs", "train_images", "c_prime", "cells_per_group", "train_workers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--train-images", type=int, default=600, help="training images (a seeded subset)")
     parser.add_argument("--c-prime", type=int, default=None, help="FAD block width c' (default 24; paper 96)")
+    parser.add_argument(
+        "--cells-per-group", type=int, default=None, help="cells of the retrained FAD mask head (default 2)"
+    )
     parser.add_argument(
         "--genotype",
         default=None,
@@ -114,6 +120,17 @@ def search_config(base, args: argparse.Namespace):
     return DartsConfig(
         data=base.data, model=base.model, optim=optim, run=run, fad=FADConfig(c_prime=args.c_prime)
     )
+
+
+def head_spec(genotype: dict | str, args: argparse.Namespace) -> dict:
+    """The retrained FAD mask head: the genotype (a mapping or a genotype.json) at ``--c-prime``, its cell
+    repeated ``--cells-per-group`` times."""
+    return {
+        "type": "fad",
+        "genotype": genotype,
+        "c_prime": args.c_prime,
+        "cells_per_group": args.cells_per_group,
+    }
 
 
 def mask_head_cost(cfg, num_classes: int) -> tuple[int, int]:
@@ -187,7 +204,7 @@ def run(args: argparse.Namespace, base, before: dict, kept_rows: pd.DataFrame) -
         genotype_path, search_metrics = searched.genotype_path, searched.metrics
     genotype = json.loads(genotype_path.read_text())["arch"]
     check_same_genotype(before, kept_rows, genotype, out, str(genotype_path))
-    heads = {DEFAULT_ARM: None, SEARCHED_ARM: {"type": "fad", "genotype": genotype, "c_prime": args.c_prime}}
+    heads = {DEFAULT_ARM: None, SEARCHED_ARM: head_spec(genotype, args)}
     rows, launched = [], 0
     search_cost = {
         "genotype": genotype,
@@ -277,11 +294,16 @@ def check_and_run(args: argparse.Namespace) -> int:
         from raynas.models.build import head_factory
 
         try:  # a missing file, not JSON, or a genotype of another space or shape
-            head_factory({"type": "fad", "genotype": args.genotype, "c_prime": args.c_prime}, "mask_rcnn")
+            head_factory(head_spec(args.genotype, args), "mask_rcnn")
         except ValueError as err:
             raise ConfigError(f"--genotype: {err}") from err
         genotype = json.loads(Path(args.genotype).read_text())["arch"]
         check_same_genotype(before, kept_rows, genotype, out, args.genotype)
+    if before and before["settings"].get("cells_per_group", 1) != args.cells_per_group:  # older: 1 cell
+        raise ConfigError(
+            f"{out} holds a table made with cells_per_group=1 (before the flag); run with "
+            "--cells-per-group 1 or choose another --out"
+        )
     with ray_session(args.address):
         run(args, base, before, kept_rows)
     return 0
@@ -295,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
 def with_presets(args: argparse.Namespace) -> argparse.Namespace:
     """``--smoke`` / ``--paper`` fill in the flags not given (a given flag wins)."""
     fill_in(args, FAD_DEFAULTS, smoke=SMOKE, paper=FAD_PAPER)
+    if args.cells_per_group is None:
+        from raynas.spaces.fad.head import RETRAIN_CELLS_PER_GROUP
+
+        args.cells_per_group = RETRAIN_CELLS_PER_GROUP
     args.data = args.data or ("data/digits_smoke" if args.smoke else "data/digits")
     return args
 

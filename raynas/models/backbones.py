@@ -20,8 +20,12 @@ from torchvision.models._api import WeightsEnum
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-RESNETS = ("resnet18", "resnet34", "resnet50")
-MOBILENETS = ("mobilenet_v3_large",)
+# resnet101, resnext101_64x4d and mobilenet_v2 are FAD's Table 3 backbones (fad-repshare.txt Sec. 4.1). Its
+# ResNeXt-101 is 64x4d: Table 4 names FCOS's "ResNeXt-64x4d-101" (44.7 AP, Table 3's Res-X-101 FCOS row),
+# and FCOS on it counts 90.2 M parameters here vs the paper's 90.0 M (32x8d: 95.5 M;
+# benchmarks/fad_table3_params.py)
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_64x4d")
+MOBILENETS = ("mobilenet_v2", "mobilenet_v3_large")
 BACKBONES = RESNETS + MOBILENETS
 NORMS = ("frozen_bn", "bn", "gn")
 
@@ -35,10 +39,12 @@ def _group_norm(num_channels: int, eps: float = 1e-5) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, num_channels), num_channels, eps=eps)
 
 
-def _norm_layer(norm: str, family: str) -> Callable[..., nn.Module] | None:
-    """The ``norm_layer`` callable passed to the torchvision classifier (None = its own default)."""
-    # MobileNetV3 was trained with BatchNorm eps=1e-3; keep that eps so loaded statistics mean the same.
-    eps = 1e-3 if family == "mobilenet" else 1e-5
+def _norm_layer(norm: str, backbone: str) -> Callable[..., nn.Module] | None:
+    """The ``norm_layer`` callable passed to the torchvision classifier ``backbone`` (a name, or its family
+    "resnet"; None = the classifier's own default)."""
+    # MobileNetV3 was trained with BatchNorm eps=1e-3 (MobileNetV2 and the ResNets with 1e-5); keep that
+    # eps so loaded statistics mean the same.
+    eps = 1e-3 if backbone.startswith("mobilenet_v3") else 1e-5
     if norm == "frozen_bn":
         return partial(FrozenBatchNorm2d, eps=eps)
     if norm == "gn":
@@ -154,7 +160,8 @@ def _mobilenet_level_ends(features: nn.Sequential) -> dict[int, int]:
 
     torchvision's ``_mobilenet_extractor`` returns the *first* block of a stage, so its two FPN levels both
     sit at stride 32. A pyramid wants one map per stride, so we take the *last* block of each stride
-    instead (for mobilenet_v3_large: blocks 3, 6, 12, 16 with 24, 40, 112, 960 channels at /4 ... /32).
+    instead (for mobilenet_v3_large: blocks 3, 6, 12, 16 with 24, 40, 112, 960 channels at /4 ... /32;
+    for mobilenet_v2, whose last conv the body drops: blocks 3, 6, 13, 17 with 24, 32, 96, 320).
     """
     strided = [i for i, block in enumerate(features) if getattr(block, "_is_cn", False)]
     ends = [nxt - 1 for nxt in strided[1:]] + [len(features) - 1]
@@ -188,7 +195,7 @@ def build_backbone_body(
     same recipe). ``"bn"`` (torchvision's ``BatchNorm2d``) remains available for large per-GPU batches.
 
     ``trainable_layers`` (default: all without weights, 3 with weights, as torchvision): stages counted
-    from the top that keep ``requires_grad``; ResNet ``0..5``, MobileNetV3 ``0..6``.
+    from the top that keep ``requires_grad``; ResNet and ResNeXt ``0..5``, MobileNet ``0..6``.
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone '{name}'; valid backbones: {list(BACKBONES)}")
@@ -207,7 +214,7 @@ def build_backbone_body(
 
     torchvision_weights = source if isinstance(source, str | WeightsEnum) else None
     kwargs = {}
-    norm_layer = _norm_layer(norm, family)
+    norm_layer = _norm_layer(norm, name)
     if norm_layer is not None:
         kwargs["norm_layer"] = norm_layer
     model = torchvision.models.get_model(name, weights=torchvision_weights, **kwargs)
@@ -225,6 +232,10 @@ def build_backbone_body(
         return body, in_channels_list
 
     features = model.features
+    if name == "mobilenet_v2":
+        # C5 is the last inverted residual (320 channels), without the 1x1 conv to 1280 after it (the
+        # classifier's expansion): so FCOS-MobileNetV2 counts Table 3's 9.8 M parameters (10.5 M with it)
+        features = features[:-1]
     if trainable_layers is None:
         trainable_layers = len(_mobilenet_stage_starts(features)) if weights is None else 3
     _freeze_mobilenet(features, trainable_layers)

@@ -3,7 +3,10 @@
 ``neck``: ``None`` or ``{"type": "fpn"}`` (torchvision FPN), ``{"type": "opa_fpn", "arch": {...}}``
 (a discrete OPANAS neck), ``{"type": "opanas_supernet"}`` or ``{"type": "opanas_mixed"}`` (the DARTS
 relaxation of the OPANAS DAG). ``head``: ``None`` (torchvision's
-head) or ``{"type": "fad", "genotype": {...} | "path/to/genotype.json"}`` / ``{"type": "fad_search"}``.
+head) or ``{"type": "fad", "genotype": {...} | "path/to/genotype.json"}`` / ``{"type": "fad_search"}``, with
+optional ``c_prime`` and ``cells_per_group``: how often each group's cell repeats (own weights, one
+genotype); 1 when absent, so a spec or checkpoint from before the key builds the head it trained (the
+experiments retrain with ``raynas.spaces.fad.head.RETRAIN_CELLS_PER_GROUP``, Table 3's depth).
 """
 
 from __future__ import annotations
@@ -106,6 +109,9 @@ def head_factory(spec: dict[str, Any] | None, kind: str):
         "head",
     )
     genotype = options.pop("genotype", None)
+    cells = options.get("cells_per_group", 1)
+    if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
+        raise ValueError(f'head spec "cells_per_group" must be a whole number >= 1, got {cells!r}')
     if head_type == "fad":
         if genotype is None:
             raise ValueError('head spec {"type": "fad"} needs a "genotype" mapping (g1_e0_1: ..., ...)')

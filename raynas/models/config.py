@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from raynas.config import ConfigError, check_ranges
+from raynas.models.backbones import BACKBONES
 
 PROXY_WEIGHTS = "proxy"
 ANCHOR_LEVELS = 5  # pyramid levels of every detector build_detector makes
@@ -54,6 +55,8 @@ class ModelConfig:
         )  # fmt: skip
         if self.max_size < self.min_size:
             raise ConfigError(f"model.max_size ({self.max_size}) must be >= model.min_size ({self.min_size})")
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"model.backbone must be one of {list(BACKBONES)}, got {self.backbone!r}")
         if self.anchor_sizes is not None and len(self.anchor_sizes) != ANCHOR_LEVELS:
             raise ConfigError(
                 f"model.anchor_sizes needs one size per pyramid level ({ANCHOR_LEVELS}), got "

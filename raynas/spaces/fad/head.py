@@ -34,6 +34,11 @@ from raynas.spaces.fad.searchable import FADSearchable
 
 KINDS = ("fcos", "retinanet")
 DEFAULT_C_PRIME = 96  # Table 3: "Dim. 256 -> 96"
+#: cells per group of a derived head that is retrained (the search has one, Sec. 3.1 end; "the cells in
+#: each group can be repeated"): two reproduce Table 3's parameters at c' = 96, FCOS's head 4.92 M ->
+#: 4.00 M (paper 4.9 -> 4.1), one would give 2.10 M (benchmarks/fad_table3_params.py). A head spec
+#: without ``cells_per_group`` keeps one, as every genotype file and checkpoint before it was trained
+RETRAIN_CELLS_PER_GROUP = 2
 
 
 def derived_space(num_groups: int = NUM_GROUPS) -> FADSpace:
@@ -71,7 +76,8 @@ class FADHead(FADSearchable):
     block (:class:`~raynas.spaces.fad.repshare.BlockConfig`: ``repshare``, ``streams``, ``rf_max``,
     ``decouple``, ``ops``). Derived when ``genotype`` is an :class:`FADGenotype`: only the chosen
     transformations and edges exist, no alphas. The DARTS methods (``arch_parameters``, ``derive``, ...)
-    are :class:`~raynas.spaces.fad.searchable.FADSearchable`'s.
+    are :class:`~raynas.spaces.fad.searchable.FADSearchable`'s. ``cells_per_group`` repeats each group's
+    cell (one genotype per group, own weights per cell; :data:`RETRAIN_CELLS_PER_GROUP` when retrained).
     """
 
     num_groups = NUM_GROUPS
@@ -214,6 +220,7 @@ def head_cost(head: nn.Module, feature_sizes: Sequence[tuple[int, int]], in_chan
 __all__ = [
     "DEFAULT_C_PRIME",
     "KINDS",
+    "RETRAIN_CELLS_PER_GROUP",
     "FADHead",
     "derived_space",
     "fad_head_factory",
