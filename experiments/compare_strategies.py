@@ -26,10 +26,21 @@ as its search cost (the super-net's training is charged to every strategy that s
 equalised. Per strategy the table gives that cost, the best architecture, its score on the common
 yardstick (the OPANAS fair+gamma super-net on the search split), its score under the strategy's own
 super-net, and that super-net's Kendall tau on the fixed architectures with measured standalone AP
-(``experiments/supernet_variants.py``). ``--retrain`` trains each best architecture and the FPN
-standalone with the evidence experiment's recipe, ``--seeds`` seeds each, and adds their val AP.
-Resumable: finished trainings, searches and scorings are reused. Outputs in ``--out``:
-``strategies.csv`` / ``.md`` / ``.json`` and ``strategies.png`` (best-so-far vs search cost).
+(``experiments/supernet_variants.py``). DARTS rows say how their architecture was derived, and
+"repaired" when no path passed the rule on any input edge (the relaxation may not have converged).
+
+``--retrain`` trains each best architecture and the FPN standalone with the evidence experiment's
+recipe, ``--seeds`` seeds each: once per *network* (the canonical form, ``OPANASSpace.canonical``), so
+strategies that found the same network share its runs and its row in the tests. Its per-seed rows
+(AP, AP50, AP75, APs, APm, APl on val, the neck's params and FLOPs) go to ``strategies_seeds.csv``,
+rewritten after every run; the standalone table in ``strategies.md`` is computed from them: mean +/- std,
+the difference to the FPN with its 95 % interval, Welch's p and Holm's p over the distinct networks.
+
+Resumable: finished trainings, searches and scorings are reused, and a (network, seed) with a row in
+``strategies_seeds.csv`` starts no Train run. Outputs in ``--out``: ``strategies.csv`` / ``.md`` /
+``.json`` (``retrain_runs_started``), ``strategies.png`` (best-so-far vs search cost),
+``darts_<relaxation>_alphas.json`` (the final softmax / sigmoid weights per edge and candidate, and the
+derivation) and, with ``--retrain``, ``strategies_seeds.csv``.
 """
 
 from __future__ import annotations
@@ -50,6 +61,8 @@ from raynas.jobs.arms import Arm, arch_id, arm_config, standalone_recipe
 from raynas.jobs.main_job import MainJob, default_data, main_job_configs
 from raynas.jobs.supernet_scores import METRIC, kept_scores, load_archs, score_archs, variant_config
 from raynas.search.run import summarize
+from raynas.spaces.opanas import OPANASSpace
+from raynas.studies import TEST_HEADER, verdict_cells, verdict_note, with_tests
 from raynas.studies.flags import check_counts
 from raynas.studies.tables import check_table, read_table
 from raynas.viz import plot_search_curves
@@ -66,6 +79,17 @@ ONE_SHOT = (
 )
 DIFFERENTIABLE = (("DARTS", "softmax"), ("Fair DARTS", "sigmoid"))
 YARDSTICK = "fair_gamma"
+#: ``--retrain``'s per-seed rows, one per strategy and seed, in ``--out``: what strategies.md is computed from
+SEEDS_FILE = "strategies_seeds.csv"
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+#: the split a standalone Train run's metrics are measured on (raynas.training.engine evaluates val)
+REPORTED_SPLIT = "val"
+BASELINE, BASELINE_RUN = "FPN", "fpn"
+#: the cells every kept row has (a row cut short lacks its last, ``arch``); the metrics other than AP may be
+#: empty where COCO did not report them
+SEED_COMPLETE = ("strategy", "seed", "run", "split", "epochs", "AP", "arch")
+COSTS = ("neck_params", "neck_flops", "train_time_s")
+SEED_NUMERIC = ("seed", "epochs", *METRICS, *COSTS)
 
 
 def folder_labels(directories: list[str]) -> list[str]:
@@ -271,10 +295,12 @@ def run_strategies(args: argparse.Namespace) -> int:
 
 def check_run_inputs(args: argparse.Namespace) -> None:
     """What ``--run`` would find wrong only after super-nets trained, checked before Ray starts: the
-    folders, every config it builds and the scores it kept from an earlier run."""
+    folders, every config it builds, the scores and the per-seed rows it kept from an earlier run."""
     check_writable_folder(args.out, "--out")
     if args.supernets:
         check_writable_folder(args.supernets, "--supernets")
+    if args.retrain:
+        kept_seed_rows(Path(args.out), args.epochs)
     for variant in dict.fromkeys(v for _, v, _ in ONE_SHOT):
         variant_config(variant, main_job(args))
     search_config(args, "search", ["evolution"])
@@ -289,7 +315,6 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     from raynas.io import atomic_write_json, atomic_write_text
     from raynas.jobs.main_job import prepare_inputs
     from raynas.search.opanas import search_opanas
-    from raynas.spaces.opanas import OPANASSpace
     from raynas.training.darts import search_opanas_darts
     from raynas.training.supernet import train_supernet
 
@@ -298,7 +323,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     space = OPANASSpace(5)
     prepare_inputs(variant_config(YARDSTICK, main_job(args)), smoke=args.smoke)
     fixed = load_archs(str(DEFAULT_ARCHS))
-    supernets, taus, curves, rows = {}, {}, {}, []
+    supernets, taus, curves, rows, derivations = {}, {}, {}, [], {}
     for variant in dict.fromkeys(v for _, v, _ in ONE_SHOT):
         print(f"== super-net {variant} ==", flush=True)
         result = train_supernet(variant_config(variant, main_job(args)))
@@ -329,8 +354,10 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
             )  # fmt: skip
     for label, relaxation in DIFFERENTIABLE:
         print(f"== {label} ==", flush=True)
-        result = search_opanas_darts(darts_config(base_cfg, relaxation, args))
+        cfg = darts_config(base_cfg, relaxation, args)
+        result = search_opanas_darts(cfg)
         best_archs[label] = space.to_config(result.genotype)
+        derivations[label] = write_alphas(result, cfg, out / f"darts_{relaxation}_alphas.json")
         rows.append(
             {"strategy": label, "supernet": "-", "search": f"darts ({relaxation})",
              "cost_s": round(train_cost_s(result.metrics), 1), "evaluations": 1,
@@ -341,61 +368,249 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     for row in rows:
         row["yardstick_AP"] = float(yardstick[row["strategy"]])
         row["best_arch"] = json.dumps(best_archs[row["strategy"]], sort_keys=True)
+        row["derivation"] = derivations.get(row["strategy"], "-")
     table = pd.DataFrame(rows)
+    record: dict = {}
+    text = markdown(table)
     if args.retrain:
-        retrained = retrain(best_archs, base_cfg, args, out)
+        seeds, record["retrain_runs_started"] = retrain(best_archs, base_cfg, args, out)
+        networks, per_strategy = seeds_summary(seeds)
         table = pd.concat(
-            [table, pd.DataFrame([{"strategy": "FPN", "supernet": "-", "search": "hand-made"}])]
+            [table, pd.DataFrame([{"strategy": BASELINE, "supernet": "-", "search": "hand-made"}])]
         )
-        table = table.merge(retrained, on="strategy", how="left").reset_index(drop=True)
+        summary = per_strategy.rename(
+            columns={"AP_mean": "standalone_AP_mean", "AP_std": "standalone_AP_std"}
+        )[["strategy", *RETRAIN_COLUMNS]]
+        table = table.merge(summary, on="strategy", how="left").reset_index(drop=True)
+        text += "\n" + retrain_markdown(networks, per_strategy)
     atomic_write_text(out / "strategies.csv", table.to_csv(index=False))
-    atomic_write_text(out / "strategies.md", markdown(table))
+    atomic_write_text(out / "strategies.md", text)
     atomic_write_json(
         out / "strategies.json",
-        {"rows": table.to_dict("records"), "wall_time_s": round(time.perf_counter() - started, 1)},
+        {"rows": table.to_dict("records"), **record, "wall_time_s": round(time.perf_counter() - started, 1)},
     )
     plot_costs(curves, table, out / "strategies.png")
     return table
 
 
-def retrain(best_archs: dict[str, dict], supernet_cfg, args: argparse.Namespace, out: Path) -> pd.DataFrame:
-    """Each best architecture and the FPN trained standalone, ``--seeds`` seeds, the evidence recipe."""
+def write_alphas(result, cfg, path: Path) -> str:
+    """The DARTS run's final architecture weights (softmax, or Fair DARTS's sigmoids, per edge and
+    candidate) into ``path``, with its derivation; returns how the architecture was derived ("argmax",
+    or "repaired (...)" when no path passed the rule and an input edge was forced: see
+    ``raynas.spaces.opanas.mixed``). The architecture is the one the run saved; should the alphas,
+    re-derived here, give another (a near tie decided otherwise on another device), the derivation says so."""
+    import torch
+
+    from raynas.io import atomic_write_json
+    from raynas.spaces.opanas.mixed import derive
+
+    state = result.load_state()
+    alphas = torch.as_tensor(state["alphas"]).float()
+    candidates = list(state["candidates"])
+    relaxation = cfg.darts.relaxation
+    weights = torch.softmax(alphas, dim=-1) if relaxation == "softmax" else torch.sigmoid(alphas)
+    derivation = derive(weights, candidates, relaxation, cfg.darts.threshold)
+    space = OPANASSpace(cfg.darts.num_nodes)
+    how = derivation.how
+    if derivation.arch != result.genotype:
+        how += f"; re-derived here the alphas give {space.to_config(derivation.arch)} (a near tie)"
+    atomic_write_json(
+        path,
+        {
+            "relaxation": relaxation,
+            "threshold": cfg.darts.threshold if relaxation == "sigmoid" else None,
+            "candidates": candidates,
+            "weights": {key: dict(zip(candidates, row)) for key, row in zip(space.keys, weights.tolist())},
+            "alphas": dict(zip(space.keys, alphas.tolist())),
+            "arch": space.to_config(result.genotype),
+            "repaired": derivation.repaired,
+            "derivation": how,
+            "checkpoint": f"{result.run_dir.name}/{result.checkpoint_dir.name}",
+        },
+    )
+    return how
+
+
+def network_plan(best_archs: dict[str, dict], opanas, width: int) -> list[tuple[Arm, list[str]]]:
+    """The networks to train standalone and the strategies that found each: the FPN first, then one arm
+    per *canonical* network (``OPANASSpace.canonical``: edges out of dead nodes are ``none``), so two
+    encodings of one network, found by two strategies, are one run (named ``arch_<id of the canonical
+    config>``)."""
     from raynas.models.build import searched_neck_spec
+
+    space = OPANASSpace(opanas.num_nodes)
+    plan: dict[str, tuple[Arm, list[str]]] = {
+        BASELINE_RUN: (Arm(BASELINE, BASELINE_RUN, None, width), [BASELINE])
+    }
+    for label, arch in best_archs.items():
+        canonical = space.to_config(space.canonical(space.from_config(arch)))
+        slug = "arch_" + arch_id(canonical)
+        if slug not in plan:
+            plan[slug] = (Arm(label, slug, searched_neck_spec(canonical, opanas), width), [])
+        plan[slug][1].append(label)
+    return list(plan.values())
+
+
+def neck_cost_of(cfg) -> tuple[int, int]:
+    """``(params, FLOPs)`` of the neck a standalone run trains, on the reference input of the search's
+    neck cost (``raynas.search.neck_cost``: a black ``min_size`` square through the detector's body)."""
+    from raynas.evaluation import count_flops, count_params
+    from raynas.models.build import build_model
+    from raynas.search.neck_cost import reference_features
+
+    # the neck does not depend on the classes or the body's weights: 2 classes, no weights to load
+    model = build_model(replace(cfg.model, backbone_weights=None), 2, cfg.neck, cfg.head).eval()
+    neck = model.backbone.neck
+    return count_params(neck), count_flops(neck, reference_features(model, cfg.model.min_size))
+
+
+def kept_seed_rows(out: Path, epochs: int) -> pd.DataFrame:
+    """The per-seed rows of an earlier ``--retrain`` in ``out`` (empty if none), each whole and of this
+    recipe: a row kept is not trained again, so a damaged file or one of another ``--epochs`` is refused."""
+    path = out / SEEDS_FILE
+    if not path.is_file():
+        return pd.DataFrame()
+    fix = (
+        "restore it (from git or experiments/results/strategies/), or delete it (the finished runs in "
+        f"{out / 'runs'} are read back, not trained again)"
+    )
+    table = read_table(path, fix, complete=SEED_COMPLETE, numeric=SEED_NUMERIC)
+    if not table["seed"].astype(float).map(float.is_integer).all():
+        raise ConfigError(f"{path} has a seed that is not a whole number; {fix}")
+    repeated = table[table.duplicated(["strategy", "seed"], keep=False)]
+    if len(repeated):
+        first = repeated.iloc[0]
+        raise ConfigError(f"{path} has ({first['strategy']!r}, seed {first['seed']}) more than once; {fix}")
+    other = sorted({int(e) for e in table["epochs"]} - {epochs})
+    if other:
+        raise ConfigError(
+            f"{path} holds rows trained with --epochs {other[0]}; run with --epochs {other[0]}, or choose "
+            "another --out"
+        )
+    return table.astype({"seed": int, "epochs": int})
+
+
+def retrain(
+    best_archs: dict[str, dict], supernet_cfg, args: argparse.Namespace, out: Path
+) -> tuple[pd.DataFrame, int]:
+    """Each best architecture (once per network, :func:`network_plan`) and the FPN trained standalone,
+    ``--seeds`` seeds, the evidence recipe: ``(per-seed rows, Train runs started)``. A (network, seed)
+    with a row in ``strategies_seeds.csv`` is not trained again; the file is rewritten after every run,
+    so an interrupted retraining leaves its partial table. Kept rows of more seeds than asked stay and
+    count; those of a network a strategy no longer finds are dropped (their runs stay in ``runs/``)."""
+    from raynas.io import atomic_write_text
+    from raynas.training.run_folder import finished_run
     from raynas.training.standalone import train
 
     recipe = standalone_recipe(supernet_cfg, args.epochs)
-    width = supernet_cfg.model.out_channels
-    # runs are named by architecture: strategies that found the same one share its runs
-    arms = [Arm("FPN", "fpn", None, width)] + [
-        Arm(label, "arch_" + arch_id(a), searched_neck_spec(a, supernet_cfg.opanas), width)
-        for label, a in best_archs.items()
-    ]
-    rows = []
-    for seed in range(args.seeds):
-        for arm in arms:
-            print(f"== retrain {arm.label} ({arm.slug}), seed {seed} ==", flush=True)
+    plan = network_plan(best_archs, supernet_cfg.opanas, supernet_cfg.model.out_channels)
+    kept = kept_seed_rows(out, args.epochs).to_dict("records")
+    measured = {(row["run"], row["seed"]): row for row in kept}
+    found = {label: arm.slug for arm, labels in plan for label in labels}
+    current = [row for row in kept if found.get(row["strategy"]) == row["run"]]
+    rows, started = [], 0
+    for seed in range(args.seeds):  # seed by seed: an interrupted run leaves every network at some seeds
+        for arm, labels in plan:
             cfg = arm_config(
                 recipe, arm, seed, out, workers=args.train_workers, use_gpu=args.gpu, address=args.address
             )
-            result = train(cfg)
-            rows.append({"strategy": arm.label, "seed": seed, "AP": result.metrics.get(METRIC)})
-    frame = pd.DataFrame(rows)
-    frame["AP"] = pd.to_numeric(frame["AP"], errors="coerce")
-    grouped = frame.groupby("strategy")["AP"]
-    summary = pd.DataFrame({"standalone_AP_mean": grouped.mean(), "standalone_AP_std": grouped.std(ddof=1)})
-    summary["seeds"] = grouped.size()
-    return summary.reset_index()
+            row = measured.get((arm.slug, seed))
+            if row is None:
+                print(f"== retrain {' = '.join(labels)} ({arm.slug}), seed {seed} ==", flush=True)
+                run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
+                started += finished_run(run_dir, cfg.optim.epochs) is None
+                result = train(cfg)
+                params, flops = neck_cost_of(cfg)
+                row = {
+                    **{metric: result.metrics.get(metric) for metric in METRICS},
+                    "neck_params": params,
+                    "neck_flops": flops,
+                    "train_time_s": round(train_cost_s(result.metrics), 1),
+                }
+                measured[(arm.slug, seed)] = row
+            else:
+                print(f"== {' = '.join(labels)} ({arm.slug}), seed {seed}: kept from {SEEDS_FILE} ==")
+            arch = json.dumps(arm.neck["arch"], sort_keys=True) if arm.neck else BASELINE_RUN
+            for label in labels:
+                rows.append(
+                    {"strategy": label, "seed": seed, "run": arm.slug, "split": REPORTED_SPLIT,
+                     "epochs": args.epochs, **{k: row[k] for k in (*METRICS, *COSTS)},
+                     "arch": arch}
+                )  # fmt: skip
+            reached = {(r["strategy"], r["seed"]) for r in rows}
+            later = [r for r in current if (r["strategy"], r["seed"]) not in reached]
+            atomic_write_text(out / SEEDS_FILE, pd.DataFrame(rows + later).to_csv(index=False))
+    print(
+        f"retraining: {started} Train run(s) started, {len(kept) - len(current)} kept row(s) of networks no "
+        f"strategy found now dropped; per-seed rows: {out / SEEDS_FILE}"
+    )
+    return pd.DataFrame(rows + later), started
+
+
+#: the per-strategy summary columns ``--retrain`` adds to strategies.csv
+RETRAIN_COLUMNS = ("run", "seeds", "standalone_AP_mean", "standalone_AP_std", "neck_params", "neck_flops",
+                   "diff", "diff_low", "diff_high", "p", "p_holm", "verdict", "same_network")  # fmt: skip
+
+
+def seeds_summary(seeds: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(per network, per strategy)`` from the per-seed rows: mean and std of each metric over seeds,
+    the neck's cost, and the AP difference to the FPN with its 95 % interval, Welch's p and Holm's p
+    (``raynas.studies.with_tests``). The tests are over the distinct networks (a network two strategies
+    found is one arm: counted twice it would weaken Holm's correction); each strategy gets its network's
+    row, and ``same_network`` names the strategies that share it."""
+    seeds = seeds.copy()
+    for metric in METRICS:
+        seeds[metric] = pd.to_numeric(seeds[metric], errors="coerce")
+    networks = seeds.drop_duplicates(["run", "seed"]).rename(columns={"run": "arm"})
+    grouped = networks.groupby("arm", sort=False)
+    table = grouped[list(METRICS)].mean().add_suffix("_mean")
+    table = table.join(grouped[list(METRICS)].std(ddof=1).add_suffix("_std"))
+    table = table.join(grouped[["neck_params", "neck_flops"]].first()).join(grouped.size().rename("seeds"))
+    if BASELINE_RUN in table.index:
+        table = with_tests(table, networks, "AP", BASELINE_RUN)
+    found_by = seeds.drop_duplicates("strategy").groupby("run", sort=False)["strategy"].agg(list)
+    table["same_network"] = [
+        " = ".join(found_by[run]) if len(found_by[run]) > 1 else "" for run in table.index
+    ]
+    per_strategy = seeds.drop_duplicates("strategy")[["strategy", "run"]]
+    per_strategy = per_strategy.merge(table, left_on="run", right_index=True, how="left")
+    return table.rename_axis("run").reset_index(), per_strategy.reset_index(drop=True)
+
+
+def retrain_markdown(networks: pd.DataFrame, per_strategy: pd.DataFrame) -> str:
+    """The standalone table: one row per strategy (from ``strategies_seeds.csv``), its network's
+    mean +/- std over seeds, cost and test against the FPN."""
+    lines = [
+        f"Standalone, per-seed rows in {SEEDS_FILE} (COCO AP (%) on {REPORTED_SPLIT}):",
+        "",
+        f"| strategy | network (run) | seeds | AP (mean +/- std) | AP50 | APs | APm | APl | neck params "
+        f"| neck FLOPs | {TEST_HEADER} |",
+        "|---" * 14 + "|",
+    ]
+    for row in per_strategy.to_dict("records"):
+        cells = [row["strategy"], row["run"], str(int(row["seeds"])),
+                 f"{_fmt(row['AP_mean'])} +/- {_fmt(row['AP_std'])}",
+                 *(_fmt(row[f"{m}_mean"]) for m in ("AP50", "APs", "APm", "APl")),
+                 f"{row['neck_params'] / 1e6:.3f} M", f"{row['neck_flops'] / 1e9:.3f} G",
+                 *verdict_cells(row, scale=100, digits=1)]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        verdict_note(networks) + " A network found by several strategies is one arm (one set of runs).",
+    ]
+    shared = [
+        f"{row['same_network']} ({row['run']})" for row in networks.to_dict("records") if row["same_network"]
+    ]
+    lines.append("Strategies that found the same network: " + ("; ".join(shared) if shared else "none") + ".")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(table: pd.DataFrame) -> str:
-    retrained = "standalone_AP_mean" in table
-    head = (
-        "| strategy | super-net | search cost (s) | evaluations | score, common yardstick | own score "
-        "| tau [95 % CI] |"
-    )
+    """The search table: one row per strategy, with how a DARTS row's architecture was derived."""
     lines = [
-        head + (" standalone AP (mean +/- std) |" if retrained else ""),
-        "|---" * (8 if retrained else 7) + "|",
+        "| strategy | super-net | search cost (s) | evaluations | score, common yardstick | own score "
+        "| tau [95 % CI] | derivation |",
+        "|---" * 8 + "|",
     ]
     for row in table.to_dict("records"):
         tau = (
@@ -405,13 +620,13 @@ def markdown(table: pd.DataFrame) -> str:
         )
         cells = [row["strategy"], row["supernet"], _fmt(row["cost_s"], 1, ".0f"),
                  _fmt(row["evaluations"], 1, ".0f"), _fmt(row["yardstick_AP"]), _fmt(row["own_score_AP"]),
-                 tau]  # fmt: skip
-        if retrained:
-            cells.append(f"{_fmt(row['standalone_AP_mean'])} +/- {_fmt(row['standalone_AP_std'])}")
+                 tau, row["derivation"]]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(
         "\nScores are COCO AP (%) of sub-nets with super-net weights on the search split; the common "
-        f"yardstick is the {YARDSTICK} super-net. DARTS rows: own score = the relaxed network's val AP."
+        f"yardstick is the {YARDSTICK} super-net. DARTS rows: own score = the relaxed network's val AP; "
+        "their final weights are in darts_<relaxation>_alphas.json, and a derivation marked repaired "
+        "means no path passed the rule on any input edge (the relaxation may not have converged)."
     )
     return "\n".join(lines) + "\n"
 
@@ -433,7 +648,7 @@ def plot_costs(curves: dict, table: pd.DataFrame, path: Path) -> None:
         xs = [train_s + search_s * (k + 1) / len(best) for k in range(len(best))]
         ax.plot(xs, [100 * b for b in best], label=label)
     for row in table.to_dict("records"):
-        if row["supernet"] == "-":
+        if row["supernet"] == "-" and pd.notna(row["yardstick_AP"]):  # the DARTS runs (not the FPN)
             ax.scatter([row["cost_s"]], [100 * row["yardstick_AP"]], marker="s", label=row["strategy"])
     ax.set_xlabel("search cost (wall seconds on this machine)")
     ax.set_ylabel(f"best {METRIC} so far (%)")

@@ -1,21 +1,35 @@
-"""Evidence for OPANAS on the proxy: the searched neck against the FPN, random and single-path necks.
+"""Evidence for OPANAS on the proxy: the searched neck against the FPN, random, single-path and
+cost-matched necks.
 
     python experiments/opanas_evidence.py --search-dir runs/opanas_ea          # after the main job
     python experiments/opanas_evidence.py --search-dir runs/opanas_ea --kind retinanet
     python experiments/opanas_evidence.py --smoke                               # tiny, for CI
 
-The paper's Tables 2, 4 and 6 on the digits proxy. Every arm is trained standalone from the same
-pretrained body with one recipe (the super-net's data and model, ``--epochs`` epochs, decay in the last
-one), on Ray Train, once per seed (``--seeds``, default 3), and evaluated on val:
+The paper's Tables 2, 4 and 6 on the main job's proxy (the committed table, v1, is on the digits proxy
+and predates the cost-matched arms). Every arm is trained standalone from the same pretrained body with one
+recipe (the super-net's data and model, ``--epochs`` epochs, decay in the last one), on Ray Train, once per
+seed (``--seeds``, default 3), and evaluated on val:
 
 - ``FPN``: torchvision's FPN at the super-net's width (the hand-made baseline);
 - ``OPA-FPN (evolution)`` / ``OPA-FPN (random search)``: the best architectures the main job's two
   strategies found with the same number of super-net evaluations;
+- ``OPA-FPN (evolution, FLOPs <= FPN)``: evolution on the same super-net with the main job's search
+  settings and a neck-FLOPs limit equal to the FPN's, the search's own constraint (``max_neck_flops``; the
+  FPN counted as a candidate is, by ``raynas.search.neck_cost`` on the super-net's detector, width and
+  image size), searched into ``--out/search_flops_matched``;
+- ``OPA-FPN (NSGA-II, nearest FPN FLOPs)``: the member of the NSGA-II front (the "pareto" strategy: AP up,
+  neck FLOPs down) whose neck FLOPs are nearest the FPN's, from the main job's pareto search when it ran
+  one, else from one with the main job's settings and no limit in ``--out/search_pareto``. A finished
+  search is reused, an interrupted one continued; ``--no-cost-matched`` leaves both arms out;
 - ``random arch k``: ``--random-archs`` architectures drawn uniformly and trained fully (Table 6's
   random baseline; reported each and as their mean and best);
 - ``all <path>``: every edge the same parameterised path (Table 4's single-path FPNs);
 - ``OPA-FPN (evolution) @c``: the evolved neck at the width whose neck + head parameters are nearest the
   FPN's (within 5 % where the detector's head allows such a width), when that width differs.
+
+Identical networks are trained once: arms whose necks are one network (the same canonical architecture,
+``OPANASSpace.canonical``, which drops the edges of dead nodes that never run; same options and width) are
+one row labelled with every name, ``a = b``; torchvision's FPN is its own. ``evidence.md`` lists them.
 
 Outputs in ``--out``: ``evidence.csv`` (one row per arm and seed), ``evidence.md`` (mean +/- std, the
 difference to the FPN with its 95 % interval, Welch's and Holm's p), ``evidence.png`` (AP with error
@@ -29,17 +43,18 @@ import json
 import random
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from raynas.config import ConfigError
+from raynas.config import ConfigError, from_dict
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import Arm, arm_config, standalone_recipe
 from raynas.jobs.main_job import KINDS
+from raynas.search.opanas import PARETO_COST, OPANASSearchConfig, read_finished, read_search_info
 from raynas.spaces.base import arch_from_json
 from raynas.spaces.opanas import PARAMETERISED_PATHS, OPANASSpace
 from raynas.studies import TEST_HEADER, verdict_cells, verdict_note, with_tests
@@ -51,6 +66,18 @@ BASELINE = "FPN"
 WIDTH_TOLERANCE = 0.05
 #: the main job's search strategies whose best architectures are arms: (strategy, label)
 STRATEGIES = (("evolution", "OPA-FPN (evolution)"), ("random", "OPA-FPN (random search)"))
+#: the arms at the FPN's cost: (key of the architecture, label)
+COST_MATCHED = (
+    ("flops_matched", "OPA-FPN (evolution, FLOPs <= FPN)"),
+    ("pareto_nearest", "OPA-FPN (NSGA-II, nearest FPN FLOPs)"),
+)
+FLOPS_MATCHED_SEARCH, PARETO_SEARCH = "search_flops_matched", "search_pareto"  # folders under --out
+#: draws per candidate under the FPN's FLOPs: 0.08 % of uniform draws pass it (the digits main job's and the
+#: smoke super-net alike), so the searchers' default of 100 gives up on nearly every random candidate; at
+#: 20,000 one gives up with p ~ 1e-7, and a draw costs ~50 us (raynas.search.opanas.NeckCost counts by parts)
+FLOPS_MATCHED_RETRIES = 20_000
+#: joins the labels of arms that are one network
+SAME = " = "
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the one recipe (decay in the last)")
     parser.add_argument("--kind", default=None, choices=KINDS, help="detector (default: the super-net's)")
     parser.add_argument("--no-single-path", action="store_true", help="leave out the single-path necks")
+    parser.add_argument(
+        "--no-cost-matched", action="store_true", help="leave out the arms searched at the FPN's FLOPs"
+    )
     parser.add_argument("--train-workers", type=int, default=2, help="Ray Train workers per run")
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--address", default=None)
@@ -72,16 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def neck_params_and_flops(cfg: TrainConfig, num_classes: int) -> tuple[int, int]:
-    """Parameters and FLOPs of neck + head (what the necks change) at the recipe's image size."""
-    import torch
-
+    """Parameters of neck + head (what the necks change) and FLOPs of the neck at the recipe's image size,
+    on the reference input the search's FLOPs constraint uses (``raynas.search.neck_cost``)."""
     from raynas.evaluation import count_flops, count_params
     from raynas.models.build import build_model
+    from raynas.search.neck_cost import reference_features
 
     model = build_model(replace(cfg.model, backbone_weights=None), num_classes, cfg.neck, cfg.head).eval()
-    size = cfg.model.min_size
-    with torch.inference_mode():
-        features = model.backbone.body(torch.zeros(1, 3, size, size))
+    features = reference_features(model, cfg.model.min_size)
     heads = [model.head] if hasattr(model, "head") else [model.rpn, model.roi_heads]  # two-stage: RPN + RoI
     params = count_params(model.backbone.neck) + sum(count_params(head) for head in heads)
     return params, count_flops(model.backbone.neck, features)
@@ -118,16 +146,16 @@ def width_candidates(kind: str, width: int) -> list[int]:
 def arms(
     supernet: SupernetConfig, best: dict[str, dict], args: argparse.Namespace, num_classes: int
 ) -> list[Arm]:
-    """The arms, from the best architecture of each strategy (``best``: strategy -> architecture config)."""
+    """The arms, from the best architecture of each strategy and the cost-matched architectures (``best``:
+    strategy or :data:`COST_MATCHED` key -> architecture config; a cost-matched key absent: no such arm)."""
     from raynas.models.build import searched_neck_spec
 
     space = OPANASSpace(num_nodes=supernet.opanas.num_nodes)
     width = supernet.model.out_channels
     result = [Arm(BASELINE, "fpn", None, width)]
-    for strategy, label in STRATEGIES:
-        result.append(
-            Arm(label, f"opa_{strategy}", searched_neck_spec(best[strategy], supernet.opanas), width)
-        )
+    for key, label in STRATEGIES + COST_MATCHED:
+        if key in best:
+            result.append(Arm(label, f"opa_{key}", searched_neck_spec(best[key], supernet.opanas), width))
     rng = random.Random(2021)
     for k in range(1, args.random_archs + 1):
         arch = space.sample(rng)
@@ -139,8 +167,8 @@ def arms(
                 width,
             )
         )
-    if args.smoke:
-        return result[:2]  # the FPN and the evolved neck: every part of the experiment, in seconds
+    if args.smoke:  # the FPN, the evolved and the cost-matched necks: every part of the experiment
+        return [arm for arm in result if arm.slug != "opa_random"]
     if not args.no_single_path:
         for path in PARAMETERISED_PATHS:
             config = {key: path for key in space.keys}
@@ -149,7 +177,7 @@ def arms(
             )
     recipe = recipe_config(supernet, args)
     fpn_params, _ = neck_params_and_flops(recipe, num_classes)
-    evolved = result[1].neck
+    evolved = next(arm.neck for arm in result if arm.slug == "opa_evolution")
     c, params = matched_width(
         recipe, evolved, fpn_params, num_classes, width_candidates(recipe.model.kind, width)
     )
@@ -162,6 +190,140 @@ def arms(
     if c != width:
         result.append(Arm(f"OPA-FPN (evolution) @{c}", f"opa_evolution_at{c}", evolved, c))
     return result
+
+
+def network_key(arm: Arm) -> tuple:
+    """What makes two arms one network: the canonical architecture (``OPANASSpace.canonical``: the edges
+    of dead nodes never run, so encodings that differ only there compute the same thing), the neck's
+    options and the width. Torchvision's FPN is keyed apart from every OPA-FPN."""
+    if arm.neck is None:
+        return ("fpn", arm.out_channels)
+    space = OPANASSpace(num_nodes=arm.neck["num_nodes"])
+    canonical = space.canonical(space.from_config(arm.neck["arch"]))
+    options = json.dumps({key: value for key, value in arm.neck.items() if key != "arch"}, sort_keys=True)
+    return ("opa_fpn", options, canonical.edges, arm.out_channels)
+
+
+def merge_identical(plan: list[Arm]) -> list[Arm]:
+    """One arm per network, in the plan's order, named by every arm that is that network (``a = b``) and run
+    under the first one's folders: the same network trained twice would be reported as two results."""
+    groups: dict[tuple, list[Arm]] = {}
+    for arm in plan:
+        groups.setdefault(network_key(arm), []).append(arm)
+    return [replace(members[0], label=SAME.join(arm.label for arm in members)) for members in groups.values()]
+
+
+def fpn_neck_flops(supernet: SupernetConfig, num_classes: int) -> int:
+    """Torchvision's FPN's neck FLOPs counted as the search's constraint counts a candidate's
+    (:class:`~raynas.search.opanas.NeckCost`: the super-net's detector, width and image size, the reference
+    input of :func:`~raynas.search.neck_cost.reference_features`): the FLOPs-matched search's limit."""
+    from raynas.evaluation import count_flops
+    from raynas.models.build import build_model
+    from raynas.search.neck_cost import reference_features
+
+    model = build_model(replace(supernet.model, backbone_weights=None), num_classes, None, supernet.head)
+    model.eval()
+    return count_flops(model.backbone.neck, reference_features(model, supernet.model.min_size))
+
+
+def main_search_config(search_dir: Path) -> OPANASSearchConfig:
+    """The main job's search settings (its ``search/run_info.json``), which the cost-matched searches
+    repeat with their own strategy and limit."""
+    path = search_dir / "search" / "run_info.json"
+    if not path.is_file():
+        raise ConfigError(
+            f"--search-dir {str(search_dir)!r} has no search/run_info.json (the main job's search settings, "
+            "which the cost-matched searches repeat); run the main job to the end first, or pass "
+            "--no-cost-matched"
+        )
+    info = read_search_info(path)
+    try:
+        return from_dict(OPANASSearchConfig, info["config"], where=str(path))
+    except ValueError as err:  # ConfigError is one
+        raise ConfigError(f"{err}; restore it, or run the main job's search again") from err
+
+
+def cost_matched_searches(
+    search: OPANASSearchConfig, fpn_flops: int, out: Path, use_gpu: bool, with_pareto: bool
+) -> list[OPANASSearchConfig]:
+    """The main job's search settings for the cost-matched arms: evolution under the FPN's neck FLOPs
+    (the search's own constraint), and with ``with_pareto`` NSGA-II with the main job's limits (none by
+    default), so that its front spans costs on both sides of the FPN's."""
+    limit = fpn_flops if search.max_neck_flops is None else min(fpn_flops, search.max_neck_flops)
+    common = {"storage_path": str(out), "use_gpu": use_gpu}
+    result = [
+        replace(
+            search,
+            strategies=["evolution"],
+            max_neck_flops=limit,
+            max_retries=max(search.max_retries, FLOPS_MATCHED_RETRIES),
+            name=FLOPS_MATCHED_SEARCH,
+            **common,
+        )
+    ]
+    if with_pareto:
+        result.append(replace(search, strategies=["pareto"], name=PARETO_SEARCH, **common))
+    return result
+
+
+def nearest_front_member(table: pd.DataFrame, flops: float, metric: str) -> pd.Series:
+    """The row of the Pareto front (``pareto_front``) whose neck FLOPs are nearest ``flops``; of two as
+    near, the one with the higher ``metric``, then the cheaper one."""
+    front = table[table["pareto_front"].astype(bool)]
+    if front.empty:
+        raise RuntimeError("the NSGA-II search's result table marks no Pareto front; run it again")
+    order = pd.DataFrame(
+        {
+            "distance": (front[PARETO_COST].astype(float) - flops).abs(),
+            "metric": -front[metric].astype(float).fillna(-np.inf),
+            "cost": front[PARETO_COST].astype(float),
+        },
+        index=front.index,
+    ).sort_values(["distance", "metric", "cost"], kind="stable")
+    return front.loc[order.index[0]]
+
+
+def finished_search(cfg: OPANASSearchConfig, checkpoint: Path) -> dict[str, pd.DataFrame] | None:
+    """The tables of a search that finished in an earlier run (its settings checked by the search's own
+    folder guard), so a re-run does not start the scorer actors for nothing; ``None`` if not finished."""
+    from raynas.search.opanas import guard_search_folder
+
+    run_dir = Path(cfg.storage_path).resolve() / cfg.name
+    if not (run_dir / "run_info.json").is_file():
+        return None
+    finished = guard_search_folder(run_dir, cfg, str(checkpoint.resolve()), resume=True)
+    if set(finished) != set(cfg.strategies):
+        return None
+    return {strategy: table for strategy, (table, _) in finished.items()}
+
+
+def cost_matched_archs(inputs: Inputs, args: argparse.Namespace) -> dict[str, dict]:
+    """The architectures of the cost-matched arms, searching for them first where no search has."""
+    from raynas.search.opanas import search_opanas
+
+    space = OPANASSpace(num_nodes=inputs.supernet.opanas.num_nodes)
+    metric = inputs.search.metric
+    tables = {} if inputs.pareto is None else {"pareto": inputs.pareto}
+    configs = cost_matched_searches(
+        inputs.search, inputs.fpn_flops, Path(args.out), args.gpu, inputs.pareto is None
+    )
+    for cfg in configs:
+        found = finished_search(cfg, inputs.checkpoint)
+        if found is None:
+            print(f"== cost-matched search: {cfg.strategies[0]}, {cfg.budget} evaluations ==", flush=True)
+            found = search_opanas(inputs.checkpoint, cfg, resume=True, address=args.address)["tables"]
+        tables.update(found)
+    evolved = tables["evolution"]
+    best = evolved.loc[evolved[metric].astype(float).fillna(-1).idxmax()]  # the search's own rule
+    nearest = nearest_front_member(tables["pareto"], inputs.fpn_flops, metric)
+    print(
+        f"cost-matched arms: FPN neck {inputs.fpn_flops / 1e9:.4f} GFLOPs; evolution under it "
+        f"{best[PARETO_COST] / 1e9:.4f}; NSGA-II front member nearest it {nearest[PARETO_COST] / 1e9:.4f}"
+    )
+    return {
+        "flops_matched": space.to_config(space.from_config(best.to_dict())),
+        "pareto_nearest": space.to_config(space.from_config(nearest.to_dict())),
+    }
 
 
 def recipe_config(supernet: SupernetConfig, args: argparse.Namespace) -> TrainConfig:
@@ -187,9 +349,14 @@ def summarize_evidence(rows: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def is_random_arch(label: str) -> bool:
+    """A random architecture's row (alone, or one of the names of a merged network)."""
+    return any(name.startswith("random arch") for name in label.split(SAME))
+
+
 def random_summary(rows: pd.DataFrame) -> dict[str, float]:
     """Table 6's random baseline: the mean and the best of the random architectures' mean APs."""
-    per_arch = rows[rows["arm"].str.startswith("random arch")].groupby("arm")["AP"].mean()
+    per_arch = rows[rows["arm"].map(is_random_arch)].groupby("arm")["AP"].mean()
     return {"random_archs_mean_AP": float(per_arch.mean()), "random_archs_best_AP": float(per_arch.max())}
 
 
@@ -206,15 +373,30 @@ def markdown(table: pd.DataFrame, extra: dict) -> str:
             f"{100 * row['APs_mean']:.1f}",
             f"{100 * row['APm_mean']:.1f}",
             f"{row['params'] / 1e6:.2f} M",
-            f"{row['flops'] / 1e9:.2f} G",
+            f"{row['flops'] / 1e9:.3f} G",
             *verdict_cells(row, scale=100, digits=1),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", verdict_note(table), ""]
-    lines.append(
-        f"Random architectures (Table 6's baseline): mean AP {100 * extra['random_archs_mean_AP']:.1f}, "
-        f"best {100 * extra['random_archs_best_AP']:.1f}. Seeds per arm: {int(table['seeds'].min())}."
-    )
+    if np.isfinite(extra.get("random_archs_mean_AP", np.nan)):
+        lines.append(
+            f"Random architectures (Table 6's baseline): mean AP {100 * extra['random_archs_mean_AP']:.1f}, "
+            f"best {100 * extra['random_archs_best_AP']:.1f}."
+        )
+    if extra.get("fpn_neck_flops"):
+        lines.append(
+            f"Cost-matched arms: the FLOPs-matched evolution searched under the FPN's neck FLOPs, "
+            f"{extra['fpn_neck_flops'] / 1e9:.4f} G (the search's own constraint); the NSGA-II arm is the "
+            "member of its front nearest that."
+        )
+    merged = [label for label in table["arm"] if SAME in label]
+    if merged:
+        lines.append(
+            "Identical networks (one canonical architecture at one width), trained once and shown once: "
+            + "; ".join(merged)
+            + "."
+        )
+    lines.append(f"Seeds per arm: {int(table['seeds'].min())}.")
     return "\n".join(lines) + "\n"
 
 
@@ -259,7 +441,7 @@ def smoke_search_dir(out: Path, args: argparse.Namespace) -> Path:
 
 
 def write_outputs(
-    rows: list[dict], args: argparse.Namespace, out: Path, launched: int, started: float
+    rows: list[dict], out: Path, launched: int, started: float, fpn_neck_flops: int | None
 ) -> dict:
     """``evidence.csv`` / ``.md`` / ``.png`` / ``.json`` from the rows so far (rewritten after every run, so
     an interrupted experiment leaves its partial table)."""
@@ -267,11 +449,12 @@ def write_outputs(
     for metric in METRICS:
         frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
     table = summarize_evidence(frame)
-    has_random = frame["arm"].str.startswith("random arch").any()
+    has_random = frame["arm"].map(is_random_arch).any()
     nan = float("nan")
     extra = (
         random_summary(frame) if has_random else {"random_archs_mean_AP": nan, "random_archs_best_AP": nan}
     )
+    extra["fpn_neck_flops"] = fpn_neck_flops
     atomic_write_text(out / "evidence.csv", frame.to_csv(index=False))
     atomic_write_text(out / "evidence.md", markdown(table, extra))
     plot(table, out / "evidence.png")
@@ -285,9 +468,23 @@ def write_outputs(
     return record
 
 
-def search_inputs(search_dir: Path, args: argparse.Namespace) -> tuple[SupernetConfig, int, dict[str, dict]]:
+@dataclass(frozen=True)
+class Inputs:
+    """What the experiment takes from the main job's ``--out``, every file checked."""
+
+    supernet: SupernetConfig
+    num_classes: int
+    checkpoint: Path  # the super-net the cost-matched searches score on
+    best: dict[str, dict]  # strategy -> its best architecture's config
+    search: OPANASSearchConfig | None = None  # the main job's search settings; None: no cost-matched arms
+    pareto: pd.DataFrame | None = None  # the main job's finished NSGA-II table, if it ran one
+    fpn_flops: int | None = None  # the FPN's neck FLOPs as the search's constraint counts them
+
+
+def search_inputs(search_dir: Path, args: argparse.Namespace) -> Inputs:
     """What the experiment takes from the main job's ``--out``: its super-net's config and number of
-    classes and each strategy's best architecture, every file checked (a user may have edited one)."""
+    classes, each strategy's best architecture and (for the cost-matched arms) its search settings and
+    NSGA-II table, every file checked (a user may have edited one)."""
     from raynas.checkpoints import load_state
     from raynas.search.pool import supernet_config
 
@@ -312,10 +509,32 @@ def search_inputs(search_dir: Path, args: argparse.Namespace) -> tuple[SupernetC
             best[strategy] = space.to_config(arch_from_json(space, path.read_text()))
         except ValueError as err:
             raise ConfigError(f"{path}: {err}; restore it, or run the main job's search again") from err
-    return supernet, state["num_classes"], best
+    inputs = Inputs(supernet, state["num_classes"], checkpoints[-1], best)
+    if args.no_cost_matched:
+        return inputs
+    search = main_search_config(search_dir)
+    pareto = search_dir / "search" / "pareto"
+    table = read_finished(pareto, "pareto", search.metric)[0] if (pareto / "summary.json").is_file() else None
+    flops = fpn_neck_flops(supernet, inputs.num_classes)
+    return replace(inputs, search=search, pareto=table, fpn_flops=flops)
 
 
-def run(args: argparse.Namespace, inputs: tuple[SupernetConfig, int, dict[str, dict]] | None) -> dict:
+def evidence_row(arm: Arm, seed: int, metrics: dict, cost: tuple[int, int]) -> dict:
+    """One row of ``evidence.csv``: an arm (every label of its network) at one seed."""
+    params, flops = cost
+    return {
+        "arm": arm.label,
+        "seed": seed,
+        **{k: metrics.get(k) for k in METRICS},
+        "params": params,
+        "flops": flops,
+        "out_channels": arm.out_channels,
+        "neck": json.dumps(arm.neck, sort_keys=True) if arm.neck else "fpn",
+        "train_time_s": metrics.get("epoch_time_s", 0) * metrics.get("epoch", 0),
+    }
+
+
+def run(args: argparse.Namespace, inputs: Inputs | None) -> dict:
     """The experiment; ``inputs`` from :func:`search_inputs` (``None`` with ``--smoke``: the main job's
     smoke run makes them first)."""
     from raynas.training.cluster import ensure_ray
@@ -325,10 +544,17 @@ def run(args: argparse.Namespace, inputs: tuple[SupernetConfig, int, dict[str, d
     out = Path(args.out)
     ensure_ray(args.address)
     started = time.perf_counter()
-    supernet, num_classes, best = inputs or search_inputs(smoke_search_dir(out, args), args)
+    inputs = inputs or search_inputs(smoke_search_dir(out, args), args)
+    supernet, num_classes = inputs.supernet, inputs.num_classes
+    best = dict(inputs.best)
+    if inputs.search is not None:
+        best.update(cost_matched_archs(inputs, args))
     recipe = recipe_config(supernet, args)
     rows, launched = [], 0
-    plan = arms(supernet, best, args, num_classes)
+    plan = merge_identical(arms(supernet, best, args, num_classes))
+    for arm in plan:
+        if SAME in arm.label:
+            print(f"one network, trained once: {arm.label}")
     costs = {
         arm.slug: neck_params_and_flops(
             replace(recipe, model=replace(recipe.model, out_channels=arm.out_channels), neck=arm.neck),
@@ -338,26 +564,15 @@ def run(args: argparse.Namespace, inputs: tuple[SupernetConfig, int, dict[str, d
     }
     for seed in range(args.seeds):  # seed by seed: an interrupted run leaves every arm at some seeds
         for arm in plan:
-            params, flops = costs[arm.slug]
             cfg = run_config(recipe, arm, seed, args, out)
             launched += (
                 finished_run(Path(cfg.run.storage_path).resolve() / cfg.run.name, cfg.optim.epochs) is None
             )
             print(f"== {arm.label}, seed {seed} ==", flush=True)
             result = train(cfg)
-            rows.append(
-                {
-                    "arm": arm.label,
-                    "seed": seed,
-                    **{k: result.metrics.get(k) for k in METRICS},
-                    "params": params,
-                    "flops": flops,
-                    "out_channels": arm.out_channels,
-                    "neck": json.dumps(arm.neck, sort_keys=True) if arm.neck else "fpn",
-                    "train_time_s": result.metrics.get("epoch_time_s", 0) * result.metrics.get("epoch", 0),
-                }
-            )
-            record = write_outputs(rows, args, out, launched, started)  # after every run: partial tables
+            rows.append(evidence_row(arm, seed, result.metrics, costs[arm.slug]))
+            # after every run: partial tables
+            record = write_outputs(rows, out, launched, started, inputs.fpn_flops)
     print("\n" + (out / "evidence.md").read_text())
     return record
 

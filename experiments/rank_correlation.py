@@ -1,46 +1,75 @@
-"""Does the super-net rank architectures the way standalone training does? (OPANAS Sec. 4.3, Table 5)
+"""Does the super-net rank the architectures evolution chooses between? (OPANAS Sec. 4.3, Table 5; v2)
 
     python experiments/rank_correlation.py --checkpoint runs/opanas_ea/supernet/checkpoint_...
-    python experiments/rank_correlation.py --checkpoint CKPT --m 10 --pool 40 --epochs 4
+    python experiments/rank_correlation.py --checkpoint CKPT --m 24 --pool 96 --standalone-seeds 3
     python experiments/rank_correlation.py --smoke      # tiny: trains its own super-net first (CI)
 
-Steps: draw ``--pool`` random architectures and score each on the super-net's search split with the
-scorer actors (inference only, the super-net's weights); pick ``--m`` of them spread evenly over the
-range of those scores; train each standalone from the same pretrained body with one recipe on Ray Train
-(the super-net's data, model and schedule unless ``--epochs`` says otherwise); evaluate on ``val``;
-report Kendall tau and Spearman rho between super-net score and standalone AP, each with a bootstrap
-95 % interval. The paper sampled 15 sub-nets and measured tau = 0.61.
+The protocol of issue 27 (v1 spread 10 picks over the super-net's *score* range, so on a skewed pool half
+came from the bottom quarter; one seed each; a bootstrap over architectures only):
 
-Resumable: the pool's scores are kept in ``pool.csv`` and every standalone run is skipped on re-run
-once finished (an interrupted one continues from its last checkpoint). Outputs in ``--out``:
-``rank_correlation.csv`` (one row per trained architecture), ``rank_correlation.json`` (tau, rho,
-intervals, settings, times) and ``rank_correlation.png`` (scatter).
+1. a fresh pool: ``--pool`` architectures, distinct after ``OPANASSpace.canonical``, drawn with
+   ``--pool-seed`` (seed 0 drew v1's pool, the architectures the earlier analysis was tuned on, and is
+   refused outside ``--smoke``), each scored on the super-net's search split by the scorer actors;
+2. ``--m`` (>= 20) of them picked stratified by *rank* (``raynas.studies.stratified_by_rank``): half from
+   the pool's top quarter, where evolution decides, half from the other ranks, one random pick per equal
+   stretch of ranks (seeded by ``--pool-seed``);
+3. each trained standalone with ``--standalone-seeds`` seeds (a run's seed sets its initialisation and
+   its data order) with one recipe (``raynas.jobs.arms.standalone_recipe``: the super-net's data and
+   model, ``--epochs``, default the super-net's, the learning rate decayed in the last), AP on val;
+4. Kendall tau and Spearman rho between super-net score and mean standalone AP, over all picks and over
+   the top half by super-net score, each with a 95 % bootstrap interval that resamples architectures and,
+   within each, its seeds (``raynas.evaluation.ranking.rank_agreement_over_seeds``); and the tau between
+   the standalone APs of seed 0 and seed 1: how well one standalone run ranks another, the ceiling any
+   super-net can reach. The paper measured tau = 0.61 over 15 sub-nets.
+
+Resumable: the pool's scores are kept in ``pool.csv``; each finished (architecture, seed) is a row of
+``rank_correlation_seeds.csv`` (rewritten after every run) and is not trained again on re-run; an
+interrupted run continues from its last checkpoint. Outputs in ``--out``: ``rank_correlation.csv`` (one
+row per picked architecture: its encoding, ``arch_id``, pool rank, super-net score, mean standalone AP
+``standalone_AP`` and per-seed ``standalone_AP_seed<k>``), ``rank_correlation_seeds.csv``,
+``rank_correlation.md`` (the numbers, the method in two lines), ``.json`` (the same with settings, pool
+seed, times), ``.png`` (scatter). ``supernet_variants.py --archs`` reads ``rank_correlation.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from raynas.checkpoints import load_state
 from raynas.config import ConfigError
 from raynas.errors import run_main
-from raynas.evaluation import rank_agreement, spread_picks
+from raynas.evaluation.ranking import rank_agreement, rank_agreement_over_seeds
 from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.arms import arch_id
+from raynas.jobs.arms import Arm, arch_id, arm_config, standalone_recipe
+from raynas.jobs.supernet_scores import seed_aps
 from raynas.models.build import searched_neck_spec
 from raynas.spaces.opanas import OPANASSpace
+from raynas.studies import stratified_by_rank
 from raynas.studies.flags import check_counts
+from raynas.studies.picks import TOP_FRACTION
 from raynas.studies.tables import none_as_written, read_table
-from raynas.training.config import SupernetConfig, TrainConfig
+from raynas.training.config import SupernetConfig
 
 METRIC = "AP"
+#: the seed that drew v1's pool (experiments/results/rank_correlation/pool.csv): not a fresh pool
+V1_POOL_SEED = 0
+DEFAULT_POOL_SEED = 27
+MIN_M = 20
+#: share of the picks from the pool's top quarter of ranks (``stratified_by_rank``)
+TOP_SHARE = 0.5
+BOOTSTRAP = 2000
+STANDALONE = ("AP", "AP50", "AP75")
+SEEDS_FILE = "rank_correlation_seeds.csv"
+#: what a kept (architecture, seed) row must match to be reused: the recipe it was trained with
+RECIPE_KEYS = ("epochs", "supernet_checkpoint")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,9 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--checkpoint", help="super-net checkpoint (checkpoint_* folder of opanas_ea.py)")
     parser.add_argument("--out", default="runs/rank_correlation", help="where runs, tables and plots go")
-    parser.add_argument("--pool", type=int, default=40, help="random architectures scored on the super-net")
+    parser.add_argument("--pool", type=int, default=80, help="random architectures scored on the super-net")
     parser.add_argument(
-        "--m", type=int, default=10, help="architectures trained standalone (spread over scores)"
+        "--pool-seed",
+        type=int,
+        default=DEFAULT_POOL_SEED,
+        help=f"seed of the pool draw and of the picks ({V1_POOL_SEED} drew v1's pool: refused)",
+    )
+    parser.add_argument(
+        "--m",
+        type=int,
+        default=MIN_M,
+        help=f"architectures trained standalone (>= {MIN_M}; stratified by rank)",
+    )
+    parser.add_argument(
+        "--standalone-seeds", type=int, default=2, help="standalone runs per architecture (seeds 0..k-1)"
     )
     parser.add_argument(
         "--epochs", type=int, default=None, help="standalone epochs (default: the super-net's)"
@@ -61,37 +102,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--train-workers", type=int, default=None, help="Ray Train workers per standalone run"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the pool draw")
     parser.add_argument("--gpu", action="store_true", help="train and score on GPUs")
     parser.add_argument("--address", default=None, help="attach to a Ray cluster (e.g. auto)")
-    parser.add_argument("--smoke", action="store_true", help="tiny data and budget; trains its own super-net")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny data and budget (3 picks); trains its own super-net"
+    )
     return parser
 
 
+def draw_pool(space: OPANASSpace, size: int, seed: int) -> list[dict]:
+    """``size`` random architectures, distinct as networks (compared after ``canonical``), in draw order."""
+    rng = random.Random(seed)
+    archs: list = []
+    while len(archs) < size:
+        arch = space.canonical(space.sample(rng))
+        if arch not in archs:
+            archs.append(arch)
+    return [space.to_config(arch) for arch in archs]
+
+
 def score_pool(checkpoint: str, space: OPANASSpace, args: argparse.Namespace, out: Path) -> pd.DataFrame:
-    """Super-net scores of ``--pool`` random architectures (kept in ``pool.csv``; reused on re-run)."""
+    """Super-net scores of the pool (kept in ``pool.csv``; reused on re-run by the same super-net, images
+    and pool seed)."""
     path = out / "pool.csv"
     key = {
-        "seed": args.seed,
+        "pool_seed": args.pool_seed,
         "checkpoint": str(Path(checkpoint).resolve()),
         "search_images": args.search_images,
     }
     table = kept_pool(path)
-    if table is not None:
-        same = all(table[k].astype(str).eq(str(v)).all() for k, v in key.items() if k in table)
-        if len(table) == args.pool and same and set(key) <= set(table):
-            return table  # scored by this super-net on these images: reused
+    same = table is not None and len(table) == args.pool and set(key) <= set(table)
+    if same and all(table[k].astype(str).eq(str(v)).all() for k, v in key.items()):
+        return table  # scored by this super-net on these images, drawn with this seed: reused
     from ray.util import ActorPool
 
     from raynas.search.pool import ScorerPool
 
-    rng = random.Random(args.seed)
-    archs: list = []
-    while len(archs) < args.pool:
-        arch = space.canonical(space.sample(rng))
-        if arch not in archs:
-            archs.append(arch)
-    configs = [space.to_config(arch) for arch in archs]
+    configs = draw_pool(space, args.pool, args.pool_seed)
     scorers = ScorerPool(checkpoint, num_actors=args.scorers, max_images=args.search_images, use_gpu=args.gpu)
     try:
         started = time.perf_counter()
@@ -111,43 +158,176 @@ def score_pool(checkpoint: str, space: OPANASSpace, args: argparse.Namespace, ou
     return table
 
 
-def standalone_config(supernet: SupernetConfig, arch_config: dict, args: argparse.Namespace, out: Path):
-    """One recipe for every architecture: the super-net's data, model and schedule, its neck options."""
-    optim = supernet.optim if args.epochs is None else replace(supernet.optim, epochs=args.epochs)
-    optim = replace(optim, milestones=[m for m in optim.milestones if m < optim.epochs])
-    run = replace(
-        supernet.run,
-        name=f"arch_{arch_id(arch_config)}",
-        storage_path=str(out / "standalone"),
-        eval_every=optim.epochs,
-        use_gpu=args.gpu,
-        address=args.address,
-        num_workers=args.train_workers or supernet.run.num_workers,
-    )
-    return TrainConfig(
-        data=supernet.data,
-        model=supernet.model,
-        optim=optim,
-        run=run,
-        neck=searched_neck_spec(arch_config, supernet.opanas),
-    )
+def pick(pool: pd.DataFrame, m: int, seed: int) -> pd.DataFrame:
+    """The ``m`` architectures trained standalone, best super-net rank first, with their rank in the pool
+    (1 = best) and whether they are in the top half of the picks."""
+    scores = pool["supernet_" + METRIC].astype(float).to_numpy()
+    rank = np.empty(len(scores), dtype=int)
+    rank[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+    chosen = stratified_by_rank(scores, m, top_share=TOP_SHARE, seed=seed)
+    picked = pool.iloc[chosen].reset_index(drop=True)
+    picked.insert(1, "pool_rank", rank[chosen])
+    picked.insert(2, "top_half", picked.index < m // 2)
+    return picked
 
 
-def plot(table: pd.DataFrame, stats: dict, path: Path) -> None:
+def kept_seed_rows(path: Path, key: dict | None) -> pd.DataFrame:
+    """The (architecture, seed) rows of an earlier run (empty if none), each whole; with ``key`` (the
+    recipe: standalone epochs and super-net checkpoint) rows of another recipe are refused, since their
+    APs are not comparable and re-running would drop them."""
+    if not path.is_file():
+        return pd.DataFrame(columns=["arch_id", "seed"])
+    fix = "restore it, or delete it (and the runs/ folder beside it) to train the architectures again"
+    complete = ("arch_id", "seed", "standalone_" + METRIC, *RECIPE_KEYS, "checkpoint")
+    table = read_table(
+        path, fix, complete, ("seed", "epochs", "standalone_" + METRIC), dtype={"arch_id": str}
+    )
+    if not table["seed"].astype(float).map(float.is_integer).all():
+        raise ConfigError(f"{path} has a seed that is not a whole number; {fix}")
+    table = table.astype({"seed": int, "epochs": int})
+    if key is not None:
+        differing = sorted({k for k in RECIPE_KEYS if not table[k].astype(str).eq(str(key[k])).all()})
+        if differing:
+            was = ", ".join(f"{k}={table[k].iloc[0]}" for k in differing)
+            raise ConfigError(
+                f"{path} holds standalone runs of another recipe ({was}); run with the same --epochs and "
+                "--checkpoint, or choose another --out"
+            )
+    return table
+
+
+def standalone_runs(
+    picked: pd.DataFrame, supernet: SupernetConfig, checkpoint: str, args: argparse.Namespace, out: Path
+) -> tuple[pd.DataFrame, int]:
+    """Every picked architecture trained at every seed, seed by seed (an interrupted run leaves every
+    architecture at some seeds); kept rows are reused. Returns the rows and how many runs trained now."""
+    from raynas.training.run_folder import finished_run
+    from raynas.training.standalone import train
+
+    epochs = supernet.optim.epochs if args.epochs is None else args.epochs
+    key = {"epochs": epochs, "supernet_checkpoint": str(Path(checkpoint).resolve())}
+    kept = kept_seed_rows(out / SEEDS_FILE, key)
+    recipe = standalone_recipe(supernet, epochs)
+    space = OPANASSpace(num_nodes=supernet.opanas.num_nodes)
+    plan = [(row, seed) for seed in range(args.standalone_seeds) for row in picked.to_dict("records")]
+    earlier = {(row["arch_id"], row["seed"]): row for row in kept.to_dict("records")}
+    rows = {(r["arch_id"], s): earlier[r["arch_id"], s] for r, s in plan if (r["arch_id"], s) in earlier}
+    trained = 0
+    for number, (row, seed) in enumerate(plan, start=1):
+        if (row["arch_id"], seed) in rows:
+            continue
+        arch_config = space.to_config(space.from_config(row))
+        neck = searched_neck_spec(arch_config, supernet.opanas)
+        arm = Arm(f"arch {row['arch_id']}", f"arch_{row['arch_id']}", neck, supernet.model.out_channels)
+        cfg = arm_config(
+            recipe, arm, seed, out, workers=args.train_workers or supernet.run.num_workers,
+            use_gpu=args.gpu, address=args.address,
+        )  # fmt: skip
+        trained += finished_run(Path(cfg.run.storage_path).resolve() / cfg.run.name, epochs) is None
+        print(
+            f"== standalone {number}/{len(plan)}: arch {row['arch_id']} seed {seed} (pool rank "
+            f"{row['pool_rank']}, super-net {METRIC} {100 * row['supernet_' + METRIC]:.1f}) ==",
+            flush=True,
+        )
+        result = train(cfg)
+        rows[row["arch_id"], seed] = {
+            "arch_id": row["arch_id"],
+            "seed": seed,
+            **{f"standalone_{k}": result.metrics.get(k) for k in STANDALONE},
+            "train_time_s": result.metrics.get("epoch_time_s", 0) * result.metrics.get("epoch", 0),
+            **key,
+            "checkpoint": str(result.checkpoint_dir),
+        }
+        done = [rows[r["arch_id"], s] for r, s in plan if (r["arch_id"], s) in rows]
+        atomic_write_text(out / SEEDS_FILE, pd.DataFrame(done).to_csv(index=False))
+    return pd.DataFrame([rows[r["arch_id"], s] for r, s in plan]), trained
+
+
+def per_arch(picked: pd.DataFrame, seed_rows: pd.DataFrame, space: OPANASSpace) -> pd.DataFrame:
+    """One row per picked architecture: encoding, score, the mean standalone AP and each seed's."""
+    aps = seed_rows.pivot(index="arch_id", columns="seed", values="standalone_" + METRIC)
+    columns = ["arch_id", "pool_rank", "top_half", *space.keys, "supernet_" + METRIC, "supernet_AP50",
+               "neck_params", "neck_flops", "pool_seed"]  # fmt: skip
+    table = picked[columns].copy()
+    per_seed = {f"standalone_{METRIC}_seed{s}": table["arch_id"].map(aps[s]).astype(float) for s in aps}
+    table.insert(len(columns) - 1, "standalone_" + METRIC, pd.DataFrame(per_seed).mean(axis=1))
+    for name, values in per_seed.items():
+        table.insert(len(table.columns) - 1, name, values)
+    return table
+
+
+def nan_stats(n: int) -> dict:
+    keys = ("kendall_tau", "kendall_tau_low", "kendall_tau_high", "spearman_rho", "spearman_rho_low",
+            "spearman_rho_high")  # fmt: skip
+    return {"n": n, **dict.fromkeys(keys, math.nan)}
+
+
+def agreement(table: pd.DataFrame) -> dict:
+    """Super-net score vs mean standalone AP, the interval over architectures and their seeds."""
+    if len(table) < 3:
+        return nan_stats(len(table))
+    return rank_agreement_over_seeds(table["supernet_" + METRIC], seed_aps(table), BOOTSTRAP)
+
+
+def seed_to_seed(table: pd.DataFrame) -> dict:
+    """Standalone AP of seed 0 vs seed 1 (the interval over architectures): the noise ceiling."""
+    first, second = f"standalone_{METRIC}_seed0", f"standalone_{METRIC}_seed1"
+    if second not in table or len(table) < 3:
+        return nan_stats(len(table))
+    return rank_agreement(table[first], table[second], BOOTSTRAP)
+
+
+def cell(stats: dict, name: str) -> str:
+    if math.isnan(stats[name]):
+        return "n/a"
+    return f"{stats[name]:+.2f} [{stats[name + '_low']:+.2f}, {stats[name + '_high']:+.2f}]"
+
+
+def markdown(record: dict) -> str:
+    rows = [("all picked architectures", record["all"]),
+            ("top half by super-net score", record["top_half"]),
+            ("standalone seed 0 vs seed 1 (the ceiling)", record["seed_to_seed"])]  # fmt: skip
+    lines = [
+        "| architectures | n | Kendall tau [95 % CI] | Spearman rho [95 % CI] |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {s['n']} | {cell(s, 'kendall_tau')} | {cell(s, 'spearman_rho')} |"
+            for name, s in rows
+        ),
+        "",
+        f"Method: a fresh pool of {record['pool']} distinct random architectures (pool seed "
+        f"{record['pool_seed']}) scored on the super-net (AP on the search split); {record['m']} picked "
+        f"stratified by rank, {record['pick']['from_top_quarter']} from the pool's top quarter, each trained "
+        f"standalone for {record['standalone_epochs']} epoch(s) with {record['standalone_seeds']} seed(s) "
+        "(a seed sets initialisation and data order), AP on val averaged over seeds.",
+        f"Intervals: percentile bootstrap ({BOOTSTRAP} resamples) over the architectures and, within each, "
+        "over its seeds; the seed row's over the architectures. n/a: fewer than 3 architectures, one seed, "
+        "or a side without spread.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: pd.DataFrame, record: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    per_seed = [100 * np.asarray(values) for values in seed_aps(table)]
+    x = 100 * table["supernet_" + METRIC].to_numpy()
+    y = 100 * table["standalone_" + METRIC].to_numpy()
+    spread = np.array([[mean - v.min(), v.max() - mean] for mean, v in zip(y, per_seed)]).T
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter(100 * table["supernet_" + METRIC], 100 * table["standalone_" + METRIC])
+    for half, colour, label in ((True, "tab:blue", "top half"), (False, "tab:grey", "bottom half")):
+        chosen = table["top_half"].to_numpy() == half
+        ax.errorbar(
+            x[chosen], y[chosen], yerr=spread[:, chosen], fmt="o", color=colour, capsize=2, label=label
+        )
     ax.set_xlabel(f"super-net {METRIC} on the search split (%)")
-    ax.set_ylabel(f"standalone {METRIC} on val (%)")
-    ax.set_title(
-        f"Kendall tau {stats['kendall_tau']:.2f} [{stats['kendall_tau_low']:.2f}, "
-        f"{stats['kendall_tau_high']:.2f}], n={stats['n']}",
-        fontsize=10,
-    )
+    ax.set_ylabel(f"standalone {METRIC} on val (%), seed range")
+    tau_all, tau_top = record["all"]["kendall_tau"], record["top_half"]["kendall_tau"]
+    ax.set_title(f"Kendall tau {tau_all:.2f} (all, n={len(table)}), {tau_top:.2f} (top half)", fontsize=10)
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -164,10 +344,16 @@ def smoke_checkpoint(out: Path, args: argparse.Namespace) -> str:
     return str(train_supernet(cfg).checkpoint_dir)
 
 
+def json_ready(value):
+    """NaN as ``null``: the record is JSON a strict reader takes."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def run(args: argparse.Namespace) -> dict:
     from raynas.search.pool import supernet_config
     from raynas.training.cluster import ensure_ray
-    from raynas.training.standalone import train
 
     out = Path(args.out)
     ensure_ray(args.address)
@@ -175,37 +361,63 @@ def run(args: argparse.Namespace) -> dict:
     checkpoint = args.checkpoint or smoke_checkpoint(out, args)
     supernet = supernet_config(load_state(checkpoint), checkpoint)
     space = OPANASSpace(num_nodes=supernet.opanas.num_nodes)
-    pool = score_pool(checkpoint, space, args, out)
-    picked = pool.iloc[spread_picks(pool["supernet_" + METRIC].tolist(), args.m)].reset_index(drop=True)
-    rows = []
-    for index, row in picked.iterrows():
-        arch_config = space.to_config(space.from_config(row.to_dict()))
-        print(f"== standalone {index + 1}/{len(picked)}: arch {row['arch_id']} "
-              f"(super-net {METRIC} {100 * row['supernet_' + METRIC]:.1f}) ==", flush=True)  # fmt: skip
-        result = train(standalone_config(supernet, arch_config, args, out))
-        rows.append(
-            {
-                **row.to_dict(),
-                **{f"standalone_{k}": result.metrics.get(k) for k in ("AP", "AP50", "AP75")},
-                "train_time_s": result.metrics.get("epoch_time_s", 0) * result.metrics.get("epoch", 0),
-                "checkpoint": str(result.checkpoint_dir),
-            }
-        )
-    table = pd.DataFrame(rows)
-    stats = rank_agreement(table["supernet_" + METRIC], table["standalone_" + METRIC])
+    picked = pick(score_pool(checkpoint, space, args, out), args.m, args.pool_seed)
+    seed_rows, trained = standalone_runs(picked, supernet, checkpoint, args, out)
+    table = per_arch(picked, seed_rows, space)
     record = {
-        **stats,
+        "all": agreement(table),
+        "top_half": agreement(table[table["top_half"]]),
+        "seed_to_seed": seed_to_seed(table),
         "metric": METRIC,
         "pool": args.pool,
+        "pool_seed": args.pool_seed,
         "m": args.m,
-        "standalone_epochs": supernet.optim.epochs if args.epochs is None else args.epochs,
+        "pick": {
+            "rule": "stratified_by_rank",
+            "top_share": TOP_SHARE,
+            "seed": args.pool_seed,
+            "from_top_quarter": int((table["pool_rank"] <= math.ceil(TOP_FRACTION * args.pool)).sum()),
+        },
+        "standalone_seeds": args.standalone_seeds,
+        "standalone_epochs": int(seed_rows["epochs"].iloc[0]),
+        "bootstrap": BOOTSTRAP,
         "supernet_checkpoint": str(checkpoint),
+        "runs": len(seed_rows),
+        "runs_trained_now": trained,
+        "settings": vars(args),
         "wall_time_s": round(time.perf_counter() - started, 1),
     }
     atomic_write_text(out / "rank_correlation.csv", table.to_csv(index=False))
-    atomic_write_json(out / "rank_correlation.json", record)
-    plot(table, stats, out / "rank_correlation.png")
+    atomic_write_text(out / "rank_correlation.md", markdown(record))
+    atomic_write_json(out / "rank_correlation.json", json_ready(record))
+    plot(table, record, out / "rank_correlation.png")
     return record
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """The flags alone, before any file is read (the smoke budget replaces the given counts once they
+    were checked)."""
+    check_counts(
+        args,
+        {"pool": 3, "m": 3 if args.smoke else MIN_M, "standalone_seeds": 1, "pool_seed": 0, "epochs": 1,
+         "search_images": 1, "scorers": 1, "train_workers": 1},
+    )  # fmt: skip
+    if args.smoke:
+        args.pool, args.m, args.epochs = min(args.pool, 6), min(args.m, 3), 1
+        args.standalone_seeds = min(args.standalone_seeds, 2)
+        return
+    if not args.checkpoint:
+        raise ConfigError(
+            "--checkpoint is required (or --smoke); pass the checkpoint_* folder of a super-net run, "
+            "e.g. runs/opanas_ea/supernet/checkpoint_..."
+        )
+    if args.pool_seed == V1_POOL_SEED:
+        raise ConfigError(
+            f"--pool-seed {V1_POOL_SEED} draws v1's pool, the architectures the earlier analysis was tuned "
+            f"on; give a fresh seed (default {DEFAULT_POOL_SEED})"
+        )
+    if args.m > args.pool:
+        raise ConfigError(f"--m {args.m} exceeds --pool {args.pool}: pick at most as many as are scored")
 
 
 def report(args: argparse.Namespace) -> int:
@@ -213,27 +425,21 @@ def report(args: argparse.Namespace) -> int:
     from raynas.search.pool import supernet_config
     from raynas.training.cluster import ray_session
 
-    check_counts(args, {"pool": 3, "m": 3, "epochs": 1, "search_images": 1, "scorers": 1, "train_workers": 1})
-    if args.smoke:  # the given values were checked, and give way to the smoke budget
-        args.pool, args.m, args.epochs = min(args.pool, 6), min(args.m, 3), 1
-    elif not args.checkpoint:
-        raise ConfigError(
-            "--checkpoint is required (or --smoke); pass the checkpoint_* folder of a super-net run, "
-            "e.g. runs/opanas_ea/supernet/checkpoint_..."
-        )
-    if args.m > args.pool:
-        raise ConfigError(f"--m {args.m} exceeds --pool {args.pool}: pick at most as many as are scored")
+    check_flags(args)
     check_writable_folder(args.out, "--out")
-    if args.checkpoint:
-        supernet_config(load_state(args.checkpoint), args.checkpoint)  # a super-net's, before Ray starts
+    key = None
+    if args.checkpoint:  # a super-net's, before Ray starts
+        supernet = supernet_config(load_state(args.checkpoint), args.checkpoint)
+        epochs = supernet.optim.epochs if args.epochs is None else args.epochs
+        key = {"epochs": epochs, "supernet_checkpoint": str(Path(args.checkpoint).resolve())}
     kept_pool(Path(args.out) / "pool.csv")
+    kept_seed_rows(Path(args.out) / SEEDS_FILE, key)
     with ray_session(args.address):
         record = run(args)
+    print("\n" + (Path(args.out) / "rank_correlation.md").read_text())
     print(
-        f"\nKendall tau {record['kendall_tau']:.3f} (95 % CI {record['kendall_tau_low']:.3f} .. "
-        f"{record['kendall_tau_high']:.3f}), Spearman rho {record['spearman_rho']:.3f} "
-        f"(95 % CI {record['spearman_rho_low']:.3f} .. {record['spearman_rho_high']:.3f}) over "
-        f"{record['n']} architectures; {record['wall_time_s']:.0f} s\nresults: {args.out}"
+        f"{record['runs']} standalone runs ({record['runs_trained_now']} trained now) in "
+        f"{record['wall_time_s']:.0f} s; results: {args.out}"
     )
     return 0
 
@@ -245,8 +451,9 @@ def kept_pool(path: Path) -> pd.DataFrame | None:
         return None
     fix = "restore it, or delete it to score the pool again"
     space = OPANASSpace(5)
-    # a row cut short in its key (seed, checkpoint, search_images) matches no key: the pool is scored again
-    table = read_table(path, fix, complete=("arch_id", *space.keys), numeric=("supernet_" + METRIC,))
+    # a row cut short in its key (pool seed, checkpoint, search_images) matches no key: scored again
+    complete, numeric = ("arch_id", *space.keys), ("supernet_" + METRIC,)
+    table = read_table(path, fix, complete, numeric, dtype={"arch_id": str})  # "1234567890" is a name
     for line, row in enumerate(table.to_dict("records"), start=2):
         try:
             space.from_config(row)

@@ -1,6 +1,6 @@
 """Which super-net ranks architectures? OPANAS's Table 5 on the proxy: sampling rule x edge importance.
 
-    python experiments/supernet_variants.py      # 5 super-nets, the main job's recipe, ~40 min on 2 cores
+    python experiments/supernet_variants.py --proxy scenes --archs runs/rank_correlation/rank_correlation.csv
     python experiments/supernet_variants.py --variants fair_gamma uniform_gamma
     python experiments/supernet_variants.py --smoke --archs ARCHS.csv     # tiny data (CI)
 
@@ -12,15 +12,21 @@ switches of ``OPANASConfig`` changed:
 * ``uniform_gamma`` / ``uniform_nogamma``: one uniformly drawn sub-net per step (SPOS's rule on the dense
   DAG; Table 5's "w/o fair sampling"). Same number of steps, so a quarter of the sub-net updates;
 * ``fair_gamma_all``: fair sampling over all six paths (K=6), so the shared body and head also train on
-  sub-nets with ``skip``/``none`` edges. Not in the paper: our hypothesis for the proxy's tau of -0.07.
+  sub-nets with ``skip``/``none`` edges. Not in the paper: a hypothesis v1 raised on the digits proxy.
 
-Each super-net scores one fixed set of architectures whose standalone AP is already measured: by
-default the 10 of ``experiments/results/rank_correlation/rank_correlation.csv`` (4-epoch standalone
-runs, one seed each; they were picked spread over the ``fair_gamma`` super-net's scores, which is
-the only way the set depends on a variant). Reported per variant: Kendall tau and Spearman rho
-between super-net score (search split) and standalone AP (val) with bootstrap 95 % intervals, the mean
-score of the set, and the training time. Resumable: finished super-nets and their scores are reused.
-Outputs in ``--out``: ``supernet_variants.csv`` / ``.md`` / ``.json`` / ``.png``.
+Every super-net scores THE SAME architectures, the set ``rank_correlation.py`` picked and trained
+standalone (``--archs``: its ``rank_correlation.csv``; by default the committed one under
+``experiments/results/rank_correlation/``, v1 until v2 is committed: give v2's with ``--archs``). With
+v2's table (issue 27: a fresh pool, picks stratified by rank, 2 seeds each) ``standalone_AP`` is the mean
+over seeds and each seed's AP is a ``standalone_AP_seed<k>`` column; v1's has one seed.
+
+Reported per variant: Kendall tau and Spearman rho between super-net score (search split) and standalone
+AP (val), each with a bootstrap 95 % interval over the architectures and, within each, its seeds; and,
+since all variants rank the same architectures, the variants are compared PAIRED: its tau minus
+``fair_gamma``'s with a paired bootstrap interval (each resample scores both super-nets on the same
+architectures and seeds: ``raynas.evaluation.ranking.paired_difference``); also the mean score of the
+set and the training time. Resumable: finished super-nets and their scores are reused. Outputs in
+``--out``: ``supernet_variants.csv`` / ``.md`` / ``.json`` / ``.png``.
 """
 
 from __future__ import annotations
@@ -36,11 +42,22 @@ import pandas as pd
 from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.main_job import MainJob, default_data
-from raynas.jobs.supernet_scores import METRIC, VARIANTS, kept_scores, load_archs, score_archs, variant_config
+from raynas.jobs.main_job import PROXIES, MainJob, default_data
+from raynas.jobs.supernet_scores import (
+    METRIC,
+    VARIANTS,
+    kept_scores,
+    load_archs,
+    score_archs,
+    seed_aps,
+    variant_config,
+)
 from raynas.studies.flags import check_counts
 
 DEFAULT_ARCHS = Path(__file__).resolve().parent / "results" / "rank_correlation" / "rank_correlation.csv"
+#: the variant every other is compared with, paired: the paper's super-net (and the main job's)
+REFERENCE = "fair_gamma"
+BOOTSTRAP = 2000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--archs",
         default=str(DEFAULT_ARCHS),
-        help="CSV of architectures (e0_1 .. e4_5 columns) with their standalone_AP",
+        help="rank_correlation.csv: architectures (e0_1 .. e4_5), their standalone_AP (v2: the seeds' mean)",
     )
     parser.add_argument("--out", default="runs/supernet_variants", help="where runs and tables go")
-    parser.add_argument("--data", default=None, help="dataset root (default data/digits)")
+    parser.add_argument(
+        "--proxy",
+        default="digits",
+        choices=PROXIES,
+        help="the main job's embedded data: digits (one pyramid level in use) or scenes (every level)",
+    )
+    parser.add_argument(
+        "--data", default=None, help="dataset root (default data/<proxy>; data/<proxy>_smoke with --smoke)"
+    )
     parser.add_argument("--search-images", type=int, default=None, help="cap on search-split images scored")
     parser.add_argument("--scorers", type=int, default=2, help="scorer actors")
     parser.add_argument("--train-workers", type=int, default=2, help="Ray Train workers per super-net")
@@ -67,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main_job(args: argparse.Namespace) -> MainJob:
     """The main job these super-nets are variants of, with this script's data, folder and workers."""
     return MainJob(
-        data=args.data or default_data(args.smoke),
+        data=args.data or default_data(args.smoke, args.proxy),
+        proxy=args.proxy,
         out=args.out,
         smoke=args.smoke,
         gpu=args.gpu,
@@ -84,8 +110,9 @@ def scores_of(checkpoint: str, archs: pd.DataFrame, args: argparse.Namespace, pa
     )
 
 
-def run_variant(name: str, archs: pd.DataFrame, args: argparse.Namespace) -> dict:
-    from raynas.evaluation import rank_agreement
+def run_variant(name: str, archs: pd.DataFrame, args: argparse.Namespace) -> tuple[dict, pd.DataFrame]:
+    """The variant's super-net trained (or reused) and its scores of ``archs``: its table row and scores."""
+    from raynas.evaluation.ranking import rank_agreement_over_seeds
     from raynas.training.supernet import train_supernet
 
     cfg = variant_config(name, main_job(args))
@@ -93,9 +120,9 @@ def run_variant(name: str, archs: pd.DataFrame, args: argparse.Namespace) -> dic
     result = train_supernet(cfg)
     train_s = time.perf_counter() - started
     scored = scores_of(str(result.checkpoint_dir), archs, args, Path(args.out) / f"scores_{name}.csv")
-    stats = rank_agreement(scored["supernet_" + METRIC], scored["standalone_" + METRIC])
+    stats = rank_agreement_over_seeds(scored["supernet_" + METRIC], seed_aps(archs), BOOTSTRAP)
     opanas = cfg.opanas
-    return {
+    row = {
         "variant": name,
         "sampling": opanas.sampling,
         "gamma": opanas.gamma,
@@ -109,25 +136,60 @@ def run_variant(name: str, archs: pd.DataFrame, args: argparse.Namespace) -> dic
         "this_call_s": round(train_s, 1),
         "checkpoint": str(result.checkpoint_dir),
     }
+    return row, scored
 
 
-def markdown(table: pd.DataFrame, archs_path: str) -> str:
+def paired_to_reference(rows: list[dict], scores: dict[str, pd.DataFrame], archs: pd.DataFrame) -> None:
+    """Each row gains its tau and rho minus ``REFERENCE``'s with the paired interval (NaN without it)."""
+    from raynas.evaluation.ranking import paired_difference
+
+    per_seed = seed_aps(archs)
+    for row in rows:
+        if REFERENCE not in scores:
+            diff = {
+                f"{c}_diff{end}": float("nan")
+                for c in ("kendall_tau", "spearman_rho")
+                for end in ("", "_low", "_high")
+            }
+        else:
+            diff = paired_difference(
+                scores[row["variant"]]["supernet_" + METRIC],
+                scores[REFERENCE]["supernet_" + METRIC],
+                per_seed,
+                BOOTSTRAP,
+            )
+        row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in diff.items() if k != "n"})
+
+
+def diff_cell(row: dict) -> str:
+    if row["variant"] == REFERENCE:
+        return "(reference)"
+    if pd.isna(row["kendall_tau_diff"]):
+        return "n/a"
+    low, high = row["kendall_tau_diff_low"], row["kendall_tau_diff_high"]
+    return f"{row['kendall_tau_diff']:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def markdown(table: pd.DataFrame, archs_path: str, seeds: int) -> str:
     lines = [
         "| super-net | sampling | gamma | paths trained | sub-nets/step | Kendall tau [95 % CI] | "
-        "Spearman rho | mean super-net AP | s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"tau - {REFERENCE} [paired 95 % CI] | Spearman rho | mean super-net AP | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.to_dict("records"):
         lines.append(
             f"| {row['variant']} | {row['sampling']} | {'yes' if row['gamma'] else 'no'} | "
             f"{row['train_paths']} | {row['subnets_per_step']} | {row['kendall_tau']:.2f} "
-            f"[{row['kendall_tau_low']:.2f}, {row['kendall_tau_high']:.2f}] | {row['spearman_rho']:.2f} | "
-            f"{100 * row['mean_supernet_AP']:.1f} | {row['epoch_time_s']:.0f} |"
+            f"[{row['kendall_tau_low']:.2f}, {row['kendall_tau_high']:.2f}] | {diff_cell(row)} | "
+            f"{row['spearman_rho']:.2f} | {100 * row['mean_supernet_AP']:.1f} | {row['epoch_time_s']:.0f} |"
         )
     shown = os.path.relpath(archs_path) if Path(archs_path).is_absolute() else archs_path
     lines.append(
-        f"\n{int(table['n'].iloc[0])} architectures with measured standalone AP from `{shown}`; "
-        "super-net scores on the search split, standalone AP on val; s/epoch is the last epoch's."
+        f"\n{int(table['n'].iloc[0])} architectures with measured standalone AP from `{shown}` (up to "
+        f"{seeds} seed(s) each), the same for every super-net; super-net scores on the search split, "
+        "standalone AP on val (mean over seeds). Intervals: bootstrap over the architectures and, within "
+        f"each, its seeds; the difference to {REFERENCE} paired (both super-nets on every resample). "
+        "s/epoch is the last epoch's."
     )
     return "\n".join(lines) + "\n"
 
@@ -159,17 +221,21 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     from raynas.jobs.main_job import prepare_inputs
 
     prepare_inputs(variant_config(args.variants[0], main_job(args)), smoke=args.smoke)
-    rows = []
+    rows, scores = [], {}
     for name in args.variants:
         print(f"== super-net variant {name}: {VARIANTS[name]} ==", flush=True)
-        rows.append(run_variant(name, archs, args))
+        row, scores[name] = run_variant(name, archs, args)
+        rows.append(row)
+    paired_to_reference(rows, scores, archs)
     table = pd.DataFrame(rows)
+    seeds = max(len(values) for values in seed_aps(archs))
     atomic_write_text(out / "supernet_variants.csv", table.to_csv(index=False))
-    atomic_write_text(out / "supernet_variants.md", markdown(table, args.archs))
+    atomic_write_text(out / "supernet_variants.md", markdown(table, args.archs, seeds))
     atomic_write_json(
         out / "supernet_variants.json",
-        {"rows": rows, "archs": args.archs, "wall_time_s": round(time.perf_counter() - started, 1)},
-    )
+        {"rows": rows, "archs": args.archs, "proxy": args.proxy, "reference": REFERENCE,
+         "bootstrap": BOOTSTRAP, "wall_time_s": round(time.perf_counter() - started, 1)},
+    )  # fmt: skip
     plot(table, out / "supernet_variants.png")
     return table
 
@@ -190,7 +256,14 @@ def report(args: argparse.Namespace) -> int:
         kept_scores(Path(args.out) / f"scores_{name}.csv")
     with ray_session(args.address):
         table = run(args)
-    columns = ["variant", "kendall_tau", "kendall_tau_low", "kendall_tau_high", "spearman_rho"]
+    columns = [
+        "variant",
+        "kendall_tau",
+        "kendall_tau_low",
+        "kendall_tau_high",
+        "kendall_tau_diff",
+        "spearman_rho",
+    ]
     print("\n" + table[columns + ["mean_supernet_AP", "epoch_time_s"]].to_string(index=False))
     print(f"results: {args.out}")
     return 0

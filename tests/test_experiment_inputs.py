@@ -135,8 +135,8 @@ def test_a_count_below_its_minimum_is_refused_before_ray(capfd, out, script, arg
 
 
 def test_more_picks_than_the_pool_holds_and_a_repeated_variant_are_refused(capfd, out) -> None:
-    argv = ["--checkpoint", "nowhere", "--pool", "4", "--m", "5", "--out", str(out)]
-    refused(capfd, "rank_correlation", argv, out, "--m 5 exceeds --pool 4")
+    argv = ["--checkpoint", "nowhere", "--pool", "20", "--m", "21", "--out", str(out)]
+    refused(capfd, "rank_correlation", argv, out, "--m 21 exceeds --pool 20")
     argv = ["--variants", "fair_gamma", "fair_gamma", "--out", str(out)]
     refused(capfd, "supernet_variants", argv, out, "--variants", "fair_gamma", "once")
 

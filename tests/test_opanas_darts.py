@@ -16,7 +16,7 @@ from raynas.data.loaders import build_dataset
 from raynas.models.build import searched_neck_spec
 from raynas.models.config import ModelConfig
 from raynas.spaces.opanas import OPANASSpace
-from raynas.spaces.opanas.mixed import OPANASMixedNeck, derive_arch
+from raynas.spaces.opanas.mixed import OPANASMixedNeck, derive, derive_arch
 from raynas.training.config import OPANASDartsConfig, OPANASDartsSettings, OptimConfig, RunConfig
 from raynas.training.darts import OPANASDartsTask, search_opanas_darts
 
@@ -90,6 +90,30 @@ def test_derivation_takes_the_strongest_path_and_stays_valid() -> None:
     sig[3, 0] = 0.6
     arch = derive_arch(sig, candidates[:5], "sigmoid", threshold=0.85)
     assert arch.edges[3] == "none" and arch.edges[0] == "top_down"
+
+
+def test_a_derivation_that_needed_the_repair_says_so() -> None:
+    """Fair DARTS with no input edge's sigmoid above the threshold: the repair rule makes the neck (one input
+    edge forced to its strongest path) and the derivation is flagged, the architecture unchanged."""
+    candidates = ("top_down", "bottom_up", "scale_equalizing", "fusing_splitting", "skip")
+    inputs = SPACE.input_edge_indices()
+    sig = torch.full((15, 5), 0.3)
+    sig[SPACE.keys.index("e1_2"), 4] = 0.95  # e1_2 passes, but no input edge does
+    sig[inputs[2], 1] = 0.7  # e0_3's strongest real path, below the threshold
+    repaired = derive(sig, candidates, "sigmoid", threshold=0.85)
+    assert repaired.repaired and repaired.arch == derive_arch(sig, candidates, "sigmoid", threshold=0.85)
+    assert [repaired.arch.edges[k] for k in inputs] == ["none", "none", "bottom_up", "none", "none"]
+    assert repaired.how.startswith("repaired (no input edge passed 0.85; e0_3 set to bottom_up)")
+    assert "1/15 edges passed" in repaired.how
+    sig[inputs[0], 0] = 0.9  # e0_1 passes: a valid DAG by the rule alone
+    kept = derive(sig, candidates, "sigmoid", threshold=0.85)
+    assert not kept.repaired and kept.how == "argmax above 0.85 (2/15 edges passed)"
+    assert kept.arch.edges[0] == "top_down" and kept.arch.edges[inputs[2]] == "none"
+    softmax = torch.softmax(torch.randn(15, 6), dim=-1)
+    softmax[inputs, 5] = 1.0  # every input edge's argmax is none (DARTS)
+    flagged = derive(softmax, (*candidates, "none"), "softmax")
+    assert flagged.repaired and flagged.how.startswith("repaired (every input edge's argmax is none;")
+    assert SPACE.is_valid(flagged.arch)
 
 
 def test_config_needs_a_search_split(tiny_digits: Path) -> None:

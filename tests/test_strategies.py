@@ -1,10 +1,12 @@
-"""``experiments/compare_strategies.py --run`` (OPANAS Table 6 on the proxy) and
+"""``experiments/compare_strategies.py --run --retrain`` (OPANAS Table 6 on the proxy) and
 ``experiments/supernet_variants.py`` (Table 5): the smoke run end to end in its own process and Ray,
-re-run without training or searching anything again; and their one-line refusals of bad input."""
+re-run without training, searching or retraining anything again; and their one-line refusals of bad
+input."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,16 +29,30 @@ def checkpoints(out: Path) -> list[Path]:
 @pytest.mark.smoke
 def test_strategy_comparison_smoke_runs_every_strategy_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    command = [sys.executable, str(EXPERIMENTS / "compare_strategies.py"), "--run", "--smoke",
+    command = [sys.executable, str(EXPERIMENTS / "compare_strategies.py"), "--run", "--retrain", "--smoke",
                "--out", str(out), "--data", str(tmp_path / "data"), "--train-workers", "1"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=tmp_path)
     assert done.returncode == 0, failure_text(done)
     table = pd.read_csv(out / "strategies.csv")
-    assert list(table["strategy"]) == STRATEGIES
-    assert list(table["supernet"]) == ["fair_gamma"] * 3 + ["uniform_gamma", "fair_gamma_all", "-", "-"]
-    assert (table["cost_s"] > 0).all() and table["yardstick_AP"].notna().all()
+    assert list(table["strategy"]) == [*STRATEGIES, "FPN"]
+    assert list(table["supernet"]) == ["fair_gamma"] * 3 + ["uniform_gamma", "fair_gamma_all", "-", "-", "-"]
+    searched = table.iloc[:-1]
+    assert (searched["cost_s"] > 0).all() and searched["yardstick_AP"].notna().all()
+    # DARTS / Fair DARTS: their final weights committed, how each architecture was derived in the table
+    for label, relaxation in (("DARTS", "softmax"), ("Fair DARTS", "sigmoid")):
+        alphas = json.loads((out / f"darts_{relaxation}_alphas.json").read_text())
+        assert sorted(alphas["weights"]) == sorted(OPANASSpace(5).keys) and len(alphas["candidates"]) >= 5
+        derivation = table.set_index("strategy").loc[label, "derivation"]
+        assert derivation == alphas["derivation"] and derivation.startswith("repaired") == alphas["repaired"]
+    # per-seed rows: one per strategy and seed (the FPN too), each network trained once
+    seeds = pd.read_csv(out / "strategies_seeds.csv")
+    assert sorted(seeds["strategy"]) == sorted([*STRATEGIES, "FPN"]) and set(seeds["seed"]) == {0}
+    assert seeds["AP"].notna().all() and (seeds["neck_flops"] > 0).all() and set(seeds["split"]) == {"val"}
+    record = json.loads((out / "strategies.json").read_text())
+    assert record["retrain_runs_started"] == seeds["run"].nunique()
+    assert "Standalone, per-seed rows in strategies_seeds.csv" in (out / "strategies.md").read_text()
     space = OPANASSpace(5)
-    for text in table["best_arch"]:
+    for text in searched["best_arch"]:
         assert space.is_valid(space.from_config(json.loads(text)))
     # the one-shot strategies of one super-net searched with the same number of evaluations
     assert table.loc[table["supernet"] == "fair_gamma", "evaluations"].nunique() == 1
@@ -47,11 +63,16 @@ def test_strategy_comparison_smoke_runs_every_strategy_and_resumes(tmp_path: Pat
     assert summary[0]["supernet_sampling"] == "uniform"
     assert "pareto_front" in pd.read_csv(out / "search_fair_gamma" / "pareto" / "results.csv")
 
+    # a kept row is not trained again, even when its run folder is gone
+    shutil.rmtree(out / "runs" / "fpn_seed0")
     before = checkpoints(out)
     again = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert again.returncode == 0, failure_text(again)
     assert checkpoints(out) == before  # nothing trained again
+    assert not (out / "runs" / "fpn_seed0").exists()
+    assert json.loads((out / "strategies.json").read_text())["retrain_runs_started"] == 0
     assert "search already finished" in again.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(out / "strategies_seeds.csv"), seeds)
     pd.testing.assert_frame_equal(pd.read_csv(out / "strategies.csv"), table)
 
 

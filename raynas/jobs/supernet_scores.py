@@ -1,14 +1,18 @@
 """Super-net scores of a fixed set of architectures whose standalone AP is measured: what OPANAS's Table 5
-(which super-net ranks?) and the strategy comparison's common yardstick are computed from.
+(which super-net ranks?) and the strategy comparison's common yardstick are computed from. The set is a
+``rank_correlation.csv``: v2 (issue 27) writes the mean over seeds as ``standalone_AP`` and each seed's AP
+as ``standalone_AP_seed<k>``; v1 wrote one seed's as ``standalone_AP``.
 
 The super-nets are the main job's (:mod:`raynas.jobs.main_job`) with ``OPANASConfig`` switches changed.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from raynas.config import ConfigError
@@ -65,6 +69,13 @@ def load_archs(path: str, flag: str = "--archs") -> pd.DataFrame:
             f"{flag} {path!r} has no number as standalone_{METRIC} on line(s) {lines}; give a "
             "rank_correlation.csv whose architectures all have a measured AP"
         )
+    for column in seed_columns(table):  # a seed an architecture lacks is empty; anything else a number
+        values = pd.to_numeric(table[column], errors="coerce")
+        lines = [index + 2 for index in table.index[values.isna() & table[column].notna()]][:5]
+        if lines:
+            raise ConfigError(
+                f"{flag} {path!r} has no number as {column} on line(s) {lines}; give a rank_correlation.csv"
+            )
     for line, row in enumerate(table.to_dict("records"), start=2):
         try:
             space.from_config(row)
@@ -74,6 +85,25 @@ def load_archs(path: str, flag: str = "--archs") -> pd.DataFrame:
                 "give a rank_correlation.csv"
             ) from err
     return table
+
+
+def seed_columns(table: pd.DataFrame) -> list[str]:
+    """The ``standalone_AP_seed<k>`` columns of a v2 ``rank_correlation.csv``, in seed order."""
+    seeds = {
+        int(m[1]): c for c in table.columns if (m := re.fullmatch(rf"standalone_{METRIC}_seed(\d+)", str(c)))
+    }
+    return [seeds[k] for k in sorted(seeds)]
+
+
+def seed_aps(table: pd.DataFrame) -> list[list[float]]:
+    """Each architecture's standalone AP, one value per seed it has (a seed it lacks left out), for the
+    bootstrap over architectures and seeds; a v1 table's one ``standalone_AP`` per architecture."""
+    columns = seed_columns(table)
+    if not columns:
+        return [[float(value)] for value in table["standalone_" + METRIC]]
+    values = table[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    means = table["standalone_" + METRIC].astype(float)
+    return [row[~np.isnan(row)].tolist() or [mean] for row, mean in zip(values, means, strict=True)]
 
 
 def kept_scores(path: Path) -> pd.DataFrame | None:

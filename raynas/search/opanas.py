@@ -42,7 +42,7 @@ from raynas.search.run import (
     write_results,
 )
 from raynas.spaces.base import arch_to_json
-from raynas.spaces.opanas import OPANASSpace
+from raynas.spaces.opanas import PARAMETERISED_PATHS, OPANASSpace, active_edges
 
 #: "pareto" is the evolution with NSGA-II selection on (metric max, neck FLOPs min); not run by default
 STRATEGIES = ("evolution", "random", "pareto")
@@ -79,6 +79,9 @@ class OPANASSearchConfig:
     cache_gib: float = 2.0
     max_neck_params: int | None = None
     max_neck_flops: int | None = None
+    # draws per candidate before a searcher gives up finding an admissible one (raynas.search.constraints):
+    # a tight cost limit (e.g. the FPN's FLOPs, experiments/opanas_evidence.py) admits ~0.1 % of the space
+    max_retries: int = 100
     seed: int = 0
     storage_path: str = "runs"
     name: str = "opanas_search"
@@ -93,7 +96,8 @@ class OPANASSearchConfig:
              "num_scorers": (1, None), "cpus_per_scorer": (0.0, None, "low_open"),
              "candidates_per_trial": (1, None),
              "max_search_images": (1, None), "batch_size": (1, None), "cache_gib": (0.0, None),
-             "max_neck_params": (1, None), "max_neck_flops": (1, None), "seed": (0, None)},
+             "max_neck_params": (1, None), "max_neck_flops": (1, None), "max_retries": (1, None),
+             "seed": (0, None)},
         )  # fmt: skip
         if not self.strategies or len(set(self.strategies)) != len(self.strategies):
             raise ConfigError(
@@ -112,8 +116,14 @@ class OPANASSearchConfig:
 
 
 class NeckCost:
-    """Params or FLOPs of the discrete OPA-FPN of an architecture (cached; runs on the driver), as the
-    result table counts them (:mod:`raynas.search.neck_cost`)."""
+    """Params or FLOPs of the discrete OPA-FPN of an architecture (runs on the driver), as the result table
+    counts them (:mod:`raynas.search.neck_cost`).
+
+    Counted by parts, so that a tight limit (the FPN's FLOPs refuse ~99 % of random candidates) costs the
+    driver microseconds per candidate, not a network built and run: a discrete neck is a fixed part
+    (laterals, extra blocks) plus one module per live edge with a parameterised path, whose parameters and
+    FLOPs are the same on every edge (every node holds a pyramid of the input's shapes). The fixed part and
+    each path are counted once, with :func:`neck_cost` on one-edge networks."""
 
     def __init__(
         self, checkpoint_dir: str | Path, what: Literal["params", "flops"], state: dict | None = None
@@ -124,13 +134,22 @@ class NeckCost:
         self.supernet = model.backbone.neck
         self.features = reference_features(model, cfg.model.min_size)
         self.what = what
-        self._cache: dict[Any, int] = {}
+        self._parts: tuple[int, dict[str, int]] | None = None  # counted on the first call
 
     def __call__(self, arch) -> int:
-        if arch not in self._cache:
-            params, flops = neck_cost(self.supernet, arch, self.features)
-            self._cache[arch] = params if self.what == "params" else flops
-        return self._cache[arch]
+        fixed, per_path = self._counted_parts()
+        return fixed + sum(per_path[name] for _, _, _, name in active_edges(arch) if name in per_path)
+
+    def _counted_parts(self) -> tuple[int, dict[str, int]]:
+        if self._parts is None:
+            space, index = self.supernet.space, 0 if self.what == "params" else 1
+
+            def one_edge(path: str) -> int:
+                return neck_cost(self.supernet, space.from_edges({(0, 1): path}), self.features)[index]
+
+            fixed = one_edge("skip")
+            self._parts = fixed, {path: one_edge(path) - fixed for path in PARAMETERISED_PATHS}
+        return self._parts
 
 
 def make_searcher(strategy: str, space: OPANASSpace, cfg: OPANASSearchConfig, constraint=None):
@@ -145,6 +164,7 @@ def make_searcher(strategy: str, space: OPANASSpace, cfg: OPANASSearchConfig, co
             crossover_fraction=cfg.crossover_fraction,
             constraint=constraint,
             seed=cfg.seed,
+            max_retries=cfg.max_retries,
             max_evaluations=cfg.budget,
             metric=cfg.metric,
             objectives=objectives,
@@ -155,6 +175,7 @@ def make_searcher(strategy: str, space: OPANASSpace, cfg: OPANASSearchConfig, co
             max_evaluations=cfg.budget,
             constraint=constraint,
             seed=cfg.seed,
+            max_retries=cfg.max_retries,
             batch_size=cfg.population_size,
             metric=cfg.metric,
         )
@@ -190,10 +211,11 @@ def _check_finished(done: int, strategy: str, budget: int, experiment: Path) -> 
         )
 
 
-#: settings that change how a search runs, not what it finds (may differ when a search is resumed)
+#: settings that change how a search runs, not what it finds (may differ when a search is resumed;
+#: max_retries too: a resumed search keeps its pickled searcher, and a folder written before it has none)
 _RUNTIME_KEYS = {
     "num_scorers", "cpus_per_scorer", "use_gpu", "batch_size", "cache_features", "cache_gib",
-    "storage_path", "name",
+    "storage_path", "name", "max_retries",
 }  # fmt: skip
 
 

@@ -17,6 +17,9 @@ about the cost of one fair super-net step with K=4).
 
 If derivation leaves the DAG disconnected (every edge out of the input node ``none``), the input edge
 with the strongest non-``none`` path takes that path, so the result is always a valid ``OPANASArch``.
+This repair is reported (:func:`derive` returns a :class:`Derivation` with ``repaired``): a
+repaired Fair DARTS neck says that no sigmoid of an input edge passed the threshold, i.e. possibly that
+the relaxation did not converge, not that the search chose that neck.
 No edge importance weights here: the alphas already weight every path of every edge.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -119,21 +123,47 @@ class OPANASMixedNeck(PyramidDAGNeck):
         )
 
 
+@dataclass(frozen=True)
+class Derivation:
+    """A derived architecture and how it was reached: ``repaired`` when the rule alone left the DAG
+    disconnected and an input edge was forced to its strongest path (for Fair DARTS: no sigmoid of any
+    input edge passed the threshold, so the result may only say that the relaxation did not converge);
+    ``how`` says so in words for a table's ``derivation`` column."""
+
+    arch: OPANASArch
+    repaired: bool
+    how: str
+
+
+def derive(
+    weights: Tensor, candidates: Sequence[str], relaxation: str, threshold: float = THRESHOLD
+) -> Derivation:
+    """The derivation of :meth:`OPANASMixedNeck.derive` on a weight table [num_edges, len(candidates)],
+    with whether it needed the repair (see the module docstring)."""
+    strongest = weights.argmax(dim=-1).tolist()
+    edges = [candidates[c] for c in strongest]
+    rule = "argmax"
+    if relaxation == "sigmoid":
+        passed = [float(w.max()) > threshold for w in weights]
+        edges = [name if ok else "none" for name, ok in zip(edges, passed)]
+        rule = f"argmax above {threshold} ({sum(passed)}/{len(passed)} edges passed)"
+    arch = OPANASArch(tuple(edges))
+    space = OPANASSpace(arch.num_nodes)
+    if space.is_valid(arch):
+        return Derivation(arch, False, rule)
+    real = [k for k, name in enumerate(candidates) if name != "none"]
+    inputs = space.input_edge_indices()
+    best = max(inputs, key=lambda index: float(weights[index, real].max()))
+    repaired = list(edges)
+    repaired[best] = candidates[real[int(weights[best, real].argmax())]]
+    sigmoid = relaxation == "sigmoid"
+    why = f"no input edge passed {threshold}" if sigmoid else "every input edge's argmax is none"
+    how = f"repaired ({why}; {space.keys[best]} set to {repaired[best]}); {rule}"
+    return Derivation(OPANASArch(tuple(repaired)), True, how)
+
+
 def derive_arch(
     weights: Tensor, candidates: Sequence[str], relaxation: str, threshold: float = THRESHOLD
 ) -> OPANASArch:
     """:meth:`OPANASMixedNeck.derive` on a weight table [num_edges, len(candidates)]."""
-    strongest = weights.argmax(dim=-1).tolist()
-    edges = [candidates[c] for c in strongest]
-    if relaxation == "sigmoid":
-        edges = [name if float(w.max()) > threshold else "none" for name, w in zip(edges, weights)]
-    arch = OPANASArch(tuple(edges))
-    space = OPANASSpace(arch.num_nodes)
-    if space.is_valid(arch):
-        return arch
-    real = [k for k, name in enumerate(candidates) if name != "none"]
-    inputs = [index for index, (i, _) in enumerate(space.pairs) if i == 0]
-    best = max(inputs, key=lambda index: float(weights[index, real].max()))
-    repaired = list(edges)
-    repaired[best] = candidates[real[int(weights[best, real].argmax())]]
-    return OPANASArch(tuple(repaired))
+    return derive(weights, candidates, relaxation, threshold).arch
