@@ -57,7 +57,7 @@ import pandas as pd
 
 from raynas.config import ConfigError, check_writable_folder
 from raynas.errors import run_main
-from raynas.jobs.arms import Arm, arch_id, arm_config, standalone_recipe
+from raynas.jobs.arms import Arm, arch_id, arm_config, standalone_recipe, train_and_report
 from raynas.jobs.main_job import MainJob, default_data, main_job_configs
 from raynas.jobs.supernet_scores import METRIC, kept_scores, load_archs, score_archs, variant_config
 from raynas.search.run import summarize
@@ -82,8 +82,6 @@ YARDSTICK = "fair_gamma"
 #: ``--retrain``'s per-seed rows, one per strategy and seed, in ``--out``: what strategies.md is computed from
 SEEDS_FILE = "strategies_seeds.csv"
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-#: the split a standalone Train run's metrics are measured on (raynas.training.engine evaluates val)
-REPORTED_SPLIT = "val"
 BASELINE, BASELINE_RUN = "FPN", "fpn"
 #: the cells every kept row has (a row cut short lacks its last, ``arch``); the metrics other than AP may be
 #: empty where COCO did not report them
@@ -382,7 +380,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
             columns={"AP_mean": "standalone_AP_mean", "AP_std": "standalone_AP_std"}
         )[["strategy", *RETRAIN_COLUMNS]]
         table = table.merge(summary, on="strategy", how="left").reset_index(drop=True)
-        text += "\n" + retrain_markdown(networks, per_strategy)
+        split = "/".join(sorted(set(seeds["split"].astype(str))))
+        text += "\n" + retrain_markdown(networks, per_strategy, split)
     atomic_write_text(out / "strategies.csv", table.to_csv(index=False))
     atomic_write_text(out / "strategies.md", text)
     atomic_write_json(
@@ -499,8 +498,6 @@ def retrain(
     so an interrupted retraining leaves its partial table. Kept rows of more seeds than asked stay and
     count; those of a network a strategy no longer finds are dropped (their runs stay in ``runs/``)."""
     from raynas.io import atomic_write_text
-    from raynas.training.run_folder import finished_run
-    from raynas.training.standalone import train
 
     recipe = standalone_recipe(supernet_cfg, args.epochs)
     plan = network_plan(best_archs, supernet_cfg.opanas, supernet_cfg.model.out_channels)
@@ -517,15 +514,15 @@ def retrain(
             row = measured.get((arm.slug, seed))
             if row is None:
                 print(f"== retrain {' = '.join(labels)} ({arm.slug}), seed {seed} ==", flush=True)
-                run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
-                started += finished_run(run_dir, cfg.optim.epochs) is None
-                result = train(cfg)
+                reported = train_and_report(cfg)  # on the test split where the data have one
+                started += reported.trained_now
                 params, flops = neck_cost_of(cfg)
                 row = {
-                    **{metric: result.metrics.get(metric) for metric in METRICS},
+                    "split": reported.split,
+                    **{metric: reported.metrics.get(metric) for metric in METRICS},
                     "neck_params": params,
                     "neck_flops": flops,
-                    "train_time_s": round(train_cost_s(result.metrics), 1),
+                    "train_time_s": round(train_cost_s(reported.metrics), 1),
                 }
                 measured[(arm.slug, seed)] = row
             else:
@@ -533,7 +530,7 @@ def retrain(
             arch = json.dumps(arm.neck["arch"], sort_keys=True) if arm.neck else BASELINE_RUN
             for label in labels:
                 rows.append(
-                    {"strategy": label, "seed": seed, "run": arm.slug, "split": REPORTED_SPLIT,
+                    {"strategy": label, "seed": seed, "run": arm.slug, "split": row["split"],
                      "epochs": args.epochs, **{k: row[k] for k in (*METRICS, *COSTS)},
                      "arch": arch}
                 )  # fmt: skip
@@ -577,11 +574,11 @@ def seeds_summary(seeds: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return table.rename_axis("run").reset_index(), per_strategy.reset_index(drop=True)
 
 
-def retrain_markdown(networks: pd.DataFrame, per_strategy: pd.DataFrame) -> str:
+def retrain_markdown(networks: pd.DataFrame, per_strategy: pd.DataFrame, split: str) -> str:
     """The standalone table: one row per strategy (from ``strategies_seeds.csv``), its network's
     mean +/- std over seeds, cost and test against the FPN."""
     lines = [
-        f"Standalone, per-seed rows in {SEEDS_FILE} (COCO AP (%) on {REPORTED_SPLIT}):",
+        f"Standalone, per-seed rows in {SEEDS_FILE} (COCO AP (%) on {split}):",
         "",
         f"| strategy | network (run) | seeds | AP (mean +/- std) | AP50 | APs | APm | APl | neck params "
         f"| neck FLOPs | {TEST_HEADER} |",

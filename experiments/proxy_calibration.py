@@ -38,6 +38,7 @@ import pandas as pd
 from raynas.config import ConfigError, apply_yaml, load_yaml
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.jobs.arms import train_and_report
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import TrainConfig
 
@@ -229,30 +230,6 @@ def run_config(base: TrainConfig, run: Run) -> TrainConfig:
     )
 
 
-def train_and_score(cfg: TrainConfig) -> tuple[dict, bool]:
-    """Train (skipped when finished) and score on the test split (kept beside the run, so a re-run reads
-    it). Returns the metrics and whether anything was trained now."""
-    from raynas.training.run_folder import finished_run
-    from raynas.training.standalone import evaluate_checkpoint, train
-
-    run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
-    trained_now = finished_run(run_dir, cfg.optim.epochs) is None
-    result = train(cfg)
-    scored = run_dir / "test_metrics.json"
-    record = None
-    if scored.is_file():
-        try:
-            record = json.loads(scored.read_text())
-        except ValueError:
-            record = None  # damaged: scored again from the checkpoint
-    if record is None or record.get("checkpoint") != result.checkpoint_dir.name:
-        metrics = evaluate_checkpoint(result.checkpoint_dir, split="test")
-        record = {"checkpoint": result.checkpoint_dir.name, "metrics": metrics}
-        atomic_write_json(scored, record)
-    epoch_time = result.metrics.get("epoch_time_s")
-    return {**record["metrics"], "epoch_time_s": epoch_time, "val_AP": result.metrics.get("AP")}, trained_now
-
-
 def _pooled(stds: pd.Series) -> float:
     """The pooled seed std of arms (root mean square of their stds); NaN where no arm has two seeds."""
     values = stds.dropna().to_numpy()
@@ -364,8 +341,8 @@ def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
     for item in runs:
         cfg = run_config(base, item)
         print(f"== {item.arm}, seed {item.seed} ==", flush=True)
-        metrics, now = train_and_score(cfg)
-        trained += now
+        reported = train_and_report(cfg)  # scored on the test split, kept beside the run
+        metrics, trained = reported.metrics, trained + reported.trained_now
         rows.append({"group": item.group, "arm": item.arm, "seed": item.seed,
                      "neck": json.dumps(item.neck, sort_keys=True) if item.neck else "fpn",
                      **{k: metrics.get(k) for k in (*METRICS, "val_AP", "epoch_time_s")}})  # fmt: skip

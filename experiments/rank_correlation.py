@@ -15,7 +15,8 @@ came from the bottom quarter; one seed each; a bootstrap over architectures only
    stretch of ranks (seeded by ``--pool-seed``);
 3. each trained standalone with ``--standalone-seeds`` seeds (a run's seed sets its initialisation and
    its data order) with one recipe (``raynas.jobs.arms.standalone_recipe``: the super-net's data and
-   model, ``--epochs``, default the super-net's, the learning rate decayed in the last), AP on val;
+   model, ``--epochs``, default the super-net's, the learning rate decayed in the last), AP on test (val
+   on the digits proxy, which has no test split);
 4. Kendall tau and Spearman rho between super-net score and mean standalone AP, over all picks and over
    the top half by super-net score, each with a 95 % bootstrap interval that resamples architectures and,
    within each, its seeds (``raynas.evaluation.ranking.rank_agreement_over_seeds``); and the tau between
@@ -48,7 +49,7 @@ from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.evaluation.ranking import rank_agreement, rank_agreement_over_seeds
 from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.arms import Arm, arch_id, arm_config, standalone_recipe
+from raynas.jobs.arms import Arm, arch_id, arm_config, standalone_recipe, train_and_report
 from raynas.jobs.supernet_scores import seed_aps
 from raynas.models.build import searched_neck_spec
 from raynas.spaces.opanas import OPANASSpace
@@ -201,9 +202,6 @@ def standalone_runs(
 ) -> tuple[pd.DataFrame, int]:
     """Every picked architecture trained at every seed, seed by seed (an interrupted run leaves every
     architecture at some seeds); kept rows are reused. Returns the rows and how many runs trained now."""
-    from raynas.training.run_folder import finished_run
-    from raynas.training.standalone import train
-
     epochs = supernet.optim.epochs if args.epochs is None else args.epochs
     key = {"epochs": epochs, "supernet_checkpoint": str(Path(checkpoint).resolve())}
     kept = kept_seed_rows(out / SEEDS_FILE, key)
@@ -223,20 +221,22 @@ def standalone_runs(
             recipe, arm, seed, out, workers=args.train_workers or supernet.run.num_workers,
             use_gpu=args.gpu, address=args.address,
         )  # fmt: skip
-        trained += finished_run(Path(cfg.run.storage_path).resolve() / cfg.run.name, epochs) is None
         print(
             f"== standalone {number}/{len(plan)}: arch {row['arch_id']} seed {seed} (pool rank "
             f"{row['pool_rank']}, super-net {METRIC} {100 * row['supernet_' + METRIC]:.1f}) ==",
             flush=True,
         )
-        result = train(cfg)
+        reported = train_and_report(cfg)  # on the test split where the data have one
+        trained += reported.trained_now
+        metrics = reported.metrics
         rows[row["arch_id"], seed] = {
             "arch_id": row["arch_id"],
             "seed": seed,
-            **{f"standalone_{k}": result.metrics.get(k) for k in STANDALONE},
-            "train_time_s": result.metrics.get("epoch_time_s", 0) * result.metrics.get("epoch", 0),
+            "split": reported.split,
+            **{f"standalone_{k}": metrics.get(k) for k in STANDALONE},
+            "train_time_s": metrics.get("epoch_time_s", 0) * metrics.get("epoch", 0),
             **key,
-            "checkpoint": str(result.checkpoint_dir),
+            "checkpoint": str(reported.checkpoint_dir),
         }
         done = [rows[r["arch_id"], s] for r, s in plan if (r["arch_id"], s) in rows]
         atomic_write_text(out / SEEDS_FILE, pd.DataFrame(done).to_csv(index=False))
@@ -299,7 +299,8 @@ def markdown(record: dict) -> str:
         f"{record['pool_seed']}) scored on the super-net (AP on the search split); {record['m']} picked "
         f"stratified by rank, {record['pick']['from_top_quarter']} from the pool's top quarter, each trained "
         f"standalone for {record['standalone_epochs']} epoch(s) with {record['standalone_seeds']} seed(s) "
-        "(a seed sets initialisation and data order), AP on val averaged over seeds.",
+        "(a seed sets initialisation and data order), AP on "
+        f"{record.get('standalone_split', 'val')} averaged over seeds.",
         f"Intervals: percentile bootstrap ({BOOTSTRAP} resamples) over the architectures and, within each, "
         "over its seeds; the seed row's over the architectures. n/a: fewer than 3 architectures, one seed, "
         "or a side without spread.",
@@ -324,7 +325,7 @@ def plot(table: pd.DataFrame, record: dict, path: Path) -> None:
             x[chosen], y[chosen], yerr=spread[:, chosen], fmt="o", color=colour, capsize=2, label=label
         )
     ax.set_xlabel(f"super-net {METRIC} on the search split (%)")
-    ax.set_ylabel(f"standalone {METRIC} on val (%), seed range")
+    ax.set_ylabel(f"standalone {METRIC} on {record.get('standalone_split', 'val')} (%), seed range")
     tau_all, tau_top = record["all"]["kendall_tau"], record["top_half"]["kendall_tau"]
     ax.set_title(f"Kendall tau {tau_all:.2f} (all, n={len(table)}), {tau_top:.2f} (top half)", fontsize=10)
     ax.legend(fontsize=8)
@@ -379,6 +380,9 @@ def run(args: argparse.Namespace) -> dict:
             "from_top_quarter": int((table["pool_rank"] <= math.ceil(TOP_FRACTION * args.pool)).sum()),
         },
         "standalone_seeds": args.standalone_seeds,
+        "standalone_split": "/".join(sorted(set(seed_rows["split"].dropna().astype(str)))) or "val"
+        if "split" in seed_rows
+        else "val",
         "standalone_epochs": int(seed_rows["epochs"].iloc[0]),
         "bootstrap": BOOTSTRAP,
         "supernet_checkpoint": str(checkpoint),

@@ -71,7 +71,7 @@ def test_standalone_table_is_computed_from_the_per_seed_rows(tmp_path: Path) -> 
     shared = per_strategy.set_index("strategy").loc[["DARTS", "Fair DARTS"]]
     assert shared["p_holm"].nunique() == 1 and shared["AP_mean"].nunique() == 1
 
-    text = cs.retrain_markdown(networks, per_strategy)
+    text = cs.retrain_markdown(networks, per_strategy, "test")
     lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
     mean, std = 100 * np.mean(AP["arch_a"]), 100 * np.std(AP["arch_a"], ddof=1)
     low, high = (100 * x for x in tests["arch_a"].confidence_interval(0.95))

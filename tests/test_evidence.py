@@ -21,7 +21,7 @@ sys.path.insert(0, str(EXPERIMENTS))
 import opanas_evidence  # noqa: E402
 
 from raynas.evaluation import count_flops  # noqa: E402
-from raynas.jobs.arms import Arm  # noqa: E402
+from raynas.jobs.arms import Arm, ReportedRun  # noqa: E402
 from raynas.jobs.main_job import smoke_supernet_config  # noqa: E402
 from raynas.models.build import build_model, searched_neck_spec  # noqa: E402
 from raynas.search.constraints import CostLimit  # noqa: E402
@@ -166,7 +166,12 @@ def test_two_encodings_of_one_network_appear_once_in_the_evidence_table(tmp_path
         opanas_evidence.evidence_row(
             arm,
             seed,
-            {"AP": 0.3 + 0.01 * (k + seed), "AP50": 0.5, "AP75": 0.3, "APs": 0.1, "APm": 0.3},
+            ReportedRun(
+                {"AP": 0.3 + 0.01 * (k + seed), "AP50": 0.5, "AP75": 0.3, "APs": 0.1, "APm": 0.3},
+                "test",
+                False,
+                Path("checkpoint"),
+            ),
             (10, 100),
         )
         for seed in range(3)
@@ -178,6 +183,7 @@ def test_two_encodings_of_one_network_appear_once_in_the_evidence_table(tmp_path
     markdown = opanas_evidence.markdown(table, extra)
     assert markdown.count("OPA-FPN (random search)") == 2  # its row, and the line naming merged networks
     assert f"| {same} |" in markdown and f"trained once and shown once: {same}." in markdown
+    assert {row["split"] for row in rows} == {"test"}
 
 
 def test_cost_matched_arms_without_the_main_jobs_search_settings_are_refused_before_ray(

@@ -251,3 +251,15 @@ def test_the_test_split_is_its_own_images(with_context: Path) -> None:
         ensure_dataset(DataConfig(root=str(with_context), format="scenes", image_size=SIZE, seed=1, **COUNTS))
     with pytest.raises(ValueError, match="digits has no test split"):
         build_dataset(DataConfig(root=str(with_context), format="digits"), "test")
+
+
+def test_tables_report_the_test_split_where_the_data_have_one() -> None:
+    """What the evidence tables report (raynas.jobs.arms.reported_split): test on scenes and on COCO with test
+    annotations; val on digits and Pascal VOC, which have no test split of their own."""
+    from raynas.data.loaders import has_test_split
+
+    assert has_test_split(DataConfig(root="d", format="scenes"))
+    assert has_test_split(DataConfig(root="d", format="coco", test_annotations="t.json"))
+    assert not has_test_split(DataConfig(root="d", format="coco"))
+    assert not has_test_split(DataConfig(root="d", format="digits"))
+    assert not has_test_split(DataConfig(root="d", format="voc"))

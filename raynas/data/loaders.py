@@ -112,6 +112,14 @@ def _subset(dataset: Dataset, indices: list[int], limit: int | None, seed: int) 
     return Subset(dataset, indices)
 
 
+def has_test_split(cfg: DataConfig) -> bool:
+    """Whether the data have a test split of their own (scenes; COCO with ``data.test_annotations``). The
+    digits proxy and Pascal VOC have none: their tables report val (VOC's val *is* its test set)."""
+    if cfg.format in ("digits", "voc"):
+        return False
+    return cfg.format == "scenes" or cfg.test_annotations is not None
+
+
 def build_dataset(
     cfg: DataConfig, split: str, train_transforms: bool | None = None, masks: bool = False
 ) -> Dataset:
