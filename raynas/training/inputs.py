@@ -7,6 +7,8 @@ each piece is generated deterministically under a file lock, so concurrent calle
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from raynas.data.loaders import ensure_dataset
 from raynas.models.config import proxy_weights_path
 from raynas.models.detector import INSTANCE_SEGMENTATION
@@ -24,11 +26,12 @@ def ensure_backbone_weights(cfg: TrainConfig) -> None:
         ensure_proxy_weights(weights, cfg.model.backbone, source)
 
 
-def ensure_body_features(cfg: TrainConfig, progress: bool = True) -> None:
+def ensure_body_features(cfg: TrainConfig, progress: bool = True) -> dict[str, Path]:
     """With ``model.cache_features``: the frozen body's outputs for every split the job trains and
     evaluates on (the search split too for the OPANAS DARTS search), made here so that the workers only
-    read them. The body is the one a worker builds: the same config under the run seed (which only matters
-    for a randomly initialised body; a worker that finds no cache for its body makes its own)."""
+    read them; returns each split's cache folder. The body is the one a worker builds: the same config
+    under the run seed (which only matters for a randomly initialised body; a worker that finds no cache
+    for its body makes its own)."""
     import torch
 
     from raynas.config import ConfigError
@@ -49,8 +52,10 @@ def ensure_body_features(cfg: TrainConfig, progress: bool = True) -> None:
         torch.manual_seed(cfg.run.seed)
         detector = build_model(cfg.model, base_dataset(datasets["train"]).num_classes, cfg.neck, cfg.head)
     detector.to(select_device("auto"))
-    for split, dataset in datasets.items():
-        ensure_feature_cache(dataset, split, detector, cfg.data.root, cfg.model.cache_dtype, progress)
+    return {
+        split: ensure_feature_cache(dataset, split, detector, cfg.data.root, cfg.model.cache_dtype, progress)
+        for split, dataset in datasets.items()
+    }
 
 
 def ensure_inputs(cfg: TrainConfig, progress: bool = True, features: bool = True) -> None:
