@@ -57,9 +57,9 @@ import pandas as pd
 
 from raynas.config import ConfigError, check_writable_folder
 from raynas.errors import run_main
-from raynas.jobs.arms import Arm, arch_id, arm_config, standalone_recipe, train_and_report
+from raynas.jobs.arms import Arm, arch_id, arm_config, recipe_key, standalone_recipe, train_and_report
 from raynas.jobs.main_job import MainJob, default_data, main_job_configs
-from raynas.jobs.supernet_scores import METRIC, kept_scores, load_archs, score_archs, variant_config
+from raynas.jobs.supernet_scores import METRIC, kept_scores, load_archs, score_archs, seed_aps, variant_config
 from raynas.search.run import summarize
 from raynas.spaces.opanas import OPANASSpace
 from raynas.studies import TEST_HEADER, verdict_cells, verdict_note, with_tests
@@ -85,7 +85,7 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 BASELINE, BASELINE_RUN = "FPN", "fpn"
 #: the cells every kept row has (a row cut short lacks its last, ``arch``); the metrics other than AP may be
 #: empty where COCO did not report them
-SEED_COMPLETE = ("strategy", "seed", "run", "split", "epochs", "AP", "arch")
+SEED_COMPLETE = ("strategy", "seed", "run", "split", "epochs", "recipe", "AP", "arch")
 COSTS = ("neck_params", "neck_flops", "train_time_s")
 SEED_NUMERIC = ("seed", "epochs", *METRICS, *COSTS)
 
@@ -309,7 +309,7 @@ def check_run_inputs(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
-    from raynas.evaluation import rank_agreement
+    from raynas.evaluation.ranking import rank_agreement_over_seeds
     from raynas.io import atomic_write_json, atomic_write_text
     from raynas.jobs.main_job import prepare_inputs
     from raynas.search.opanas import search_opanas
@@ -327,7 +327,9 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         result = train_supernet(variant_config(variant, main_job(args)))
         supernets[variant] = (str(result.checkpoint_dir), train_cost_s(result.metrics), result)
         scored = scores_of(supernets[variant][0], fixed, args, out / f"tau_scores_{variant}.csv")
-        taus[variant] = rank_agreement(scored["supernet_" + METRIC], scored["standalone_" + METRIC])
+        # the fixed set's APs as loaded now (a reused score table may carry an older --archs' APs), the
+        # bootstrap over architectures and their seeds as supernet_variants computes it
+        taus[variant] = rank_agreement_over_seeds(scored["supernet_" + METRIC], seed_aps(fixed))
     base_cfg = variant_config(YARDSTICK, main_job(args))
     best_archs: dict[str, dict] = {}
     for variant in dict.fromkeys(v for _, v, _ in ONE_SHOT):
@@ -463,9 +465,18 @@ def neck_cost_of(cfg) -> tuple[int, int]:
     return count_params(neck), count_flops(neck, reference_features(model, cfg.model.min_size))
 
 
+def kept_row(measured: dict, run: str, seed: int, cfg) -> dict | None:
+    """The kept row of ``run`` at ``seed`` if it was measured under this run's recipe (``cfg``), else None:
+    a row of other data, width, workers or schedule is trained anew (or refused by the run folder)."""
+    row = measured.get((run, seed))
+    return row if row is not None and str(row.get("recipe")) == recipe_key(cfg) else None
+
+
 def kept_seed_rows(out: Path, epochs: int) -> pd.DataFrame:
     """The per-seed rows of an earlier ``--retrain`` in ``out`` (empty if none), each whole and of this
-    recipe: a row kept is not trained again, so a damaged file or one of another ``--epochs`` is refused."""
+    recipe: a row kept is not trained again, so a damaged file or one of another ``--epochs`` is refused;
+    a row is reused only under its run's ``recipe`` key (``raynas.jobs.arms.recipe_key``: other data, width,
+    workers or schedule train anew, or are refused by the run folder's own check)."""
     path = out / SEEDS_FILE
     if not path.is_file():
         return pd.DataFrame()
@@ -511,13 +522,14 @@ def retrain(
             cfg = arm_config(
                 recipe, arm, seed, out, workers=args.train_workers, use_gpu=args.gpu, address=args.address
             )
-            row = measured.get((arm.slug, seed))
+            row = kept_row(measured, arm.slug, seed, cfg)
             if row is None:
                 print(f"== retrain {' = '.join(labels)} ({arm.slug}), seed {seed} ==", flush=True)
                 reported = train_and_report(cfg)  # on the test split where the data have one
                 started += reported.trained_now
                 params, flops = neck_cost_of(cfg)
                 row = {
+                    "recipe": recipe_key(cfg),
                     "split": reported.split,
                     **{metric: reported.metrics.get(metric) for metric in METRICS},
                     "neck_params": params,
@@ -531,8 +543,8 @@ def retrain(
             for label in labels:
                 rows.append(
                     {"strategy": label, "seed": seed, "run": arm.slug, "split": row["split"],
-                     "epochs": args.epochs, **{k: row[k] for k in (*METRICS, *COSTS)},
-                     "arch": arch}
+                     "epochs": args.epochs, "recipe": row["recipe"],
+                     **{k: row[k] for k in (*METRICS, *COSTS)}, "arch": arch}
                 )  # fmt: skip
             reached = {(r["strategy"], r["seed"]) for r in rows}
             later = [r for r in current if (r["strategy"], r["seed"]) not in reached]

@@ -28,7 +28,8 @@ and Holm's p, head parameters and FLOPs, search time and memory), ``fad_evidence
 ``genotypes/<arm>.json`` / ``.png``. Resumable: finished searches and runs are skipped, also from the
 table alone: a genotype in ``--out/genotypes`` is not searched again and a row of ``--out/fad_evidence.csv``
 with the same arm, seed and head is not retrained, so a committed table is extended by copying it into
-``--out`` (``cp -r experiments/results/fad_evidence runs/``) and running the arms it lacks.
+``--out`` (``cp -r experiments/results/fad_evidence runs/``) and running the arms it lacks (the committed
+digits table retrained one cell per group: add ``--cells-per-group 1``).
 
 Every derived head is retrained with ``--cells-per-group`` cells per group (default 2, the depth at which
 the heads have Table 3's parameters; the search has one, Sec. 3.1).

@@ -4,16 +4,18 @@
     python experiments/opanas_ea.py --smoke          # seconds-scale run used by CI
     python experiments/opanas_ea.py --paper          # the paper's search settings (N_S 50, T 12, k 10, p 0.1)
     python experiments/opanas_ea.py --address auto   # on a cluster started with `ray up cluster.yaml`
+    python experiments/opanas_ea.py --proxy scenes   # the scenes proxy: frozen body, cached features
 
-Steps: generate the embedded digits data and pretrain the detector body on digit crops if absent (the
-papers' ImageNet pretraining, made locally); train the super-net on Ray Train (K=4 strict fair sampling,
-gamma with an L1 term); train the FPN detector standalone with the same data and epochs (the reference
-the sub-nets are measured against); search the super-net with the evolutionary searcher and with random
-search under the same evaluation budget on Ray Tune, scoring every candidate inference-only on the
-search split (training images held out of every training run) with scorer actors that share the
-super-net weights; print the comparison and the ratio of a random sub-net's AP to the standalone FPN's.
-``--retrain`` then trains the best evolved architecture standalone with the same recipe and prints it
-next to the FPN on val. Re-running resumes: finished training runs are skipped.
+Steps: generate the embedded data (digits, or scenes with ``--proxy scenes``) and pretrain the detector body
+on crops of it if absent (the papers' ImageNet pretraining, made locally; on scenes the body is then frozen
+and its outputs cached, so the neck and head train on them); train the super-net on Ray Train (K=4 strict
+fair sampling, gamma with an L1 term); train the FPN detector standalone with the same data and epochs (the
+reference the sub-nets are measured against); search the super-net with the evolutionary searcher and with
+random search under the same evaluation budget on Ray Tune, scoring every candidate inference-only on the
+search split (training images held out of every training run) with scorer actors that share the super-net
+weights; print the comparison and the ratio of a random sub-net's AP to the standalone FPN's. ``--retrain``
+then trains the best evolved architecture standalone with the same recipe and prints it next to the FPN on
+val. Re-running resumes: finished training runs are skipped.
 """
 
 from __future__ import annotations

@@ -516,6 +516,12 @@ def search_inputs(search_dir: Path, args: argparse.Namespace) -> Inputs:
     inputs = Inputs(supernet, state["num_classes"], checkpoints[-1], best)
     if args.no_cost_matched:
         return inputs
+    if args.kind is not None and args.kind != supernet.model.kind:
+        raise ConfigError(
+            f"--kind {args.kind} is not the super-net's detector ({supernet.model.kind}), on which the "
+            "cost-matched arms are searched: their FLOPs limit would be another detector's FPN; pass "
+            "--no-cost-matched, or leave --kind out"
+        )
     search = main_search_config(search_dir)
     pareto = search_dir / "search" / "pareto"
     table = read_finished(pareto, "pareto", search.metric)[0] if (pareto / "summary.json").is_file() else None

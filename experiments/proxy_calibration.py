@@ -37,7 +37,7 @@ import pandas as pd
 
 from raynas.config import ConfigError, apply_yaml, load_yaml
 from raynas.errors import run_main
-from raynas.io import atomic_write_json, atomic_write_text
+from raynas.io import atomic_write_json, atomic_write_text, file_lock
 from raynas.jobs.arms import train_and_report
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import TrainConfig
@@ -330,8 +330,12 @@ def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
     if args.shard is not None:
         runs, out = shard_runs(runs, args.shard), out / "shard-{}-of-{}".format(*shard_of(args.shard))
     weights = Path(base.model.backbone_weights)
-    if args.smoke and not weights.is_file():  # a seconds-scale body exercises every part
-        pretrain_body(PretrainConfig(source="scenes", steps=SMOKE_PRETRAIN_STEPS, eval_crops=64), weights, 0)
+    if args.smoke:  # a seconds-scale body exercises every part; one writer when shards start together
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(weights.parent / f".{weights.name}.lock"):
+            if not weights.is_file():
+                tiny = PretrainConfig(source="scenes", steps=SMOKE_PRETRAIN_STEPS, eval_crops=64)
+                pretrain_body(tiny, weights, 0)
     # the data, the body and its cached outputs once, before the runs (the control runs reuse this body), so
     # that shards started side by side after this point never make the same file
     ensure_inputs(base)

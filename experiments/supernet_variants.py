@@ -250,6 +250,11 @@ def report(args: argparse.Namespace) -> int:
     if repeated:
         raise ConfigError(f"--variants names {repeated} more than once; name each variant once")
     check_writable_folder(args.out, "--out")
+    if args.proxy != "digits" and Path(args.archs).resolve() == DEFAULT_ARCHS:
+        raise ConfigError(
+            f"--proxy {args.proxy} with the default --archs, whose standalone APs were measured on the "
+            f"digits proxy; pass the rank_correlation.csv of a {args.proxy} run with --archs"
+        )
     load_archs(args.archs)  # a bad --archs fails before Ray starts
     for name in args.variants:
         variant_config(name, main_job(args))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,8 @@ def seed_rows(epochs: int = 3) -> pd.DataFrame:
             ap = AP[run][seed]
             rows.append(
                 {"strategy": strategy, "seed": seed, "run": run, "split": "val", "epochs": epochs,
-                 "AP": ap, "AP50": ap + 0.2, "AP75": ap, "APs": ap - 0.1, "APm": ap, "APl": ap + 0.1,
+                 "recipe": "r1", "AP": ap, "AP50": ap + 0.2, "AP75": ap, "APs": ap - 0.1, "APm": ap,
+                 "APl": ap + 0.1,
                  "neck_params": {"fpn": 1000, "arch_a": 4000, "arch_b": 60}[run], "neck_flops": 5e6,
                  "train_time_s": 10.0, "arch": "fpn" if run == "fpn" else json.dumps({"e0_1": "skip"})}
             )  # fmt: skip
@@ -140,3 +142,17 @@ def test_a_damaged_per_seed_table_is_refused_before_ray(tmp_path, capfd, damage,
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     assert tree(out) == before and not ray.is_initialized()
+
+
+def test_a_kept_row_is_reused_only_under_its_run_s_recipe() -> None:
+    """A row of ``strategies_seeds.csv`` measured with other data (or width, workers, schedule) is not
+    mixed into the table: its run is trained anew, or refused by the run folder's changed-config check."""
+    from raynas.jobs.arms import recipe_key, standalone_recipe
+    from raynas.jobs.main_job import smoke_supernet_config
+
+    cfg = standalone_recipe(smoke_supernet_config("data/d", "runs/a"), epochs=1)
+    measured = {("fpn", 0): {"recipe": recipe_key(cfg), "AP": 0.3}}
+    assert cs.kept_row(measured, "fpn", 0, cfg) == measured[("fpn", 0)]
+    other_data = replace(cfg, data=replace(cfg.data, root="data/other"))
+    assert cs.kept_row(measured, "fpn", 0, other_data) is None
+    assert cs.kept_row(measured, "fpn", 1, cfg) is None

@@ -205,6 +205,12 @@ def test_cost_matched_arms_without_the_main_jobs_search_settings_are_refused_bef
     lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "run_info.json" in lines[0] and "population_size" in lines[0]
     assert not out.exists()
+    # another detector than the super-net's: the FLOPs limit would be another FPN's (refused first)
+    code = opanas_evidence.main(["--search-dir", str(search_dir), "--out", str(out), "--kind", "fcos"])
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "--kind fcos" in lines[0]
+    assert "--no-cost-matched" in lines[0]
+    assert not out.exists()
 
 
 @pytest.mark.slow

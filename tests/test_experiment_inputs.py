@@ -315,3 +315,11 @@ def test_train_baseline_checks_resume_before_making_data_or_a_body(tmp_path, cap
     argv = ["--config", str(tmp_path / "c.yaml"), "--out", str(out), "--resume", str(tmp_path)]
     refused(capfd, "train_baseline", argv, out, str(tmp_path), "not a raynas checkpoint")
     assert not (tmp_path / "digits").exists()
+
+
+def test_supernet_variants_on_scenes_refuses_the_digits_standalone_aps(capfd, out) -> None:
+    """The default --archs holds APs measured on the digits proxy: ranking scenes super-nets against them
+    would compare two proxies; it says to pass a scenes rank_correlation.csv."""
+    refused(
+        capfd, "supernet_variants", ["--proxy", "scenes", "--out", str(out)], out, "digits proxy", "--archs"
+    )

@@ -66,6 +66,24 @@ def test_the_scenes_proxy_trains_the_neck_and_head_on_the_frozen_body_s_cached_o
     assert digits.data.format == "digits" and not digits.model.cache_features
 
 
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--proxy", "scenes", "--kind", "faster_rcnn"], "cannot use"),
+        (["--proxy", "scenes", "--supernet-checkpoint", "runs/x/checkpoint_1"], "give one of them"),
+    ],
+)
+def test_a_proxy_the_job_cannot_honour_is_one_line_before_anything_runs(
+    argv: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import ray
+
+    code = opanas_ea.main([*argv, "--out", str(tmp_path / "out"), "--data", str(tmp_path / "data")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0] and "--proxy scenes" in err[0]
+    assert not ray.is_initialized() and not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
+
+
 def test_retraining_builds_the_neck_that_was_searched(tmp_path: Path) -> None:
     """deformable, norm and num_nodes come from the super-net's config, not the OPA-FPN defaults."""
     supernet = smoke_supernet_config(str(tmp_path / "d"), str(tmp_path / "o"))

@@ -1,8 +1,9 @@
-"""The arms of a standalone comparison: one recipe, a neck and a width per arm, one run per seed.
+"""The arms of a standalone comparison: one recipe, a neck and a width per arm, one run per seed, and the
+metrics a table reports for it (the test split where the data have one).
 
-OPANAS's evidence (``experiments/opanas_evidence.py``) and the strategy comparison's retraining
-(``experiments/compare_strategies.py --retrain``) train their arms with these, so an architecture found by
-both is the same run.
+Used by OPANAS's evidence (``experiments/opanas_evidence.py``), the strategy comparison's retraining
+(``experiments/compare_strategies.py --retrain``), the rank correlation's standalone runs and the proxy
+calibration, so that every table is trained and scored the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from raynas.config import to_dict
 from raynas.io import atomic_write_json
 from raynas.training.config import OptimConfig, SupernetConfig, TrainConfig
 
@@ -34,11 +36,13 @@ def arch_id(arch_config: dict) -> str:
 
 
 def standalone_recipe(supernet: SupernetConfig, epochs: int, kind: str | None = None) -> TrainConfig:
-    """The one recipe of every arm: the super-net's data and model (``kind`` another detector), ``epochs``
-    with the learning rate decayed for the last."""
+    """The one recipe of every arm: the super-net's data and model (``kind`` another detector, at its
+    default anchor sizes), ``epochs`` with the learning rate decayed for the last."""
     optim = replace(supernet.optim, epochs=epochs, milestones=[epochs - 1] if epochs > 1 else [])
     optim = OptimConfig(**vars(optim))  # re-checked
-    model = supernet.model if kind is None else replace(supernet.model, kind=kind)
+    model = supernet.model
+    if kind is not None and kind != model.kind:  # another detector: its own anchors, not the super-net's
+        model = replace(model, kind=kind, anchor_sizes=None)
     return TrainConfig(data=supernet.data, model=model, optim=optim, run=supernet.run)
 
 
@@ -65,6 +69,20 @@ def arm_config(
         address=address,
     )
     return replace(recipe, model=replace(recipe.model, out_channels=arm.out_channels), neck=arm.neck, run=run)
+
+
+#: config keys that say where a run is, not what it computes (a moved or renamed run is the same run)
+LOCATION_KEYS = (("run", "address"), ("run", "storage_path"), ("run", "name"))
+
+
+def recipe_key(cfg: TrainConfig) -> str:
+    """A digest of everything a run computes from (its config, where it lives aside): a table that keeps a
+    row from an earlier run reuses it only under the same key, so a row of other data, another width or
+    another schedule is never mixed into a table."""
+    config = to_dict(cfg)
+    for section, key in LOCATION_KEYS:
+        config.get(section, {}).pop(key, None)
+    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -103,16 +121,40 @@ def train_and_report(cfg: TrainConfig) -> ReportedRun:
     if split == "val":
         return ReportedRun({**result.metrics, **run_facts}, split, trained_now, result.checkpoint_dir)
     kept = run_dir / TEST_METRICS_FILE
+    scored = _checkpoint_identity(result.checkpoint_dir)
     record = None
     if kept.is_file():
         try:
             record = json.loads(kept.read_text())
         except ValueError:
             record = None
-    if not isinstance(record, dict) or record.get("checkpoint") != result.checkpoint_dir.name:
+    if not _scores(record, scored, kept, result.checkpoint_dir):
         record = {
             "checkpoint": result.checkpoint_dir.name,
+            "scored": scored,
             "metrics": evaluate_checkpoint(result.checkpoint_dir, "test"),
         }
         atomic_write_json(kept, record)
     return ReportedRun({**record["metrics"], **run_facts}, split, trained_now, result.checkpoint_dir)
+
+
+def _checkpoint_identity(checkpoint_dir: Path) -> dict:
+    """What a kept test score is keyed by: the checkpoint folder's name and its state file's size and
+    modification time (a run trained again after its checkpoints were deleted reuses the folder name)."""
+    from raynas.checkpoints import STATE_FILE
+
+    stat = (checkpoint_dir / STATE_FILE).stat()
+    return {"checkpoint": checkpoint_dir.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _scores(record: object, scored: dict, kept: Path, checkpoint_dir: Path) -> bool:
+    """Whether a kept test score belongs to this checkpoint: its identity matches, or (a score kept before
+    identities were recorded) it names the folder and was written after the checkpoint's state file."""
+    from raynas.checkpoints import STATE_FILE
+
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+        return False
+    if "scored" in record:
+        return record["scored"] == scored
+    written_after = kept.stat().st_mtime_ns >= (checkpoint_dir / STATE_FILE).stat().st_mtime_ns
+    return record.get("checkpoint") == checkpoint_dir.name and written_after
