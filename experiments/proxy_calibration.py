@@ -3,7 +3,7 @@
     python experiments/proxy_calibration.py                  # the calibration (hours on 2 CPU cores)
     python experiments/proxy_calibration.py --smoke          # seconds-scale, every part (CI)
     python experiments/proxy_calibration.py --shard 0/2 &   # two processes side by side (one core each),
-    python experiments/proxy_calibration.py --shard 1/2     # then once without --shard to gather the tables
+    python experiments/proxy_calibration.py --shard 1/2     # then --gather: the tables of every finished run
 
 Before any search result on a proxy is believed, the proxy must separate necks, and repeatably (issue 26;
 docs/proxy.md). Every run trains FCOS-ResNet18 standalone with one recipe
@@ -85,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--shard",
         default=None,
         help="I/N: only runs I, I+N, ... of the plan, tables in OUT/shard-I-of-N (N processes side by side; "
-        "a run without --shard then gathers them, training nothing)",
+        "--gather then makes the tables of them all)",
+    )
+    parser.add_argument(
+        "--gather",
+        action="store_true",
+        help="tables from the finished runs only (nothing trains; the plan's other runs are listed)",
     )
     parser.add_argument("--smoke", action="store_true", help="seconds-scale: tiny data, one epoch (CI)")
     return parser
@@ -107,6 +112,8 @@ def check_args(args: argparse.Namespace) -> list[str]:
         )
     if args.shard is not None:
         shard_of(args.shard)
+        if args.gather:
+            raise ConfigError("--gather reads every shard's finished runs; drop --shard (or --gather)")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a folder")
@@ -280,7 +287,7 @@ def goals(frame: pd.DataFrame) -> dict:
     return out
 
 
-def markdown(frame: pd.DataFrame, measured: dict) -> str:
+def markdown(frame: pd.DataFrame, measured: dict, missing: list[str] | None = None) -> str:
     from raynas.studies import arms_markdown, compare_arms
 
     lines = ["# Proxy calibration (test split, AP in %)", ""]
@@ -301,6 +308,11 @@ def markdown(frame: pd.DataFrame, measured: dict) -> str:
     lines += ["## goals (issue 26)", ""]
     lines += [f"- {key}: {value:.3g}" if isinstance(value, float) else f"- {key}: {value}"
               for key, value in measured.items()]  # fmt: skip
+    if missing:
+        lines += [
+            "",
+            f"Not finished yet ({len(missing)} runs of the plan, left out above): " + ", ".join(missing),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -341,23 +353,39 @@ def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
     ensure_inputs(base)
     if "control" in groups:
         ensure_inputs(run_config(base, Run("control", "", "", None, 0)))
-    rows, trained = [], 0
+    from raynas.training.run_folder import finished_run
+
+    rows, trained, missing = [], 0, []
     for item in runs:
         cfg = run_config(base, item)
+        run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
+        if args.gather and finished_run(run_dir, cfg.optim.epochs) is None:
+            missing.append(f"{item.arm} seed {item.seed}")
+            continue
         print(f"== {item.arm}, seed {item.seed} ==", flush=True)
         reported = train_and_report(cfg)  # scored on the test split, kept beside the run
         metrics, trained = reported.metrics, trained + reported.trained_now
         rows.append({"group": item.group, "arm": item.arm, "seed": item.seed,
                      "neck": json.dumps(item.neck, sort_keys=True) if item.neck else "fpn",
                      **{k: metrics.get(k) for k in (*METRICS, "val_AP", "epoch_time_s")}})  # fmt: skip
-        frame = pd.DataFrame(rows)
-        measured = goals(frame)
-        atomic_write_text(out / "calibration.csv", frame.to_csv(index=False))
-        atomic_write_text(out / "calibration.md", markdown(frame, measured))
-        record = {**measured, "runs": len(rows), "runs_trained_now": trained,
-                  "wall_time_s": round(time.perf_counter() - started, 1)}  # fmt: skip
+        write_outputs(out, rows, trained, missing, started)  # after every run: partial tables
+    return write_outputs(out, rows, trained, missing, started)
+
+
+def write_outputs(out: Path, rows: list[dict], trained: int, missing: list[str], started: float) -> dict:
+    """``calibration.csv`` / ``.md`` / ``.json`` / ``.png`` from the rows so far; returns the record."""
+    record = {"runs": len(rows), "runs_trained_now": trained, "missing_runs": missing,
+              "wall_time_s": round(time.perf_counter() - started, 1)}  # fmt: skip
+    if not rows:
         atomic_write_json(out / "calibration.json", record)
-        plot(frame, out / "calibration.png")
+        return record
+    frame = pd.DataFrame(rows)
+    measured = goals(frame)
+    atomic_write_text(out / "calibration.csv", frame.to_csv(index=False))
+    atomic_write_text(out / "calibration.md", markdown(frame, measured, missing))
+    record = {**measured, **record}
+    atomic_write_json(out / "calibration.json", record)
+    plot(frame, out / "calibration.png")
     return record
 
 
@@ -380,7 +408,9 @@ def check_and_run(args: argparse.Namespace) -> int:
     with ray_session(args.address):
         record = run(args, groups, base)
     shard = "" if args.shard is None else "shard-{}-of-{}".format(*shard_of(args.shard))
-    print((Path(args.out) / shard / "calibration.md").read_text())
+    table = Path(args.out) / shard / "calibration.md"
+    if record["runs"]:
+        print(table.read_text())
     print(
         f"{record['runs']} runs ({record['runs_trained_now']} trained now) in {record['wall_time_s']:.0f} s"
     )

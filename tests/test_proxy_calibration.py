@@ -56,6 +56,7 @@ def test_named_necks_are_the_networks_they_say() -> None:
         (["--groups", "x"], "--groups"),
         (["--shard", "2/2"], "--shard"),
         (["--shard", "1"], "--shard"),
+        (["--shard", "0/2", "--gather"], "--gather"),
     ],
 )
 def test_bad_flags_are_one_line_before_ray(
@@ -109,3 +110,9 @@ def test_smoke_runs_end_to_end_and_a_rerun_skips(ray_session, tmp_path: Path) ->
     assert calibration.main(argv) == 0
     again = json.loads((tmp_path / "out" / "calibration.json").read_text())
     assert again["runs"] == 3 and again["runs_trained_now"] == 0
+    # --gather: the tables of the finished runs; the control run of the plan is listed, not trained
+    assert calibration.main([*argv, "--gather", "--groups", "named,random,control"]) == 0
+    gathered = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert gathered["runs"] == 3 and gathered["runs_trained_now"] == 0
+    assert gathered["missing_runs"] == ["FPN (context off) seed 0"]
+    assert "Not finished yet (1 runs" in (tmp_path / "out" / "calibration.md").read_text()
