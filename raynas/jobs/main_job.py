@@ -382,6 +382,8 @@ def run_main_job(job: MainJob, configs: CheckedConfigs) -> dict:
     }
     atomic_write_json(Path(job.out) / "main_job.json", record)
     print(f"\nresults: {run_dir} (results.csv, best_arch.json/png per strategy, search_curves.png)")
+    curves = Path(supernet_cfg.run.storage_path)
+    print(f"training curves: tensorboard --logdir {curves} (a tensorboard/ folder in each run)")
     print(
         f"{times['total_s']:.0f} s in all: "
         + ", ".join(f"{k} {v:.0f}" for k, v in times.items() if k != "total_s")
