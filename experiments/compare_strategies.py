@@ -455,14 +455,10 @@ def network_plan(best_archs: dict[str, dict], opanas, width: int) -> list[tuple[
 def neck_cost_of(cfg) -> tuple[int, int]:
     """``(params, FLOPs)`` of the neck a standalone run trains, on the reference input of the search's
     neck cost (``raynas.search.neck_cost``: a black ``min_size`` square through the detector's body)."""
-    from raynas.evaluation import count_flops, count_params
-    from raynas.models.build import build_model
-    from raynas.search.neck_cost import reference_features
+    from raynas.search.neck_cost import detector_cost
 
-    # the neck does not depend on the classes or the body's weights: 2 classes, no weights to load
-    model = build_model(replace(cfg.model, backbone_weights=None), 2, cfg.neck, cfg.head).eval()
-    neck = model.backbone.neck
-    return count_params(neck), count_flops(neck, reference_features(model, cfg.model.min_size))
+    cost = detector_cost(cfg.model, cfg.neck, cfg.head)
+    return cost.neck_params, cost.neck_flops
 
 
 def kept_row(measured: dict, run: str, seed: int, cfg) -> dict | None:

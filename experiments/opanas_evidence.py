@@ -105,15 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
 def neck_params_and_flops(cfg: TrainConfig, num_classes: int) -> tuple[int, int]:
     """Parameters of neck + head (what the necks change) and FLOPs of the neck at the recipe's image size,
     on the reference input the search's FLOPs constraint uses (``raynas.search.neck_cost``)."""
-    from raynas.evaluation import count_flops, count_params
-    from raynas.models.build import build_model
-    from raynas.search.neck_cost import reference_features
+    from raynas.search.neck_cost import detector_cost
 
-    model = build_model(replace(cfg.model, backbone_weights=None), num_classes, cfg.neck, cfg.head).eval()
-    features = reference_features(model, cfg.model.min_size)
-    heads = [model.head] if hasattr(model, "head") else [model.rpn, model.roi_heads]  # two-stage: RPN + RoI
-    params = count_params(model.backbone.neck) + sum(count_params(head) for head in heads)
-    return params, count_flops(model.backbone.neck, features)
+    cost = detector_cost(cfg.model, cfg.neck, cfg.head, num_classes)
+    return cost.neck_params + cost.head_params, cost.neck_flops
 
 
 def matched_width(
@@ -218,13 +213,9 @@ def fpn_neck_flops(supernet: SupernetConfig, num_classes: int) -> int:
     """Torchvision's FPN's neck FLOPs counted as the search's constraint counts a candidate's
     (:class:`~raynas.search.opanas.NeckCost`: the super-net's detector, width and image size, the reference
     input of :func:`~raynas.search.neck_cost.reference_features`): the FLOPs-matched search's limit."""
-    from raynas.evaluation import count_flops
-    from raynas.models.build import build_model
-    from raynas.search.neck_cost import reference_features
+    from raynas.search.neck_cost import detector_cost
 
-    model = build_model(replace(supernet.model, backbone_weights=None), num_classes, None, supernet.head)
-    model.eval()
-    return count_flops(model.backbone.neck, reference_features(model, supernet.model.min_size))
+    return detector_cost(supernet.model, None, supernet.head, num_classes).neck_flops
 
 
 def main_search_config(search_dir: Path) -> OPANASSearchConfig:

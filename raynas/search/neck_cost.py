@@ -13,11 +13,14 @@ square).
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import replace
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from raynas.evaluation import count_flops, count_params
+from raynas.models.config import ModelConfig
 from raynas.spaces.opanas import OPANASArch
 from raynas.spaces.opanas.supernet import OPANASSupernet
 
@@ -37,3 +40,27 @@ def neck_cost(
     """``(params, flops)`` of the discrete neck of ``arch`` (built as the super-net builds its sub-nets)."""
     neck = supernet.discrete(arch).to(supernet.gamma.device).eval()
     return count_params(neck), count_flops(neck, features)
+
+
+class DetectorCost(NamedTuple):
+    neck_params: int
+    neck_flops: int  # on :func:`reference_features`, as the search's constraint counts a candidate
+    head_params: int  # the head; a two-stage detector's RPN and RoI heads
+
+
+def detector_cost(
+    model: ModelConfig, neck: dict | None, head: dict | None, num_classes: int = 2
+) -> DetectorCost:
+    """The neck's and head's cost of the detector a config builds (``neck`` None: torchvision's FPN), on the
+    reference input, so a standalone arm's cost in a table and a search's FLOPs limit are counted alike.
+    The neck does not depend on the classes nor on the body's weights: none are loaded."""
+    from raynas.models.build import build_model
+
+    detector = build_model(replace(model, backbone_weights=None), num_classes, neck, head).eval()
+    heads = [detector.head] if hasattr(detector, "head") else [detector.rpn, detector.roi_heads]
+    built_neck = detector.backbone.neck
+    return DetectorCost(
+        count_params(built_neck),
+        count_flops(built_neck, reference_features(detector, model.min_size)),
+        sum(count_params(part) for part in heads),
+    )
