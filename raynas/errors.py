@@ -177,9 +177,38 @@ def user_message(err: BaseException) -> str | None:
     return " ".join(str(inner).split()) or type(inner).__name__
 
 
+#: Ray's errors for its own processes gone (``ray stop`` elsewhere, a lost node, a killed raylet): not a
+#: bug of the job and not the user's input, so one line and exit status 1, not a traceback of Ray's internals
+RAY_LOST = frozenset(
+    {
+        "ActorUnavailableError",
+        "ActorDiedError",
+        "LocalRayletDiedError",
+        "NodeDiedError",
+        "OwnerDiedError",
+        "RaySystemError",
+        "WorkerCrashedError",
+    }
+)
+
+
+def ray_lost_message(err: BaseException) -> str | None:
+    """The one line for a job whose Ray processes went away under it, or ``None`` for any other error."""
+    for candidate in (err, unwrap(err)):
+        kind = type(candidate)
+        if kind.__module__.startswith("ray.") and kind.__name__ in RAY_LOST:
+            what = " ".join(str(candidate).split())[:200]
+            return (
+                f"Ray's processes for this job went away ({kind.__name__}: {what}); was Ray stopped "
+                f"(ray stop) or a node lost? {CONTINUE_HINT}"
+            )
+    return None
+
+
 def run_main(prog: str, main: Callable[[], int | None]) -> int:
     """Run an entry point's ``main``; a user error becomes one line and exit status 2, a stop signal
-    (:data:`STOP_SIGNALS`) one line and 128 + its number."""
+    (:data:`STOP_SIGNALS`) one line and 128 + its number, Ray's processes gone (:data:`RAY_LOST`) one line
+    and 1."""
     global _handling
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} if main_thread else {}
@@ -197,7 +226,11 @@ def run_main(prog: str, main: Callable[[], int | None]) -> int:
             raise
         message = user_message(err)
         if message is None:
-            raise
+            lost = ray_lost_message(err)
+            if lost is None:
+                raise
+            print(f"{prog}: error: {lost}", file=sys.stderr)
+            return 1
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
     finally:
