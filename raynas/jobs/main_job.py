@@ -73,16 +73,25 @@ def main_supernet_config(
     address: str | None = None,
     proxy: str = "digits",
 ) -> SupernetConfig:
-    """The main job's super-net (see the README's main-job row for what it costs)."""
-    if proxy == "scenes":
-        return scenes_supernet_config(data, out, kind, workers, address)
-    # digits at 128 px from the body pretrained on digit crops; the widths torchvision's heads need
-    # (FCOS: GroupNorm(32, c) with c >= 64)
-    # 20 % of the training images are the search split: held out of the super-net and of every
-    # standalone run it is compared with, and what candidates are scored on
+    """The main job's super-net (see the README's main-job row for what it costs): the proxy's data and
+    model, one schedule. 20 % of the training images are the search split: held out of the super-net and
+    of every standalone run it is compared with, and what candidates are scored on."""
+    data_cfg, model_cfg = (scenes_parts if proxy == "scenes" else digits_parts)(data, kind)
     return SupernetConfig(
-        data=DataConfig(root=data, num_train=1000, num_val=200, batch_size=4, search_fraction=0.2),
-        model=ModelConfig(
+        data=data_cfg,
+        model=model_cfg,
+        optim=OptimConfig(epochs=4, lr=0.01, warmup_iters=50, milestones=[3]),
+        run=RunConfig(name="supernet", storage_path=out, num_workers=workers, address=address, eval_every=4),
+        opanas=OPANASConfig(norm="gn"),
+    )
+
+
+def digits_parts(data: str, kind: str) -> tuple[DataConfig, ModelConfig]:
+    """Digits at 128 px from the body pretrained on digit crops, at the widths torchvision's heads need
+    (FCOS: GroupNorm(32, c) with c >= 64)."""
+    return (
+        DataConfig(root=data, num_train=1000, num_val=200, batch_size=4, search_fraction=0.2),
+        ModelConfig(
             kind=kind,
             backbone="resnet18",
             out_channels=64 if kind == "fcos" else 32,
@@ -91,23 +100,18 @@ def main_supernet_config(
             backbone_weights="proxy",
             trainable_backbone_layers=3,  # torchvision's default with weights; conv1 + layer1 frozen
         ),
-        optim=OptimConfig(epochs=4, lr=0.01, warmup_iters=50, milestones=[3]),
-        run=RunConfig(name="supernet", storage_path=out, num_workers=workers, address=address, eval_every=4),
-        opanas=OPANASConfig(norm="gn"),
     )
 
 
-def scenes_supernet_config(
-    data: str, out: str, kind: str = "fcos", workers: int = 2, address: str | None = None
-) -> SupernetConfig:
-    """The main job's super-net on the scenes proxy: 320 px scenes, the body pretrained on scenes glyph crops
-    and frozen, its outputs cached once (NAS-FCOS's setting: only the neck and the head train), FCOS at the
-    proxy's anchor sizes (every pyramid level gets positives; docs/proxy.md), the calibration's width."""
+def scenes_parts(data: str, kind: str) -> tuple[DataConfig, ModelConfig]:
+    """320 px scenes, the body pretrained on scenes glyph crops and frozen, its outputs cached once
+    (NAS-FCOS's setting: only the neck and the head train), FCOS at the proxy's anchor sizes (every pyramid
+    level gets positives; docs/proxy.md), the calibration's width."""
     from raynas.data.scenes import scenes_anchor_sizes
 
     size = 320
-    return SupernetConfig(
-        data=DataConfig(
+    return (
+        DataConfig(
             root=data,
             format="scenes",
             num_train=1000,
@@ -118,7 +122,7 @@ def scenes_supernet_config(
             hflip=0.0,  # the cache holds each image once, un-augmented
             search_fraction=0.2,
         ),
-        model=ModelConfig(
+        ModelConfig(
             kind=kind,
             backbone="resnet18",
             out_channels=64 if kind == "fcos" else 32,
@@ -129,9 +133,6 @@ def scenes_supernet_config(
             cache_features=True,
             anchor_sizes=list(scenes_anchor_sizes(size)) if kind == "fcos" else None,
         ),
-        optim=OptimConfig(epochs=4, lr=0.01, warmup_iters=50, milestones=[3]),
-        run=RunConfig(name="supernet", storage_path=out, num_workers=workers, address=address, eval_every=4),
-        opanas=OPANASConfig(norm="gn"),
     )
 
 
