@@ -10,7 +10,8 @@ docs/proxy.md). Every run trains FCOS-ResNet18 standalone with one recipe
 (``configs/scenes_calibration.yaml``: the frozen, scenes-pretrained body's cached features, the proxy's
 anchor sizes) and is scored on the **test** split:
 
-- ``named``: torchvision's FPN, lateral-only (the laterals, no cross-level path: ``e0_1: skip``), a
+- ``named``: torchvision's FPN, lateral-only (the laterals, no cross-level path: ``e0_1: skip``),
+  OPANAS's own top-down path (``e0_1: top_down``: it tells torchvision's FPN code apart from the path), a
   PANet-like neck (top-down then bottom-up: ``e0_1: top_down, e1_2: bottom_up``), all-skip; ``--seeds``
   each (3);
 - ``random``: ``--random-necks`` OPANAS necks drawn uniformly (distinct networks), ``--random-seeds``
@@ -37,7 +38,7 @@ import pandas as pd
 
 from raynas.config import ConfigError, apply_yaml, load_yaml
 from raynas.errors import run_main
-from raynas.io import atomic_write_json, atomic_write_text, file_lock
+from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import train_and_report
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import TrainConfig
@@ -46,6 +47,7 @@ RECIPE = Path(__file__).parent / "configs" / "scenes_calibration.yaml"
 SMOKE_PRETRAIN_STEPS = 5
 METRICS = ("AP", "AP50", "APs", "APm", "APl")
 LATERAL = {"e0_1": "skip"}
+TOP_DOWN = {"e0_1": "top_down"}
 PANET = {"e0_1": "top_down", "e1_2": "bottom_up"}
 #: the goals of issue 26, measured on the test split
 GOAL_GAP_AP, GOAL_GAP_STD, GOAL_PANET_STD, GOAL_SPREAD, GOAL_TAU, GOAL_CONTROL_STD = (
@@ -72,7 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", default="data/scenes", help="the scenes data root (generated if absent)")
-    parser.add_argument("--out", default="runs/proxy_calibration", help="where runs and tables go")
+    parser.add_argument(
+        "--out", default=None, help="where runs and tables go (default runs/proxy_calibration[_BODY])"
+    )
+    parser.add_argument(
+        "--body",
+        default="glyphs",
+        choices=["glyphs", "context"],
+        help="the frozen body: pretrained on glyph crops, or also on the dense context task (docs/proxy.md)",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per named and control neck")
     parser.add_argument("--random-necks", type=int, default=16, help="random OPANAS necks")
     parser.add_argument("--random-seeds", type=int, default=2, help="seeds per random neck")
@@ -139,7 +149,7 @@ def recipe(args: argparse.Namespace) -> TrainConfig:
     """The one recipe: the YAML, the data root, the proxy's anchor sizes, ``--epochs`` (decay in the last
     quarter), the smoke budget over it all with ``--smoke``."""
     from raynas.data.scenes import scenes_anchor_sizes
-    from raynas.models.config import proxy_weights_path
+    from raynas.models.pretrain import scenes_body_path
 
     cfg = load_yaml(TrainConfig, RECIPE)
     if args.smoke:
@@ -150,7 +160,7 @@ def recipe(args: argparse.Namespace) -> TrainConfig:
     model = replace(
         cfg.model,
         anchor_sizes=list(scenes_anchor_sizes(data.image_size)),
-        backbone_weights=proxy_weights_path(args.data, cfg.model.backbone),
+        backbone_weights=scenes_body_path(args.data, cfg.model.backbone, args.body),
     )
     optim = cfg.optim
     if args.epochs is not None:
@@ -198,7 +208,8 @@ def random_necks(count: int, seed: int = 2026) -> list[dict]:
 def plan(args: argparse.Namespace, groups: list[str]) -> list[Run]:
     """The runs in order, seed by seed within a group (an interrupted calibration leaves every neck of a
     group at some seeds). ``--smoke``: two named necks, one random, one control, one seed each."""
-    named = [("FPN", "fpn", None), ("lateral-only", "lateral", LATERAL), ("PANet-like", "panet", PANET),
+    named = [("FPN", "fpn", None), ("lateral-only", "lateral", LATERAL), ("top-down", "topdown", TOP_DOWN),
+             ("PANet-like", "panet", PANET),
              ("all-skip", "allskip", {key: "skip" for key in _all_keys()})]  # fmt: skip
     if args.smoke:
         named = named[:2]
@@ -258,6 +269,8 @@ def goals(frame: pd.DataFrame) -> dict:
         out["fpn_minus_lateral_AP"] = gap
         out["pooled_seed_std_AP"] = pooled
         out["goal_fpn_gap"] = bool(gap >= max(GOAL_GAP_AP, GOAL_GAP_STD * pooled))
+    if {"top-down", "lateral-only"} <= set(means.index):  # the path itself, not torchvision's FPN code
+        out["top_down_minus_lateral_AP"] = float(means["top-down"] - means["lateral-only"])
     if {"FPN", "PANet-like"} <= set(means.index):
         std_l = float(named["APl"].std(ddof=1).get("FPN", np.nan))
         out["panet_minus_fpn_APl"] = float(large["PANet-like"] - large["FPN"])
@@ -334,20 +347,17 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 
 
 def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
-    from raynas.models.pretrain import PretrainConfig, pretrain_body
+    from raynas.models.pretrain import ensure_scenes_body
     from raynas.training.inputs import ensure_inputs
 
     out, started = Path(args.out), time.perf_counter()
     runs = plan(args, groups)
     if args.shard is not None:
         runs, out = shard_runs(runs, args.shard), out / "shard-{}-of-{}".format(*shard_of(args.shard))
-    weights = Path(base.model.backbone_weights)
-    if args.smoke:  # a seconds-scale body exercises every part; one writer when shards start together
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(weights.parent / f".{weights.name}.lock"):
-            if not weights.is_file():
-                tiny = PretrainConfig(source="scenes", steps=SMOKE_PRETRAIN_STEPS, eval_crops=64)
-                pretrain_body(tiny, weights, 0)
+    # a seconds-scale body exercises every part with --smoke; one writer when shards start together
+    ensure_scenes_body(
+        args.data, base.model.backbone, args.body, SMOKE_PRETRAIN_STEPS if args.smoke else None
+    )
     # the data, the body and its cached outputs once, before the runs (the control runs reuse this body), so
     # that shards started side by side after this point never make the same file
     ensure_inputs(base)
@@ -393,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.smoke:
         args.random_necks, args.random_seeds, args.seeds = min(args.random_necks, 1), 1, 1
-        if args.out == "runs/proxy_calibration":
+        if args.out is None:
             args.out = "runs/proxy_calibration_smoke"
         if args.data == "data/scenes":
             args.data = "data/scenes_smoke"
@@ -401,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_and_run(args: argparse.Namespace) -> int:
+    if args.out is None:  # each body its own runs: a finished run of one is no result for the other
+        args.out = "runs/proxy_calibration" + ("" if args.body == "glyphs" else f"_{args.body}")
     groups = check_args(args)
     base = recipe(args)  # the recipe's own checks, before Ray starts
     from raynas.training.cluster import ray_session

@@ -35,15 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", default=None, help="scenes data root (default data/scenes)")
-    parser.add_argument("--out", default="runs/proxy_context_probe", help="where probe.json / .md go")
+    parser.add_argument(
+        "--out", default=None, help="where probe.json / .md go (default runs/proxy_context_probe[_BODY])"
+    )
+    parser.add_argument(
+        "--body", default="glyphs", choices=["glyphs", "context"], help="which pretrained scenes body"
+    )
     parser.add_argument("--control", action="store_true", help="probe the context-off data too")
     parser.add_argument("--smoke", action="store_true", help="tiny data and body (CI)")
     return parser
 
 
-def recipe(data: str, smoke: bool) -> TrainConfig:
+def recipe(data: str, smoke: bool, body: str = "glyphs") -> TrainConfig:
     """The calibration's data, frozen body and cache settings (the probe needs no neck or schedule)."""
-    from raynas.models.config import proxy_weights_path
+    from raynas.models.pretrain import scenes_body_path
 
     cfg = load_yaml(TrainConfig, RECIPE)
     if smoke:
@@ -53,19 +58,21 @@ def recipe(data: str, smoke: bool) -> TrainConfig:
     return replace(
         cfg,
         data=replace(cfg.data, root=data),
-        model=replace(cfg.model, backbone_weights=proxy_weights_path(data, cfg.model.backbone)),
+        model=replace(cfg.model, backbone_weights=scenes_body_path(data, cfg.model.backbone, body)),
     )
 
 
-def probe(cfg: TrainConfig, smoke: bool) -> dict:
-    """Data, body and caches made where missing; the probe's accuracies for tags and glyphs."""
-    from raynas.models.pretrain import PretrainConfig, pretrain_body
+def probe(cfg: TrainConfig, smoke: bool, body: str = "glyphs", data: str | None = None) -> dict:
+    """Data, body and caches made where missing; the probe's accuracies for tags and glyphs. The body is
+    the one pretrained for ``data`` (default: ``cfg``'s own root)."""
+    from raynas.models.pretrain import ensure_scenes_body
     from raynas.studies.context_probe import category_names, probe_accuracy, probe_set
     from raynas.training.inputs import ensure_body_features, ensure_inputs
 
-    weights = Path(cfg.model.backbone_weights)
-    if smoke and not weights.is_file():  # a seconds-scale body exercises every part
-        pretrain_body(PretrainConfig(source="scenes", steps=SMOKE_PRETRAIN_STEPS, eval_crops=64), weights, 0)
+    # a seconds-scale body exercises every part with --smoke
+    ensure_scenes_body(
+        data or cfg.data.root, cfg.model.backbone, body, SMOKE_PRETRAIN_STEPS if smoke else None
+    )
     ensure_inputs(cfg, features=False)
     caches = ensure_body_features(cfg)
     names = category_names(Path(cfg.data.root) / "annotations" / "instances_train.json")
@@ -91,16 +98,16 @@ def markdown(results: dict[str, dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     data = args.data or ("data/scenes_smoke" if args.smoke else "data/scenes")
-    out = Path(args.out)
+    out = Path(args.out or "runs/proxy_context_probe" + ("" if args.body == "glyphs" else f"_{args.body}"))
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a folder")
-    base = recipe(data, args.smoke)  # its own checks, before anything is made
-    results = {"context on": probe(base, args.smoke)}
+    base = recipe(data, args.smoke, args.body)  # its own checks, before anything is made
+    results = {"context on": probe(base, args.smoke, args.body)}
     if args.control:  # the same images labelled by local cues; the main data's body
         off = replace(
             base.data, root=f"{data.rstrip('/')}_context_off", context_small=False, context_large=False
         )
-        results["context off"] = probe(replace(base, data=off), args.smoke)
+        results["context off"] = probe(replace(base, data=off), args.smoke, args.body, data)
     atomic_write_json(out / "probe.json", results)
     atomic_write_text(out / "probe.md", markdown(results))
     print((out / "probe.md").read_text())

@@ -115,3 +115,45 @@ def test_pretrain_never_overwrites_a_file_it_did_not_write(tmp_path: Path, capsy
     ours = tmp_path / "ours.pt"
     for _ in range(2):  # the second run replaces raynas's own body
         assert cli_main(["pretrain", "--data", str(tmp_path), "--steps", "2", "--out", str(ours)]) == 0
+
+
+def test_zone_maps_label_each_zone_box_with_its_type_and_crops_keep_cells_aligned() -> None:
+    from raynas.data.scene_context import NO_ZONE, context_crops, context_scenes
+
+    images, maps = context_scenes(np.random.default_rng(3), 2, 128)
+    assert images.shape == (2, 128, 128, 3) and maps.shape == (2, 128, 128)
+    assert set(np.unique(maps).tolist()) <= {NO_ZONE, 1, 2} and (maps != NO_ZONE).any()
+    crops, labels = context_crops(np.random.default_rng(4), images, maps, 5, 64, (16, 32))
+    assert crops.shape == (5, 64, 64, 3) and labels[16].shape == (5, 4, 4) and labels[32].shape == (5, 2, 2)
+    again, labels_again = context_crops(np.random.default_rng(4), images, maps, 5, 64, (16, 32))
+    assert np.array_equal(crops, again) and np.array_equal(labels[32], labels_again[32])
+    # whole-canvas crops of a hand-made map: each label grid is the map's cell-centre grid, turned / flipped
+    # as its image was
+    zones = np.zeros((1, 64, 64), dtype=np.uint8)
+    zones[0, :, :32] = 1
+    zones[0, :16, 32:] = 2
+    image = np.repeat(zones[..., None] * 100, 3, axis=-1).astype(np.uint8)
+    turned, grids = context_crops(np.random.default_rng(5), image, zones, 8, 64, (16,))
+    expected = zones[0][np.ix_([8, 24, 40, 56], [8, 24, 40, 56])]
+    views = [np.rot90(v, k) for v in (expected, expected[:, ::-1]) for k in range(4)]
+    for crop, grid in zip(turned, grids[16]):
+        assert any(np.array_equal(grid, view) for view in views)
+        assert np.array_equal(crop[8::16, 8::16, 0] // 100, grid)  # the label is what the pixel shows
+    with pytest.raises(ValueError, match="multiple"):
+        context_crops(np.random.default_rng(4), images, maps, 1, 48, (32,))
+
+
+def test_the_context_task_is_for_scenes_only_and_reports_what_each_level_reads(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="context_weight"):
+        PretrainConfig(source="digits", context_weight=1.0)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        PretrainConfig(source="scenes", context_weight=1.0, context_crop=100)
+    cfg = PretrainConfig(
+        source="scenes", steps=2, batch_size=4, eval_crops=8, context_weight=1.0, context_scenes=2,
+        context_crop=64, context_batch=2,
+    )  # fmt: skip
+    record = pretrain_body(cfg, tmp_path / "resnet18.pt", log_every=0)
+    assert set(record["heldout_context_accuracy"]) == {"C4", "C5"}
+    assert all(0.0 <= v <= 1.0 for v in record["heldout_context_accuracy"].values())
+    state = torch.load(tmp_path / "resnet18.pt", weights_only=True)
+    assert not any(key.startswith(("fc.", "c4.", "c5.")) for key in state)  # the task's convs are dropped

@@ -16,11 +16,11 @@ from raynas.spaces.opanas import OPANASSpace  # noqa: E402
 
 
 def test_the_full_plan_is_the_issues_calibration() -> None:
-    """4 named necks x 3 seeds, 16 random necks x 2 seeds, FPN and lateral-only x 3 with context off."""
+    """5 named necks x 3 seeds, 16 random necks x 2 seeds, FPN and lateral-only x 3 with context off."""
     args = calibration.build_parser().parse_args([])
     runs = calibration.plan(args, ["named", "random", "control"])
     groups = pd.Series([run.group for run in runs]).value_counts().to_dict()
-    assert groups == {"named": 12, "random": 32, "control": 6}
+    assert groups == {"named": 15, "random": 32, "control": 6}
     assert len({(run.group, run.arm, run.seed) for run in runs}) == len(runs)
 
 
@@ -45,6 +45,8 @@ def test_named_necks_are_the_networks_they_say() -> None:
     assert lateral["e0_1"] == "skip" and sum(path != "none" for path in lateral.values()) == 1
     panet = calibration.neck_spec(calibration.PANET)["arch"]
     assert (panet["e0_1"], panet["e1_2"]) == ("top_down", "bottom_up")
+    top_down = calibration.neck_spec(calibration.TOP_DOWN)["arch"]
+    assert top_down["e0_1"] == "top_down" and sum(path != "none" for path in top_down.values()) == 1
     assert calibration.neck_spec(None) is None
 
 

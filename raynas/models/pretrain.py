@@ -12,6 +12,12 @@ textured backgrounds, so its body has seen the glyphs and textures it will detec
 annotations (the tags a / b that the context rules decide are never a pretraining label). Its fonts are
 shared by every split, so the held-out accuracy measures unseen renderings, not unseen fonts.
 
+With ``context_weight > 0`` (scenes only) the body also learns a dense *context* task on freshly rendered
+scenes (:mod:`raynas.data.scene_context`): a 1x1 conv on C4 and one on C5 say, at every cell, whether its
+centre lies outside every zone or in a zone of type a or b. It stands for what ImageNet gives a real body:
+coarse levels that carry scene-level cues, which a top-down neck path can then bring to small objects
+(docs/proxy.md, "context probe"). The two convs are dropped with the classifier.
+
 Measured choices (``shared/notes/proxy-pretraining-calibration.md``): GroupNorm in the classifier,
 because the detector must keep the norm it was pretrained with and GroupNorm does not depend on the
 small detection batches; 32 px crops (digits 12-32 px), which learn within a few hundred AdamW steps
@@ -32,6 +38,8 @@ from torch import nn
 
 from raynas.config import ConfigError, check_writable_folder
 from raynas.data.digits import digit_crops
+from raynas.data.scene_context import NO_ZONE, context_crops, context_scenes
+from raynas.data.scene_layout import REFERENCE_SIZE
 from raynas.io import atomic_torch_save, atomic_write_json, file_lock, run_info
 from raynas.models.backbones import RESNETS, _norm_layer
 
@@ -58,6 +66,10 @@ class PretrainConfig:
     min_side: int = 12
     eval_crops: int = 1000
     seed: int = 0
+    context_weight: float = 0.0  # > 0: the dense zone-type task on C4 / C5 as well (scenes only)
+    context_scenes: int = 256  # fresh scenes rendered once for it (plus 32 held out)
+    context_crop: int = 192  # px crops of them, a multiple of 32
+    context_batch: int = 8
 
     def __post_init__(self) -> None:
         if self.source not in PRETRAIN_SOURCES:
@@ -71,6 +83,20 @@ class PretrainConfig:
             raise ValueError(
                 f"pretrain: need 16 <= crop_size <= 256 and 4 <= min_side <= crop_size, got "
                 f"crop_size={self.crop_size}, min_side={self.min_side}"
+            )
+        if self.context_weight < 0 or (self.context_weight > 0 and self.source != "scenes"):
+            raise ValueError(
+                f"pretrain: context_weight must be >= 0 and only > 0 with source 'scenes', got "
+                f"{self.context_weight} with source {self.source!r}"
+            )
+        if self.context_weight > 0 and (
+            self.context_scenes < 1 or self.context_batch < 1
+            or not 32 <= self.context_crop <= REFERENCE_SIZE or self.context_crop % 32
+        ):  # fmt: skip
+            raise ValueError(
+                f"pretrain: the context task needs context_scenes >= 1, context_batch >= 1 and context_crop "
+                f"a multiple of 32 in [32, {REFERENCE_SIZE}], got {self.context_scenes}, "
+                f"{self.context_batch}, {self.context_crop}"
             )
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError(
@@ -104,14 +130,64 @@ def glyph_crops(
     return images, labels.astype(np.int64)
 
 
+CONTEXT_STRIDES = (16, 32)  # C4, C5 of a ResNet
+CONTEXT_HELD_OUT = 32  # scenes
+
+
+def _normalised(images: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+
+
 def _batch(cfg: PretrainConfig, rng: np.random.Generator, count: int, split: str):
     if cfg.source == "scenes":
         images, labels = glyph_crops(rng, count, size=cfg.crop_size, min_side=cfg.min_side)
     else:
         images, labels = digit_crops(rng, count, size=cfg.crop_size, split=split, min_side=cfg.min_side)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-    x = (x - torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
-    return x, torch.from_numpy(labels)
+    return _normalised(images), torch.from_numpy(labels)
+
+
+class ContextHeads(nn.Module):
+    """The dense context task's two 1x1 convs (C4, C5 -> no zone / type a / type b), run on a torchvision
+    ResNet classifier's trunk. Dropped after pretraining, like the classifier."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        c5 = model.fc.in_features
+        self.c4, self.c5 = nn.Conv2d(c5 // 2, 3, 1), nn.Conv2d(c5, 3, 1)
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        c4 = model.layer3(model.layer2(model.layer1(x)))
+        return self.c4(c4), self.c5(model.layer4(c4))
+
+
+def _context_loss(heads: ContextHeads, model: nn.Module, crops: np.ndarray, labels: dict) -> torch.Tensor:
+    logits = heads(model, _normalised(crops))
+    losses = [
+        nn.functional.cross_entropy(out, torch.from_numpy(labels[s]))
+        for out, s in zip(logits, CONTEXT_STRIDES)
+    ]
+    return sum(losses) / len(losses)
+
+
+@torch.inference_mode()
+def _context_accuracy(heads: ContextHeads, model: nn.Module, cfg: PretrainConfig) -> dict[str, float]:
+    """Held-out accuracy of the zone type (a vs b) at the C4 and C5 cells whose centre lies in a zone, on
+    whole fresh scenes (32, or as many as the training pool); chance is about 50 %."""
+    rng, count = np.random.default_rng([cfg.seed, 3]), min(CONTEXT_HELD_OUT, cfg.context_scenes)
+    images, maps = context_scenes(rng, count, REFERENCE_SIZE)
+    crops, labels = context_crops(rng, images, maps, count, REFERENCE_SIZE, CONTEXT_STRIDES)
+    model.eval()
+    logits = heads(model, _normalised(crops))
+    model.train()
+    result = {}
+    for name, out, stride in zip(("C4", "C5"), logits, CONTEXT_STRIDES):
+        target = torch.from_numpy(labels[stride])
+        inside = target != NO_ZONE
+        zone_logits = out[:, 1:].argmax(1) + 1  # a or b, where the cell lies in a zone
+        result[name] = float((zone_logits == target)[inside].float().mean())
+    return result
 
 
 @torch.inference_mode()
@@ -144,7 +220,12 @@ def pretrain_body(cfg: PretrainConfig, out_path: str | Path, log_every: int = 10
     model = torchvision.models.get_model(
         cfg.backbone, weights=None, num_classes=10, norm_layer=_norm_layer(cfg.norm, "resnet")
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    heads = ContextHeads(model) if cfg.context_weight > 0 else None
+    if heads is not None:
+        print(f"[pretrain] rendering {cfg.context_scenes} scenes for the context task", flush=True)
+        pool = context_scenes(np.random.default_rng([cfg.seed, 2]), cfg.context_scenes, REFERENCE_SIZE)
+    parameters = list(model.parameters()) + (list(heads.parameters()) if heads is not None else [])
+    optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1, anneal_strategy="cos"
     )
@@ -153,6 +234,15 @@ def pretrain_body(cfg: PretrainConfig, out_path: str | Path, log_every: int = 10
     for step in range(cfg.steps):
         x, y = _batch(cfg, np.random.default_rng([cfg.seed, 0, step]), cfg.batch_size, "train")
         loss = nn.functional.cross_entropy(model(x), y)
+        if heads is not None:
+            crops, labels = context_crops(
+                np.random.default_rng([cfg.seed, 4, step]),
+                *pool,
+                cfg.context_batch,
+                cfg.context_crop,
+                CONTEXT_STRIDES,
+            )
+            loss = loss + cfg.context_weight * _context_loss(heads, model, crops, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -162,6 +252,7 @@ def pretrain_body(cfg: PretrainConfig, out_path: str | Path, log_every: int = 10
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
             print(f"[pretrain] step {step + 1}/{cfg.steps}: loss {recent:.3f}", flush=True)
     accuracy = _accuracy(model, cfg)
+    context = _context_accuracy(heads, model, cfg) if heads is not None else {}
     wall = time.perf_counter() - started
     body = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
     atomic_torch_save(body, out_path)
@@ -170,15 +261,49 @@ def pretrain_body(cfg: PretrainConfig, out_path: str | Path, log_every: int = 10
         task="raynas.models.pretrain",
         weights=str(out_path),
         heldout_accuracy=accuracy,
+        heldout_context_accuracy=context,
         final_loss=sum(losses[-20:]) / len(losses[-20:]),
         wall_time_s=wall,
     )
     atomic_write_json(out_path.with_suffix(".run_info.json"), record)
+    reads = "".join(f", zone type at {level} {value:.3f}" for level, value in context.items())
     print(
-        f"[pretrain] {cfg.backbone}: held-out accuracy {accuracy:.3f} in {wall:.0f} s -> {out_path}",
+        f"[pretrain] {cfg.backbone}: held-out accuracy {accuracy:.3f}{reads} in {wall:.0f} s -> {out_path}",
         flush=True,
     )
     return record
+
+
+#: the scenes proxy's pretrained bodies: glyph crops only (the first calibration's), or with the dense
+#: context task (docs/proxy.md says what each measured)
+SCENES_BODIES = {"glyphs": {}, "context": {"context_weight": 1.0}}
+
+
+def scenes_body_path(data_root: str, backbone: str, body: str) -> str:
+    """Where a scenes body lives: the proxy's default path for ``glyphs`` (what ``backbone_weights: proxy``
+    names), ``<backbone>-<body>.pt`` beside it for another."""
+    from raynas.models.config import proxy_weights_path
+
+    if body not in SCENES_BODIES:
+        raise ConfigError(f"--body must be one of {list(SCENES_BODIES)}, got {body!r}")
+    default = proxy_weights_path(data_root, backbone)
+    return default if body == "glyphs" else default.removesuffix(".pt") + f"-{body}.pt"
+
+
+def ensure_scenes_body(data_root: str, backbone: str, body: str, steps: int | None = None) -> Path:
+    """The scenes body ``body`` at :func:`scenes_body_path`, pretrained there when absent (one writer per
+    node); ``steps`` (with a smaller context pool) makes a seconds-scale body for smoke runs."""
+    path = Path(scenes_body_path(data_root, backbone, body))
+    settings = dict(SCENES_BODIES[body])
+    if steps is not None:
+        settings.update(steps=steps, eval_crops=64, context_scenes=4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.parent / f".{path.name}.lock"):
+        if not path.is_file():
+            pretrain_body(
+                PretrainConfig(backbone=backbone, source="scenes", **settings), path, 0 if steps else 100
+            )
+    return path
 
 
 def ensure_proxy_weights(path: str | Path, backbone: str, source: str = "digits") -> Path:
