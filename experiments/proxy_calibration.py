@@ -149,7 +149,7 @@ def recipe(args: argparse.Namespace) -> TrainConfig:
     """The one recipe: the YAML, the data root, the proxy's anchor sizes, ``--epochs`` (decay in the last
     quarter), the smoke budget over it all with ``--smoke``."""
     from raynas.data.scenes import scenes_anchor_sizes
-    from raynas.models.pretrain import scenes_body_path
+    from raynas.training.pretrain import scenes_body_path
 
     cfg = load_yaml(TrainConfig, RECIPE)
     if args.smoke:
@@ -347,7 +347,7 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 
 
 def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
-    from raynas.models.pretrain import ensure_scenes_body
+    from raynas.training.pretrain import ensure_scenes_body
     from raynas.training.inputs import ensure_inputs
 
     out, started = Path(args.out), time.perf_counter()

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def recipe(data: str, smoke: bool, body: str = "glyphs") -> TrainConfig:
     """The calibration's data, frozen body and cache settings (the probe needs no neck or schedule)."""
-    from raynas.models.pretrain import scenes_body_path
+    from raynas.training.pretrain import scenes_body_path
 
     cfg = load_yaml(TrainConfig, RECIPE)
     if smoke:
@@ -65,7 +65,7 @@ def recipe(data: str, smoke: bool, body: str = "glyphs") -> TrainConfig:
 def probe(cfg: TrainConfig, smoke: bool, body: str = "glyphs", data: str | None = None) -> dict:
     """Data, body and caches made where missing; the probe's accuracies for tags and glyphs. The body is
     the one pretrained for ``data`` (default: ``cfg``'s own root)."""
-    from raynas.models.pretrain import ensure_scenes_body
+    from raynas.training.pretrain import ensure_scenes_body
     from raynas.studies.context_probe import category_names, probe_accuracy, probe_set
     from raynas.training.inputs import ensure_body_features, ensure_inputs
 

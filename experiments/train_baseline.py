@@ -30,7 +30,7 @@ from raynas.training.standalone import train
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "baseline_fcos_r18.yaml"
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-TASK = "raynas.training.standalone.StandaloneTask"  # what a checkpoint to --resume was written by
+TASK = "standalone"  # what a checkpoint to --resume was written by
 
 
 def build_parser() -> argparse.ArgumentParser:

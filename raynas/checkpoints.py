@@ -7,7 +7,6 @@ a plain dict and the dotted name of its config class), ``config.yaml`` and ``met
 
 from __future__ import annotations
 
-import importlib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from torch import nn
 
 from raynas.config import dump_yaml, from_dict, to_dict
 from raynas.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from raynas.registry import CONFIGS, TASKS, canonical, name_of, resolve
 
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.yaml"
@@ -37,10 +37,11 @@ def write_checkpoint(
 ) -> Path:
     """Write a checkpoint of a job with typed ``config`` into ``directory``; returns ``directory``.
 
-    ``task`` is the dotted name of the job's ``Task`` class, ``model`` the unwrapped state dict, ``optim``
-    the state dicts of its optimisers and schedulers by name, ``extra`` task-specific values (e.g. a
-    derived genotype). The one writer, so that what :func:`load_state`, :func:`config_from_state` and
-    :func:`load_detector` read is written the same way by training, tests and benchmarks.
+    ``task`` names the job's ``Task`` class (:data:`raynas.registry.TASKS`), ``model`` the unwrapped state
+    dict, ``optim`` the state dicts of its optimisers and schedulers by name, ``extra`` task-specific
+    values (e.g. a derived genotype). The one writer, so that what :func:`load_state`,
+    :func:`config_from_state` and :func:`load_detector` read is written the same way by training, tests
+    and benchmarks.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -52,8 +53,8 @@ def write_checkpoint(
         "epoch": epoch,
         "step": step,
         "config": to_dict(config),
-        "task": task,
-        "config_class": f"{config_class.__module__}.{config_class.__qualname__}",
+        "task": canonical(TASKS, task),
+        "config_class": name_of(CONFIGS, config_class),
         "num_classes": num_classes,
         "metrics": metrics,
         **({} if extra is None else extra),
@@ -93,9 +94,7 @@ def check_checkpoint(checkpoint_dir: str | Path) -> None:
 
 def config_from_state(state: dict[str, Any]) -> Any:
     """The typed config object the checkpoint was trained with."""
-    module, _, name = state["config_class"].rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
-    return from_dict(cls, state["config"], where="checkpoint config")
+    return from_dict(resolve(CONFIGS, state["config_class"]), state["config"], where="checkpoint config")
 
 
 def load_detector(checkpoint_dir: str | Path, expect: str | None = None) -> tuple[nn.Module, Any, dict]:

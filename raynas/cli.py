@@ -81,7 +81,7 @@ def _proxy_of(root: str) -> str:
 
 def _pretrain(args: argparse.Namespace) -> None:
     from raynas.models.config import proxy_weights_path
-    from raynas.models.pretrain import PretrainConfig, pretrain_body
+    from raynas.training.pretrain import PretrainConfig, pretrain_body
 
     steps = {} if args.steps is None else {"steps": args.steps}
     source = args.source or _proxy_of(args.data)

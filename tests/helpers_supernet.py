@@ -24,8 +24,8 @@ from raynas.models.config import ModelConfig
 from raynas.training.config import OptimConfig, SupernetConfig, TrainConfig
 
 TASKS = {
-    SupernetConfig: "raynas.training.supernet.SupernetTask",
-    TrainConfig: "raynas.training.standalone.StandaloneTask",
+    SupernetConfig: "supernet",
+    TrainConfig: "standalone",
 }
 
 

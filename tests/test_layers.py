@@ -114,3 +114,40 @@ def test_every_module_is_checked() -> None:
     for folder in (*RAY_FREE, *RAY_USERS):
         assert modules_under(folder), folder
     assert len(list(EXPERIMENTS.glob("*.py"))) >= 5
+
+
+#: the whole order of docs/architecture.md, lowest first: a module imports only from its own layer or lower
+ORDER = ("errors", "config", "io", "registry", "spaces", "viz", "models", "data", "evaluation", "checkpoints",
+         "studies", "training", "search", "jobs", "cli")  # fmt: skip
+
+
+def layer_of(name: str) -> str | None:
+    """The layer of a ``raynas.*`` module name (its first part below ``raynas``), None for others."""
+    parts = name.split(".")
+    return parts[1] if parts[0] == "raynas" and len(parts) > 1 else None
+
+
+def imports_from_above(source: str, module: str) -> list[str]:
+    """The ``raynas`` modules that ``source`` (of ``module``) imports from layers above its own."""
+    rank = ORDER.index(layer_of(module))
+    return sorted(
+        name for name in imported_modules(source, module)
+        if (layer := layer_of(name)) in ORDER and ORDER.index(layer) > rank
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "__init__.py"), ids=module_name
+)
+def test_every_module_imports_only_its_own_layer_or_lower(path: Path) -> None:
+    assert imports_from_above(path.read_text(), module_name(path)) == []
+
+
+def test_the_order_catches_an_upward_import_and_names_every_layer() -> None:
+    """A data module that imports the training layer fails (the rule is not vacuous); every top-level
+    module or folder of the package has its place in the order."""
+    source = "def f():\n    from raynas.training.pretrain import pretrain_body\n"
+    assert "raynas.training.pretrain" in imports_from_above(source, "raynas.data.probe")
+    assert imports_from_above(source, "raynas.jobs.probe") == []
+    layers = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in PACKAGE.rglob("*.py")}
+    assert layers - {"__init__"} == set(ORDER)

@@ -126,7 +126,7 @@ def test_smoke_run_trains_searches_and_prints_the_comparison(tmp_path: Path) -> 
     assert any((out / "supernet" / "tensorboard").iterdir())
 
     (checkpoint,) = [p for p in (out / "supernet").glob("checkpoint_*") if p.is_dir()]
-    assert load_state(checkpoint)["task"] == "raynas.training.supernet.SupernetTask"
+    assert load_state(checkpoint)["task"] == "supernet"
     search = out / "search"
     comparison = json.loads((search / "comparison.json").read_text())
     assert [row["evaluations"] for row in comparison] == [8, 8]

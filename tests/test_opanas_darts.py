@@ -166,7 +166,7 @@ def test_two_worker_fair_darts_search_derives_one_architecture(two_worker_search
     assert payload["space"] == SPACE.name and SPACE.from_config(payload["arch"]) == result.genotype
     assert (result.run_dir / "arch.png").stat().st_size > 0
     state = result.load_state()
-    assert state["task"] == "raynas.training.darts.OPANASDartsTask"
+    assert state["task"] == "opanas_darts"
     assert state["alphas"].shape == (15, 5)
     # the derived architecture retrains as a discrete neck with the search's neck options
     spec = searched_neck_spec(payload["arch"], copy.copy(cfg.darts))

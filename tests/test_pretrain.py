@@ -15,7 +15,7 @@ from raynas.data.digits import digit_crops
 from raynas.models import build_detector
 from raynas.models.backbones import build_backbone_body
 from raynas.models.config import ModelConfig, proxy_weights_path
-from raynas.models.pretrain import PretrainConfig, ensure_proxy_weights, pretrain_body
+from raynas.training.pretrain import PretrainConfig, ensure_proxy_weights, pretrain_body
 from raynas.training.config import TrainConfig
 
 
@@ -83,7 +83,7 @@ def test_cli_pretrain_writes_the_body(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_scenes_crops_are_glyphs_of_the_scenes_characters_and_deterministic() -> None:
     from raynas.data.scene_layout import GLYPHS
-    from raynas.models.pretrain import glyph_crops
+    from raynas.training.pretrain import glyph_crops
 
     a, labels = glyph_crops(np.random.default_rng(0), 6, size=32)
     b, again = glyph_crops(np.random.default_rng(0), 6, size=32)

@@ -84,7 +84,7 @@ def test_two_worker_supernet_run(supernet_run: TrainResult) -> None:
     assert 0 < metrics["gamma_l1"] <= 15.0  # 15 edges, gamma initialised to 1, pulled down by mu
 
     state = supernet_run.load_state()
-    assert state["task"] == "raynas.training.supernet.SupernetTask"
+    assert state["task"] == "supernet"
     assert state["config"]["neck"]["type"] == "opanas_supernet"
     gamma = state["model"]["backbone.neck.gamma"]
     assert gamma.shape == (15,) and not torch.equal(gamma, torch.ones(15))  # gamma was trained

@@ -79,7 +79,7 @@ def test_two_worker_run_writes_a_checkpoint(first_run: TrainResult, tiny_digits:
 
     state = first_run.load_state()
     assert (state["epoch"], state["step"], state["num_classes"]) == (1, STEPS_PER_EPOCH, 11)
-    assert state["task"] == "raynas.training.standalone.StandaloneTask"
+    assert state["task"] == "standalone"
     assert set(state["optim"]) == {"optimizer", "scheduler"}
     assert not any(key.startswith("module.") for key in state["model"])  # saved unwrapped from DDP
     cfg = tiny_config(tiny_digits, storage, "first", epochs=1)
@@ -88,7 +88,7 @@ def test_two_worker_run_writes_a_checkpoint(first_run: TrainResult, tiny_digits:
 
     # what reproduces the run: the config (seed included) and the versions of the stack
     info = json.loads((first_run.run_dir / "run_info.json").read_text())
-    assert info["task"] == "raynas.training.standalone.StandaloneTask" and info["resume_from"] is None
+    assert info["task"] == "standalone" and info["resume_from"] is None
     assert from_dict(TrainConfig, info["config"]) == cfg and info["config"]["run"]["seed"] == cfg.run.seed
     assert info["versions"]["torch"] == version("torch") and info["versions"]["ray"] == version("ray")
     assert {"raynas", "torchvision", "pycocotools", "numpy"} <= set(info["versions"])

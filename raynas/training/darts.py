@@ -204,7 +204,7 @@ def search_opanas_darts(cfg: OPANASDartsConfig, resume_from: str | Path | None =
     from raynas.spaces.opanas import OPANASSpace
     from raynas.viz import draw_opanas_arch
 
-    result = fit("raynas.training.darts.OPANASDartsTask", cfg, resume_from=resume_from)
+    result = fit("opanas_darts", cfg, resume_from=resume_from)
     space = OPANASSpace(cfg.darts.num_nodes)
     arch = space.from_config(result.load_state()["genotype"])
     path = result.run_dir / "arch.json"
@@ -217,7 +217,7 @@ def search_fad(cfg: DartsConfig, resume_from: str | Path | None = None) -> FADRe
     """Run the DARTS search; writes ``genotype.json`` and ``genotype.png`` into the run directory."""
     from raynas.viz import draw_fad_genotype
 
-    result = fit("raynas.training.darts.DartsTask", cfg, resume_from=resume_from)
+    result = fit("darts", cfg, resume_from=resume_from)
     state = result.load_state()
     groups = 1 if cfg.model.kind in INSTANCE_SEGMENTATION else 2
     space = FADSpace(candidates=state["candidates"], num_groups=groups)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import importlib
 import math
 import tempfile
 import time
@@ -28,6 +27,7 @@ from raynas.checkpoints import load_state, write_checkpoint
 from raynas.config import from_dict
 from raynas.data.loaders import base_dataset, build_dataset, make_loader
 from raynas.models.detector import INSTANCE_SEGMENTATION, iou_types
+from raynas.registry import TASKS, resolve
 from raynas.training.config import TrainConfig
 from raynas.training.inputs import ensure_inputs
 
@@ -198,11 +198,6 @@ def autocast_context(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
-def _resolve_task(path: str) -> type[Task]:
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
 def worker_loop(loop_config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` of every raynas ``TorchTrainer``.
 
@@ -211,7 +206,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     ``resume_from``. Rank 0 writes every epoch's numeric metrics as TensorBoard scalars under
     ``<run_dir>/tensorboard`` (``tensorboard --logdir runs``).
     """
-    task_cls = _resolve_task(loop_config["task"])
+    task_cls = resolve(TASKS, loop_config["task"])
     cfg = from_dict(task_cls.config_class, loop_config["config"])
     task = task_cls(cfg)
     rank, world = world_info()

@@ -20,7 +20,7 @@ def ensure_backbone_weights(cfg: TrainConfig) -> None:
     user's to provide (the builder says which file is missing)."""
     weights = cfg.model.backbone_weights
     if weights is not None and weights == proxy_weights_path(cfg.data.root, cfg.model.backbone):
-        from raynas.models.pretrain import ensure_proxy_weights
+        from raynas.training.pretrain import ensure_proxy_weights
 
         source = "scenes" if cfg.data.format == "scenes" else "digits"
         ensure_proxy_weights(weights, cfg.model.backbone, source)

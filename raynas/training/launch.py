@@ -20,6 +20,7 @@ from raynas.checkpoints import STATE_FILE, load_state
 from raynas.config import ConfigError, check_writable_folder, to_dict
 from raynas.errors import DiskFullError, WorkerUserError, is_disk_full, unwrap, user_message
 from raynas.io import atomic_write_json, claim_folder, run_info
+from raynas.registry import TASKS, canonical, resolve, same_entry
 from raynas.training.cluster import attach_address, attached_to_cluster, check_resources, ensure_ray
 from raynas.training.inputs import ensure_inputs
 from raynas.training.ray_hooks import train_stops_on_signals
@@ -57,14 +58,13 @@ def preflight(task: str, cfg: Any, resume_from: str | Path | None = None) -> Non
     specs, genotype, backbone weights), and a resume checkpoint was written by this kind of job for this
     model. Data the driver cannot see (on a cluster) is left to the workers."""
     from raynas.data.loaders import base_dataset, build_dataset
-    from raynas.training.engine import _resolve_task
 
     visible = cfg.data.format == "digits" or Path(cfg.data.train_annotations or cfg.data.root).exists()
     num_classes = 91  # only used to build the model when the driver cannot see the data
     if visible or attach_address(cfg.run.address) is None:
         for split in ("train", "val"):
             num_classes = base_dataset(build_dataset(cfg.data, split)).num_classes
-    task_cls = _resolve_task(task)
+    task_cls = resolve(TASKS, task)
     model = task_cls(cfg).build_model(num_classes)
     if resume_from is None:
         return
@@ -74,7 +74,7 @@ def preflight(task: str, cfg: Any, resume_from: str | Path | None = None) -> Non
         )
     state = load_state(resume_from)
     where = f"cannot resume from {str(resume_from)!r}"
-    if state.get("task") != task:
+    if not same_entry(TASKS, state.get("task"), task):
         raise ConfigError(
             f"{where}: it was written by {state.get('task')!r}, not {task!r}; "
             "pass a checkpoint of this kind of job"
@@ -92,11 +92,13 @@ def preflight(task: str, cfg: Any, resume_from: str | Path | None = None) -> Non
 
 
 def fit(task: str, cfg: Any, resume_from: str | Path | None = None) -> TrainResult:
-    """Run ``task`` (``"module.TaskClass"``) with ``cfg`` on Ray Train and return its final state.
+    """Run ``task`` (a name of :data:`raynas.registry.TASKS`: ``"standalone"``, ``"supernet"``, ``"darts"``,
+    ``"opanas_darts"``) with ``cfg`` on Ray Train and return its final state.
 
     ``resume_from``: a checkpoint directory of an earlier run; the run continues at its next epoch.
     Within a run, ``run.max_failures`` restarts dead workers from the last checkpoint.
     """
+    task = canonical(TASKS, task)
     cfg = with_absolute_paths(cfg)
     run = cfg.run
     check_writable_folder(run.storage_path, "run.storage_path")

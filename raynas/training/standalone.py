@@ -70,4 +70,4 @@ def evaluate_checkpoint(
 
 def train(cfg: TrainConfig, resume_from: str | Path | None = None) -> TrainResult:
     """Train a detector on Ray Train; returns the run directory, last checkpoint and metrics."""
-    return fit("raynas.training.standalone.StandaloneTask", cfg, resume_from=resume_from)
+    return fit("standalone", cfg, resume_from=resume_from)

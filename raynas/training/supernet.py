@@ -146,4 +146,4 @@ class SupernetTask(Task):
 
 def train_supernet(cfg: SupernetConfig, resume_from: str | Path | None = None) -> TrainResult:
     """Train the OPANAS super-net on Ray Train; its checkpoint feeds the evolutionary search."""
-    return fit("raynas.training.supernet.SupernetTask", cfg, resume_from=resume_from)
+    return fit("supernet", cfg, resume_from=resume_from)

@@ -258,7 +258,7 @@ def pretrain_body(cfg: PretrainConfig, out_path: str | Path, log_every: int = 10
     atomic_torch_save(body, out_path)
     record = run_info(
         asdict(cfg),
-        task="raynas.models.pretrain",
+        task="raynas.training.pretrain",
         weights=str(out_path),
         heldout_accuracy=accuracy,
         heldout_context_accuracy=context,
