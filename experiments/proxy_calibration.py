@@ -347,8 +347,8 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 
 
 def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
-    from raynas.training.pretrain import ensure_scenes_body
     from raynas.training.inputs import ensure_inputs
+    from raynas.training.pretrain import ensure_scenes_body
 
     out, started = Path(args.out), time.perf_counter()
     runs = plan(args, groups)

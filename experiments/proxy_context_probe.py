@@ -65,9 +65,9 @@ def recipe(data: str, smoke: bool, body: str = "glyphs") -> TrainConfig:
 def probe(cfg: TrainConfig, smoke: bool, body: str = "glyphs", data: str | None = None) -> dict:
     """Data, body and caches made where missing; the probe's accuracies for tags and glyphs. The body is
     the one pretrained for ``data`` (default: ``cfg``'s own root)."""
-    from raynas.training.pretrain import ensure_scenes_body
     from raynas.studies.context_probe import category_names, probe_accuracy, probe_set
     from raynas.training.inputs import ensure_body_features, ensure_inputs
+    from raynas.training.pretrain import ensure_scenes_body
 
     # a seconds-scale body exercises every part with --smoke
     ensure_scenes_body(

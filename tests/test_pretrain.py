@@ -15,8 +15,8 @@ from raynas.data.digits import digit_crops
 from raynas.models import build_detector
 from raynas.models.backbones import build_backbone_body
 from raynas.models.config import ModelConfig, proxy_weights_path
-from raynas.training.pretrain import PretrainConfig, ensure_proxy_weights, pretrain_body
 from raynas.training.config import TrainConfig
+from raynas.training.pretrain import PretrainConfig, ensure_proxy_weights, pretrain_body
 
 
 @pytest.fixture(scope="module")

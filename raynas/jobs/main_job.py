@@ -235,8 +235,8 @@ def prepare_inputs(config: SupernetConfig | TrainConfig, smoke: bool) -> None:
     """Data and pretrained body on the driver, before any worker starts (a body of a few steps for a smoke
     run: it exercises every part and learns nothing)."""
     from raynas.data.loaders import ensure_dataset
-    from raynas.training.pretrain import PretrainConfig, pretrain_body
     from raynas.training.inputs import ensure_inputs
+    from raynas.training.pretrain import PretrainConfig, pretrain_body
 
     ensure_dataset(config.data)
     weights = Path(config.model.backbone_weights or "")
