@@ -58,7 +58,7 @@ import pandas as pd
 from raynas.config import ConfigError, check_writable_folder
 from raynas.errors import run_main
 from raynas.jobs.arms import Arm, arch_id, arm_config, recipe_key, standalone_recipe, train_and_report
-from raynas.jobs.main_job import MainJob, default_data, main_job_configs
+from raynas.jobs.main_job import MainJob, add_data_flags, main_job_configs, study_job
 from raynas.jobs.supernet_scores import METRIC, kept_scores, load_archs, score_archs, seed_aps, variant_config
 from raynas.search.run import summarize
 from raynas.spaces.opanas import OPANASSpace
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--supernets", default=None, help="--run: folder of super-net runs to reuse (default: --out)"
     )
-    parser.add_argument("--data", default=None, help="--run: dataset root (default data/digits)")
+    add_data_flags(parser)
     parser.add_argument("--retrain", action="store_true", help="--run: train each best architecture")
     parser.add_argument("--seeds", type=int, default=3, help="--retrain: seeds per architecture")
     parser.add_argument("--epochs", type=int, default=3, help="--retrain: epochs of the one recipe")
@@ -219,16 +219,7 @@ def compare(args: argparse.Namespace) -> int:
 def main_job(args: argparse.Namespace, out: str | None = None) -> MainJob:
     """The main job whose super-nets and search budget the strategies share, in ``out`` (default
     ``--supernets``, else ``--out``)."""
-    return MainJob(
-        data=args.data or default_data(args.smoke),
-        out=out or args.supernets or args.out,
-        smoke=args.smoke,
-        gpu=args.gpu,
-        address=args.address,
-        train_workers=args.train_workers,
-        out_given=True,
-        train_workers_given=True,
-    )
+    return study_job(args, out or args.supernets or args.out)
 
 
 def search_config(args: argparse.Namespace, name: str, strategies: list[str]):

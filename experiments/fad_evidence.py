@@ -9,7 +9,8 @@
 FAD's Table 2 (and Table 3's searched-vs-default columns) on the digits proxy. Every searched arm runs
 first-order DARTS (``raynas.training.darts``) on the training split from the pretrained proxy body, then
 its derived head is retrained; every retrained arm uses one recipe (``--epochs``, decay in the last) and
-``--seeds`` seeds, and is evaluated on val:
+``--seeds`` seeds (``raynas.jobs.arms.train_head_arms``), and is scored on the test split where the data
+have one (the scenes proxy), else on val (digits); the ``split`` column says which:
 
 - ``<detector> head``: torchvision's head (the hand-made baseline);
 - ``FAD searched``: the full space (12 transformations + none, RepShare, decoupling H);
@@ -46,7 +47,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,6 @@ from raynas.studies.flags import check_counts
 from raynas.studies.presets import FAD_DEFAULTS, FAD_PAPER, fill_in
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.studies.tables import (
-    head_key,
-    kept_row,
     not_yet_reached,
     previous_record,
     previous_rows,
@@ -82,13 +81,6 @@ SEARCHED = (
     ("DARTS ops", "darts_ops", {"ops": "darts", "repshare": False}),
     ("DARTS primitives", "darts_primitives", {"ops": "darts_primitives", "repshare": False}),
 )
-
-
-@dataclass
-class Arm:
-    label: str
-    slug: str
-    head_for_seed: dict = field(default_factory=dict)  # seed -> head spec (None: torchvision's head)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,7 +176,7 @@ def head_spec(genotype_config: dict, args: argparse.Namespace, c_prime: int | No
     }
 
 
-def head_cost(cfg, num_classes: int) -> tuple[int, int]:
+def head_cost(cfg, num_classes: int) -> dict[str, int]:
     """Parameters and FLOPs of the detector's head alone, on one image at the recipe's size."""
     import torch
 
@@ -196,7 +188,7 @@ def head_cost(cfg, num_classes: int) -> tuple[int, int]:
     with torch.no_grad():
         features = model.backbone(torch.zeros(1, 3, size, size))
     levels = list(features.values())
-    return count_params(model.head), count_flops(model.head, (levels,))
+    return {"head_params": count_params(model.head), "head_flops": count_flops(model.head, (levels,))}
 
 
 #: the settings a table's rows depend on: rows from another recipe are never mixed into one table
@@ -261,29 +253,32 @@ def matched_c_prime(base, genotype_config: dict, args: argparse.Namespace) -> in
     return min(sizes, key=lambda c: abs(sizes[c] - target))
 
 
-def plan_arms(genotypes: dict, args: argparse.Namespace, base) -> list[Arm]:
+def plan_arms(genotypes: dict, args: argparse.Namespace, base) -> list:
+    """torchvision's head, FAD random (a genotype per seed), every searched arm, and the searched head at
+    the width that matches the default head's parameters."""
+    from raynas.jobs.arms import HeadArm
     from raynas.spaces.fad import FADSpace
 
-    default = Arm(f"{'FCOS' if args.kind == 'fcos' else 'RetinaNet'} head", "default_head")
-    default.head_for_seed = {seed: None for seed in range(args.seeds)}
+    def same_for_every_seed(head: dict | None) -> dict:
+        return dict.fromkeys(range(args.seeds), head)
+
     space = FADSpace()
-    randoms = Arm("FAD random", "fad_random")
-    randoms.head_for_seed = {
+    randoms = {
         seed: head_spec(space.to_config(space.sample(random.Random(1000 + seed))), args)
         for seed in range(args.seeds)
     }
-    arms = [default, randoms]
+    kind = "FCOS" if args.kind == "fcos" else "RetinaNet"
+    arms = [HeadArm(f"{kind} head", "default_head", same_for_every_seed(None)),
+            HeadArm("FAD random", "fad_random", randoms)]  # fmt: skip
     for label, slug, _ in SEARCHED:
         if label in genotypes:
-            arm = Arm(label, slug)
-            arm.head_for_seed = {seed: head_spec(genotypes[label], args) for seed in range(args.seeds)}
-            arms.append(arm)
+            arms.append(HeadArm(label, slug, same_for_every_seed(head_spec(genotypes[label], args))))
             if slug == "fad_full" and args.matched_width:
                 c_prime = matched_c_prime(base, genotypes[label], args)
-                wide = Arm(f"FAD searched @c'={c_prime}", f"fad_full_c{c_prime}")
                 spec = head_spec(genotypes[label], args, c_prime)
-                wide.head_for_seed = {seed: spec for seed in range(args.seeds)}
-                arms.append(wide)
+                arms.append(
+                    HeadArm(f"FAD searched @c'={c_prime}", f"fad_full_c{c_prime}", same_for_every_seed(spec))
+                )
     return arms
 
 
@@ -324,7 +319,7 @@ def markdown(table: pd.DataFrame, costs: pd.DataFrame) -> str:
     return "\n".join([*lines, "", verdict_note(table)]) + "\n"
 
 
-def plot(table: pd.DataFrame, path: Path) -> None:
+def plot(table: pd.DataFrame, path: Path, split: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -334,55 +329,33 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     x = np.arange(len(table))
     ax.bar(x, 100 * table["AP_mean"], yerr=100 * table["AP_std"].fillna(0), capsize=3)
     ax.set_xticks(x, table["arm"], rotation=40, ha="right", fontsize=8)
-    ax.set_ylabel("AP on val (%)")
+    ax.set_ylabel(f"AP on {split} (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def run(args: argparse.Namespace, base, before: dict, kept_rows: pd.DataFrame) -> dict:
+    from raynas.jobs.arms import reported_split, train_head_arms
     from raynas.jobs.main_job import prepare_inputs
-    from raynas.training.run_folder import finished_run
-    from raynas.training.standalone import train
 
     out = Path(args.out)
     started = time.perf_counter()
     prepare_inputs(base, smoke=args.smoke)  # data and pretrained body (a few steps in --smoke)
     genotypes, costs = run_searches(base, args, out, before)
     arms = plan_arms(genotypes, args, base)
-    rows, launched = [], 0
 
-    def write() -> None:
+    def write(rows: list[dict], _trained: int = 0) -> None:
         frame = pd.DataFrame(rows + not_yet_reached(kept_rows, rows))  # a stop keeps every row
         for metric in METRICS:
             frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
         table = summarize(frame, arms[0].label)
         atomic_write_text(out / "fad_evidence.csv", frame.to_csv(index=False))
         atomic_write_text(out / "fad_evidence.md", markdown(table, pd.DataFrame(costs)))
-        plot(table, out / "fad_evidence.png")
+        plot(table, out / "fad_evidence.png", reported_split(base))
 
-    for seed in range(args.seeds):
-        for arm in arms:
-            cfg = replace(
-                base,
-                head=arm.head_for_seed[seed],
-                run=replace(base.run, name=f"{arm.slug}_seed{seed}", seed=seed),
-            )
-            head = head_key(cfg.head)
-            kept = kept_row(kept_rows, arm.label, seed, head)
-            if kept is not None:
-                rows.append(kept)
-                continue
-            launched += (
-                finished_run(Path(cfg.run.storage_path).resolve() / cfg.run.name, cfg.optim.epochs) is None
-            )
-            print(f"== {arm.label}, seed {seed} ==", flush=True)
-            result = train(cfg)
-            params, flops = head_cost(cfg, result.load_state()["num_classes"])
-            rows.append({"arm": arm.label, "seed": seed, **{k: result.metrics.get(k) for k in METRICS},
-                         "head_params": params, "head_flops": flops, "head": head})  # fmt: skip
-            write()  # after every run: a stop keeps the table
-    write()
+    rows, launched = train_head_arms(base, arms, args.seeds, kept_rows, METRICS, head_cost, write)
+    write(rows)
     wall_time_s = round(time.perf_counter() - started, 1)
     record = {
         "runs_started": launched,

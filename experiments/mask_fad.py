@@ -8,8 +8,9 @@ FAD's Table 5 comparison (fad-repshare.txt Sec. 4.2) on the digits proxy, whose 
 masks: first-order DARTS (``raynas.training.darts``, Ray Train) searches the mask head of Mask R-CNN, one
 group of FAD cells in place of the four 3x3 convs before the deconvolution; the derived head and
 torchvision's mask head are then retrained with one recipe (``--epochs``, decay in the last) and ``--seeds``
-seeds, from the pretrained proxy body. Reported per arm: box AP and mask AP on val (mean +/- std), the
-mask head's parameters and its FLOPs per RoI (14x14 features). Outputs in ``--out``: ``mask_fad.csv``
+seeds, from the pretrained proxy body. Reported per arm: box AP and mask AP (mean +/- std) on the test
+split where the data have one, else on val (the ``split`` column), the mask head's parameters and its
+FLOPs per RoI (14x14 features). Outputs in ``--out``: ``mask_fad.csv``
 (one row per arm and seed), ``mask_fad.md``, ``mask_fad.json`` and the searched ``genotype.json`` /
 ``.png``. Resumable: a finished search or run is skipped. ``--genotype PATH`` retrains the genotype of an
 earlier search (the committed ``experiments/results/mask_fad/genotype.json``) without searching again.
@@ -40,8 +41,6 @@ from raynas.studies.flags import check_counts
 from raynas.studies.presets import FAD_DEFAULTS, FAD_PAPER, fill_in
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.studies.tables import (
-    head_key,
-    kept_row,
     not_yet_reached,
     previous_record,
     previous_rows,
@@ -133,7 +132,7 @@ def head_spec(genotype: dict | str, args: argparse.Namespace) -> dict:
     }
 
 
-def mask_head_cost(cfg, num_classes: int) -> tuple[int, int]:
+def mask_head_cost(cfg, num_classes: int) -> dict[str, int]:
     """Parameters of the mask head and its FLOPs on one RoI (the 14x14 features it reads)."""
     import torch
 
@@ -143,7 +142,7 @@ def mask_head_cost(cfg, num_classes: int) -> tuple[int, int]:
     model = build_model(replace(cfg.model, backbone_weights=None), num_classes, cfg.neck, cfg.head)
     head = model.roi_heads.mask_head.eval()
     roi = torch.zeros(1, cfg.model.out_channels, 14, 14)
-    return count_params(head), count_flops(head, roi)
+    return {"mask_head_params": count_params(head), "mask_head_flops": count_flops(head, roi)}
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
@@ -187,10 +186,9 @@ def run(args: argparse.Namespace, base, before: dict, kept_rows: pd.DataFrame) -
     """Search (or take ``--genotype``), then retrain each arm and seed; the table, its record and the
     genotype are written into ``--out`` only once a run has trained (and at the end), so a run refused on
     its way writes nothing there."""
+    from raynas.jobs.arms import HeadArm, train_head_arms
     from raynas.jobs.main_job import prepare_inputs
     from raynas.training.darts import search_fad
-    from raynas.training.run_folder import finished_run
-    from raynas.training.standalone import train
 
     out = Path(args.out)
     started = time.perf_counter()
@@ -204,8 +202,10 @@ def run(args: argparse.Namespace, base, before: dict, kept_rows: pd.DataFrame) -
         genotype_path, search_metrics = searched.genotype_path, searched.metrics
     genotype = json.loads(genotype_path.read_text())["arch"]
     check_same_genotype(before, kept_rows, genotype, out, str(genotype_path))
-    heads = {DEFAULT_ARM: None, SEARCHED_ARM: head_spec(genotype, args)}
-    rows, launched = [], 0
+    seeds = range(args.seeds)
+    searched_head = head_spec(genotype, args)
+    arms = [HeadArm(DEFAULT_ARM, "default_mask_head", dict.fromkeys(seeds)),
+            HeadArm(SEARCHED_ARM, "fad_mask_head", dict.fromkeys(seeds, searched_head))]  # fmt: skip
     search_cost = {
         "genotype": genotype,
         "genotype_from": args.genotype,  # None: searched by this run (then its cost follows)
@@ -218,7 +218,7 @@ def run(args: argparse.Namespace, base, before: dict, kept_rows: pd.DataFrame) -
             {key: before[key] for key in ("search_time_s", "search_peak_memory_mb") if key in before}
         )
 
-    def write() -> dict:
+    def write(rows: list[dict], launched: int) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         for suffix in (".json", ".png"):  # the genotype (and its drawing, when there is one) with the table
             source, kept = genotype_path.with_suffix(suffix), out / f"genotype{suffix}"
@@ -239,24 +239,8 @@ def run(args: argparse.Namespace, base, before: dict, kept_rows: pd.DataFrame) -
         atomic_write_json(out / "mask_fad.json", record)
         return record
 
-    for seed in range(args.seeds):
-        for arm, head in heads.items():
-            slug = "default_mask_head" if head is None else "fad_mask_head"
-            cfg = replace(base, head=head, run=replace(base.run, name=f"{slug}_seed{seed}", seed=seed))
-            kept = kept_row(kept_rows, arm, seed, head_key(head))
-            if kept is not None:
-                rows.append(kept)
-                continue
-            run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
-            launched += finished_run(run_dir, cfg.optim.epochs) is None
-            print(f"== {arm}, seed {seed} ==", flush=True)
-            result = train(cfg)
-            params, flops = mask_head_cost(cfg, result.load_state()["num_classes"])
-            metrics = {k: pd.to_numeric(result.metrics.get(k), errors="coerce") for k in METRICS}
-            rows.append({"arm": arm, "seed": seed, **metrics, "mask_head_params": params,
-                         "mask_head_flops": flops, "head": head_key(head)})  # fmt: skip
-            write()  # after every run: a stop keeps the table and its record
-    record = write()
+    rows, launched = train_head_arms(base, arms, args.seeds, kept_rows, METRICS, mask_head_cost, write)
+    record = write(rows, launched)
     print("\n" + (out / "mask_fad.md").read_text())
     return record
 

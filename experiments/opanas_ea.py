@@ -24,22 +24,14 @@ import argparse
 import sys
 
 from raynas.errors import run_main
-from raynas.jobs.main_job import KINDS, PROXIES, MainJob, default_data
+from raynas.jobs.main_job import KINDS, MainJob, add_data_flags, default_data
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--proxy",
-        default="digits",
-        choices=PROXIES,
-        help="embedded data: digits (one pyramid level in use) or scenes (every level; docs/proxy.md)",
-    )
-    parser.add_argument(
-        "--data", default=None, help="dataset root (default data/<proxy>; data/<proxy>_smoke with --smoke)"
-    )
+    add_data_flags(parser)
     parser.add_argument(
         "--out", default=None, help="where runs, tables and plots go (default runs/opanas_ea)"
     )

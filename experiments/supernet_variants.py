@@ -42,7 +42,7 @@ import pandas as pd
 from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.main_job import PROXIES, MainJob, default_data
+from raynas.jobs.main_job import MainJob, add_data_flags, study_job
 from raynas.jobs.supernet_scores import (
     METRIC,
     VARIANTS,
@@ -71,15 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rank_correlation.csv: architectures (e0_1 .. e4_5), their standalone_AP (v2: the seeds' mean)",
     )
     parser.add_argument("--out", default="runs/supernet_variants", help="where runs and tables go")
-    parser.add_argument(
-        "--proxy",
-        default="digits",
-        choices=PROXIES,
-        help="the main job's embedded data: digits (one pyramid level in use) or scenes (every level)",
-    )
-    parser.add_argument(
-        "--data", default=None, help="dataset root (default data/<proxy>; data/<proxy>_smoke with --smoke)"
-    )
+    add_data_flags(parser)
     parser.add_argument("--search-images", type=int, default=None, help="cap on search-split images scored")
     parser.add_argument("--scorers", type=int, default=2, help="scorer actors")
     parser.add_argument("--train-workers", type=int, default=2, help="Ray Train workers per super-net")
@@ -91,17 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main_job(args: argparse.Namespace) -> MainJob:
     """The main job these super-nets are variants of, with this script's data, folder and workers."""
-    return MainJob(
-        data=args.data or default_data(args.smoke, args.proxy),
-        proxy=args.proxy,
-        out=args.out,
-        smoke=args.smoke,
-        gpu=args.gpu,
-        address=args.address,
-        train_workers=args.train_workers,
-        out_given=True,
-        train_workers_given=True,
-    )
+    return study_job(args, args.out)
 
 
 def scores_of(checkpoint: str, archs: pd.DataFrame, args: argparse.Namespace, path: Path) -> pd.DataFrame:

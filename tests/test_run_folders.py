@@ -393,3 +393,29 @@ def test_a_moved_search_folder_with_its_supernet_is_the_same_search(tmp_path: Pa
         guard_search_folder(new / "s", OPANASSearchConfig(storage_path=str(new), name="s"),
                             str(tmp_path / "other" / "checkpoint_0"), resume=False)  # fmt: skip
     assert tree_hash(new) == before
+
+
+def test_a_body_pretrained_again_at_the_same_path_is_another_run(tmp_path: Path) -> None:
+    """The config names the body by its path only: the recorded digest of its content tells a body
+    pretrained again (another recipe) apart, so the old run is neither continued nor read as finished."""
+    from dataclasses import replace
+
+    from raynas.config import ConfigError, to_dict
+    from raynas.training.run_folder import check_same_run, input_digests
+
+    body = tmp_path / "resnet18.pt"
+    body.write_bytes(b"first body")
+    cfg = TrainConfig()
+    cfg = replace(cfg, model=replace(cfg.model, backbone_weights=str(body)))
+    first = input_digests(cfg)
+    assert set(first) == {"backbone_weights"} and input_digests(TrainConfig()) == {}
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoint_000000").mkdir(parents=True)
+    config = json.loads(json.dumps(to_dict(cfg), default=str))
+    (run_dir / "run_info.json").write_text(json.dumps({"config": config, "inputs": first}))
+    check_same_run(run_dir, config, TrainConfig, first)  # the same body: the same run
+    body.write_bytes(b"pretrained again")
+    with pytest.raises(ConfigError, match=r"the content of model.backbone_weights"):
+        check_same_run(run_dir, config, TrainConfig, input_digests(cfg))
+    (run_dir / "run_info.json").write_text(json.dumps({"config": config}))  # recorded before digests
+    check_same_run(run_dir, config, TrainConfig, input_digests(cfg))

@@ -2,16 +2,20 @@
 metrics a table reports for it (the test split where the data have one).
 
 Used by OPANAS's evidence (``experiments/opanas_evidence.py``), the strategy comparison's retraining
-(``experiments/compare_strategies.py --retrain``), the rank correlation's standalone runs and the proxy
-calibration, so that every table is trained and scored the same way.
+(``experiments/compare_strategies.py --retrain``), the rank correlation's standalone runs, the proxy
+calibration and FAD's head tables (``fad_evidence.py``, ``mask_fad.py``: :func:`train_head_arms`), so
+that every table is trained and scored the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import pandas as pd
 
 from raynas.config import to_dict
 from raynas.io import atomic_write_json
@@ -158,3 +162,49 @@ def _scores(record: object, scored: dict, kept: Path, checkpoint_dir: Path) -> b
         return record["scored"] == scored
     written_after = kept.stat().st_mtime_ns >= (checkpoint_dir / STATE_FILE).stat().st_mtime_ns
     return record.get("checkpoint") == checkpoint_dir.name and written_after
+
+
+@dataclass(frozen=True)
+class HeadArm:
+    """An arm of a head comparison (FAD's tables): the head spec each seed trains (None: torchvision's)."""
+
+    label: str
+    slug: str  # its run folders: ``{slug}_seed{seed}``
+    head_for_seed: dict[int, dict | None]
+
+
+def train_head_arms(
+    base: TrainConfig,
+    arms: list[HeadArm],
+    seeds: int,
+    kept_rows: pd.DataFrame,
+    metrics: tuple[str, ...],
+    cost: Callable[[TrainConfig, int], dict],
+    on_row: Callable[[list[dict], int], object],
+) -> tuple[list[dict], int]:
+    """Every arm at every seed, seed by seed (a stop leaves every arm at some seeds), each trained and
+    scored by :func:`train_and_report`; a row kept from an earlier table for the same arm, seed and head
+    is reused instead. ``cost(cfg, num_classes)`` gives an arm's cost columns; ``on_row(rows, trained)`` runs
+    after every trained run, so the tables grow as the runs finish. Returns the rows and how many runs trained
+    now."""
+    from raynas.checkpoints import load_state
+    from raynas.studies.tables import head_key, kept_row
+
+    rows, trained = [], 0
+    for seed in range(seeds):
+        for arm in arms:
+            head = arm.head_for_seed[seed]
+            cfg = replace(base, head=head, run=replace(base.run, name=f"{arm.slug}_seed{seed}", seed=seed))
+            kept = kept_row(kept_rows, arm.label, seed, head_key(head))
+            if kept is not None:
+                rows.append(kept)
+                continue
+            print(f"== {arm.label}, seed {seed} ==", flush=True)
+            reported = train_and_report(cfg)
+            trained += reported.trained_now
+            num_classes = load_state(reported.checkpoint_dir)["num_classes"]
+            values = {key: pd.to_numeric(reported.metrics.get(key), errors="coerce") for key in metrics}
+            rows.append({"arm": arm.label, "seed": seed, **values, "split": reported.split,
+                         **cost(cfg, num_classes), "head": head_key(head)})  # fmt: skip
+            on_row(rows, trained)
+    return rows, trained

@@ -29,6 +29,7 @@ from raynas.training.run_folder import (
     check_run_state,
     check_same_run,
     finished_run,
+    input_digests,
     remove_unregistered_checkpoints,
 )
 
@@ -119,10 +120,11 @@ def _fit_claimed(task: str, cfg: Any, resume_from: str | Path | None) -> TrainRe
     info = run_info(
         cfg,
         task=task,
+        inputs=input_digests(cfg),
         resume_from=str(resume_from) if resume_from is not None else None,
         run_dir=str(storage / run.name),  # where it ran: a moved run folder maps the paths it records
     )
-    check_same_run(storage / run.name, info["config"], type(cfg))
+    check_same_run(storage / run.name, info["config"], type(cfg), info["inputs"])
     own = [p for p in (storage / run.name).glob("checkpoint_*") if p.is_dir()]
     if (
         resume_from is not None

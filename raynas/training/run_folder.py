@@ -95,7 +95,27 @@ def read_run_info(run_dir: Path) -> dict[str, Any] | None:
     )
 
 
-def check_same_run(run_dir: Path, config: dict[str, Any], config_class: type | None = None) -> None:
+def input_digests(cfg: Any) -> dict[str, str]:
+    """Digests of the files a run reads that its config names only by path (the pretrained body): a body
+    pretrained again at the same path is another run's input, although the config reads the same."""
+    import hashlib
+
+    weights = cfg.model.backbone_weights
+    if not weights or not Path(weights).is_file():
+        return {}
+    digest = hashlib.sha256()
+    with open(weights, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return {"backbone_weights": digest.hexdigest()}
+
+
+def check_same_run(
+    run_dir: Path,
+    config: dict[str, Any],
+    config_class: type | None = None,
+    inputs: dict[str, str] | None = None,
+) -> None:
     """Refuse to start a run in a folder that holds checkpoints of a run with another config.
 
     Ray Train continues a run whose folder holds checkpoints (that is how a killed driver resumes), so
@@ -104,7 +124,8 @@ def check_same_run(run_dir: Path, config: dict[str, Any], config_class: type | N
     read through it first, so a run written before a setting existed counts as having its default.
     The folder is the run: where it lies is no difference (``run.storage_path`` and ``run.name`` are not
     compared, and recorded paths match by :func:`~raynas.io.same_place`), so a folder reached through a
-    symlink, spelt otherwise, moved or copied continues.
+    symlink, spelt otherwise, moved or copied continues. ``inputs`` (:func:`input_digests`) are compared
+    with the recorded ones where the folder's record has them (runs recorded before it do not).
     """
     if not any(p.is_dir() for p in run_dir.glob("checkpoint_*")):
         return  # nothing that Ray Train would continue
@@ -123,6 +144,9 @@ def check_same_run(run_dir: Path, config: dict[str, Any], config_class: type | N
     changed = _config_differences(
         old, json.loads(json.dumps(config, default=str)), lambda a, b: same_place(a, b, old_dir, run_dir)
     )
+    recorded = info.get("inputs") or {}
+    changed += [f"the content of model.{key}" for key in sorted(set(recorded) & set(inputs or {}))
+                if recorded[key] != inputs[key]]  # fmt: skip
     if changed:
         raise ConfigError(
             f"{run_dir} holds checkpoints of an earlier run whose config differs in {changed[:8]}; Ray Train "
