@@ -12,8 +12,9 @@ anchor sizes) and is scored on the **test** split:
 
 - ``named``: torchvision's FPN, lateral-only (the laterals, no cross-level path: ``e0_1: skip``),
   OPANAS's own top-down path (``e0_1: top_down``: it tells torchvision's FPN code apart from the path), a
-  PANet-like neck (top-down then bottom-up: ``e0_1: top_down, e1_2: bottom_up``), all-skip; ``--seeds``
-  each (3);
+  PANet-like neck (top-down then bottom-up: ``e0_1: top_down, e1_2: bottom_up``), all-skip, and
+  torchvision's FPN with GroupNorm after its convs (``{"type": "fpn", "norm": "gn"}``, as the OPANAS paths
+  have it); ``--seeds`` each (3);
 - ``random``: ``--random-necks`` OPANAS necks drawn uniformly (distinct networks), ``--random-seeds``
   each (2);
 - ``control``: FPN and lateral-only on the same images with both context rules off (labels by local cues).
@@ -48,6 +49,7 @@ SMOKE_PRETRAIN_STEPS = 5
 METRICS = ("AP", "AP50", "APs", "APm", "APl")
 LATERAL = {"e0_1": "skip"}
 TOP_DOWN = {"e0_1": "top_down"}
+FPN_GN = {"type": "fpn", "norm": "gn"}  # torchvision's FPN with GroupNorm after its convs, as the paths have
 PANET = {"e0_1": "top_down", "e1_2": "bottom_up"}
 #: the goals of issue 26, measured on the test split
 GOAL_GAP_AP, GOAL_GAP_STD, GOAL_PANET_STD, GOAL_SPREAD, GOAL_TAU, GOAL_CONTROL_STD = (
@@ -208,24 +210,25 @@ def random_necks(count: int, seed: int = 2026) -> list[dict]:
 def plan(args: argparse.Namespace, groups: list[str]) -> list[Run]:
     """The runs in order, seed by seed within a group (an interrupted calibration leaves every neck of a
     group at some seeds). ``--smoke``: two named necks, one random, one control, one seed each."""
-    named = [("FPN", "fpn", None), ("lateral-only", "lateral", LATERAL), ("top-down", "topdown", TOP_DOWN),
-             ("PANet-like", "panet", PANET),
-             ("all-skip", "allskip", {key: "skip" for key in _all_keys()})]  # fmt: skip
+    named = [("FPN", "fpn", None), ("lateral-only", "lateral", neck_spec(LATERAL)),
+             ("top-down", "topdown", neck_spec(TOP_DOWN)), ("PANet-like", "panet", neck_spec(PANET)),
+             ("all-skip", "allskip", neck_spec({key: "skip" for key in _all_keys()})),
+             ("FPN (GN)", "fpn_gn", FPN_GN)]  # fmt: skip
     if args.smoke:
         named = named[:2]
     runs: list[Run] = []
     for group in groups:
         if group == "named":
             for seed in range(args.seeds):
-                runs += [Run("named", arm, slug, neck_spec(edges), seed) for arm, slug, edges in named]
+                runs += [Run("named", arm, slug, spec, seed) for arm, slug, spec in named]
         elif group == "random":
             for seed in range(args.random_seeds):
                 for k, edges in enumerate(random_necks(args.random_necks)):
                     runs.append(Run("random", f"random {k + 1}", f"random{k + 1}", neck_spec(edges), seed))
         else:
             for seed in range(args.seeds):
-                for arm, slug, edges in named[: 1 if args.smoke else 2]:
-                    runs.append(Run("control", f"{arm} (context off)", f"{slug}_off", neck_spec(edges), seed))
+                for arm, slug, spec in named[: 1 if args.smoke else 2]:
+                    runs.append(Run("control", f"{arm} (context off)", f"{slug}_off", spec, seed))
     return runs
 
 
@@ -269,8 +272,9 @@ def goals(frame: pd.DataFrame) -> dict:
         out["fpn_minus_lateral_AP"] = gap
         out["pooled_seed_std_AP"] = pooled
         out["goal_fpn_gap"] = bool(gap >= max(GOAL_GAP_AP, GOAL_GAP_STD * pooled))
-    if {"top-down", "lateral-only"} <= set(means.index):  # the path itself, not torchvision's FPN code
-        out["top_down_minus_lateral_AP"] = float(means["top-down"] - means["lateral-only"])
+    for arm, key in (("top-down", "top_down"), ("FPN (GN)", "fpn_gn")):  # the path, apart from the FPN's code
+        if {arm, "lateral-only"} <= set(means.index):
+            out[f"{key}_minus_lateral_AP"] = float(means[arm] - means["lateral-only"])
     if {"FPN", "PANet-like"} <= set(means.index):
         std_l = float(named["APl"].std(ddof=1).get("FPN", np.nan))
         out["panet_minus_fpn_APl"] = float(large["PANet-like"] - large["FPN"])

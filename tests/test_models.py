@@ -220,3 +220,20 @@ def test_backbone_weights_errors_name_the_problem(tmp_path):
     torch.save({"conv1.weight": torch.zeros(8, 3, 7, 7)}, shape)
     with pytest.raises(ValueError, match="conv1.weight: file"):
         build_backbone_body("resnet18", weights=shape)
+
+
+def test_torchvisions_fpn_with_groupnorm_is_a_neck_spec() -> None:
+    """``{"type": "fpn", "norm": "gn"}``: torchvision's own FPN and its ``norm_layer``, no conv bias."""
+    from raynas.models.build import neck_factory
+
+    assert neck_factory({"type": "fpn"}) == "fpn" and neck_factory(None) == "fpn"
+    neck = neck_factory({"type": "fpn", "norm": "gn"})([64, 128], 64, None)
+    assert isinstance(neck, FeaturePyramidNetwork) and neck.out_channels == 64
+    conv, norm = neck.layer_blocks[0]
+    assert isinstance(norm, torch.nn.GroupNorm) and conv.bias is None
+    out = neck({"0": torch.rand(1, 64, 16, 16), "1": torch.rand(1, 128, 8, 8)})
+    assert [tuple(v.shape) for v in out.values()] == [(1, 64, 16, 16), (1, 64, 8, 8)]
+    with pytest.raises(ValueError, match="norm"):
+        neck_factory({"type": "fpn", "norm": "bn"})
+    with pytest.raises(ValueError, match="unknown key"):
+        neck_factory({"type": "fpn", "width": 3})

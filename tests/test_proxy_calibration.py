@@ -16,11 +16,11 @@ from raynas.spaces.opanas import OPANASSpace  # noqa: E402
 
 
 def test_the_full_plan_is_the_issues_calibration() -> None:
-    """5 named necks x 3 seeds, 16 random necks x 2 seeds, FPN and lateral-only x 3 with context off."""
+    """6 named necks x 3 seeds, 16 random necks x 2 seeds, FPN and lateral-only x 3 with context off."""
     args = calibration.build_parser().parse_args([])
     runs = calibration.plan(args, ["named", "random", "control"])
     groups = pd.Series([run.group for run in runs]).value_counts().to_dict()
-    assert groups == {"named": 15, "random": 32, "control": 6}
+    assert groups == {"named": 18, "random": 32, "control": 6}
     assert len({(run.group, run.arm, run.seed) for run in runs}) == len(runs)
 
 

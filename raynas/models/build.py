@@ -32,9 +32,18 @@ def _options(spec: dict[str, Any], allowed: set[str], what: str) -> dict[str, An
 
 
 def neck_factory(spec: dict[str, Any] | None):
-    """A neck factory ``(in_channels_list, out_channels, extra_blocks) -> nn.Module`` or ``"fpn"``."""
+    """A neck factory ``(in_channels_list, out_channels, extra_blocks) -> nn.Module`` or ``"fpn"``.
+
+    ``{"type": "fpn", "norm": "gn"}`` is torchvision's FPN with GroupNorm after each of its convs (its own
+    ``norm_layer``): the OPANAS paths are built with GroupNorm, so this FPN tells the path apart from the
+    norm where a frozen body's features meet an un-normalised neck (docs/proxy.md)."""
     if spec is None or spec.get("type", "fpn") == "fpn":
-        return "fpn"
+        norm = _options(spec or {}, {"norm"}, "neck").get("norm")
+        if norm is None:
+            return "fpn"
+        if norm != "gn":
+            raise ValueError(f'neck spec {{"type": "fpn"}} takes norm: gn (or none), got {norm!r}')
+        return functools.partial(_torchvision_fpn, norm)
     kind = spec.get("type")
     if kind == "opa_fpn":
         from raynas.spaces.opanas import OPANASSpace
@@ -78,6 +87,21 @@ def searched_neck_spec(arch_config: dict[str, Any], opanas: Any) -> dict[str, An
         "deformable": opanas.deformable,
         "norm": opanas.norm,
     }
+
+
+def _torchvision_fpn(norm, in_channels_list, out_channels, extra_blocks):
+    from torchvision.ops import FeaturePyramidNetwork
+
+    from raynas.spaces.opanas.paths import make_norm
+
+    fpn = FeaturePyramidNetwork(
+        in_channels_list,
+        out_channels,
+        extra_blocks=extra_blocks,
+        norm_layer=functools.partial(make_norm, norm=norm),
+    )
+    fpn.out_channels = out_channels  # the neck contract; torchvision's FPN does not set it
+    return fpn
 
 
 def _opa_fpn(arch, options, in_channels_list, out_channels, extra_blocks):
