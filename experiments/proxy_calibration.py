@@ -49,7 +49,15 @@ SMOKE_PRETRAIN_STEPS = 5
 METRICS = ("AP", "AP50", "APs", "APm", "APl")
 LATERAL = {"e0_1": "skip"}
 TOP_DOWN = {"e0_1": "top_down"}
-FPN_GN = {"type": "fpn", "norm": "gn"}  # torchvision's FPN with GroupNorm after its convs, as the paths have
+FPN_GN = {"type": "fpn", "norm": "gn"}
+NAMED_SLUGS = (
+    "fpn",
+    "lateral",
+    "topdown",
+    "panet",
+    "allskip",
+    "fpn_gn",
+)  # torchvision's FPN with GroupNorm after its convs, as the paths have
 PANET = {"e0_1": "top_down", "e1_2": "bottom_up"}
 #: the goals of issue 26, measured on the test split
 GOAL_GAP_AP, GOAL_GAP_STD, GOAL_PANET_STD, GOAL_SPREAD, GOAL_TAU, GOAL_CONTROL_STD = (
@@ -90,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--random-seeds", type=int, default=2, help="seeds per random neck")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
     parser.add_argument("--groups", default="named,random,control", help="which groups of runs, in order")
+    parser.add_argument(
+        "--named",
+        default=None,
+        help=f"only these named necks, comma-separated (default all: {','.join(NAMED_SLUGS)})",
+    )
     parser.add_argument("--train-workers", type=int, default=1, help="Ray Train workers per run")
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--address", default=None)
@@ -116,6 +129,9 @@ def check_args(args: argparse.Namespace) -> list[str]:
             raise ConfigError(f"{flag} must be >= {least}, got {getattr(args, name)}")
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
+    unknown = sorted(set((args.named or "fpn").split(",")) - set(NAMED_SLUGS))
+    if unknown:
+        raise ConfigError(f"--named: unknown neck(s) {unknown}; choose from {','.join(NAMED_SLUGS)}")
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     unknown = sorted(set(groups) - {"named", "random", "control"})
     if unknown or not groups:
@@ -216,6 +232,9 @@ def plan(args: argparse.Namespace, groups: list[str]) -> list[Run]:
              ("FPN (GN)", "fpn_gn", FPN_GN)]  # fmt: skip
     if args.smoke:
         named = named[:2]
+    control = named[:2]  # FPN and lateral-only
+    if args.named:
+        named = [entry for entry in named if entry[1] in args.named.split(",")]
     runs: list[Run] = []
     for group in groups:
         if group == "named":
@@ -227,7 +246,7 @@ def plan(args: argparse.Namespace, groups: list[str]) -> list[Run]:
                     runs.append(Run("random", f"random {k + 1}", f"random{k + 1}", neck_spec(edges), seed))
         else:
             for seed in range(args.seeds):
-                for arm, slug, spec in named[: 1 if args.smoke else 2]:
+                for arm, slug, spec in control[: 1 if args.smoke else 2]:
                     runs.append(Run("control", f"{arm} (context off)", f"{slug}_off", spec, seed))
     return runs
 

@@ -24,6 +24,15 @@ def test_the_full_plan_is_the_issues_calibration() -> None:
     assert len({(run.group, run.arm, run.seed) for run in runs}) == len(runs)
 
 
+def test_named_picks_necks_and_leaves_the_control_as_it_is() -> None:
+    args = calibration.build_parser().parse_args(["--named", "topdown,fpn_gn"])
+    runs = calibration.plan(args, ["named", "control"])
+    assert {run.slug for run in runs if run.group == "named"} == {"topdown", "fpn_gn"}
+    assert {run.slug for run in runs if run.group == "control"} == {"fpn_off", "lateral_off"}
+    assert set(calibration.NAMED_SLUGS) == {run.slug for run in calibration.plan(
+        calibration.build_parser().parse_args([]), ["named"])}  # fmt: skip
+
+
 def test_shards_side_by_side_cover_the_plan_once() -> None:
     args = calibration.build_parser().parse_args([])
     runs = calibration.plan(args, ["named", "control", "random"])
@@ -59,6 +68,7 @@ def test_named_necks_are_the_networks_they_say() -> None:
         (["--shard", "2/2"], "--shard"),
         (["--shard", "1"], "--shard"),
         (["--shard", "0/2", "--gather"], "--gather"),
+        (["--named", "fpn,nope"], "--named"),
     ],
 )
 def test_bad_flags_are_one_line_before_ray(
