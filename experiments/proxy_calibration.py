@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--body",
-        default="glyphs",
+        default="context",
         choices=["glyphs", "context"],
         help="the frozen body: pretrained on glyph crops, or also on the dense context task (docs/proxy.md)",
     )
@@ -167,7 +167,7 @@ def recipe(args: argparse.Namespace) -> TrainConfig:
     """The one recipe: the YAML, the data root, the proxy's anchor sizes, ``--epochs`` (decay in the last
     quarter), the smoke budget over it all with ``--smoke``."""
     from raynas.data.scenes import scenes_anchor_sizes
-    from raynas.training.pretrain import scenes_body_path
+    from raynas.models.config import proxy_weights_path
 
     cfg = load_yaml(TrainConfig, RECIPE)
     if args.smoke:
@@ -178,7 +178,7 @@ def recipe(args: argparse.Namespace) -> TrainConfig:
     model = replace(
         cfg.model,
         anchor_sizes=list(scenes_anchor_sizes(data.image_size)),
-        backbone_weights=scenes_body_path(args.data, cfg.model.backbone, args.body),
+        backbone_weights=proxy_weights_path(args.data, cfg.model.backbone, args.body),
     )
     optim = cfg.optim
     if args.epochs is not None:
@@ -371,16 +371,15 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 
 def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
     from raynas.training.inputs import ensure_inputs
-    from raynas.training.pretrain import ensure_scenes_body
+    from raynas.training.pretrain import ensure_proxy_weights
 
     out, started = Path(args.out), time.perf_counter()
     runs = plan(args, groups)
     if args.shard is not None:
         runs, out = shard_runs(runs, args.shard), out / "shard-{}-of-{}".format(*shard_of(args.shard))
     # a seconds-scale body exercises every part with --smoke; one writer when shards start together
-    ensure_scenes_body(
-        args.data, base.model.backbone, args.body, SMOKE_PRETRAIN_STEPS if args.smoke else None
-    )
+    steps = SMOKE_PRETRAIN_STEPS if args.smoke else None
+    ensure_proxy_weights(base.model.backbone_weights, base.model.backbone, "scenes", args.body, steps)
     # the data, the body and its cached outputs once, before the runs (the control runs reuse this body), so
     # that shards started side by side after this point never make the same file
     ensure_inputs(base)

@@ -39,16 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="where probe.json / .md go (default runs/proxy_context_probe[_BODY])"
     )
     parser.add_argument(
-        "--body", default="glyphs", choices=["glyphs", "context"], help="which pretrained scenes body"
+        "--body", default="context", choices=["glyphs", "context"], help="which pretrained scenes body"
     )
     parser.add_argument("--control", action="store_true", help="probe the context-off data too")
     parser.add_argument("--smoke", action="store_true", help="tiny data and body (CI)")
     return parser
 
 
-def recipe(data: str, smoke: bool, body: str = "glyphs") -> TrainConfig:
+def recipe(data: str, smoke: bool, body: str = "context") -> TrainConfig:
     """The calibration's data, frozen body and cache settings (the probe needs no neck or schedule)."""
-    from raynas.training.pretrain import scenes_body_path
+    from raynas.models.config import proxy_weights_path
 
     cfg = load_yaml(TrainConfig, RECIPE)
     if smoke:
@@ -58,21 +58,20 @@ def recipe(data: str, smoke: bool, body: str = "glyphs") -> TrainConfig:
     return replace(
         cfg,
         data=replace(cfg.data, root=data),
-        model=replace(cfg.model, backbone_weights=scenes_body_path(data, cfg.model.backbone, body)),
+        model=replace(cfg.model, backbone_weights=proxy_weights_path(data, cfg.model.backbone, body)),
     )
 
 
-def probe(cfg: TrainConfig, smoke: bool, body: str = "glyphs", data: str | None = None) -> dict:
-    """Data, body and caches made where missing; the probe's accuracies for tags and glyphs. The body is
-    the one pretrained for ``data`` (default: ``cfg``'s own root)."""
+def probe(cfg: TrainConfig, smoke: bool, body: str = "context") -> dict:
+    """Data, body (``cfg``'s weights, pretrained as ``body`` where missing) and caches made where missing;
+    the probe's accuracies for tags and glyphs."""
     from raynas.studies.context_probe import category_names, probe_accuracy, probe_set
     from raynas.training.inputs import ensure_body_features, ensure_inputs
-    from raynas.training.pretrain import ensure_scenes_body
+    from raynas.training.pretrain import ensure_proxy_weights
 
     # a seconds-scale body exercises every part with --smoke
-    ensure_scenes_body(
-        data or cfg.data.root, cfg.model.backbone, body, SMOKE_PRETRAIN_STEPS if smoke else None
-    )
+    steps = SMOKE_PRETRAIN_STEPS if smoke else None
+    ensure_proxy_weights(cfg.model.backbone_weights, cfg.model.backbone, "scenes", body, steps)
     ensure_inputs(cfg, features=False)
     caches = ensure_body_features(cfg)
     names = category_names(Path(cfg.data.root) / "annotations" / "instances_train.json")
@@ -107,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         off = replace(
             base.data, root=f"{data.rstrip('/')}_context_off", context_small=False, context_large=False
         )
-        results["context off"] = probe(replace(base, data=off), args.smoke, args.body, data)
+        results["context off"] = probe(replace(base, data=off), args.smoke, args.body)
     atomic_write_json(out / "probe.json", results)
     atomic_write_text(out / "probe.md", markdown(results))
     print((out / "probe.md").read_text())

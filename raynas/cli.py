@@ -80,13 +80,15 @@ def _proxy_of(root: str) -> str:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    from raynas.models.config import proxy_weights_path
-    from raynas.training.pretrain import PretrainConfig, pretrain_body
+    from raynas.models.config import PROXY_BODIES, proxy_weights_path
+    from raynas.training.pretrain import BODIES, PretrainConfig, check_body, pretrain_body
 
     steps = {} if args.steps is None else {"steps": args.steps}
     source = args.source or _proxy_of(args.data)
-    cfg = PretrainConfig(backbone=args.backbone, source=source, seed=args.seed, **steps)
-    out = args.out or proxy_weights_path(args.data, args.backbone)
+    body = args.body or PROXY_BODIES[source]
+    check_body(body, source)
+    cfg = PretrainConfig(backbone=args.backbone, source=source, seed=args.seed, **BODIES[body], **steps)
+    out = args.out or proxy_weights_path(args.data, args.backbone, body)
     record = pretrain_body(cfg, out)
     print(f"pretrained {args.backbone} body: {out} (held-out accuracy {record['heldout_accuracy']:.3f})")
 
@@ -204,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["digits", "scenes"],
         default=None,
         help="whose crops (default: the proxy the --data folder holds, digits if none)",
+    )
+    pretrain.add_argument(
+        "--body",
+        choices=["glyphs", "context"],
+        default=None,
+        help="glyph crops only, or with the dense context task too (scenes; default: digits glyphs, scenes "
+        "context, the body backbone_weights: proxy names)",
     )
     pretrain.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
     pretrain.add_argument("--steps", type=int, default=None, help="AdamW steps of batch 64 (default 700)")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from raynas.cli import main as cli_main
+from raynas.config import ConfigError
 from raynas.data.config import DataConfig
 from raynas.data.digits import digit_crops
 from raynas.models import build_detector
@@ -69,16 +70,30 @@ def test_proxy_weights_resolve_next_to_the_data_and_are_made_when_absent(tmp_pat
     assert cfg.model.backbone_weights.endswith("d/pretrained/resnet18.pt")
     with pytest.raises(ValueError, match="proxy"):
         TrainConfig(data=DataConfig(format="coco"), model=ModelConfig(backbone_weights="proxy"))
+    scenes = TrainConfig(
+        data=DataConfig(root=str(tmp_path / "s"), format="scenes"),
+        model=ModelConfig(backbone_weights="proxy"),
+    )  # the scenes proxy's body learns the context task too: its own file
+    assert scenes.model.backbone_weights.endswith("s/pretrained/resnet18-context.pt")
     target = tmp_path / "made" / "resnet18.pt"
     target.parent.mkdir()
     target.write_bytes(b"already there")  # an existing body is never replaced
     assert ensure_proxy_weights(target, "resnet18") == target and target.read_bytes() == b"already there"
+    with pytest.raises(ConfigError, match="'context' is not one of"):
+        ensure_proxy_weights(tmp_path / "other.pt", "resnet18", "digits", "context")
+    assert not (tmp_path / "other.pt").exists()
 
 
 def test_cli_pretrain_writes_the_body(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "body.pt"
     assert cli_main(["pretrain", "--data", str(tmp_path), "--steps", "2", "--out", str(out)]) == 0
     assert out.is_file() and "held-out accuracy" in capsys.readouterr().out
+    other = tmp_path / "context.pt"
+    argv = ["pretrain", "--data", str(tmp_path), "--source", "digits", "--body", "context"]
+    argv += ["--out", str(other)]
+    assert cli_main(argv) == 2 and not other.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'context' is not one of ['glyphs'] for digits data" in err[0]
 
 
 def test_scenes_crops_are_glyphs_of_the_scenes_characters_and_deterministic() -> None:

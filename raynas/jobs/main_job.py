@@ -265,15 +265,16 @@ def prepare_inputs(config: SupernetConfig | TrainConfig, smoke: bool) -> None:
     """Data and pretrained body on the driver, before any worker starts (a body of a few steps for a smoke
     run: it exercises every part and learns nothing)."""
     from raynas.data.loaders import ensure_dataset
+    from raynas.models.config import PROXY_BODIES
     from raynas.training.inputs import ensure_inputs
-    from raynas.training.pretrain import PretrainConfig, pretrain_body
+    from raynas.training.pretrain import ensure_proxy_weights
 
     ensure_dataset(config.data)
-    weights = Path(config.model.backbone_weights or "")
-    if smoke and config.model.backbone_weights and not weights.is_file():
+    weights = config.model.backbone_weights
+    if smoke and weights and not Path(weights).is_file():
         source = "scenes" if config.data.format == "scenes" else "digits"
-        smoke_body = PretrainConfig(source=source, steps=SMOKE_PRETRAIN_STEPS, eval_crops=64)
-        pretrain_body(smoke_body, weights, log_every=0)
+        body = PROXY_BODIES[source]
+        ensure_proxy_weights(weights, config.model.backbone, source, body, steps=SMOKE_PRETRAIN_STEPS)
     ensure_inputs(config)
 
 

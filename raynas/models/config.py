@@ -16,9 +16,17 @@ PROXY_WEIGHTS = "proxy"
 ANCHOR_LEVELS = 5  # pyramid levels of every detector build_detector makes
 
 
-def proxy_weights_path(data_root: str, backbone: str) -> str:
-    """Where ``raynas pretrain`` keeps the body pretrained for the digits data at ``data_root``."""
-    return f"{data_root.rstrip('/')}/pretrained/{backbone}.pt"
+#: the body ``backbone_weights: proxy`` names on each embedded proxy: pretrained on glyph crops (digits), or
+#: on glyph crops and the dense context task (scenes: its coarse levels must carry the zone types that a
+#: top-down path brings to small glyphs; docs/proxy.md, raynas.training.pretrain)
+PROXY_BODIES = {"digits": "glyphs", "scenes": "context"}
+
+
+def proxy_weights_path(data_root: str, backbone: str, body: str = "glyphs") -> str:
+    """Where ``raynas pretrain`` keeps a body pretrained for the proxy data at ``data_root``:
+    ``pretrained/<backbone>.pt`` for the glyph body, ``pretrained/<backbone>-<body>.pt`` for another."""
+    suffix = "" if body == "glyphs" else f"-{body}"
+    return f"{data_root.rstrip('/')}/pretrained/{backbone}{suffix}.pt"
 
 
 @dataclass

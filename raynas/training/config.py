@@ -11,7 +11,7 @@ from typing import Literal
 
 from raynas.config import ConfigError, check_local_storage, check_ranges, check_run_name
 from raynas.data.config import DataConfig
-from raynas.models.config import PROXY_WEIGHTS, ModelConfig, proxy_weights_path
+from raynas.models.config import PROXY_BODIES, PROXY_WEIGHTS, ModelConfig, proxy_weights_path
 
 
 @dataclass
@@ -91,7 +91,8 @@ class TrainConfig:
                     f"scenes); with data.format {self.data.format!r} give the path of a torchvision state "
                     "dict instead"
                 )
-            self.model.backbone_weights = proxy_weights_path(self.data.root, self.model.backbone)
+            body = PROXY_BODIES[self.data.format]
+            self.model.backbone_weights = proxy_weights_path(self.data.root, self.model.backbone, body)
         if self.model.kind == "mask_rcnn" and self.data.format == "voc":
             raise ValueError(
                 "model.kind mask_rcnn trains on instance masks, and Pascal VOC detection annotations hold "

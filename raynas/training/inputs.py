@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from raynas.data.loaders import ensure_dataset
-from raynas.models.config import proxy_weights_path
+from raynas.models.config import PROXY_BODIES, proxy_weights_path
 from raynas.models.detector import INSTANCE_SEGMENTATION
 from raynas.training.config import TrainConfig
 
@@ -18,12 +18,12 @@ from raynas.training.config import TrainConfig
 def ensure_backbone_weights(cfg: TrainConfig) -> None:
     """Pretrain the proxy body (``backbone_weights: proxy``) when it is not there yet; other paths are the
     user's to provide (the builder says which file is missing)."""
-    weights = cfg.model.backbone_weights
-    if weights is not None and weights == proxy_weights_path(cfg.data.root, cfg.model.backbone):
+    weights, source = cfg.model.backbone_weights, cfg.data.format
+    body = PROXY_BODIES.get(source)
+    if body is not None and weights == proxy_weights_path(cfg.data.root, cfg.model.backbone, body):
         from raynas.training.pretrain import ensure_proxy_weights
 
-        source = "scenes" if cfg.data.format == "scenes" else "digits"
-        ensure_proxy_weights(weights, cfg.model.backbone, source)
+        ensure_proxy_weights(weights, cfg.model.backbone, source, body)
 
 
 def ensure_body_features(cfg: TrainConfig, progress: bool = True) -> dict[str, Path]:

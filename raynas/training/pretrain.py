@@ -274,49 +274,37 @@ def pretrain_body(cfg: PretrainConfig, out_path: str | Path, log_every: int = 10
     return record
 
 
-#: the scenes proxy's pretrained bodies: glyph crops only (the first calibration's), or with the dense
-#: context task (docs/proxy.md says what each measured)
-SCENES_BODIES = {"glyphs": {}, "context": {"context_weight": 1.0}}
+#: the pretrained bodies, by name: glyph crops only, or with the dense context task as well (scenes only;
+#: the body ``backbone_weights: proxy`` names on each proxy: ``raynas.models.config.PROXY_BODIES``)
+BODIES = {"glyphs": {}, "context": {"context_weight": 1.0}}
 
 
-def scenes_body_path(data_root: str, backbone: str, body: str) -> str:
-    """Where a scenes body lives: the proxy's default path for ``glyphs`` (what ``backbone_weights: proxy``
-    names), ``<backbone>-<body>.pt`` beside it for another."""
-    from raynas.models.config import proxy_weights_path
-
-    if body not in SCENES_BODIES:
-        raise ConfigError(f"--body must be one of {list(SCENES_BODIES)}, got {body!r}")
-    default = proxy_weights_path(data_root, backbone)
-    return default if body == "glyphs" else default.removesuffix(".pt") + f"-{body}.pt"
+def check_body(body: str, source: str) -> None:
+    """One line for a body this source has no recipe for (the context task needs scenes)."""
+    if body not in BODIES or (BODIES[body] and source != "scenes"):
+        names = [name for name in BODIES if source == "scenes" or not BODIES[name]]
+        raise ConfigError(f"body {body!r} is not one of {names} for {source} data")
 
 
-def ensure_scenes_body(data_root: str, backbone: str, body: str, steps: int | None = None) -> Path:
-    """The scenes body ``body`` at :func:`scenes_body_path`, pretrained there when absent (one writer per
-    node); ``steps`` (with a smaller context pool) makes a seconds-scale body for smoke runs."""
-    path = Path(scenes_body_path(data_root, backbone, body))
-    settings = dict(SCENES_BODIES[body])
-    if steps is not None:
-        settings.update(steps=steps, eval_crops=64, context_scenes=4)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(path.parent / f".{path.name}.lock"):
-        if not path.is_file():
-            pretrain_body(
-                PretrainConfig(backbone=backbone, source="scenes", **settings), path, 0 if steps else 100
-            )
-    return path
-
-
-def ensure_proxy_weights(path: str | Path, backbone: str, source: str = "digits") -> Path:
-    """Pretrain the body into ``path`` unless it is there (deterministic; one writer per node), on crops
-    of ``source``'s material (the proxy whose folder holds ``path``)."""
+def ensure_proxy_weights(
+    path: str | Path, backbone: str, source: str = "digits", body: str = "glyphs", steps: int | None = None
+) -> Path:
+    """Pretrain the body ``body`` on ``source``'s material into ``path`` unless it is there
+    (deterministic; one writer per node). ``steps`` (with a small context pool) makes a seconds-scale body
+    for smoke runs."""
+    check_body(body, source)
     path = Path(path)
     if path.is_file():
         return path
+    settings = dict(BODIES[body])
+    if steps is not None:
+        settings.update(steps=steps, eval_crops=64, **({"context_scenes": 4} if settings else {}))
+    path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.parent / f".{path.name}.lock"):
         if not path.is_file():
-            print(
-                f"[pretrain] no pretrained body at {path}: pretraining {backbone} on {source} crops",
-                flush=True,
-            )
-            pretrain_body(PretrainConfig(backbone=backbone, source=source), path)
+            if steps is None:
+                print(f"[pretrain] no pretrained body at {path}: pretraining {backbone} ({body}) on {source}",
+                      flush=True)  # fmt: skip
+            config = PretrainConfig(backbone=backbone, source=source, **settings)
+            pretrain_body(config, path, log_every=0 if steps is not None else 100)
     return path
