@@ -53,13 +53,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raynas.config import ConfigError, apply_yaml
+from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.jobs.fad import (
+    check_cells_per_group,
+    fad_base_config,
+    fad_head_spec,
+    fad_search_config,
+    with_fad_presets,
+)
 from raynas.studies import TEST_HEADER, verdict_cells, verdict_note, with_tests
 from raynas.studies.flags import check_counts
-from raynas.studies.presets import FAD_DEFAULTS, FAD_PAPER, fill_in
-from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.studies.tables import (
     not_yet_reached,
     previous_record,
@@ -125,57 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def base_config(args: argparse.Namespace):
-    """Data, model and schedule shared by every search and every retraining run."""
-    from raynas.data.config import DataConfig
-    from raynas.models.config import ModelConfig
-    from raynas.training.config import OptimConfig, RunConfig, TrainConfig
-
-    data = DataConfig(
-        root=args.data, max_train_images=args.train_images, max_val_images=200, batch_size=4
-    )  # the main job's batch
-    model = ModelConfig(
-        kind=args.kind, out_channels=64, min_size=128, max_size=128, backbone_weights="proxy",
-        trainable_backbone_layers=3,
-    )  # fmt: skip
-    decay = [args.epochs - 1] if args.epochs > 1 else []
-    optim = OptimConfig(epochs=args.epochs, lr=0.01, warmup_iters=50, milestones=decay)
-    run = RunConfig(
-        name="base", storage_path=str(Path(args.out) / "runs"), num_workers=args.train_workers,
-        use_gpu=args.gpu, address=args.address, eval_every=args.epochs,
-    )  # fmt: skip
-    config = TrainConfig(data=data, model=model, optim=optim, run=run)
-    return apply_yaml(config, SMOKE_BUDGET) if args.smoke else config
-
-
-def search_config(base, switches: dict, slug: str, args: argparse.Namespace):
-    from raynas.training.config import DartsConfig, FADConfig, OptimConfig
-
-    epochs = args.search_epochs
-    optim = OptimConfig(
-        **{**vars(base.optim), "epochs": epochs, "milestones": [epochs - 1] if epochs > 1 else []}
-    )
-    run = replace(base.run, name=f"search_{slug}", eval_every=epochs)
-    return DartsConfig(
-        data=base.data,
-        model=base.model,
-        optim=optim,
-        run=run,
-        fad=FADConfig(c_prime=args.c_prime, **switches),
-    )
-
-
-def head_spec(genotype_config: dict, args: argparse.Namespace, c_prime: int | None = None) -> dict:
-    """A retrained FAD head: the genotype at width ``c_prime`` (default ``--c-prime``), its cells repeated
-    ``--cells-per-group`` times."""
-    return {
-        "type": "fad",
-        "genotype": genotype_config,
-        "c_prime": c_prime or args.c_prime,
-        "cells_per_group": args.cells_per_group,
-    }
-
-
 def head_cost(cfg, num_classes: int) -> dict[str, int]:
     """Parameters and FLOPs of the detector's head alone, on one image at the recipe's size."""
     import torch
@@ -215,7 +169,7 @@ def run_searches(base, args: argparse.Namespace, out: Path, before: dict) -> tup
             costs.append(recorded[label])
             continue
         print(f"== search: {label} ==", flush=True)
-        result = search_fad(search_config(base, switches, slug, args))
+        result = search_fad(fad_search_config(base, args, f"search_{slug}", **switches))
         genotypes[label] = json.loads(result.genotype_path.read_text())["arch"]
         (out / "genotypes").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.genotype_path, out / "genotypes" / f"{slug}.json")
@@ -249,7 +203,7 @@ def matched_c_prime(base, genotype_config: dict, args: argparse.Namespace) -> in
         return count_params(build_model(body_only, num_classes, None, head).head)
 
     target = head_params(None)
-    sizes = {c: head_params(head_spec(genotype_config, args, c)) for c in range(16, 8 * 33, 8)}
+    sizes = {c: head_params(fad_head_spec(genotype_config, args, c)) for c in range(16, 8 * 33, 8)}
     return min(sizes, key=lambda c: abs(sizes[c] - target))
 
 
@@ -264,7 +218,7 @@ def plan_arms(genotypes: dict, args: argparse.Namespace, base) -> list:
 
     space = FADSpace()
     randoms = {
-        seed: head_spec(space.to_config(space.sample(random.Random(1000 + seed))), args)
+        seed: fad_head_spec(space.to_config(space.sample(random.Random(1000 + seed))), args)
         for seed in range(args.seeds)
     }
     kind = "FCOS" if args.kind == "fcos" else "RetinaNet"
@@ -272,10 +226,10 @@ def plan_arms(genotypes: dict, args: argparse.Namespace, base) -> list:
             HeadArm("FAD random", "fad_random", randoms)]  # fmt: skip
     for label, slug, _ in SEARCHED:
         if label in genotypes:
-            arms.append(HeadArm(label, slug, same_for_every_seed(head_spec(genotypes[label], args))))
+            arms.append(HeadArm(label, slug, same_for_every_seed(fad_head_spec(genotypes[label], args))))
             if slug == "fad_full" and args.matched_width:
                 c_prime = matched_c_prime(base, genotypes[label], args)
-                spec = head_spec(genotypes[label], args, c_prime)
+                spec = fad_head_spec(genotypes[label], args, c_prime)
                 arms.append(
                     HeadArm(f"FAD searched @c'={c_prime}", f"fad_full_c{c_prime}", same_for_every_seed(spec))
                 )
@@ -416,17 +370,13 @@ def check_and_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--arms {sorted(set(args.arms) - set(known))} unknown; choose from {known}")
     check_counts(args, {name: 1 for name in COUNTS})
     check_writable_folder(args.out, "--out")
-    base = base_config(args)
-    search_config(base, {}, "check", args)
+    base = fad_base_config(args, args.kind)
+    fad_search_config(base, args, "check")  # its own checks, before Ray
     out = Path(args.out)
     before = previous_record(args, out, "fad_evidence", RECIPE)
     check_kept_genotypes(args, out, recorded_costs(before, out))
     kept_rows = previous_rows(out, "fad_evidence", before, METRICS)
-    if before and before["settings"].get("cells_per_group", 1) != args.cells_per_group:  # older: 1 cell
-        raise ConfigError(
-            f"{out} holds a table made with cells_per_group=1 (before the flag); run with "
-            "--cells-per-group 1 or choose another --out"
-        )
+    check_cells_per_group(before, args, out)
     with ray_session(args.address):
         run(args, base, before, kept_rows)
     return 0
@@ -439,16 +389,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def with_presets(args: argparse.Namespace) -> argparse.Namespace:
     """``--smoke`` / ``--paper`` fill in the flags not given (a given flag wins)."""
-    fill_in(args, FAD_DEFAULTS, smoke=SMOKE, paper=FAD_PAPER)
-    if args.cells_per_group is None:
-        from raynas.spaces.fad.head import RETRAIN_CELLS_PER_GROUP
-
-        args.cells_per_group = RETRAIN_CELLS_PER_GROUP
+    with_fad_presets(args, SMOKE)
     if args.smoke:
         args.arms = args.arms or ["fad_full"]
         args.matched_width = False
-        args.data = args.data or "data/digits_smoke"
-    args.data = args.data or "data/digits"
     return args
 
 

@@ -33,13 +33,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from raynas.config import ConfigError, apply_yaml
+from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.jobs.fad import (
+    check_cells_per_group,
+    fad_base_config,
+    fad_head_spec,
+    fad_search_config,
+    with_fad_presets,
+)
 from raynas.studies import TEST_HEADER, verdict_cells, verdict_note, with_tests
 from raynas.studies.flags import check_counts
-from raynas.studies.presets import FAD_DEFAULTS, FAD_PAPER, fill_in
-from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.studies.tables import (
     not_yet_reached,
     previous_record,
@@ -84,52 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--paper", action="store_true", help="the paper's widths and schedules")
     parser.add_argument("--smoke", action="store_true", help="tiny data and budget (CI)")
     return parser
-
-
-def base_config(args: argparse.Namespace):
-    """Data, model and schedule shared by the search and every retraining run."""
-    from raynas.data.config import DataConfig
-    from raynas.models.config import ModelConfig
-    from raynas.training.config import OptimConfig, RunConfig, TrainConfig
-
-    data = DataConfig(root=args.data, max_train_images=args.train_images, max_val_images=200, batch_size=4)
-    model = ModelConfig(
-        kind="mask_rcnn", out_channels=64, min_size=128, max_size=128, backbone_weights="proxy",
-        trainable_backbone_layers=3,
-    )  # fmt: skip
-    optim = OptimConfig(
-        epochs=args.epochs, lr=0.01, warmup_iters=50, milestones=[args.epochs - 1] if args.epochs > 1 else []
-    )
-    run = RunConfig(
-        name="base", storage_path=str(Path(args.out) / "runs"), num_workers=args.train_workers,
-        use_gpu=args.gpu, address=args.address, eval_every=args.epochs,
-    )  # fmt: skip
-    config = TrainConfig(data=data, model=model, optim=optim, run=run)
-    return apply_yaml(config, SMOKE_BUDGET) if args.smoke else config
-
-
-def search_config(base, args: argparse.Namespace):
-    from raynas.training.config import DartsConfig, FADConfig, OptimConfig
-
-    epochs = args.search_epochs
-    optim = OptimConfig(
-        **{**vars(base.optim), "epochs": epochs, "milestones": [epochs - 1] if epochs > 1 else []}
-    )
-    run = replace(base.run, name="search_mask_head", eval_every=epochs)
-    return DartsConfig(
-        data=base.data, model=base.model, optim=optim, run=run, fad=FADConfig(c_prime=args.c_prime)
-    )
-
-
-def head_spec(genotype: dict | str, args: argparse.Namespace) -> dict:
-    """The retrained FAD mask head: the genotype (a mapping or a genotype.json) at ``--c-prime``, its cell
-    repeated ``--cells-per-group`` times."""
-    return {
-        "type": "fad",
-        "genotype": genotype,
-        "c_prime": args.c_prime,
-        "cells_per_group": args.cells_per_group,
-    }
 
 
 def mask_head_cost(cfg, num_classes: int) -> dict[str, int]:
@@ -198,12 +157,12 @@ def run(args: argparse.Namespace, base, before: dict, kept_rows: pd.DataFrame) -
         genotype_path, search_metrics = Path(args.genotype), {}
     else:
         print("== search: FAD mask head ==", flush=True)
-        searched = search_fad(search_config(base, args))
+        searched = search_fad(fad_search_config(base, args, "search_mask_head"))
         genotype_path, search_metrics = searched.genotype_path, searched.metrics
     genotype = json.loads(genotype_path.read_text())["arch"]
     check_same_genotype(before, kept_rows, genotype, out, str(genotype_path))
     seeds = range(args.seeds)
-    searched_head = head_spec(genotype, args)
+    searched_head = fad_head_spec(genotype, args)
     arms = [HeadArm(DEFAULT_ARM, "default_mask_head", dict.fromkeys(seeds)),
             HeadArm(SEARCHED_ARM, "fad_mask_head", dict.fromkeys(seeds, searched_head))]  # fmt: skip
     search_cost = {
@@ -265,8 +224,8 @@ def check_and_run(args: argparse.Namespace) -> int:
 
     check_counts(args, {name: 1 for name in COUNTS})
     check_writable_folder(args.out, "--out")
-    base = base_config(args)
-    search_config(base, args)
+    base = fad_base_config(args, "mask_rcnn")
+    fad_search_config(base, args, "search_mask_head")  # its own checks, before Ray
     out = Path(args.out)
     before = previous_record(args, out, "mask_fad", RECIPE)
     if not isinstance(before.get("genotype", {}), dict):
@@ -278,16 +237,12 @@ def check_and_run(args: argparse.Namespace) -> int:
         from raynas.models.build import head_factory
 
         try:  # a missing file, not JSON, or a genotype of another space or shape
-            head_factory(head_spec(args.genotype, args), "mask_rcnn")
+            head_factory(fad_head_spec(args.genotype, args), "mask_rcnn")
         except ValueError as err:
             raise ConfigError(f"--genotype: {err}") from err
         genotype = json.loads(Path(args.genotype).read_text())["arch"]
         check_same_genotype(before, kept_rows, genotype, out, args.genotype)
-    if before and before["settings"].get("cells_per_group", 1) != args.cells_per_group:  # older: 1 cell
-        raise ConfigError(
-            f"{out} holds a table made with cells_per_group=1 (before the flag); run with "
-            "--cells-per-group 1 or choose another --out"
-        )
+    check_cells_per_group(before, args, out)
     with ray_session(args.address):
         run(args, base, before, kept_rows)
     return 0
@@ -300,13 +255,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def with_presets(args: argparse.Namespace) -> argparse.Namespace:
     """``--smoke`` / ``--paper`` fill in the flags not given (a given flag wins)."""
-    fill_in(args, FAD_DEFAULTS, smoke=SMOKE, paper=FAD_PAPER)
-    if args.cells_per_group is None:
-        from raynas.spaces.fad.head import RETRAIN_CELLS_PER_GROUP
-
-        args.cells_per_group = RETRAIN_CELLS_PER_GROUP
-    args.data = args.data or ("data/digits_smoke" if args.smoke else "data/digits")
-    return args
+    return with_fad_presets(args, SMOKE)
 
 
 if __name__ == "__main__":

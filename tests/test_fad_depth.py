@@ -15,6 +15,7 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetHead
 
 from raynas.evaluation import count_params
+from raynas.jobs.fad import fad_head_spec
 from raynas.models.build import build_model, head_factory
 from raynas.models.config import ModelConfig
 from raynas.spaces.fad import derived_space
@@ -90,7 +91,7 @@ def test_a_cells_per_group_that_is_not_a_count_is_refused(bad):
         head_factory(fad_spec(cells_per_group=bad), "fcos")
 
 
-@pytest.mark.parametrize("script", ["fad_evidence", "mask_fad"])
+@pytest.mark.parametrize("script", ["fad_evidence", "mask_fad"])  # both on raynas.jobs.fad
 def test_the_experiments_retrain_at_the_depth_and_refuse_a_table_of_one_cell(script, tmp_path, capfd):
     sys.path.insert(0, str(EXPERIMENTS))
     module = __import__(script)
@@ -98,7 +99,7 @@ def test_the_experiments_retrain_at_the_depth_and_refuse_a_table_of_one_cell(scr
     for flags in ([], ["--paper"], ["--smoke"]):
         assert module.with_presets(parse(flags)).cells_per_group == RETRAIN_CELLS_PER_GROUP
     args = module.with_presets(parse([]))
-    assert module.head_spec(GENOTYPE, args)["cells_per_group"] == RETRAIN_CELLS_PER_GROUP
+    assert fad_head_spec(GENOTYPE, args)["cells_per_group"] == RETRAIN_CELLS_PER_GROUP
     # a table written before the flag holds one-cell heads: extending it at another depth is refused
     out = tmp_path / "out"
     out.mkdir()

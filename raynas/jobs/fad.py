@@ -1,0 +1,90 @@
+"""FAD's experiments' one recipe (``experiments/fad_evidence.py``, ``experiments/mask_fad.py``): the data,
+model and schedules every search and retraining run of a table shares, the DARTS search built on it, a
+retrained FAD head's spec, the presets that fill in flags, and the checks both scripts make before Ray.
+
+The recipe is the digits proxy's (128 px, the pretrained body fine-tuned from its third stage, batch 4,
+600 training images): the committed FAD tables were made with it (fad-repshare.txt Sec. 4.1 for what
+the paper's own settings are: ``--paper`` sets its widths and schedules).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from raynas.config import ConfigError, apply_yaml
+from raynas.studies.presets import FAD_DEFAULTS, FAD_PAPER, fill_in
+from raynas.studies.recipes import SMOKE_BUDGET
+from raynas.training.config import DartsConfig, FADConfig, OptimConfig, RunConfig, TrainConfig
+
+
+def fad_base_config(args: argparse.Namespace, kind: str) -> TrainConfig:
+    """Data, model (detector ``kind``) and schedule shared by the search and every retraining run."""
+    from raynas.data.config import DataConfig
+    from raynas.models.config import ModelConfig
+
+    data = DataConfig(root=args.data, max_train_images=args.train_images, max_val_images=200, batch_size=4)
+    model = ModelConfig(
+        kind=kind, out_channels=64, min_size=128, max_size=128, backbone_weights="proxy",
+        trainable_backbone_layers=3,
+    )  # fmt: skip
+    optim = OptimConfig(epochs=args.epochs, lr=0.01, warmup_iters=50, milestones=_decay(args.epochs))
+    run = RunConfig(
+        name="base", storage_path=str(Path(args.out) / "runs"), num_workers=args.train_workers,
+        use_gpu=args.gpu, address=args.address, eval_every=args.epochs,
+    )  # fmt: skip
+    config = TrainConfig(data=data, model=model, optim=optim, run=run)
+    return apply_yaml(config, SMOKE_BUDGET) if args.smoke else config
+
+
+def _decay(epochs: int) -> list[int]:
+    """The learning rate x0.1 for the last epoch (none in a one-epoch run)."""
+    return [epochs - 1] if epochs > 1 else []
+
+
+def fad_search_config(base: TrainConfig, args: argparse.Namespace, name: str, **switches) -> DartsConfig:
+    """First-order DARTS of the FAD head on ``base``'s data and model for ``--search-epochs``, in run
+    ``name``; ``switches`` are :class:`~raynas.training.config.FADConfig` fields (Table 2's ablations)."""
+    epochs = args.search_epochs
+    optim = OptimConfig(**{**vars(base.optim), "epochs": epochs, "milestones": _decay(epochs)})
+    run = replace(base.run, name=name, eval_every=epochs)
+    return DartsConfig(
+        data=base.data,
+        model=base.model,
+        optim=optim,
+        run=run,
+        fad=FADConfig(c_prime=args.c_prime, **switches),
+    )
+
+
+def fad_head_spec(genotype: dict | str, args: argparse.Namespace, c_prime: int | None = None) -> dict:
+    """A retrained FAD head: the genotype (a mapping or a genotype.json) at width ``c_prime`` (default
+    ``--c-prime``), its cells repeated ``--cells-per-group`` times (Sec. 3.1: searched with one)."""
+    return {
+        "type": "fad",
+        "genotype": genotype,
+        "c_prime": c_prime or args.c_prime,
+        "cells_per_group": args.cells_per_group,
+    }
+
+
+def with_fad_presets(args: argparse.Namespace, smoke: dict) -> argparse.Namespace:
+    """``--smoke`` (the script's ``smoke`` preset) / ``--paper`` fill in the flags not given (a given flag
+    wins); then the retraining depth and the data root."""
+    fill_in(args, FAD_DEFAULTS, smoke=smoke, paper=FAD_PAPER)
+    if args.cells_per_group is None:
+        from raynas.spaces.fad.head import RETRAIN_CELLS_PER_GROUP
+
+        args.cells_per_group = RETRAIN_CELLS_PER_GROUP
+    args.data = args.data or ("data/digits_smoke" if args.smoke else "data/digits")
+    return args
+
+
+def check_cells_per_group(before: dict, args: argparse.Namespace, out: Path) -> None:
+    """A table made before ``--cells-per-group`` existed retrained one cell a group: extend it only so."""
+    if before and before["settings"].get("cells_per_group", 1) != args.cells_per_group:
+        raise ConfigError(
+            f"{out} holds a table made with cells_per_group=1 (before the flag); run with "
+            "--cells-per-group 1 or choose another --out"
+        )
