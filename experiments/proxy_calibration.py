@@ -47,6 +47,7 @@ from raynas.training.config import TrainConfig
 RECIPE = Path(__file__).parent / "configs" / "scenes_calibration.yaml"
 SMOKE_PRETRAIN_STEPS = 5
 METRICS = ("AP", "AP50", "APs", "APm", "APl")
+TAGGED = ("small", "large")  # the roles a context rule names: zone type, mark
 LATERAL = {"e0_1": "skip"}
 TOP_DOWN = {"e0_1": "top_down"}
 FPN_GN = {"type": "fpn", "norm": "gn"}
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="context",
         choices=["glyphs", "context"],
         help="the frozen body: pretrained on glyph crops, or also on the dense context task (docs/proxy.md)",
+    )
+    parser.add_argument(
+        "--layout",
+        default="v1",
+        choices=["v1", "far"],
+        help="the scenes layout (raynas.data.scene_layout.LAYOUTS; far: small glyphs beyond P3's reach)",
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per named and control neck")
     parser.add_argument("--random-necks", type=int, default=16, help="random OPANAS necks")
@@ -174,7 +181,7 @@ def recipe(args: argparse.Namespace) -> TrainConfig:
         cfg = apply_yaml(cfg, SMOKE_BUDGET)
         cfg = replace(cfg, data=replace(cfg.data, num_test=8, image_size=128, max_test_images=None),
                       model=replace(cfg.model, min_size=128, max_size=128))  # fmt: skip
-    data = replace(cfg.data, root=args.data)
+    data = replace(cfg.data, root=args.data, scenes_layout=args.layout)
     model = replace(
         cfg.model,
         anchor_sizes=list(scenes_anchor_sizes(data.image_size)),
@@ -341,6 +348,19 @@ def markdown(frame: pd.DataFrame, measured: dict, missing: list[str] | None = No
         lines += ["## random necks (AP per seed)", "", header, "|---" * (len(per.columns) + 1) + "|"]
         lines += [f"| {arm} | " + " | ".join(f"{v:.1f}" for v in row) + " |" for arm, row in per.iterrows()]
         lines.append("")
+    if {"small_tag_right", "large_tag_right"} <= set(frame.columns):
+        tags = frame.groupby(["group", "arm"], sort=False)[["small_tag_right", "large_tag_right"]].mean()
+        lines += [
+            "## tags right where the glyph is found (test, %, mean over seeds; chance 50)",
+            "",
+            "| group | arm | small glyphs (zone type) | large glyphs (mark) |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {group} | {arm} | {100 * row.small_tag_right:.1f} | {100 * row.large_tag_right:.1f} |"
+            for (group, arm), row in tags.iterrows()
+        ]
+        lines.append("")
     lines += ["## goals (issue 26)", ""]
     lines += [f"- {key}: {value:.3g}" if isinstance(value, float) else f"- {key}: {value}"
               for key, value in measured.items()]  # fmt: skip
@@ -397,11 +417,30 @@ def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
         print(f"== {item.arm}, seed {item.seed} ==", flush=True)
         reported = train_and_report(cfg)  # scored on the test split, kept beside the run
         metrics, trained = reported.metrics, trained + reported.trained_now
+        tags = kept_tag_accuracy(reported.checkpoint_dir)
         rows.append({"group": item.group, "arm": item.arm, "seed": item.seed,
                      "neck": json.dumps(item.neck, sort_keys=True) if item.neck else "fpn",
-                     **{k: metrics.get(k) for k in (*METRICS, "val_AP", "epoch_time_s")}})  # fmt: skip
+                     **{k: metrics.get(k) for k in (*METRICS, "val_AP", "epoch_time_s")},
+                     **{f"{role}_tag_right": tags[role]["tag_right"] for role in TAGGED}})  # fmt: skip
         write_outputs(out, rows, trained, missing, started)  # after every run: partial tables
     return write_outputs(out, rows, trained, missing, started)
+
+
+def kept_tag_accuracy(checkpoint_dir: Path) -> dict:
+    """:func:`raynas.studies.context_probe.tag_accuracy` on test, kept beside the run (``tag_accuracy.json``,
+    keyed by the checkpoint it scored) and read back on re-run."""
+    from raynas.studies.context_probe import tag_accuracy
+
+    kept = checkpoint_dir.parent / "tag_accuracy.json"
+    try:
+        record = json.loads(kept.read_text())
+        if record["checkpoint"] == checkpoint_dir.name:
+            return record["roles"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or damaged: scored again
+    roles = tag_accuracy(checkpoint_dir, "test")
+    atomic_write_json(kept, {"checkpoint": checkpoint_dir.name, "roles": roles})
+    return roles
 
 
 def write_outputs(out: Path, rows: list[dict], trained: int, missing: list[str], started: float) -> dict:

@@ -47,7 +47,7 @@ def _scenes(args: argparse.Namespace) -> None:
     root = generate_scenes(
         args.out, args.train, args.val, args.test, args.size, args.seed,
         context_small=not (args.no_context or args.no_context_small),
-        context_large=not (args.no_context or args.no_context_large),
+        context_large=not (args.no_context or args.no_context_large), layout=args.layout,
         replace=args.replace, what="--out", fix=fix,
     )  # fmt: skip
     print(f"scenes dataset written to {root}")
@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     scenes.add_argument("--no-context", action="store_true", help="both context rules off (the control)")
     scenes.add_argument("--no-context-small", action="store_true", help="small glyphs: no zone rule")
     scenes.add_argument("--no-context-large", action="store_true", help="large glyphs: no mark rule")
+    scenes.add_argument(
+        "--layout", default="v1", choices=["v1", "far"], help="v1, or far: small glyphs beyond P3's reach"
+    )
     scenes.add_argument(
         "--replace", action="store_true", help="replace a dataset in --out generated with other settings"
     )

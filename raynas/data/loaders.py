@@ -63,10 +63,12 @@ def _ensure_scenes(cfg: DataConfig, root: Path, progress: bool) -> Path:
     from raynas.data.scenes import KIND, generate_scenes, scenes_settings
 
     counts = (cfg.num_train, cfg.num_val, cfg.num_test)
-    wanted = scenes_settings(*counts, cfg.image_size, cfg.seed, cfg.context_small, cfg.context_large)
+    wanted = scenes_settings(
+        *counts, cfg.image_size, cfg.seed, cfg.context_small, cfg.context_large, cfg.scenes_layout
+    )
     claim = {"what": "data.root", "fix": (
         "point data.root at another folder (new or empty), or set data.num_train/num_val/num_test/image_size/"
-        "seed/context_small/context_large to match the scenes there"
+        "seed/context_small/context_large/scenes_layout to match the scenes there"
     )}  # fmt: skip
     if claim_output(root, KIND, wanted, replace=False, **claim):
         return root  # there, and generated with these settings (no lock: the folder may be read-only)

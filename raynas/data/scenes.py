@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from raynas.data.digits import encode_mask
 from raynas.data.provenance import claim_output, publish
-from raynas.data.scene_layout import GLYPHS, REFERENCE_SIZE, SceneObject, render_scene
+from raynas.data.scene_layout import GLYPHS, LAYOUTS, REFERENCE_SIZE, SceneObject, render_scene
 from raynas.io import atomic_write_json
 
 __all__ = ["GLYPHS", "REFERENCE_SIZE", "SceneObject", "category", "generate_scenes", "render_scene"]
@@ -93,8 +93,10 @@ def scenes_settings(
     seed: int = 0,
     context_small: bool = True,
     context_large: bool = True,
+    layout: str = "v1",
 ) -> dict[str, Any]:
-    """The settings a scenes dataset is generated with (what its provenance marker records), checked."""
+    """The settings a scenes dataset is generated with (what its provenance marker records), checked. The
+    layout is recorded only where it is not ``v1`` (data made before layouts existed are ``v1``)."""
     for name, value, low in (("num_train", num_train, 1), ("num_val", num_val, 1), ("num_test", num_test, 1),
                              ("image_size", image_size, 128), ("seed", seed, 0)):  # fmt: skip
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -102,8 +104,11 @@ def scenes_settings(
     for name, value in (("context_small", context_small), ("context_large", context_large)):
         if not isinstance(value, bool):
             raise ValueError(f"scenes: {name} must be true or false, got {value!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"scenes: layout must be one of {list(LAYOUTS)}, got {layout!r}")
     return {"num_train": num_train, "num_val": num_val, "num_test": num_test, "image_size": image_size,
-            "seed": seed, "context_small": context_small, "context_large": context_large}  # fmt: skip
+            "seed": seed, "context_small": context_small, "context_large": context_large,
+            **({} if layout == "v1" else {"layout": layout})}  # fmt: skip
 
 
 def _write_split(out: Path, split: str, count: int, settings: dict[str, Any], progress: bool) -> None:
@@ -114,7 +119,7 @@ def _write_split(out: Path, split: str, count: int, settings: dict[str, Any], pr
     for index in tqdm(range(count), desc=f"scenes {split}", disable=not progress):
         # one generator per image: image i does not depend on how many images are generated
         rng = np.random.default_rng([settings["seed"], SPLIT_CODES[split], index])
-        pixels, objects = render_scene(rng, size)
+        pixels, objects = render_scene(rng, size, settings.get("layout", "v1"))
         file_name = f"{index:06d}.jpg"
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
@@ -168,6 +173,7 @@ def generate_scenes(
     seed: int = 0,
     context_small: bool = True,
     context_large: bool = True,
+    layout: str = "v1",
     progress: bool = True,
     *,
     replace: bool = False,
@@ -184,7 +190,9 @@ def generate_scenes(
     The data are written into a staging folder beside ``out_dir`` and swapped in when complete
     (:func:`raynas.data.provenance.publish`); other entries of ``out_dir`` (``pretrained/``) are kept.
     """
-    settings = scenes_settings(num_train, num_val, num_test, image_size, seed, context_small, context_large)
+    settings = scenes_settings(
+        num_train, num_val, num_test, image_size, seed, context_small, context_large, layout
+    )
     if claim_output(out_dir, KIND, settings, replace=replace, what=what, fix=fix):
         return Path(out_dir)
     out_dir = Path(out_dir).resolve()  # the staging folder must sit on the same filesystem
