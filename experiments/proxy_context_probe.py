@@ -41,12 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--body", default="context", choices=["glyphs", "context"], help="which pretrained scenes body"
     )
+    parser.add_argument(
+        "--layout", default="v1", choices=["v1", "far"], help="the scenes layout of --data (docs/proxy.md)"
+    )
     parser.add_argument("--control", action="store_true", help="probe the context-off data too")
     parser.add_argument("--smoke", action="store_true", help="tiny data and body (CI)")
     return parser
 
 
-def recipe(data: str, smoke: bool, body: str = "context") -> TrainConfig:
+def recipe(data: str, smoke: bool, body: str = "context", layout: str = "v1") -> TrainConfig:
     """The calibration's data, frozen body and cache settings (the probe needs no neck or schedule)."""
     from raynas.models.config import proxy_weights_path
 
@@ -57,7 +60,7 @@ def recipe(data: str, smoke: bool, body: str = "context") -> TrainConfig:
                       model=replace(cfg.model, min_size=128, max_size=128))  # fmt: skip
     return replace(
         cfg,
-        data=replace(cfg.data, root=data),
+        data=replace(cfg.data, root=data, scenes_layout=layout),
         model=replace(cfg.model, backbone_weights=proxy_weights_path(data, cfg.model.backbone, body)),
     )
 
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or "runs/proxy_context_probe" + ("" if args.body == "glyphs" else f"_{args.body}"))
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a folder")
-    base = recipe(data, args.smoke, args.body)  # its own checks, before anything is made
+    base = recipe(data, args.smoke, args.body, args.layout)  # its own checks, before anything is made
     results = {"context on": probe(base, args.smoke, args.body)}
     if args.control:  # the same images labelled by local cues; the main data's body
         off = replace(

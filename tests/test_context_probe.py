@@ -84,3 +84,17 @@ def test_smoke_probes_the_tiny_body_end_to_end(tmp_path: Path, capsys) -> None:
         for row in by_target["glyph"].values():
             assert {"chance", "C3", "C4", "C5"} <= set(row) and all(0 <= row[k] <= 1 for k in ("C3", "C5"))
     assert "| role |" in (out / "probe.md").read_text()
+
+
+def test_tags_are_counted_where_the_glyph_is_found_by_its_best_detection() -> None:
+    from raynas.studies.context_probe import ROLES, count_tags
+
+    names = {1: ("O", ".", "a"), 2: ("O", ".", "b"), 3: ("I", ".", "a"), 4: ("zone", ".", "a")}
+    target = {"boxes": torch.tensor([[10.0, 10, 30, 30], [100, 100, 140, 140], [0, 0, 300, 300]]),
+              "labels": torch.tensor([1, 3, 4])}  # a small O.a, a medium I.a, a zone  # fmt: skip
+    output = {"boxes": torch.tensor([[10.0, 10, 30, 30], [11, 11, 30, 30], [100, 100, 140, 140]]),
+              "labels": torch.tensor([2, 1, 1]), "scores": torch.tensor([0.9, 0.5, 0.8])}  # fmt: skip
+    counts = {role: [0, 0, 0] for role in ROLES}
+    count_tags(counts, output, target, names, 320)
+    # the small O: found, and its best O detection (0.9) says tag b: wrong; the medium I: only an O there
+    assert counts == {"small": [1, 0, 1], "medium": [0, 0, 1], "large": [0, 0, 0]}

@@ -119,6 +119,11 @@ def test_smoke_runs_end_to_end_and_a_rerun_skips(ray_session, tmp_path: Path) ->
     assert first["runs"] == first["runs_trained_now"] == 3 == len(table)
     assert table["AP"].notna().all() and (tmp_path / "out" / "calibration.md").is_file()
     assert (tmp_path / "d" / "test").is_dir()  # scored on the test split the data carry
+    # each run's tags where its glyphs are found, kept beside the run (a share, or NaN where none is found)
+    for role in calibration.TAGGED:
+        assert table[f"{role}_tag_right"].dropna().between(0, 1).all()
+    assert len(list((tmp_path / "out" / "runs").glob("*/tag_accuracy.json"))) == 3
+    assert "tags right where the glyph is found" in (tmp_path / "out" / "calibration.md").read_text()
     assert calibration.main(argv) == 0
     again = json.loads((tmp_path / "out" / "calibration.json").read_text())
     assert again["runs"] == 3 and again["runs_trained_now"] == 0

@@ -107,16 +107,42 @@ def probe_accuracy(train: ProbeSet, held_out: ProbeSet, target: str = "tag") -> 
     return result
 
 
+def count_tags(
+    counts: dict[str, list[int]],
+    output: dict,
+    target: dict,
+    names: dict[int, tuple[str, str, str]],
+    size: int,
+) -> None:
+    """Add one image to ``counts`` (role -> [found with the right glyph, tag right too, objects]): a glyph
+    is found by its best-scoring detection of the same character at IoU >= 0.5; zones are left out.
+    ``names``: label -> ``"<glyph>.<tag>".partition(".")``."""
+    from torchvision.ops import box_iou
+
+    iou = box_iou(target["boxes"], output["boxes"])
+    found = [names[int(label)] for label in output["labels"]]
+    for k, (box, label) in enumerate(zip(target["boxes"].tolist(), target["labels"].tolist())):
+        glyph, _, tag = names[int(label)]
+        if glyph == "zone":
+            continue
+        row = counts[role_of(max(box[2] - box[0], box[3] - box[1]), size)]
+        row[2] += 1
+        hits = [j for j in range(len(found)) if iou[k, j] >= 0.5 and found[j][0] == glyph]
+        if hits:
+            best = max(hits, key=lambda j: float(output["scores"][j]))
+            row[0] += 1
+            row[1] += found[best][2] == tag
+
+
 def tag_accuracy(checkpoint_dir: str | Path, split: str = "test") -> dict[str, dict[str, float]]:
     """Where a trained detector gets a glyph right, is its tag right? Per role: of the glyphs found with
-    the right character (a detection of that character at IoU >= 0.5, its best-scoring one), the share
-    whose tag is right too, with ``found`` / ``objects`` counts.
+    the right character (:func:`count_tags`), the share whose tag is right too, with ``found`` /
+    ``objects`` counts.
 
     The rule's test: a small glyph's tag needs the zone's type, so a neck whose P3 cannot reach the zone's
     border (lateral-only) should sit near chance (50 %), and a neck that brings the type top-down should not;
     a tag right everywhere means the rule does not need fusion (docs/proxy.md)."""
     import torch
-    from torchvision.ops import box_iou
 
     from raynas.checkpoints import load_detector
     from raynas.data.loaders import base_dataset, build_dataset, make_loader
@@ -125,25 +151,12 @@ def tag_accuracy(checkpoint_dir: str | Path, split: str = "test") -> dict[str, d
     dataset = build_dataset(cfg.data, split, train_transforms=False)
     categories = sorted(base_dataset(dataset).coco.dataset["categories"], key=lambda c: c["id"])
     names = {index + 1: c["name"].partition(".") for index, c in enumerate(categories)}
-    counts = {role: [0, 0, 0] for role in ROLES}  # found with the right glyph, tag right too, objects
-    size = cfg.model.min_size
+    counts = {role: [0, 0, 0] for role in ROLES}
     model.eval()
     with torch.inference_mode():
         for images, targets in make_loader(dataset, 8, shuffle=False):
             for output, target in zip(model(images), targets, strict=True):
-                iou = box_iou(target["boxes"], output["boxes"])
-                found = [names[int(label)] for label in output["labels"]]
-                for k, (box, label) in enumerate(zip(target["boxes"].tolist(), target["labels"].tolist())):
-                    glyph, _, tag = names[int(label)]
-                    if glyph == "zone":
-                        continue
-                    row = counts[role_of(max(box[2] - box[0], box[3] - box[1]), size)]
-                    row[2] += 1
-                    hits = [j for j in range(len(found)) if iou[k, j] >= 0.5 and found[j][0] == glyph]
-                    if hits:
-                        best = max(hits, key=lambda j: float(output["scores"][j]))
-                        row[0] += 1
-                        row[1] += found[best][2] == tag
+                count_tags(counts, output, target, names, cfg.model.min_size)
     return {
         role: {"found": found, "objects": total, "tag_right": right / found if found else float("nan")}
         for role, (found, right, total) in counts.items()
