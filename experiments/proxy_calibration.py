@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--layout",
         default="v1",
-        choices=["v1", "far"],
-        help="the scenes layout (raynas.data.scene_layout.LAYOUTS; far: small glyphs beyond P3's reach)",
+        choices=["v1", "far", "pair"],
+        help="the scenes layout (raynas.data.scene_layout.LAYOUTS; docs/proxy.md says what each measured)",
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per named and control neck")
     parser.add_argument("--random-necks", type=int, default=16, help="random OPANAS necks")
@@ -399,7 +399,9 @@ def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
         runs, out = shard_runs(runs, args.shard), out / "shard-{}-of-{}".format(*shard_of(args.shard))
     # a seconds-scale body exercises every part with --smoke; one writer when shards start together
     steps = SMOKE_PRETRAIN_STEPS if args.smoke else None
-    ensure_proxy_weights(base.model.backbone_weights, base.model.backbone, "scenes", args.body, steps)
+    ensure_proxy_weights(
+        base.model.backbone_weights, base.model.backbone, "scenes", args.body, steps, args.layout
+    )
     # the data, the body and its cached outputs once, before the runs (the control runs reuse this body), so
     # that shards started side by side after this point never make the same file
     ensure_inputs(base)

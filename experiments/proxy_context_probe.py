@@ -42,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--body", default="context", choices=["glyphs", "context"], help="which pretrained scenes body"
     )
     parser.add_argument(
-        "--layout", default="v1", choices=["v1", "far"], help="the scenes layout of --data (docs/proxy.md)"
+        "--layout",
+        default="v1",
+        choices=["v1", "far", "pair"],
+        help="the scenes layout of --data (docs/proxy.md)",
     )
     parser.add_argument("--control", action="store_true", help="probe the context-off data too")
     parser.add_argument("--smoke", action="store_true", help="tiny data and body (CI)")
@@ -74,7 +77,8 @@ def probe(cfg: TrainConfig, smoke: bool, body: str = "context") -> dict:
 
     # a seconds-scale body exercises every part with --smoke
     steps = SMOKE_PRETRAIN_STEPS if smoke else None
-    ensure_proxy_weights(cfg.model.backbone_weights, cfg.model.backbone, "scenes", body, steps)
+    layout = cfg.data.scenes_layout
+    ensure_proxy_weights(cfg.model.backbone_weights, cfg.model.backbone, "scenes", body, steps, layout)
     ensure_inputs(cfg, features=False)
     caches = ensure_body_features(cfg)
     names = category_names(Path(cfg.data.root) / "annotations" / "instances_train.json")

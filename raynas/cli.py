@@ -70,6 +70,14 @@ def _levels(args: argparse.Namespace) -> None:
         print(f"written to {args.json}")
 
 
+def _layout_of(root: str) -> str:
+    """The scenes layout of the data at ``root`` (its provenance marker's; v1 where it names none)."""
+    from raynas.data.provenance import read_marker
+
+    marker = read_marker(root) if Path(root).is_dir() else None
+    return (marker or {}).get("settings", {}).get("layout", "v1")
+
+
 def _proxy_of(root: str) -> str:
     """Which embedded proxy's crops a body for the data at ``root`` learns from: the generator named by
     the folder's provenance marker (scenes or digits), digits where there is none yet."""
@@ -87,7 +95,10 @@ def _pretrain(args: argparse.Namespace) -> None:
     source = args.source or _proxy_of(args.data)
     body = args.body or PROXY_BODIES[source]
     check_body(body, source)
-    cfg = PretrainConfig(backbone=args.backbone, source=source, seed=args.seed, **BODIES[body], **steps)
+    layout = {"context_layout": _layout_of(args.data)} if BODIES[body] else {}
+    cfg = PretrainConfig(
+        backbone=args.backbone, source=source, seed=args.seed, **BODIES[body], **layout, **steps
+    )
     out = args.out or proxy_weights_path(args.data, args.backbone, body)
     record = pretrain_body(cfg, out)
     print(f"pretrained {args.backbone} body: {out} (held-out accuracy {record['heldout_accuracy']:.3f})")
@@ -175,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     scenes.add_argument("--no-context-small", action="store_true", help="small glyphs: no zone rule")
     scenes.add_argument("--no-context-large", action="store_true", help="large glyphs: no mark rule")
     scenes.add_argument(
-        "--layout", default="v1", choices=["v1", "far"], help="v1, or far: small glyphs beyond P3's reach"
+        "--layout",
+        default="v1",
+        choices=["v1", "far", "pair"],
+        help="how zones and glyphs are laid out (docs/proxy.md)",
     )
     scenes.add_argument(
         "--replace", action="store_true", help="replace a dataset in --out generated with other settings"

@@ -30,13 +30,15 @@ def zone_map(objects: list, size: int) -> np.ndarray:
     return labels
 
 
-def context_scenes(rng: np.random.Generator, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` fresh scenes: uint8 images ``[count, size, size, 3]`` and their zone maps ``[count, size,
-    size]``."""
+def context_scenes(
+    rng: np.random.Generator, count: int, size: int, layout: str = "v1"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` fresh scenes of ``layout``: uint8 images ``[count, size, size, 3]`` and their zone maps
+    ``[count, size, size]``."""
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     maps = np.empty((count, size, size), dtype=np.uint8)
     for index in range(count):
-        images[index], objects = render_scene(rng, size)
+        images[index], objects = render_scene(rng, size, layout)
         maps[index] = zone_map(objects, size)
     return images, maps
 

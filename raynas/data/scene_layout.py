@@ -44,13 +44,20 @@ class Layout:
     zone_side: tuple[int, int] = ZONE_SIDE
     zone_margin: int = ZONE_MARGIN
     small_per_px: float = SMALL_PER_PX
+    pair: bool = False  # two zones of opposite types side by side in every scene
 
 
-#: ``v1``: the first layout (small glyphs >= 24 px from the border: a detector's P3 tower reads the zone's
-#: type there, measured: 98.6 % of small glyphs' tags right with a lateral-only neck, docs/proxy.md);
-#: ``far``: small glyphs >= 72 px from the border, beyond P3's reach, in zones of 210-310 px (one a scene)
-#: and three times as dense, so a small glyph's tag must come from a coarser level
-LAYOUTS = {"v1": Layout(), "far": Layout(zone_side=(210, 310), zone_margin=72, small_per_px=3 * SMALL_PER_PX)}
+#: ``v1``: the first layout. Measured (docs/proxy.md): the second zone rarely fits, so 99.6 % of scenes hold
+#: one zone and its type is a property of the whole image, which any global statistic (GroupNorm's) carries
+#: to every level; a lateral-only neck gets 98.6 % of small glyphs' tags right. ``far``: one zone of
+#: 210-310 px, small glyphs >= 72 px from its border (three times as dense); the type is still global.
+#: ``pair``: two zones of opposite types side by side in every scene, small glyphs >= 40 px from the
+#: border: which type a glyph's zone has is only known from where the glyph is, at a coarse enough level
+LAYOUTS = {
+    "v1": Layout(),
+    "far": Layout(zone_side=(210, 310), zone_margin=72, small_per_px=3 * SMALL_PER_PX),
+    "pair": Layout(zone_side=(200, 320), zone_margin=40, small_per_px=2 * SMALL_PER_PX, pair=True),
+}
 
 
 @dataclass
@@ -147,10 +154,33 @@ def _clutter(scene: _Scene, count: int) -> None:
 
 
 def _zones(scene: _Scene, layout: Layout) -> list[tuple[tuple[int, int, int, int], int, int]]:
-    """Paint 1-2 zones: ``[(box, type, border px)]``; all share one hatched interior."""
+    """Paint the zones: ``[(box, type, border px)]``; all share one hatched interior. A ``pair`` layout
+    has two zones of opposite types side by side; the others 1-2 zones of random types."""
     rng, size = scene.rng, scene.size
     interior = gl.hatch(size, int(rng.integers(6, 11)), gl.greyish(rng))
+    boxes = _pair_boxes(scene, layout) if layout.pair else _random_boxes(scene, layout)
+    first_type = int(rng.integers(2))
     placed: list[tuple[tuple[int, int, int, int], int, int]] = []
+    for index, box in enumerate(boxes):
+        left, top, right, bottom = box
+        zone_type = 1 - first_type if layout.pair and index == 1 else int(rng.integers(2))
+        if layout.pair and index == 0:
+            zone_type = first_type
+        border = scene.px(rng.integers(ZONE_BORDER[0], ZONE_BORDER[1] + 1))
+        colour = gl.family_colour(rng, zone_type, interior[top, left], MIN_CONTRAST)
+        region = scene.pixels[top:bottom, left:right]
+        region[:] = colour
+        region[border:-border, border:-border] = interior[
+            top + border : bottom - border, left + border : right - border
+        ]
+        placed.append((box, zone_type, border))
+    return placed
+
+
+def _random_boxes(scene: _Scene, layout: Layout) -> list[tuple[int, int, int, int]]:
+    """1-2 zone boxes by rejection sampling (a second one is tried with chance :data:`TWO_ZONES`)."""
+    rng, size, gap = scene.rng, scene.size, scene.px(ZONE_GAP)
+    boxes: list[tuple[int, int, int, int]] = []
     for attempt in range(2):
         if attempt == 1 and rng.random() >= TWO_ZONES:
             break
@@ -158,23 +188,30 @@ def _zones(scene: _Scene, layout: Layout) -> list[tuple[tuple[int, int, int, int
             w, h = (scene.px(rng.uniform(*layout.zone_side)) for _ in range(2))
             left, top = int(rng.integers(size - w + 1)), int(rng.integers(size - h + 1))
             box = (left, top, left + w, top + h)
-            gap = scene.px(ZONE_GAP)
             if all(
                 box[0] >= o[2] + gap or o[0] >= box[2] + gap or box[1] >= o[3] + gap or o[1] >= box[3] + gap
-                for o, _, _ in placed
+                for o in boxes
             ):
+                boxes.append(box)
                 break
-        else:
-            continue
-        zone_type, border = int(rng.integers(2)), scene.px(rng.integers(ZONE_BORDER[0], ZONE_BORDER[1] + 1))
-        colour = gl.family_colour(rng, zone_type, interior[top, left], MIN_CONTRAST)
-        region = scene.pixels[top : top + h, left : left + w]
-        region[:] = colour
-        region[border:-border, border:-border] = interior[
-            top + border : top + h - border, left + border : left + w - border
-        ]
-        placed.append((box, zone_type, border))
-    return placed
+    return boxes
+
+
+def _pair_boxes(scene: _Scene, layout: Layout) -> list[tuple[int, int, int, int]]:
+    """Two zone boxes side by side (split across x or y at 40-60 % of the canvas, a gap between): each
+    spans its side of the split and ``zone_side`` along the other axis."""
+    rng, size = scene.rng, scene.size
+    split, gap = round(size * rng.uniform(0.4, 0.6)), scene.px(rng.uniform(ZONE_GAP, 3 * ZONE_GAP))
+    boxes = []
+    for low, high in ((0, split - gap // 2), (split + (gap + 1) // 2, size)):
+        inset = scene.px(rng.uniform(0, ZONE_GAP))
+        across = (low + inset, high - scene.px(rng.uniform(0, ZONE_GAP))) if low == 0 else (low, high - inset)
+        length = min(size, scene.px(rng.uniform(*layout.zone_side)))
+        start = int(rng.integers(size - length + 1))
+        boxes.append((across[0], start, across[1], start + length))
+    if rng.random() < 0.5:  # split across y instead: the same boxes transposed
+        boxes = [(top, left, bottom, right) for left, top, right, bottom in boxes]
+    return boxes
 
 
 def _glyph(

@@ -274,7 +274,9 @@ def prepare_inputs(config: SupernetConfig | TrainConfig, smoke: bool) -> None:
     if smoke and weights and not Path(weights).is_file():
         source = "scenes" if config.data.format == "scenes" else "digits"
         body = PROXY_BODIES[source]
-        ensure_proxy_weights(weights, config.model.backbone, source, body, steps=SMOKE_PRETRAIN_STEPS)
+        ensure_proxy_weights(
+            weights, config.model.backbone, source, body, SMOKE_PRETRAIN_STEPS, config.data.scenes_layout
+        )
     ensure_inputs(config)
 
 

@@ -23,7 +23,7 @@ def ensure_backbone_weights(cfg: TrainConfig) -> None:
     if body is not None and weights == proxy_weights_path(cfg.data.root, cfg.model.backbone, body):
         from raynas.training.pretrain import ensure_proxy_weights
 
-        ensure_proxy_weights(weights, cfg.model.backbone, source, body)
+        ensure_proxy_weights(weights, cfg.model.backbone, source, body, layout=cfg.data.scenes_layout)
 
 
 def ensure_body_features(cfg: TrainConfig, progress: bool = True) -> dict[str, Path]:

@@ -70,6 +70,7 @@ class PretrainConfig:
     context_scenes: int = 256  # fresh scenes rendered once for it (plus 32 held out)
     context_crop: int = 192  # px crops of them, a multiple of 32
     context_batch: int = 8
+    context_layout: str = "v1"  # the scenes layout of those scenes (the data's: raynas.data.scene_layout)
 
     def __post_init__(self) -> None:
         if self.source not in PRETRAIN_SOURCES:
@@ -176,7 +177,7 @@ def _context_accuracy(heads: ContextHeads, model: nn.Module, cfg: PretrainConfig
     """Held-out accuracy of the zone type (a vs b) at the C4 and C5 cells whose centre lies in a zone, on
     whole fresh scenes (32, or as many as the training pool); chance is about 50 %."""
     rng, count = np.random.default_rng([cfg.seed, 3]), min(CONTEXT_HELD_OUT, cfg.context_scenes)
-    images, maps = context_scenes(rng, count, REFERENCE_SIZE)
+    images, maps = context_scenes(rng, count, REFERENCE_SIZE, cfg.context_layout)
     crops, labels = context_crops(rng, images, maps, count, REFERENCE_SIZE, CONTEXT_STRIDES)
     model.eval()
     logits = heads(model, _normalised(crops))
@@ -223,7 +224,9 @@ def pretrain_body(cfg: PretrainConfig, out_path: str | Path, log_every: int = 10
     heads = ContextHeads(model) if cfg.context_weight > 0 else None
     if heads is not None:
         print(f"[pretrain] rendering {cfg.context_scenes} scenes for the context task", flush=True)
-        pool = context_scenes(np.random.default_rng([cfg.seed, 2]), cfg.context_scenes, REFERENCE_SIZE)
+        pool = context_scenes(
+            np.random.default_rng([cfg.seed, 2]), cfg.context_scenes, REFERENCE_SIZE, cfg.context_layout
+        )
     parameters = list(model.parameters()) + (list(heads.parameters()) if heads is not None else [])
     optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -287,16 +290,23 @@ def check_body(body: str, source: str) -> None:
 
 
 def ensure_proxy_weights(
-    path: str | Path, backbone: str, source: str = "digits", body: str = "glyphs", steps: int | None = None
+    path: str | Path,
+    backbone: str,
+    source: str = "digits",
+    body: str = "glyphs",
+    steps: int | None = None,
+    layout: str = "v1",
 ) -> Path:
     """Pretrain the body ``body`` on ``source``'s material into ``path`` unless it is there
-    (deterministic; one writer per node). ``steps`` (with a small context pool) makes a seconds-scale body
-    for smoke runs."""
+    (deterministic; one writer per node); its context task on scenes of ``layout`` (the data's). ``steps``
+    (with a small context pool) makes a seconds-scale body for smoke runs."""
     check_body(body, source)
     path = Path(path)
     if path.is_file():
         return path
     settings = dict(BODIES[body])
+    if settings:
+        settings["context_layout"] = layout
     if steps is not None:
         settings.update(steps=steps, eval_crops=64, **({"context_scenes": 4} if settings else {}))
     path.parent.mkdir(parents=True, exist_ok=True)
