@@ -28,7 +28,8 @@ TASKS = {
 
 
 def canonical(table: dict[str, str], name: str) -> str:
-    """The registered name of ``name``: a name of ``table``, or a dotted path in it (older checkpoints)."""
+    """The registered name of ``name``: a name of ``table``, or a dotted path in it (older checkpoints).
+    A dotted path of a class the table does not hold (a user's own ``Task``) names itself."""
     if not isinstance(name, str):
         raise TypeError(f"a registered name is a string, got {type(name).__name__}")
     if name in table:
@@ -36,18 +37,23 @@ def canonical(table: dict[str, str], name: str) -> str:
     for key, path in table.items():
         if path == name:
             return key
-    raise ValueError(f"{name!r} is not one of {sorted(table)} (nor their dotted paths)")
+    if "." in name:
+        return name
+    raise ValueError(f"{name!r} is not one of {sorted(table)}, nor a dotted path module.Class")
 
 
 def resolve(table: dict[str, str], name: str) -> type:
-    """The class that ``name`` (a registered name or its dotted path) stands for."""
-    module, _, attribute = table[canonical(table, name)].rpartition(".")
-    return getattr(importlib.import_module(module), attribute)
+    """The class that ``name`` (a registered name or a dotted path) stands for."""
+    key = canonical(table, name)
+    module, _, attribute = table.get(key, key).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"{name!r} names no importable class ({err})") from err
 
 
 def name_of(table: dict[str, str], cls: type) -> str:
-    """The registered name of ``cls``: a class that is not registered cannot be written into a checkpoint
-    that others must read back."""
+    """The registered name of ``cls``; the dotted path of a class the table does not hold."""
     return canonical(table, f"{cls.__module__}.{cls.__qualname__}")
 
 

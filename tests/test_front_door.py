@@ -107,7 +107,7 @@ def test_resuming_from_a_checkpoint_of_another_job_is_refused(tmp_path, tiny_dig
     supernet = make_supernet_checkpoint(tmp_path / "supernet", tiny_digits)
     config = train_config(tmp_path, tiny_digits)
     code = raynas_main(["train", "--config", str(config), "--resume", str(supernet)])
-    refused(capfd, code, "cannot resume", "SupernetTask")
+    refused(capfd, code, "cannot resume", "written by 'supernet', not 'standalone'")
 
 
 # ---- 2. values that can never work ---------------------------------------------------------------------

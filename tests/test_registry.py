@@ -24,14 +24,15 @@ def test_each_task_trains_a_registered_config() -> None:
         assert name_of(CONFIGS, resolve(TASKS, name).config_class) in CONFIGS
 
 
-def test_unknown_names_are_refused_and_never_the_same_entry() -> None:
-    with pytest.raises(ValueError, match="standalone"):
-        canonical(TASKS, "raynas.training.standalone.Nope")
+def test_a_users_own_class_is_its_dotted_path_and_unknown_names_are_refused() -> None:
+    assert name_of(CONFIGS, dict) == "builtins.dict" and resolve(CONFIGS, "builtins.dict") is dict
+    with pytest.raises(ValueError, match="names no importable class"):
+        resolve(TASKS, "raynas.training.standalone.Nope")
     with pytest.raises(ValueError, match="not one of"):
-        name_of(CONFIGS, dict)
+        canonical(TASKS, "nope")
     assert same_entry(TASKS, "supernet", "raynas.training.supernet.SupernetTask")
     assert not same_entry(TASKS, "supernet", "standalone")
-    assert not same_entry(TASKS, None, "standalone") and not same_entry(TASKS, "other", "other")
+    assert not same_entry(TASKS, None, "standalone") and not same_entry(TASKS, "other", "nope")
 
 
 def test_a_checkpoint_stores_names_and_one_with_dotted_paths_still_loads(tmp_path: Path) -> None:
