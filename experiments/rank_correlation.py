@@ -50,13 +50,13 @@ from raynas.errors import run_main
 from raynas.evaluation.ranking import rank_agreement, rank_agreement_over_seeds
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import Arm, arch_id, arm_config, standalone_recipe, train_and_report
-from raynas.jobs.supernet_scores import seed_aps
+from raynas.jobs.supernet_scores import kept_scores, seed_aps
 from raynas.models.build import searched_neck_spec
 from raynas.spaces.opanas import OPANASSpace
 from raynas.studies import stratified_by_rank
 from raynas.studies.flags import check_counts
 from raynas.studies.picks import TOP_FRACTION
-from raynas.studies.tables import none_as_written, read_table
+from raynas.studies.tables import read_table
 from raynas.training.config import SupernetConfig
 
 METRIC = "AP"
@@ -449,21 +449,8 @@ def report(args: argparse.Namespace) -> int:
 
 
 def kept_pool(path: Path) -> pd.DataFrame | None:
-    """The pool scored by an earlier run (``None`` if none), each row a whole architecture with its score
-    and key: a damaged copy is refused (also before Ray starts), not half reused."""
-    if not path.is_file():
-        return None
-    fix = "restore it, or delete it to score the pool again"
-    space = OPANASSpace(5)
-    # a row cut short in its key (pool seed, checkpoint, search_images) matches no key: scored again
-    complete, numeric = ("arch_id", *space.keys), ("supernet_" + METRIC,)
-    table = read_table(path, fix, complete, numeric, dtype={"arch_id": str})  # "1234567890" is a name
-    for line, row in enumerate(table.to_dict("records"), start=2):
-        try:
-            space.from_config(row)
-        except ValueError as err:
-            raise ConfigError(f"{path} line {line} is not an OPANAS architecture ({err}); {fix}") from err
-    return none_as_written(table)
+    """The pool scored by an earlier run (``None`` if none): :func:`kept_scores` with each row's name."""
+    return kept_scores(path, ("arch_id",), "restore it, or delete it to score the pool again")
 
 
 def main(argv: list[str] | None = None) -> int:

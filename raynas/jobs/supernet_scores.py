@@ -106,17 +106,22 @@ def seed_aps(table: pd.DataFrame) -> list[list[float]]:
     return [row[~np.isnan(row)].tolist() or [mean] for row, mean in zip(values, means, strict=True)]
 
 
-def kept_scores(path: Path) -> pd.DataFrame | None:
+def kept_scores(
+    path: Path,
+    names: tuple[str, ...] = (),
+    fix: str = "restore it, or delete it to score the architectures again",
+) -> pd.DataFrame | None:
     """Scores of an earlier run (``None`` if none), each row a whole architecture with its score and key:
-    a damaged copy is refused (also before Ray starts), not half reused."""
+    a damaged copy is refused (also before Ray starts), not half reused. ``names``: columns that name a row
+    and must be filled (read as text: "1234567890" is a name, not a number)."""
     from raynas.spaces.opanas import OPANASSpace
 
     if not path.is_file():
         return None
-    fix = "restore it, or delete it to score the architectures again"
     space = OPANASSpace(NUM_NODES)
     # a row cut short in its key (checkpoint, search_images) matches no key: it is scored again
-    table = read_table(path, fix, space.keys, ("supernet_" + METRIC,), dtype={"search_images": str})
+    dtype = {column: str for column in ("search_images", *names)}
+    table = read_table(path, fix, (*names, *space.keys), ("supernet_" + METRIC,), dtype=dtype)
     for line, row in enumerate(table.to_dict("records"), start=2):
         try:
             space.from_config(row)
