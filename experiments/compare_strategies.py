@@ -62,7 +62,7 @@ from raynas.jobs.main_job import MainJob, add_data_flags, main_job_configs, stud
 from raynas.jobs.supernet_scores import METRIC, kept_scores, load_archs, score_archs, seed_aps, variant_config
 from raynas.search.run import summarize
 from raynas.spaces.opanas import OPANASSpace
-from raynas.studies import TEST_HEADER, verdict_cells, verdict_note, with_tests
+from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
 from raynas.studies.flags import check_counts
 from raynas.studies.tables import check_table, read_table
 from raynas.viz import plot_search_curves
@@ -558,12 +558,7 @@ def seeds_summary(seeds: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     for metric in METRICS:
         seeds[metric] = pd.to_numeric(seeds[metric], errors="coerce")
     networks = seeds.drop_duplicates(["run", "seed"]).rename(columns={"run": "arm"})
-    grouped = networks.groupby("arm", sort=False)
-    table = grouped[list(METRICS)].mean().add_suffix("_mean")
-    table = table.join(grouped[list(METRICS)].std(ddof=1).add_suffix("_std"))
-    table = table.join(grouped[["neck_params", "neck_flops"]].first()).join(grouped.size().rename("seeds"))
-    if BASELINE_RUN in table.index:
-        table = with_tests(table, networks, "AP", BASELINE_RUN)
+    table = per_arm_summary(networks, METRICS, ("neck_params", "neck_flops"), BASELINE_RUN)
     found_by = seeds.drop_duplicates("strategy").groupby("run", sort=False)["strategy"].agg(list)
     table["same_network"] = [
         " = ".join(found_by[run]) if len(found_by[run]) > 1 else "" for run in table.index

@@ -63,7 +63,7 @@ from raynas.jobs.fad import (
     fad_search_config,
     with_fad_presets,
 )
-from raynas.studies import TEST_HEADER, verdict_cells, verdict_note, with_tests
+from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
 from raynas.studies.flags import check_counts
 from raynas.studies.tables import (
     not_yet_reached,
@@ -237,17 +237,7 @@ def plan_arms(genotypes: dict, args: argparse.Namespace, base) -> list:
 
 
 def summarize(rows: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    grouped = rows.groupby("arm", sort=False)
-    table = (
-        grouped[list(METRICS)]
-        .mean()
-        .add_suffix("_mean")
-        .join(grouped[list(METRICS)].std(ddof=1).add_suffix("_std"))
-    )
-    table = table.join(grouped[["head_params", "head_flops"]].mean()).join(grouped.size().rename("seeds"))
-    if baseline in table.index:
-        table = with_tests(table, rows, "AP", baseline)
-    return table.reset_index()
+    return per_arm_summary(rows, METRICS, ("head_params", "head_flops"), baseline).reset_index()
 
 
 def markdown(table: pd.DataFrame, costs: pd.DataFrame) -> str:

@@ -43,7 +43,7 @@ from raynas.jobs.fad import (
     fad_search_config,
     with_fad_presets,
 )
-from raynas.studies import TEST_HEADER, verdict_cells, verdict_note, with_tests
+from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
 from raynas.studies.flags import check_counts
 from raynas.studies.tables import (
     not_yet_reached,
@@ -105,19 +105,8 @@ def mask_head_cost(cfg, num_classes: int) -> dict[str, int]:
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
-    grouped = rows.groupby("arm", sort=False)
-    table = (
-        grouped[list(METRICS)]
-        .mean()
-        .add_suffix("_mean")
-        .join(grouped[list(METRICS)].std(ddof=1).add_suffix("_std"))
-    )
-    table = table.join(grouped[["mask_head_params", "mask_head_flops"]].first()).join(
-        grouped.size().rename("seeds")
-    )
-    if DEFAULT_ARM in table.index:
-        table = with_tests(table, rows, "mask_AP", DEFAULT_ARM)
-    return table.reset_index()
+    costs = ("mask_head_params", "mask_head_flops")
+    return per_arm_summary(rows, METRICS, costs, DEFAULT_ARM, metric="mask_AP").reset_index()
 
 
 def markdown(table: pd.DataFrame) -> str:

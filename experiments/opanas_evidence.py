@@ -58,7 +58,7 @@ from raynas.jobs.main_job import KINDS
 from raynas.search.opanas import PARETO_COST, OPANASSearchConfig, read_finished, read_search_info
 from raynas.spaces.base import arch_from_json
 from raynas.spaces.opanas import PARAMETERISED_PATHS, OPANASSpace
-from raynas.studies import TEST_HEADER, verdict_cells, verdict_note, with_tests
+from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
 from raynas.studies.flags import check_counts
 from raynas.training.config import SupernetConfig, TrainConfig
 
@@ -332,13 +332,7 @@ def run_config(recipe: TrainConfig, arm: Arm, seed: int, args: argparse.Namespac
 def summarize_evidence(rows: pd.DataFrame) -> pd.DataFrame:
     """Per arm: mean and std of each metric over seeds, and the AP difference to the FPN with its 95 %
     interval, Welch's p and Holm's p over the arms of the table (``raynas.studies.with_tests``)."""
-    grouped = rows.groupby("arm", sort=False)
-    table = grouped[list(METRICS)].mean().add_suffix("_mean")
-    table = table.join(grouped[list(METRICS)].std(ddof=1).add_suffix("_std"))
-    table = table.join(grouped[["params", "flops"]].first()).join(grouped.size().rename("seeds"))
-    if BASELINE in table.index:
-        table = with_tests(table, rows, "AP", BASELINE)
-    return table.reset_index()
+    return per_arm_summary(rows, METRICS, ("params", "flops"), BASELINE).reset_index()
 
 
 def is_random_arch(label: str) -> bool:

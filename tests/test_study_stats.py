@@ -246,3 +246,25 @@ def test_picks_of_a_whole_small_pool() -> None:
 def test_bad_picks_are_refused(count: int, share: float, scores: list[float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         stratified_by_rank(scores, count, top_share=share)
+
+
+def test_per_arm_summary_means_stds_costs_and_tests_from_the_rows() -> None:
+    from raynas.studies import per_arm_summary
+
+    rows = pd.DataFrame(
+        {
+            "arm": ["base", "base", "base", "wide", "wide", "wide", "random", "random"],
+            "seed": [0, 1, 2, 0, 1, 2, 0, 1],
+            "AP": [0.30, 0.31, 0.29, 0.40, 0.41, 0.39, 0.20, 0.22],
+            "params": [10, 10, 10, 30, 30, 30, 5, 7],  # random: another network a seed
+        }
+    )
+    table = per_arm_summary(rows, ("AP",), ("params",), "base")
+    assert list(table.index) == ["base", "wide", "random"]  # the rows' order
+    assert table.loc["wide", "AP_mean"] == pytest.approx(0.40) and table.loc[
+        "wide", "AP_std"
+    ] == pytest.approx(0.01)
+    assert table.loc["random", "params"] == 6 and table.loc["random", "seeds"] == 2
+    assert table.loc["wide", "verdict"] == "beats" and table.loc["base", "verdict"] == "baseline"
+    untested = per_arm_summary(rows, ("AP",), ("params",), "absent")
+    assert "verdict" not in untested.columns and len(untested) == 3

@@ -140,6 +140,24 @@ def with_tests(table: pd.DataFrame, rows: pd.DataFrame, metric: str, baseline: s
     return table.join(compare_arms(rows, metric, baseline=baseline).set_index("arm")[list(TEST_COLUMNS)])
 
 
+def per_arm_summary(
+    rows: pd.DataFrame,
+    metrics: Sequence[str],
+    costs: Sequence[str],
+    baseline: str,
+    metric: str = "AP",
+) -> pd.DataFrame:
+    """One row per arm (indexed by arm, in the rows' order) from the per-seed rows: each metric's mean and
+    std over seeds (``<metric>_mean`` / ``_std``), the mean of each cost column (an arm whose seeds train
+    other networks, FAD random, gets their mean), the number of seeds, and, where ``baseline`` is an arm,
+    :func:`with_tests` on ``metric``."""
+    grouped = rows.groupby("arm", sort=False)
+    table = grouped[list(metrics)].mean().add_suffix("_mean")
+    table = table.join(grouped[list(metrics)].std(ddof=1).add_suffix("_std"))
+    table = table.join(grouped[list(costs)].mean()).join(grouped.size().rename("seeds"))
+    return with_tests(table, rows, metric, baseline) if baseline in table.index else table
+
+
 def verdict_cells(row: Any, scale: float = 1.0, digits: int = 3) -> list[str]:
     """The four Markdown cells of :data:`TEST_HEADER` for one arm (a row with :data:`TEST_COLUMNS`, as a
     mapping, a Series or a namedtuple); "-" where a value is not defined."""
