@@ -57,6 +57,8 @@ from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.fad import (
+    FAD_COUNTS,
+    add_fad_flags,
     check_cells_per_group,
     fad_base_config,
     fad_head_spec,
@@ -93,23 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default="runs/fad_evidence", help="where runs, tables and plots go")
-    parser.add_argument("--data", default=None, help="dataset root (default data/digits)")
+    add_fad_flags(parser)
     parser.add_argument("--kind", default="fcos", choices=["fcos", "retinanet"])
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per retrained arm (default 3)")
-    parser.add_argument(
-        "--search-epochs", type=int, default=None, help="DARTS epochs per searched arm (default 2)"
-    )
-    parser.add_argument(
-        "--epochs", type=int, default=None, help="retraining epochs, x0.1 in the last (default 4)"
-    )
-    parser.add_argument("--train-images", type=int, default=600, help="training images (a seeded subset)")
-    parser.add_argument("--c-prime", type=int, default=None, help="FAD block width c' (default 24; paper 96)")
-    parser.add_argument(
-        "--cells-per-group",
-        type=int,
-        default=None,
-        help="cells per group of each retrained FAD head (default 2: Table 3's head parameters)",
-    )
     parser.add_argument(
         "--arms",
         nargs="+",
@@ -122,11 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="leave out the searched head retrained at the width that matches the default head's params",
     )
-    parser.add_argument("--train-workers", type=int, default=1, help="Ray Train workers per run")
-    parser.add_argument("--gpu", action="store_true")
-    parser.add_argument("--address", default=None)
-    parser.add_argument("--paper", action="store_true", help="the paper's widths and schedules")
-    parser.add_argument("--smoke", action="store_true", help="tiny data and budget (CI)")
     return parser
 
 
@@ -147,8 +129,6 @@ def head_cost(cfg, num_classes: int) -> dict[str, int]:
 
 #: the settings a table's rows depend on: rows from another recipe are never mixed into one table
 RECIPE = ("kind", "search_epochs", "epochs", "train_images", "c_prime", "cells_per_group", "smoke", "paper")
-#: the count flags, each >= 1
-COUNTS = ("seeds", "search_epochs", "epochs", "train_images", "c_prime", "cells_per_group", "train_workers")
 
 
 def run_searches(base, args: argparse.Namespace, out: Path, before: dict) -> tuple[dict, list[dict]]:
@@ -358,7 +338,7 @@ def check_and_run(args: argparse.Namespace) -> int:
     known = [s for _, s, _ in SEARCHED]
     if args.arms and set(args.arms) - set(known):
         raise ConfigError(f"--arms {sorted(set(args.arms) - set(known))} unknown; choose from {known}")
-    check_counts(args, {name: 1 for name in COUNTS})
+    check_counts(args, dict.fromkeys(FAD_COUNTS, 1))
     check_writable_folder(args.out, "--out")
     base = fad_base_config(args, args.kind)
     fad_search_config(base, args, "check")  # its own checks, before Ray

@@ -37,6 +37,8 @@ from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.fad import (
+    FAD_COUNTS,
+    add_fad_flags,
     check_cells_per_group,
     fad_base_config,
     fad_head_spec,
@@ -57,8 +59,6 @@ SMOKE = {"seeds": 1, "search_epochs": 1, "epochs": 1, "c_prime": 8}  # what --sm
 DEFAULT_ARM, SEARCHED_ARM = "Mask R-CNN mask head", "FAD mask head"
 #: the settings a table's rows depend on: rows from another recipe are never mixed into one table
 RECIPE = ("search_epochs", "epochs", "train_images", "c_prime", "cells_per_group", "smoke", "paper")
-#: the count flags, each >= 1
-COUNTS = ("seeds", "search_epochs", "epochs", "train_images", "c_prime", "cells_per_group", "train_workers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,28 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default="runs/mask_fad", help="where runs and tables go")
-    parser.add_argument("--data", default=None, help="dataset root (default data/digits)")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per retrained arm (default 3)")
-    parser.add_argument("--search-epochs", type=int, default=None, help="DARTS epochs (default 2)")
-    parser.add_argument(
-        "--epochs", type=int, default=None, help="retraining epochs, x0.1 in the last (default 4)"
-    )
-    parser.add_argument("--train-images", type=int, default=600, help="training images (a seeded subset)")
-    parser.add_argument("--c-prime", type=int, default=None, help="FAD block width c' (default 24; paper 96)")
-    parser.add_argument(
-        "--cells-per-group", type=int, default=None, help="cells of the retrained FAD mask head (default 2)"
-    )
+    add_fad_flags(parser)
     parser.add_argument(
         "--genotype",
         default=None,
         help="retrain this genotype.json of an earlier mask-head search instead of searching "
         "(e.g. experiments/results/mask_fad/genotype.json)",
     )
-    parser.add_argument("--train-workers", type=int, default=1, help="Ray Train workers per run")
-    parser.add_argument("--gpu", action="store_true")
-    parser.add_argument("--address", default=None)
-    parser.add_argument("--paper", action="store_true", help="the paper's widths and schedules")
-    parser.add_argument("--smoke", action="store_true", help="tiny data and budget (CI)")
     return parser
 
 
@@ -211,7 +196,7 @@ def check_and_run(args: argparse.Namespace) -> int:
     from raynas.config import check_writable_folder
     from raynas.training.cluster import ray_session
 
-    check_counts(args, {name: 1 for name in COUNTS})
+    check_counts(args, dict.fromkeys(FAD_COUNTS, 1))
     check_writable_folder(args.out, "--out")
     base = fad_base_config(args, "mask_rcnn")
     fad_search_config(base, args, "search_mask_head")  # its own checks, before Ray

@@ -18,6 +18,40 @@ from raynas.studies.presets import FAD_DEFAULTS, FAD_PAPER, fill_in
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import DartsConfig, FADConfig, OptimConfig, RunConfig, TrainConfig
 
+#: the count flags of both FAD experiments, each >= 1
+FAD_COUNTS = (
+    "seeds",
+    "search_epochs",
+    "epochs",
+    "train_images",
+    "c_prime",
+    "cells_per_group",
+    "train_workers",
+)
+
+
+def add_fad_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags both FAD experiments take: data, budget, width and depth, where to run, the presets."""
+    parser.add_argument("--data", default=None, help="dataset root (default data/digits)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per retrained arm (default 3)")
+    parser.add_argument("--search-epochs", type=int, default=None, help="DARTS epochs a search (default 2)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="retraining epochs, x0.1 in the last (default 4)"
+    )
+    parser.add_argument("--train-images", type=int, default=600, help="training images (a seeded subset)")
+    parser.add_argument("--c-prime", type=int, default=None, help="FAD block width c' (default 24; paper 96)")
+    parser.add_argument(
+        "--cells-per-group",
+        type=int,
+        default=None,
+        help="cells per group of each retrained FAD head (default 2: Table 3's head parameters)",
+    )
+    parser.add_argument("--train-workers", type=int, default=1, help="Ray Train workers per run")
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--address", default=None)
+    parser.add_argument("--paper", action="store_true", help="the paper's widths and schedules")
+    parser.add_argument("--smoke", action="store_true", help="tiny data and budget (CI)")
+
 
 def fad_base_config(args: argparse.Namespace, kind: str) -> TrainConfig:
     """Data, model (detector ``kind``) and schedule shared by the search and every retraining run."""
