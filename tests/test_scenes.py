@@ -263,3 +263,34 @@ def test_tables_report_the_test_split_where_the_data_have_one() -> None:
     assert not has_test_split(DataConfig(root="d", format="coco"))
     assert not has_test_split(DataConfig(root="d", format="digits"))
     assert not has_test_split(DataConfig(root="d", format="voc"))
+
+
+@pytest.mark.parametrize("layout", ["far", "pair"])
+def test_layouts_keep_small_glyphs_away_from_their_zones_border(layout: str) -> None:
+    """far: one zone, small glyphs >= 72 px (at 320) inside its border; pair: two zones of opposite types
+    in every scene, small glyphs >= 40 px inside. Data made before layouts existed stay v1."""
+    from raynas.data.scene_layout import LAYOUTS, ZONE_BORDER
+
+    margin = LAYOUTS[layout].zone_margin + ZONE_BORDER[0]
+    for index in range(6):
+        _, objects = scenes.render_scene(np.random.default_rng([11, index]), 320, layout)
+        zones = [o for o in objects if o.role == "zone"]
+        if layout == "pair":
+            assert sorted(zone.hue for zone in zones) == [0, 1]
+        for glyph in (o for o in objects if o.role == "small"):
+            inside = [z for z in zones if z.box[0] <= glyph.box[0] and glyph.box[2] <= z.box[2]
+                      and z.box[1] <= glyph.box[1] and glyph.box[3] <= z.box[3]]  # fmt: skip
+            assert len(inside) == 1 and inside[0].hue == glyph.zone
+            zone = inside[0].box
+            gaps = (
+                glyph.box[0] - zone[0],
+                glyph.box[1] - zone[1],
+                zone[2] - glyph.box[2],
+                zone[3] - glyph.box[3],
+            )
+            assert min(gaps) >= margin
+    assert (
+        "layout" not in scenes.scenes_settings() and scenes.scenes_settings(layout=layout)["layout"] == layout
+    )
+    with pytest.raises(ValueError, match="layout"):
+        scenes.scenes_settings(layout="nope")
