@@ -164,7 +164,7 @@ def test_smoke_run_on_the_scenes_proxy_trains_on_cached_body_outputs(tmp_path: P
     assert done.returncode == 0, failure_text(done)
     assert "== strategies compared" in done.stdout and "x the standalone FPN's" in done.stdout
     assert json.loads((data / ".raynas-dataset.json").read_text())["generator"] == "scenes"
-    assert (data / "test").is_dir() and (data / "pretrained" / "resnet18.pt").is_file()
+    assert (data / "test").is_dir() and (data / "pretrained" / "resnet18-context.pt").is_file()
     assert any((data / "features").rglob("*")), "the frozen body's outputs were not cached"
     record = json.loads((out / "main_job.json").read_text())
     assert [row["evaluations"] for row in record["strategies"]] == [8, 8]
