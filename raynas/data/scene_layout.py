@@ -155,17 +155,14 @@ def _clutter(scene: _Scene, count: int) -> None:
 
 def _zones(scene: _Scene, layout: Layout) -> list[tuple[tuple[int, int, int, int], int, int]]:
     """Paint the zones: ``[(box, type, border px)]``; all share one hatched interior. A ``pair`` layout
-    has two zones of opposite types side by side; the others 1-2 zones of random types."""
+    has two zones of opposite types side by side; the others 1-2 zones of random types (drawn in the
+    order the v1 data were generated with, so v1 scenes stay byte-identical)."""
     rng, size = scene.rng, scene.size
     interior = gl.hatch(size, int(rng.integers(6, 11)), gl.greyish(rng))
-    boxes = _pair_boxes(scene, layout) if layout.pair else _random_boxes(scene, layout)
-    first_type = int(rng.integers(2))
     placed: list[tuple[tuple[int, int, int, int], int, int]] = []
-    for index, box in enumerate(boxes):
+
+    def paint(box: tuple[int, int, int, int], zone_type: int) -> None:
         left, top, right, bottom = box
-        zone_type = 1 - first_type if layout.pair and index == 1 else int(rng.integers(2))
-        if layout.pair and index == 0:
-            zone_type = first_type
         border = scene.px(rng.integers(ZONE_BORDER[0], ZONE_BORDER[1] + 1))
         colour = gl.family_colour(rng, zone_type, interior[top, left], MIN_CONTRAST)
         region = scene.pixels[top:bottom, left:right]
@@ -174,13 +171,15 @@ def _zones(scene: _Scene, layout: Layout) -> list[tuple[tuple[int, int, int, int
             top + border : bottom - border, left + border : right - border
         ]
         placed.append((box, zone_type, border))
-    return placed
 
-
-def _random_boxes(scene: _Scene, layout: Layout) -> list[tuple[int, int, int, int]]:
-    """1-2 zone boxes by rejection sampling (a second one is tried with chance :data:`TWO_ZONES`)."""
-    rng, size, gap = scene.rng, scene.size, scene.px(ZONE_GAP)
-    boxes: list[tuple[int, int, int, int]] = []
+    if layout.pair:
+        boxes = _pair_boxes(scene, layout)
+        first = int(rng.integers(2))
+        rng.integers(2)  # a draw the pair data of try 4 were generated with: kept, so they regenerate alike
+        for index, box in enumerate(boxes):
+            paint(box, (first + index) % 2)
+        return placed
+    gap = scene.px(ZONE_GAP)
     for attempt in range(2):
         if attempt == 1 and rng.random() >= TWO_ZONES:
             break
@@ -190,11 +189,11 @@ def _random_boxes(scene: _Scene, layout: Layout) -> list[tuple[int, int, int, in
             box = (left, top, left + w, top + h)
             if all(
                 box[0] >= o[2] + gap or o[0] >= box[2] + gap or box[1] >= o[3] + gap or o[1] >= box[3] + gap
-                for o in boxes
+                for o, _, _ in placed
             ):
-                boxes.append(box)
+                paint(box, int(rng.integers(2)))
                 break
-    return boxes
+    return placed
 
 
 def _pair_boxes(scene: _Scene, layout: Layout) -> list[tuple[int, int, int, int]]:
