@@ -294,3 +294,16 @@ def test_layouts_keep_small_glyphs_away_from_their_zones_border(layout: str) -> 
     )
     with pytest.raises(ValueError, match="layout"):
         scenes.scenes_settings(layout="nope")
+
+
+@pytest.mark.parametrize(
+    ("layout", "digest"),
+    [("v1", "7ab65b896ce25ead"), ("far", "0c7827c9f27bf709"), ("pair", "7db7c976dca5875b")],
+)
+def test_each_layout_draws_the_pixels_its_committed_calibration_was_measured_on(
+    layout: str, digest: str
+) -> None:
+    """Pinned: a refactor that changes the order of random draws would silently change every layout's data
+    (and make the committed calibration tries irreproducible). One Pillow / numpy build."""
+    pixels, _ = scenes.render_scene(np.random.default_rng([0, 0, 0]), 320, layout)
+    assert hashlib.sha256(pixels.tobytes()).hexdigest()[:16] == digest
