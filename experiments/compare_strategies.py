@@ -58,7 +58,8 @@ import pandas as pd
 from raynas.config import ConfigError, check_writable_folder
 from raynas.errors import run_main
 from raynas.jobs.arms import Arm, arch_id, arm_config, recipe_key, standalone_recipe, train_and_report
-from raynas.jobs.main_job import MainJob, add_data_flags, main_job_configs, study_job
+from raynas.jobs.main_job import MainJob, main_job_configs
+from raynas.jobs.study_flags import add_data_flags, study_job
 from raynas.jobs.supernet_scores import METRIC, kept_scores, load_archs, score_archs, seed_aps, variant_config
 from raynas.search.run import summarize
 from raynas.spaces.opanas import OPANASSpace

@@ -24,7 +24,8 @@ import argparse
 import sys
 
 from raynas.errors import run_main
-from raynas.jobs.main_job import KINDS, MainJob, add_data_flags, default_data
+from raynas.jobs.main_job import KINDS, MainJob, default_data
+from raynas.jobs.study_flags import add_data_flags
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,7 +42,8 @@ import pandas as pd
 from raynas.config import ConfigError
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.main_job import MainJob, add_data_flags, study_job
+from raynas.jobs.main_job import MainJob
+from raynas.jobs.study_flags import add_data_flags, study_job
 from raynas.jobs.supernet_scores import (
     METRIC,
     VARIANTS,

@@ -7,7 +7,6 @@ command line.
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -64,35 +63,6 @@ class MainJob:
 def default_data(smoke: bool, proxy: str = "digits") -> str:
     """Where the main job's data go when no ``--data`` is given (a smoke run keeps its tiny set apart)."""
     return f"data/{proxy}_smoke" if smoke else f"data/{proxy}"
-
-
-def add_data_flags(parser: argparse.ArgumentParser) -> None:
-    """``--proxy`` and ``--data``: the embedded data the main job (or a study of its super-nets) runs on."""
-    parser.add_argument(
-        "--proxy",
-        default="digits",
-        choices=PROXIES,
-        help="embedded data: digits (one pyramid level in use) or scenes (every level; docs/proxy.md)",
-    )
-    parser.add_argument(
-        "--data", default=None, help="dataset root (default data/<proxy>; data/<proxy>_smoke with --smoke)"
-    )
-
-
-def study_job(args: argparse.Namespace, out: str) -> MainJob:
-    """The main job whose super-nets a study shares or varies, from the study's flags (``--proxy``,
-    ``--data``, ``--smoke``, ``--gpu``, ``--address``, ``--train-workers``), its folder ``out``."""
-    return MainJob(
-        data=args.data or default_data(args.smoke, args.proxy),
-        proxy=args.proxy,
-        out=out,
-        smoke=args.smoke,
-        gpu=args.gpu,
-        address=args.address,
-        train_workers=args.train_workers,
-        out_given=True,
-        train_workers_given=True,
-    )
 
 
 def main_supernet_config(
