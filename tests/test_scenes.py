@@ -265,17 +265,19 @@ def test_tables_report_the_test_split_where_the_data_have_one() -> None:
     assert not has_test_split(DataConfig(root="d", format="voc"))
 
 
-@pytest.mark.parametrize("layout", ["far", "pair"])
+@pytest.mark.parametrize("layout", ["far", "pair", "outer"])
 def test_layouts_keep_small_glyphs_away_from_their_zones_border(layout: str) -> None:
     """far: one zone, small glyphs >= 72 px (at 320) inside its border; pair: two zones of opposite types
-    in every scene, small glyphs >= 40 px inside. Data made before layouts existed stay v1."""
-    from raynas.data.scene_layout import LAYOUTS, ZONE_BORDER
+    in every scene, small glyphs >= 40 px inside; outer: pair zones whose type shows on the outer side only,
+    small glyphs >= 64 px from that side and >= 8 px from the others. Data made before layouts existed
+    stay v1."""
+    from raynas.data.scene_layout import LAYOUTS, NEAR_MARGIN, ZONE_BORDER
 
     margin = LAYOUTS[layout].zone_margin + ZONE_BORDER[0]
     for index in range(6):
         _, objects = scenes.render_scene(np.random.default_rng([11, index]), 320, layout)
         zones = [o for o in objects if o.role == "zone"]
-        if layout == "pair":
+        if layout != "far":
             assert sorted(zone.hue for zone in zones) == [0, 1]
         for glyph in (o for o in objects if o.role == "small"):
             inside = [z for z in zones if z.box[0] <= glyph.box[0] and glyph.box[2] <= z.box[2]
@@ -288,7 +290,11 @@ def test_layouts_keep_small_glyphs_away_from_their_zones_border(layout: str) -> 
                 zone[2] - glyph.box[2],
                 zone[3] - glyph.box[3],
             )
-            assert min(gaps) >= margin
+            if inside[0].outer is None:
+                assert min(gaps) >= margin
+            else:  # the outer side is the one at the canvas edge
+                assert gaps[inside[0].outer] >= margin
+                assert min(gaps) >= NEAR_MARGIN + ZONE_BORDER[0]
     assert (
         "layout" not in scenes.scenes_settings() and scenes.scenes_settings(layout=layout)["layout"] == layout
     )
@@ -298,7 +304,12 @@ def test_layouts_keep_small_glyphs_away_from_their_zones_border(layout: str) -> 
 
 @pytest.mark.parametrize(
     ("layout", "digest"),
-    [("v1", "7ab65b896ce25ead"), ("far", "0c7827c9f27bf709"), ("pair", "7db7c976dca5875b")],
+    [
+        ("v1", "7ab65b896ce25ead"),
+        ("far", "0c7827c9f27bf709"),
+        ("pair", "7db7c976dca5875b"),
+        ("outer", "fec1c068fe99053e"),
+    ],
 )
 def test_each_layout_draws_the_pixels_its_committed_calibration_was_measured_on(
     layout: str, digest: str
@@ -307,3 +318,31 @@ def test_each_layout_draws_the_pixels_its_committed_calibration_was_measured_on(
     (and make the committed calibration tries irreproducible). One Pillow / numpy build."""
     pixels, _ = scenes.render_scene(np.random.default_rng([0, 0, 0]), 320, layout)
     assert hashlib.sha256(pixels.tobytes()).hexdigest()[:16] == digest
+
+
+def test_outer_layout_shows_the_zone_type_on_one_side_and_marks_large_glyphs_at_their_centre() -> None:
+    """Layout ``outer``: a zone's border has the type's hue family on its outer side only (the rest is grey;
+    glyphs and clutter may cover bits of either), and a large glyph's mark sits at its box's centre, inside
+    its mask."""
+    from matplotlib.colors import rgb_to_hsv
+
+    from raynas.data.glyphs import HUE_FAMILIES
+    from raynas.data.scene_layout import LAYOUTS, _Scene, _zones
+
+    for index in range(6):  # the zones as painted, before clutter and glyphs may cover bits of them
+        scene = _Scene(np.random.default_rng([12, index]), 320)
+        zones = _zones(scene, LAYOUTS["outer"])
+        hsv = rgb_to_hsv(scene.pixels.clip(0, 255) / 255.0)
+        for zone in zones:
+            (left, top, right, bottom), b = zone.box, zone.border  # each side without the corners
+            sides = (hsv[top + b : bottom - b, left + 1], hsv[top + 1, left + b : right - b],
+                     hsv[top + b : bottom - b, right - 2], hsv[bottom - 2, left + b : right - b])  # fmt: skip
+            low, high = HUE_FAMILIES[zone.type]
+            for side, line in enumerate(sides):
+                coloured = (line[:, 1] > 0.5) & (((line[:, 0] - low) % 1.0) <= high - low)
+                assert coloured.all() if side == zone.outer else not coloured.any()
+    for index in range(6):
+        _, objects = scenes.render_scene(np.random.default_rng([12, index]), 320, "outer")
+        for glyph in (o for o in objects if o.role == "large"):
+            row, col = (glyph.box[1] + glyph.box[3]) // 2, (glyph.box[0] + glyph.box[2]) // 2
+            assert glyph.mask[row - 1 : row + 2, col - 1 : col + 2].any()

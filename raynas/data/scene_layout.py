@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -29,6 +30,8 @@ MEDIUM_COUNT = (1, 4)
 LARGE_SIDE = (110, 310)
 LARGE_CHANCE = 0.9
 MARK_SIDE = (6, 9)
+CENTRE_MARK_SIDE = (9, 13)  # a mark at a large glyph's centre (layout ``outer``)
+NEAR_MARGIN = 8  # layout ``outer``: from a zone's neutral sides to the small glyphs inside it
 MARK_GAP = 2
 MAX_ROTATION = 15.0  # degrees
 MAX_IOU, MAX_COVER = 0.3, 0.5  # glyph overlap limits (IoU; share of the smaller box covered)
@@ -45,6 +48,9 @@ class Layout:
     zone_margin: int = ZONE_MARGIN
     small_per_px: float = SMALL_PER_PX
     pair: bool = False  # two zones of opposite types side by side in every scene
+    outer_only: bool = False  # pair zones show their type only on their outer side (the others neutral grey)
+    medium_anywhere: bool = False  # medium glyphs in zones too (their tag is their own colour either way)
+    mark_at_centre: bool = False  # a large glyph's mark at its box's centre, where its positives are
 
 
 #: ``v1``: the first layout. Measured (docs/proxy.md): the second zone rarely fits, so 99.6 % of scenes hold
@@ -52,11 +58,25 @@ class Layout:
 #: to every level; a lateral-only neck gets 98.6 % of small glyphs' tags right. ``far``: one zone of
 #: 210-310 px, small glyphs >= 72 px from its border (three times as dense); the type is still global.
 #: ``pair``: two zones of opposite types side by side in every scene, small glyphs >= 40 px from the
-#: border: which type a glyph's zone has is only known from where the glyph is, at a coarse enough level
+#: border: which type a glyph's zone has is only known from where the glyph is, at a coarse enough level.
+#: ``outer`` (try 5): ``pair`` whose zones show their type only on their outer side (at the canvas edge),
+#: small glyphs >= 64 px from it (lateral-only still read 84 % of pair's tags: the head's own 3x3 tower
+#: reaches a border 40 px away); medium glyphs anywhere (P4 had 5 % of the positives in ``pair``); a
+#: large glyph's 9-13 px mark at its centre, where its coarse positives are, so a bottom-up path has a fine
+#: detail to bring there (no neck read a corner mark: 45-53 %).
 LAYOUTS = {
     "v1": Layout(),
     "far": Layout(zone_side=(210, 310), zone_margin=72, small_per_px=3 * SMALL_PER_PX),
     "pair": Layout(zone_side=(200, 320), zone_margin=40, small_per_px=2 * SMALL_PER_PX, pair=True),
+    "outer": Layout(
+        zone_side=(200, 320),
+        zone_margin=64,
+        small_per_px=2 * SMALL_PER_PX,
+        pair=True,
+        outer_only=True,
+        medium_anywhere=True,
+        mark_at_centre=True,
+    ),
 }
 
 
@@ -72,6 +92,9 @@ class SceneObject:
     hue: int  # family of the object's colour (a zone's: of its border), 0 (a) or 1 (b)
     zone: int | None = None  # small glyphs: the type of the zone they sit in
     mark: int | None = None  # large glyphs: their mark, 0 ("+") or 1 ("x")
+    outer: int | None = (
+        None  # zones of layout ``outer``: the side showing the type (0 left, 1 top, 2 right, 3 bottom)
+    )
 
 
 class _Scene:
@@ -153,31 +176,62 @@ def _clutter(scene: _Scene, count: int) -> None:
         scene.paint(alpha * float(rng.uniform(0.5, 1.0)), left, top, colour)
 
 
-def _zones(scene: _Scene, layout: Layout) -> list[tuple[tuple[int, int, int, int], int, int]]:
-    """Paint the zones: ``[(box, type, border px)]``; all share one hatched interior. A ``pair`` layout
-    has two zones of opposite types side by side; the others 1-2 zones of random types (drawn in the
-    order the v1 data were generated with, so v1 scenes stay byte-identical)."""
+class Zone(NamedTuple):
+    """A painted zone: its box, type, border width (px) and, for layout ``outer``, the side showing the type
+    (:attr:`SceneObject.outer`)."""
+
+    box: tuple[int, int, int, int]
+    type: int
+    border: int
+    outer: int | None
+
+    def inner(self, scene: _Scene, layout: Layout) -> tuple[int, int, int, int]:
+        """Where its small glyphs go: ``zone_margin`` inside the border, on layout ``outer`` only from the
+        side showing the type (:data:`NEAR_MARGIN` from the neutral ones)."""
+        insets = [self.border + scene.px(layout.zone_margin)] * 4
+        if self.outer is not None:
+            insets = [
+                insets[0] if side == self.outer else self.border + scene.px(NEAR_MARGIN) for side in range(4)
+            ]
+        return (
+            self.box[0] + insets[0],
+            self.box[1] + insets[1],
+            self.box[2] - insets[2],
+            self.box[3] - insets[3],
+        )
+
+
+def _zones(scene: _Scene, layout: Layout) -> list[Zone]:
+    """Paint the zones; all share one hatched interior. A ``pair`` layout has two zones of opposite types
+    side by side; the others 1-2 zones of random types (drawn in the order the v1 data were generated with,
+    so v1 scenes stay byte-identical)."""
     rng, size = scene.rng, scene.size
     interior = gl.hatch(size, int(rng.integers(6, 11)), gl.greyish(rng))
-    placed: list[tuple[tuple[int, int, int, int], int, int]] = []
+    placed: list[Zone] = []
 
-    def paint(box: tuple[int, int, int, int], zone_type: int) -> None:
+    def paint(box: tuple[int, int, int, int], zone_type: int, outer: int | None = None) -> None:
         left, top, right, bottom = box
         border = scene.px(rng.integers(ZONE_BORDER[0], ZONE_BORDER[1] + 1))
         colour = gl.family_colour(rng, zone_type, interior[top, left], MIN_CONTRAST)
         region = scene.pixels[top:bottom, left:right]
-        region[:] = colour
+        if outer is None:
+            region[:] = colour
+        else:  # neutral grey all round, the type's colour on the outer side only
+            region[:] = 40.0 if interior[top, left].mean() > 127.5 else 215.0
+            strip = (np.s_[:, :border], np.s_[:border, :], np.s_[:, -border:], np.s_[-border:, :])[outer]
+            region[strip] = colour
         region[border:-border, border:-border] = interior[
             top + border : bottom - border, left + border : right - border
         ]
-        placed.append((box, zone_type, border))
+        placed.append(Zone(box, zone_type, border, outer))
 
     if layout.pair:
-        boxes = _pair_boxes(scene, layout)
+        boxes, across_y = _pair_boxes(scene, layout)
         first = int(rng.integers(2))
         rng.integers(2)  # a draw the pair data of try 4 were generated with: kept, so they regenerate alike
         for index, box in enumerate(boxes):
-            paint(box, (first + index) % 2)
+            outer = (2 * index + across_y) if layout.outer_only else None  # the side at the canvas edge
+            paint(box, (first + index) % 2, outer)
         return placed
     gap = scene.px(ZONE_GAP)
     for attempt in range(2):
@@ -189,16 +243,16 @@ def _zones(scene: _Scene, layout: Layout) -> list[tuple[tuple[int, int, int, int
             box = (left, top, left + w, top + h)
             if all(
                 box[0] >= o[2] + gap or o[0] >= box[2] + gap or box[1] >= o[3] + gap or o[1] >= box[3] + gap
-                for o, _, _ in placed
+                for o, *_ in placed
             ):
                 paint(box, int(rng.integers(2)))
                 break
     return placed
 
 
-def _pair_boxes(scene: _Scene, layout: Layout) -> list[tuple[int, int, int, int]]:
+def _pair_boxes(scene: _Scene, layout: Layout) -> tuple[list[tuple[int, int, int, int]], bool]:
     """Two zone boxes side by side (split across x or y at 40-60 % of the canvas, a gap between): each
-    spans its side of the split and ``zone_side`` along the other axis."""
+    spans its side of the split and ``zone_side`` along the other axis; and whether the split is across y."""
     rng, size = scene.rng, scene.size
     split, gap = round(size * rng.uniform(0.4, 0.6)), scene.px(rng.uniform(ZONE_GAP, 3 * ZONE_GAP))
     boxes = []
@@ -208,17 +262,19 @@ def _pair_boxes(scene: _Scene, layout: Layout) -> list[tuple[int, int, int, int]
         length = min(size, scene.px(rng.uniform(*layout.zone_side)))
         start = int(rng.integers(size - length + 1))
         boxes.append((across[0], start, across[1], start + length))
-    if rng.random() < 0.5:  # split across y instead: the same boxes transposed
+    across_y = bool(rng.random() < 0.5)
+    if across_y:  # split across y instead: the same boxes transposed
         boxes = [(top, left, bottom, right) for left, top, right, bottom in boxes]
-    return boxes
+    return boxes, across_y
 
 
 def _glyph(
     scene: _Scene, side: int, region: tuple[int, int, int, int], avoid: list[tuple[int, int, int, int]],
     mark: int | None = None, keep_out: tuple[tuple[int, int, int, int], ...] = (),
+    mark_at_centre: bool = False,
 ) -> tuple[str, int, tuple[int, int, int, int], np.ndarray] | None:  # fmt: skip
-    """Place and paint one glyph (with ``mark`` at its top-right corner, if given) whose box lies inside
-    ``region``, overlaps the boxes in ``avoid`` little and ``keep_out`` not at all:
+    """Place and paint one glyph (with ``mark`` at its top-right corner, or in grey at its centre, if given)
+    whose box lies inside ``region``, overlaps the boxes in ``avoid`` little and ``keep_out`` not at all:
     ``(char, hue family, box, mask)``, or None where it does not fit."""
     rng = scene.rng
     char, family = GLYPHS[int(rng.integers(len(GLYPHS)))], int(rng.integers(2))
@@ -228,7 +284,7 @@ def _glyph(
     if rows.size == 0:
         return None
     alpha = alpha[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    if mark is not None:
+    if mark is not None and not mark_at_centre:
         m, gap = scene.px(rng.integers(MARK_SIDE[0], MARK_SIDE[1] + 1)), scene.px(MARK_GAP)
         h, w = alpha.shape
         whole = np.zeros((h + m + gap, w + m + gap), dtype=np.float32)
@@ -249,6 +305,12 @@ def _glyph(
     scene.paint(alpha, left, top, gl.family_colour(rng, family, scene.behind(left, top, w, h), MIN_CONTRAST))
     mask = np.zeros((scene.size, scene.size), dtype=bool)
     mask[top : top + h, left : left + w] = alpha > gl.INK_THRESHOLD
+    if mark is not None and mark_at_centre:
+        m = min(w, h, scene.px(rng.integers(CENTRE_MARK_SIDE[0], CENTRE_MARK_SIDE[1] + 1)))
+        mark_left, mark_top, mark = left + (w - m) // 2, top + (h - m) // 2, gl.mark_alpha(gl.MARKS[mark], m)
+        grey = 0.0 if scene.behind(mark_left, mark_top, m, m).mean() > 127.5 else 255.0
+        scene.paint(mark, mark_left, mark_top, np.full(3, grey, dtype=np.float32))
+        mask[mark_top : mark_top + m, mark_left : mark_left + m] |= mark > gl.INK_THRESHOLD
     return char, family, box, mask
 
 
@@ -266,10 +328,10 @@ def render_scene(
     scene = _Scene(rng, size)
     _clutter(scene, int(rng.integers(4, 10)))
     zones = _zones(scene, geometry)
-    for box, zone_type, _ in zones:
+    for zone in zones:
         mask = np.zeros((size, size), dtype=bool)
-        mask[box[1] : box[3], box[0] : box[2]] = True
-        scene.objects.append(SceneObject(box, mask, "zone", None, zone_type))
+        mask[zone.box[1] : zone.box[3], zone.box[0] : zone.box[2]] = True
+        scene.objects.append(SceneObject(zone.box, mask, "zone", None, zone.type, outer=zone.outer))
     _clutter(scene, int(rng.integers(3, 8)))
     glyph_boxes: list[tuple[int, int, int, int]] = []
     whole = (0, 0, size, size)
@@ -282,15 +344,17 @@ def render_scene(
 
     if rng.random() < LARGE_CHANCE:
         mark = int(rng.integers(2))
-        add(_glyph(scene, scene.log_side(LARGE_SIDE), whole, glyph_boxes, mark), "large", mark=mark)
-    zone_boxes = tuple(box for box, _, _ in zones)
-    for _ in range(int(rng.integers(MEDIUM_COUNT[0], MEDIUM_COUNT[1] + 1))):  # outside every zone
+        large = _glyph(
+            scene, scene.log_side(LARGE_SIDE), whole, glyph_boxes, mark, (), geometry.mark_at_centre
+        )
+        add(large, "large", mark=mark)
+    zone_boxes = () if geometry.medium_anywhere else tuple(zone.box for zone in zones)
+    for _ in range(int(rng.integers(MEDIUM_COUNT[0], MEDIUM_COUNT[1] + 1))):  # outside zones, or anywhere
         add(_glyph(scene, scene.log_side(MEDIUM_SIDE), whole, glyph_boxes, keep_out=zone_boxes), "medium")
-    for box, zone_type, border in zones:
-        inset = border + scene.px(geometry.zone_margin)
-        inner = (box[0] + inset, box[1] + inset, box[2] - inset, box[3] - inset)
+    for zone in zones:
+        inner = zone.inner(scene, geometry)
         usable = max(0, inner[2] - inner[0]) * max(0, inner[3] - inner[1]) / scene.scale**2
         for _ in range(int(np.clip(round(usable * geometry.small_per_px), *SMALL_PER_ZONE))):
-            add(_glyph(scene, scene.log_side(SMALL_SIDE), inner, glyph_boxes), "small", zone=zone_type)
+            add(_glyph(scene, scene.log_side(SMALL_SIDE), inner, glyph_boxes), "small", zone=zone.type)
     pixels = scene.pixels + rng.normal(0.0, rng.uniform(2.0, 8.0), scene.pixels.shape)
     return pixels.round().clip(0, 255).astype(np.uint8), scene.objects
