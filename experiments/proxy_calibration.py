@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from raynas.config import ConfigError, apply_yaml, load_yaml
+from raynas.data.scene_layout import LAYOUTS
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import train_and_report
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--layout",
         default="v1",
-        choices=["v1", "far", "pair"],
+        choices=list(LAYOUTS),
         help="the scenes layout (raynas.data.scene_layout.LAYOUTS; docs/proxy.md says what each measured)",
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per named and control neck")

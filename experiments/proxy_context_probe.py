@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from raynas.config import ConfigError, apply_yaml, load_yaml
+from raynas.data.scene_layout import LAYOUTS
 from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.studies.recipes import SMOKE_BUDGET
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--layout",
         default="v1",
-        choices=["v1", "far", "pair"],
+        choices=list(LAYOUTS),
         help="the scenes layout of --data (docs/proxy.md)",
     )
     parser.add_argument("--control", action="store_true", help="probe the context-off data too")

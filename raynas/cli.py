@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from raynas.config import load_yaml
+from raynas.data.scene_layout import LAYOUTS
 from raynas.errors import run_main
 
 
@@ -188,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     scenes.add_argument(
         "--layout",
         default="v1",
-        choices=["v1", "far", "pair"],
+        choices=list(LAYOUTS),
         help="how zones and glyphs are laid out (docs/proxy.md)",
     )
     scenes.add_argument(
