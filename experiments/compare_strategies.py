@@ -56,8 +56,8 @@ from pathlib import Path
 import pandas as pd
 
 from raynas.config import ConfigError, check_writable_folder
-from raynas.errors import run_main
 from raynas.jobs.arms import Arm, arch_id, arm_config, recipe_key, standalone_recipe, train_and_report
+from raynas.jobs.entry import run_experiment
 from raynas.jobs.main_job import MainJob, main_job_configs
 from raynas.jobs.study_flags import add_data_flags, study_job
 from raynas.jobs.supernet_scores import METRIC, kept_scores, load_archs, score_archs, seed_aps, variant_config
@@ -172,15 +172,14 @@ FOLDERS_ONLY = ("metric",)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.out = args.out or ("runs/strategies" if args.run else "strategies.png")
-    return run_main("compare_strategies", lambda: run_or_compare(parser, args))
+    return run_experiment("compare_strategies", build_parser(), argv, check, run_or_compare, lambda a: a.run)
 
 
-def run_or_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def check(args: argparse.Namespace) -> None:
     """``--run`` or folder mode, after refusing a flag of the other mode (``--retrain`` without ``--run``
-    would be ignored without a word)."""
+    would be ignored without a word); each mode's flags and files checked (before Ray starts)."""
+    args.out = args.out or ("runs/strategies" if args.run else "strategies.png")
+    parser = build_parser()
     given = [
         name
         for name in (FOLDERS_ONLY if args.run else RUN_ONLY)
@@ -192,10 +191,9 @@ def run_or_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         raise ConfigError(
             f"{mode} does not use {flags}; leave {'it' if len(given) == 1 else 'them'} out, or {fix}"
         )
-    return run_strategies(args) if args.run else compare(args)
-
-
-def compare(args: argparse.Namespace) -> int:
+    if args.run:
+        check_run(args)
+        return
     if not args.directories:
         raise ConfigError("give one or more search result folders, or --run to run the strategies")
     if Path(args.out).is_dir():
@@ -204,6 +202,17 @@ def compare(args: argparse.Namespace) -> int:
             f"{Path(args.out) / 'strategies.png'}"
         )
     check_writable_folder(str(Path(args.out).parent), "--out's folder")
+
+
+def run_or_compare(args: argparse.Namespace, _: None) -> None:
+    if args.run:
+        run(args)
+        print("\n" + (Path(args.out) / "strategies.md").read_text())
+    else:
+        compare(args)
+
+
+def compare(args: argparse.Namespace) -> None:
     tables = load_tables(args.directories, args.metric)
     rows = []
     for label, df in tables.items():
@@ -211,7 +220,6 @@ def compare(args: argparse.Namespace) -> int:
         rows.append({"strategy": label, **summarize(df, wall, args.metric)})
     print(pd.DataFrame(rows).to_string(index=False))
     print(f"plot: {plot_search_curves(tables, args.out, args.metric)}")
-    return 0
 
 
 # ---- --run mode -----------------------------------------------------------------------------------
@@ -268,19 +276,13 @@ def yardstick_scores(checkpoint: str, archs: dict[str, dict], args, path: Path) 
     return dict(zip(scored["strategy"], scored["supernet_" + METRIC]))
 
 
-def run_strategies(args: argparse.Namespace) -> int:
-    from raynas.training.cluster import ray_session
-
+def check_run(args: argparse.Namespace) -> None:
     if args.directories:
         raise ConfigError("--run takes no result folders; drop them, or drop --run to compare folders")
     check_counts(args, {"seeds": 1, "epochs": 1, "search_images": 1, "scorers": 1, "train_workers": 1})
     if args.smoke:  # the given values were checked, and give way to the smoke budget
         args.seeds, args.epochs, args.train_workers = 1, 1, 1
     check_run_inputs(args)
-    with ray_session(args.address):
-        run(args)
-    print("\n" + (Path(args.out) / "strategies.md").read_text())
-    return 0
 
 
 def check_run_inputs(args: argparse.Namespace) -> None:

@@ -54,8 +54,8 @@ import numpy as np
 import pandas as pd
 
 from raynas.config import ConfigError
-from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.jobs.entry import run_experiment
 from raynas.jobs.fad import (
     FAD_COUNTS,
     add_fad_flags,
@@ -73,6 +73,7 @@ from raynas.studies.tables import (
     previous_rows,
     table_fix,
 )
+from raynas.training.config import TrainConfig
 
 METRICS = ("AP", "AP50", "AP75")
 SMOKE = {"seeds": 1, "search_epochs": 1, "epochs": 1, "c_prime": 12}  # what --smoke fills in
@@ -330,11 +331,12 @@ def check_kept_genotypes(args: argparse.Namespace, out: Path, costs: list[dict])
                 ) from err
 
 
-def check_and_run(args: argparse.Namespace) -> int:
-    """Every flag and every file the run reads back checked here, before Ray starts."""
+def check(args: argparse.Namespace) -> tuple[TrainConfig, dict, list[dict]]:
+    """Every flag and every file the run reads back checked here, before Ray starts: the recipe, the
+    record and the rows kept from an earlier run."""
     from raynas.config import check_writable_folder
-    from raynas.training.cluster import ray_session
 
+    with_presets(args)
     known = [s for _, s, _ in SEARCHED]
     if args.arms and set(args.arms) - set(known):
         raise ConfigError(f"--arms {sorted(set(args.arms) - set(known))} unknown; choose from {known}")
@@ -347,14 +349,11 @@ def check_and_run(args: argparse.Namespace) -> int:
     check_kept_genotypes(args, out, recorded_costs(before, out))
     kept_rows = previous_rows(out, "fad_evidence", before, METRICS)
     check_cells_per_group(before, args, out)
-    with ray_session(args.address):
-        run(args, base, before, kept_rows)
-    return 0
+    return base, before, kept_rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main("fad_evidence", lambda: check_and_run(with_presets(args)))
+    return run_experiment("fad_evidence", build_parser(), argv, check, lambda args, kept: run(args, *kept))
 
 
 def with_presets(args: argparse.Namespace) -> argparse.Namespace:

@@ -34,8 +34,8 @@ from pathlib import Path
 import pandas as pd
 
 from raynas.config import ConfigError
-from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.jobs.entry import run_experiment
 from raynas.jobs.fad import (
     FAD_COUNTS,
     add_fad_flags,
@@ -53,6 +53,7 @@ from raynas.studies.tables import (
     previous_rows,
     table_fix,
 )
+from raynas.training.config import TrainConfig
 
 METRICS = ("AP", "mask_AP", "mask_AP50")
 SMOKE = {"seeds": 1, "search_epochs": 1, "epochs": 1, "c_prime": 8}  # what --smoke fills in
@@ -191,11 +192,12 @@ def check_same_genotype(
         )
 
 
-def check_and_run(args: argparse.Namespace) -> int:
-    """Every flag and every file the run reads back checked here, before Ray starts."""
+def check(args: argparse.Namespace) -> tuple[TrainConfig, dict, list[dict]]:
+    """Every flag and every file the run reads back checked here, before Ray starts: the recipe, the
+    record and the rows kept from an earlier run."""
     from raynas.config import check_writable_folder
-    from raynas.training.cluster import ray_session
 
+    with_presets(args)
     check_counts(args, dict.fromkeys(FAD_COUNTS, 1))
     check_writable_folder(args.out, "--out")
     base = fad_base_config(args, "mask_rcnn")
@@ -217,14 +219,11 @@ def check_and_run(args: argparse.Namespace) -> int:
         genotype = json.loads(Path(args.genotype).read_text())["arch"]
         check_same_genotype(before, kept_rows, genotype, out, args.genotype)
     check_cells_per_group(before, args, out)
-    with ray_session(args.address):
-        run(args, base, before, kept_rows)
-    return 0
+    return base, before, kept_rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main("mask_fad", lambda: check_and_run(with_presets(args)))
+    return run_experiment("mask_fad", build_parser(), argv, check, lambda args, kept: run(args, *kept))
 
 
 def with_presets(args: argparse.Namespace) -> argparse.Namespace:

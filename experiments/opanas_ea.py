@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raynas.errors import run_main
-from raynas.jobs.main_job import KINDS, MainJob, default_data
+from raynas.jobs.entry import run_experiment
+from raynas.jobs.main_job import KINDS, CheckedConfigs, MainJob, check_main_job, default_data, run_main_job
 from raynas.jobs.study_flags import add_data_flags
 
 
@@ -63,8 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def job_from_args(argv: list[str] | None) -> MainJob:
+    """The command line as a :class:`MainJob`."""
+    return job_of(build_parser().parse_args(argv))
+
+
+def job_of(args: argparse.Namespace) -> MainJob:
     """The flags as a :class:`MainJob`; the defaults that depend on ``--smoke`` filled in."""
-    args = build_parser().parse_args(argv)
     return MainJob(
         data=args.data or default_data(args.smoke, args.proxy),
         proxy=args.proxy,
@@ -88,19 +92,14 @@ def job_from_args(argv: list[str] | None) -> MainJob:
     )
 
 
+def check(args: argparse.Namespace) -> tuple[MainJob, CheckedConfigs]:
+    """The job and its configs, every flag and file checked before Ray starts."""
+    job = job_of(args)
+    return job, check_main_job(job)
+
+
 def main(argv: list[str] | None = None) -> int:
-    job = job_from_args(argv)
-    return run_main("opanas_ea", lambda: run_in_ray_session(job))
-
-
-def run_in_ray_session(job: MainJob) -> int:
-    from raynas.jobs.main_job import check_main_job, run_main_job
-    from raynas.training.cluster import ray_session
-
-    configs = check_main_job(job)  # before Ray starts
-    with ray_session(job.address):
-        run_main_job(job, configs)
-    return 0
+    return run_experiment("opanas_ea", build_parser(), argv, check, lambda _, checked: run_main_job(*checked))
 
 
 if __name__ == "__main__":

@@ -51,9 +51,9 @@ import numpy as np
 import pandas as pd
 
 from raynas.config import ConfigError, from_dict
-from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import Arm, ReportedRun, arm_config, standalone_recipe, train_and_report
+from raynas.jobs.entry import run_experiment
 from raynas.jobs.main_job import KINDS
 from raynas.search.opanas import PARETO_COST, OPANASSearchConfig, read_finished, read_search_info
 from raynas.spaces.base import arch_from_json
@@ -573,14 +573,13 @@ def run(args: argparse.Namespace, inputs: Inputs | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main("opanas_evidence", lambda: check_and_run(args))
+    return run_experiment("opanas_evidence", build_parser(), argv, check, report)
 
 
-def check_and_run(args: argparse.Namespace) -> int:
-    """Every flag and every file the run reads checked here, before Ray starts."""
+def check(args: argparse.Namespace) -> Inputs | None:
+    """Every flag and every file the run reads checked here, before Ray starts; the main job's search
+    read back (None with ``--smoke``, which searches its own)."""
     from raynas.config import check_writable_folder
-    from raynas.training.cluster import ray_session
 
     check_counts(args, {"seeds": 1, "random_archs": 0, "epochs": 1, "train_workers": 1})
     if args.smoke:  # the given values were checked, and give way to the smoke budget
@@ -589,14 +588,15 @@ def check_and_run(args: argparse.Namespace) -> int:
     elif not args.search_dir:
         raise ConfigError("--search-dir is required (the main job's --out, e.g. runs/opanas_ea), or --smoke")
     check_writable_folder(args.out, "--out")
-    inputs = search_inputs(Path(args.search_dir), args) if args.search_dir else None
-    with ray_session(args.address):
-        record = run(args, inputs)
+    return search_inputs(Path(args.search_dir), args) if args.search_dir else None
+
+
+def report(args: argparse.Namespace, inputs: Inputs | None) -> None:
+    record = run(args, inputs)
     print(
         f"{record['runs']} runs ({record['runs_started']} trained now) in {record['wall_time_s']:.0f} s; "
         f"results: {args.out}"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -39,9 +39,9 @@ import pandas as pd
 
 from raynas.config import ConfigError, apply_yaml, load_yaml
 from raynas.data.scene_layout import LAYOUTS
-from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import train_and_report
+from raynas.jobs.entry import run_experiment
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import TrainConfig
 
@@ -464,25 +464,25 @@ def write_outputs(out: Path, rows: list[dict], trained: int, missing: list[str],
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_experiment("proxy_calibration", build_parser(), argv, check, report)
+
+
+def check(args: argparse.Namespace) -> tuple[list[str], TrainConfig]:
+    """The flags (the smoke budget and the default folders filled in), the groups and the recipe, checked
+    before Ray starts."""
     if args.smoke:
         args.random_necks, args.random_seeds, args.seeds = min(args.random_necks, 1), 1, 1
         if args.out is None:
             args.out = "runs/proxy_calibration_smoke"
         if args.data == "data/scenes":
             args.data = "data/scenes_smoke"
-    return run_main("proxy_calibration", lambda: check_and_run(args))
-
-
-def check_and_run(args: argparse.Namespace) -> int:
     if args.out is None:  # each body its own runs: a finished run of one is no result for the other
         args.out = "runs/proxy_calibration" + ("" if args.body == "glyphs" else f"_{args.body}")
-    groups = check_args(args)
-    base = recipe(args)  # the recipe's own checks, before Ray starts
-    from raynas.training.cluster import ray_session
+    return check_args(args), recipe(args)
 
-    with ray_session(args.address):
-        record = run(args, groups, base)
+
+def report(args: argparse.Namespace, checked: tuple[list[str], TrainConfig]) -> None:
+    record = run(args, *checked)
     shard = "" if args.shard is None else "shard-{}-of-{}".format(*shard_of(args.shard))
     table = Path(args.out) / shard / "calibration.md"
     if record["runs"]:
@@ -490,7 +490,6 @@ def check_and_run(args: argparse.Namespace) -> int:
     print(
         f"{record['runs']} runs ({record['runs_trained_now']} trained now) in {record['wall_time_s']:.0f} s"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from raynas.config import ConfigError, apply_yaml, load_yaml
 from raynas.data.scene_layout import LAYOUTS
-from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.jobs.entry import run_experiment
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import TrainConfig
 
@@ -103,12 +103,17 @@ def markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def check(args: argparse.Namespace) -> tuple[str, Path, TrainConfig]:
+    """The data root, the output folder and the recipe, checked before anything is made."""
     data = args.data or ("data/scenes_smoke" if args.smoke else "data/scenes")
     out = Path(args.out or "runs/proxy_context_probe" + ("" if args.body == "glyphs" else f"_{args.body}"))
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a folder")
-    base = recipe(data, args.smoke, args.body, args.layout)  # its own checks, before anything is made
+    return data, out, recipe(data, args.smoke, args.body, args.layout)
+
+
+def run(args: argparse.Namespace, checked: tuple[str, Path, TrainConfig]) -> None:
+    data, out, base = checked
     results = {"context on": probe(base, args.smoke, args.body)}
     if args.control:  # the same images labelled by local cues; the main data's body
         off = replace(
@@ -118,12 +123,10 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(out / "probe.json", results)
     atomic_write_text(out / "probe.md", markdown(results))
     print((out / "probe.md").read_text())
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main("proxy_context_probe", lambda: run(args))
+    return run_experiment("proxy_context_probe", build_parser(), argv, check, run, uses_ray=False)
 
 
 if __name__ == "__main__":

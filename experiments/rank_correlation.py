@@ -46,10 +46,10 @@ import pandas as pd
 
 from raynas.checkpoints import load_state
 from raynas.config import ConfigError
-from raynas.errors import run_main
 from raynas.evaluation.ranking import rank_agreement, rank_agreement_over_seeds
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import Arm, arch_id, arm_config, standalone_recipe, train_and_report
+from raynas.jobs.entry import run_experiment
 from raynas.jobs.supernet_scores import kept_scores, seed_aps
 from raynas.models.build import searched_neck_spec
 from raynas.spaces.opanas import OPANASSpace
@@ -424,10 +424,10 @@ def check_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--m {args.m} exceeds --pool {args.pool}: pick at most as many as are scored")
 
 
-def report(args: argparse.Namespace) -> int:
+def check(args: argparse.Namespace) -> None:
+    """Every flag and every file the run reads back checked before Ray starts."""
     from raynas.config import check_writable_folder
     from raynas.search.pool import supernet_config
-    from raynas.training.cluster import ray_session
 
     check_flags(args)
     check_writable_folder(args.out, "--out")
@@ -438,14 +438,15 @@ def report(args: argparse.Namespace) -> int:
         key = {"epochs": epochs, "supernet_checkpoint": str(Path(args.checkpoint).resolve())}
     kept_pool(Path(args.out) / "pool.csv")
     kept_seed_rows(Path(args.out) / SEEDS_FILE, key)
-    with ray_session(args.address):
-        record = run(args)
+
+
+def report(args: argparse.Namespace, _: None) -> None:
+    record = run(args)
     print("\n" + (Path(args.out) / "rank_correlation.md").read_text())
     print(
         f"{record['runs']} standalone runs ({record['runs_trained_now']} trained now) in "
         f"{record['wall_time_s']:.0f} s; results: {args.out}"
     )
-    return 0
 
 
 def kept_pool(path: Path) -> pd.DataFrame | None:
@@ -454,8 +455,7 @@ def kept_pool(path: Path) -> pd.DataFrame | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main("rank_correlation", lambda: report(args))
+    return run_experiment("rank_correlation", build_parser(), argv, check, report)
 
 
 if __name__ == "__main__":

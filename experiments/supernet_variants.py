@@ -40,8 +40,8 @@ from pathlib import Path
 import pandas as pd
 
 from raynas.config import ConfigError
-from raynas.errors import run_main
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.jobs.entry import run_experiment
 from raynas.jobs.main_job import MainJob
 from raynas.jobs.study_flags import add_data_flags, study_job
 from raynas.jobs.supernet_scores import (
@@ -223,10 +223,9 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     return table
 
 
-def report(args: argparse.Namespace) -> int:
+def check(args: argparse.Namespace) -> None:
     """Every flag and every file the run reads checked first, before Ray starts."""
     from raynas.config import check_writable_folder
-    from raynas.training.cluster import ray_session
 
     check_counts(args, {"search_images": 1, "scorers": 1, "train_workers": 1})
     repeated = sorted({name for name in args.variants if args.variants.count(name) > 1})
@@ -242,8 +241,10 @@ def report(args: argparse.Namespace) -> int:
     for name in args.variants:
         variant_config(name, main_job(args))
         kept_scores(Path(args.out) / f"scores_{name}.csv")
-    with ray_session(args.address):
-        table = run(args)
+
+
+def report(args: argparse.Namespace, _: None) -> None:
+    table = run(args)
     columns = [
         "variant",
         "kendall_tau",
@@ -254,12 +255,10 @@ def report(args: argparse.Namespace) -> int:
     ]
     print("\n" + table[columns + ["mean_supernet_AP", "epoch_time_s"]].to_string(index=False))
     print(f"results: {args.out}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main("supernet_variants", lambda: report(args))
+    return run_experiment("supernet_variants", build_parser(), argv, check, report)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from raynas.checkpoints import load_state
 from raynas.config import ConfigError, check_writable_folder, load_yaml
-from raynas.errors import run_main
+from raynas.jobs.entry import run_experiment
 from raynas.studies.flags import check_counts
 from raynas.training.config import TrainConfig
 from raynas.training.inputs import ensure_inputs
@@ -79,8 +79,7 @@ def metrics_table(metrics: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main("train_baseline", lambda: run(args))
+    return run_experiment("train_baseline", build_parser(), argv, check, run, uses_ray=False)
 
 
 def check_resume(checkpoint: str) -> None:
@@ -94,12 +93,18 @@ def check_resume(checkpoint: str) -> None:
         )
 
 
-def run(args: argparse.Namespace) -> int:
+def check(args: argparse.Namespace) -> TrainConfig:
+    """The flags, the config and the checkpoint to resume, checked before data or a body are made."""
     check_counts(args, {"workers": 1, "epochs": 1}, {"workers": "run.num_workers", "epochs": "optim.epochs"})
     cfg = configure(args)
     check_writable_folder(cfg.run.storage_path, "--out" if args.out else "run.storage_path")
     if args.resume:
         check_resume(args.resume)
+    return cfg
+
+
+def run(args: argparse.Namespace, cfg: TrainConfig) -> None:
+    """Train (Ray Train starts its own Ray, or attaches to ``run.address``) and print COCO metrics."""
     ensure_inputs(cfg)  # data and body on the driver, with progress, before the workers start
     print(
         f"training {cfg.model.kind}-{cfg.model.backbone} at {cfg.model.min_size} px for "
@@ -118,7 +123,6 @@ def run(args: argparse.Namespace) -> int:
         f"(without evaluation); {wall:.0f} s in all, Ray start-up and evaluation included"
     )
     print(f"checkpoint: {result.checkpoint_dir}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -90,13 +90,13 @@ def _proxy_of(root: str) -> str:
 
 def _pretrain(args: argparse.Namespace) -> None:
     from raynas.models.config import PROXY_BODIES, proxy_weights_path
-    from raynas.training.pretrain import BODIES, PretrainConfig, check_body, pretrain_body
+    from raynas.training.pretrain import BODIES, PretrainConfig, check_body, context_settings, pretrain_body
 
     steps = {} if args.steps is None else {"steps": args.steps}
     source = args.source or _proxy_of(args.data)
     body = args.body or PROXY_BODIES[source]
     check_body(body, source)
-    layout = {"context_layout": _layout_of(args.data)} if BODIES[body] else {}
+    layout = context_settings(_layout_of(args.data)) if BODIES[body] else {}
     cfg = PretrainConfig(
         backbone=args.backbone, source=source, seed=args.seed, **BODIES[body], **layout, **steps
     )

@@ -172,3 +172,14 @@ def test_the_context_task_is_for_scenes_only_and_reports_what_each_level_reads(t
     assert all(0.0 <= v <= 1.0 for v in record["heldout_context_accuracy"].values())
     state = torch.load(tmp_path / "resnet18.pt", weights_only=True)
     assert not any(key.startswith(("fc.", "c4.", "c5.")) for key in state)  # the task's convs are dropped
+
+
+def test_a_layout_whose_zone_type_shows_at_the_canvas_edge_pretrains_on_whole_scenes() -> None:
+    """Layout ``outer`` shows a zone's type only at the canvas edge, which 192 px crops would cut off: its
+    context task takes whole scenes; the other layouts keep the default crops (their bodies' settings)."""
+    from raynas.training.pretrain import PretrainConfig, context_settings
+
+    assert context_settings("pair") == {"context_layout": "pair"}
+    outer = context_settings("outer")
+    assert outer == {"context_layout": "outer", "context_crop": 320, "context_batch": 4}
+    assert PretrainConfig(source="scenes", context_weight=1.0, **outer).context_crop == 320

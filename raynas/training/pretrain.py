@@ -39,7 +39,7 @@ from torch import nn
 from raynas.config import ConfigError, check_writable_folder
 from raynas.data.digits import digit_crops
 from raynas.data.scene_context import NO_ZONE, context_crops, context_scenes
-from raynas.data.scene_layout import REFERENCE_SIZE
+from raynas.data.scene_layout import LAYOUTS, REFERENCE_SIZE
 from raynas.io import atomic_torch_save, atomic_write_json, file_lock, run_info
 from raynas.models.backbones import RESNETS, _norm_layer
 
@@ -282,6 +282,15 @@ def pretrain_body(cfg: PretrainConfig, out_path: str | Path, log_every: int = 10
 BODIES = {"glyphs": {}, "context": {"context_weight": 1.0}}
 
 
+def context_settings(layout: str) -> dict:
+    """The context task's settings for scenes of ``layout``: the layout and, where it needs other crops
+    than the default (:attr:`raynas.data.scene_layout.Layout.context_crop`), their size and count."""
+    crop, batch = LAYOUTS[layout].context_crop
+    default = PretrainConfig(source="scenes")
+    differ = (crop, batch) != (default.context_crop, default.context_batch)
+    return {"context_layout": layout, **({"context_crop": crop, "context_batch": batch} if differ else {})}
+
+
 def check_body(body: str, source: str) -> None:
     """One line for a body this source has no recipe for (the context task needs scenes)."""
     if body not in BODIES or (BODIES[body] and source != "scenes"):
@@ -306,7 +315,7 @@ def ensure_proxy_weights(
         return path
     settings = dict(BODIES[body])
     if settings:
-        settings["context_layout"] = layout
+        settings.update(context_settings(layout))
     if steps is not None:
         settings.update(steps=steps, eval_crops=64, **({"context_scenes": 4} if settings else {}))
     path.parent.mkdir(parents=True, exist_ok=True)
