@@ -55,7 +55,8 @@ from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import Arm, ReportedRun, arm_config, standalone_recipe, train_and_report
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.main_job import KINDS
-from raynas.search.opanas import PARETO_COST, OPANASSearchConfig, read_finished, read_search_info
+from raynas.search.opanas_config import PARETO_COST, OPANASSearchConfig
+from raynas.search.search_folder import read_finished, read_search_info
 from raynas.spaces.base import arch_from_json
 from raynas.spaces.opanas import PARAMETERISED_PATHS, OPANASSpace
 from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
@@ -75,7 +76,7 @@ COST_MATCHED = (
 FLOPS_MATCHED_SEARCH, PARETO_SEARCH = "search_flops_matched", "search_pareto"  # folders under --out
 #: draws per candidate under the FPN's FLOPs: 0.08 % of uniform draws pass it (the digits main job's and the
 #: smoke super-net alike), so the searchers' default of 100 gives up on nearly every random candidate; at
-#: 20,000 one gives up with p ~ 1e-7, and a draw costs ~50 us (raynas.search.opanas.NeckCost counts by parts)
+#: 20,000 one gives up with p ~ 1e-7, and a draw costs ~50 us (NeckCost counts by parts)
 FLOPS_MATCHED_RETRIES = 20_000
 #: joins the labels of arms that are one network
 SAME = " = "
@@ -211,7 +212,7 @@ def merge_identical(plan: list[Arm]) -> list[Arm]:
 
 def fpn_neck_flops(supernet: SupernetConfig, num_classes: int) -> int:
     """Torchvision's FPN's neck FLOPs counted as the search's constraint counts a candidate's
-    (:class:`~raynas.search.opanas.NeckCost`: the super-net's detector, width and image size, the reference
+    (:class:`~raynas.search.neck_cost.NeckCost`: the super-net's detector, width and image size, the reference
     input of :func:`~raynas.search.neck_cost.reference_features`): the FLOPs-matched search's limit."""
     from raynas.search.neck_cost import detector_cost
 
@@ -278,7 +279,7 @@ def nearest_front_member(table: pd.DataFrame, flops: float, metric: str) -> pd.S
 def finished_search(cfg: OPANASSearchConfig, checkpoint: Path) -> dict[str, pd.DataFrame] | None:
     """The tables of a search that finished in an earlier run (its settings checked by the search's own
     folder guard), so a re-run does not start the scorer actors for nothing; ``None`` if not finished."""
-    from raynas.search.opanas import guard_search_folder
+    from raynas.search.search_folder import guard_search_folder
 
     run_dir = Path(cfg.storage_path).resolve() / cfg.name
     if not (run_dir / "run_info.json").is_file():

@@ -126,7 +126,8 @@ def _opanas_supernet(args: argparse.Namespace) -> None:
 
 
 def _opanas_search(args: argparse.Namespace) -> None:
-    from raynas.search.opanas import OPANASSearchConfig, search_opanas
+    from raynas.search.opanas import search_opanas
+    from raynas.search.opanas_config import OPANASSearchConfig
 
     cfg = load_yaml(OPANASSearchConfig, args.config) if args.config else OPANASSearchConfig()
     outcome = search_opanas(args.checkpoint, cfg, resume=args.resume, address=args.address)

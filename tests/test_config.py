@@ -8,7 +8,7 @@ import pytest
 
 from raynas.config import ConfigError, apply_yaml, dump_yaml, load_yaml, with_overrides
 from raynas.data.config import DataConfig
-from raynas.search.opanas import OPANASSearchConfig
+from raynas.search.opanas_config import OPANASSearchConfig
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import (
     DartsConfig,

@@ -25,8 +25,9 @@ from raynas.jobs.arms import Arm, ReportedRun  # noqa: E402
 from raynas.jobs.main_job import smoke_supernet_config  # noqa: E402
 from raynas.models.build import build_model, searched_neck_spec  # noqa: E402
 from raynas.search.constraints import CostLimit  # noqa: E402
-from raynas.search.neck_cost import neck_cost  # noqa: E402
-from raynas.search.opanas import NeckCost, OPANASSearchConfig, mark_pareto_front  # noqa: E402
+from raynas.search.neck_cost import NeckCost, neck_cost  # noqa: E402
+from raynas.search.opanas import mark_pareto_front  # noqa: E402
+from raynas.search.opanas_config import OPANASSearchConfig  # noqa: E402
 from raynas.spaces.opanas import OPANASSpace  # noqa: E402
 
 COST_LABELS = [label for _, label in opanas_evidence.COST_MATCHED]

@@ -191,7 +191,8 @@ def test_a_data_root_generated_with_other_settings_is_refused(tmp_path, tiny_dig
 
 
 def test_an_unfinished_search_is_resumed_only_with_resume(tmp_path, tiny_digits, capfd) -> None:
-    from raynas.search.opanas import OPANASSearchConfig, guard_search_folder
+    from raynas.search.opanas_config import OPANASSearchConfig
+    from raynas.search.search_folder import guard_search_folder
 
     cfg = OPANASSearchConfig(storage_path=str(tmp_path), name="s")
     guard_search_folder(tmp_path / "s", cfg, "ckpt", resume=False)  # first start: writes run_info

@@ -31,9 +31,10 @@ from test_training import tiny_config
 from raynas.cli import main as raynas_main
 from raynas.config import dump_yaml
 from raynas.io import LOCK_FILE, FolderInUseError, claim_folder, same_place
-from raynas.search.opanas import OPANASSearchConfig, guard_search_folder
+from raynas.search.opanas_config import OPANASSearchConfig
 from raynas.search.random import RandomSearcher
 from raynas.search.run import TUNE_STATE, check_tune_state, write_results
+from raynas.search.search_folder import guard_search_folder
 from raynas.spaces.opanas import OPANASSpace
 from raynas.training.config import TrainConfig
 from raynas.training.standalone import train

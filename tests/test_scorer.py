@@ -124,7 +124,7 @@ def test_score_returns_coco_metrics_and_neck_costs(scorers) -> None:
 def test_the_constraint_and_the_table_count_the_same_cost_on_non_square_images(checkpoint: Path) -> None:
     """One definition (raynas.search.neck_cost): the table's cost does not follow the validation images'
     shape, which once set the table's FLOPs while the constraint used a square."""
-    from raynas.search.opanas import NeckCost
+    from raynas.search.neck_cost import NeckCost
 
     state = load_state(checkpoint)
     scorer = SupernetScorer(state_to_numpy(state["model"]), state["config"], state["num_classes"])

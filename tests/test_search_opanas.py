@@ -20,7 +20,8 @@ import ray
 from helpers_supernet import make_supernet_checkpoint
 from ray.tune.result import EXPR_RESULT_FILE as RESULT_FILE
 
-from raynas.search.opanas import OPANASSearchConfig, search_opanas
+from raynas.search.opanas import search_opanas
+from raynas.search.opanas_config import OPANASSearchConfig
 from raynas.search.run import resume_search
 from raynas.spaces.base import arch_from_json
 from raynas.spaces.opanas import OPANASSpace

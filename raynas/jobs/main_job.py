@@ -17,7 +17,7 @@ from raynas.config import ConfigError, apply_yaml, load_yaml, with_overrides
 from raynas.data.config import DataConfig
 from raynas.models.config import ModelConfig
 from raynas.models.detector import DETECTORS
-from raynas.search.opanas import OPANASSearchConfig
+from raynas.search.opanas_config import OPANASSearchConfig
 from raynas.studies.flags import check_counts
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import OPANASConfig, OptimConfig, RunConfig, SupernetConfig, TrainConfig
