@@ -56,7 +56,7 @@ from pathlib import Path
 import pandas as pd
 
 from raynas.config import ConfigError, check_writable_folder
-from raynas.jobs.arms import Arm, arch_id, arm_config, recipe_key, standalone_recipe, train_and_report
+from raynas.jobs.arms import Arm, arch_id, arm_config, recipe_key, standalone_recipe, train_arms
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.main_job import MainJob, main_job_configs
 from raynas.jobs.study_flags import add_data_flags, study_job
@@ -65,7 +65,7 @@ from raynas.search.run import summarize
 from raynas.spaces.opanas import OPANASSpace
 from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
 from raynas.studies.flags import check_counts
-from raynas.studies.tables import check_table, read_table
+from raynas.studies.tables import check_table, not_yet_reached, read_table
 from raynas.viz import plot_search_curves
 
 #: the architectures with measured standalone AP the super-nets' Kendall tau is computed on
@@ -506,44 +506,50 @@ def retrain(
     measured = {(row["run"], row["seed"]): row for row in kept}
     found = {label: arm.slug for arm, labels in plan for label in labels}
     current = [row for row in kept if found.get(row["strategy"]) == row["run"]]
-    rows, started = [], 0
-    for seed in range(args.seeds):  # seed by seed: an interrupted run leaves every network at some seeds
-        for arm, labels in plan:
-            cfg = arm_config(
-                recipe, arm, seed, out, workers=args.train_workers, use_gpu=args.gpu, address=args.address
-            )
-            row = kept_row(measured, arm.slug, seed, cfg)
-            if row is None:
-                print(f"== retrain {' = '.join(labels)} ({arm.slug}), seed {seed} ==", flush=True)
-                reported = train_and_report(cfg)  # on the test split where the data have one
-                started += reported.trained_now
-                params, flops = neck_cost_of(cfg)
-                row = {
-                    "recipe": recipe_key(cfg),
-                    "split": reported.split,
-                    **{metric: reported.metrics.get(metric) for metric in METRICS},
-                    "neck_params": params,
-                    "neck_flops": flops,
-                    "train_time_s": round(train_cost_s(reported.metrics), 1),
-                }
-                measured[(arm.slug, seed)] = row
-            else:
-                print(f"== {' = '.join(labels)} ({arm.slug}), seed {seed}: kept from {SEEDS_FILE} ==")
-            arch = json.dumps(arm.neck["arch"], sort_keys=True) if arm.neck else BASELINE_RUN
-            for label in labels:
-                rows.append(
-                    {"strategy": label, "seed": seed, "run": arm.slug, "split": row["split"],
-                     "epochs": args.epochs, "recipe": row["recipe"],
-                     **{k: row[k] for k in (*METRICS, *COSTS)}, "arch": arch}
-                )  # fmt: skip
-            reached = {(r["strategy"], r["seed"]) for r in rows}
-            later = [r for r in current if (r["strategy"], r["seed"]) not in reached]
-            atomic_write_text(out / SEEDS_FILE, pd.DataFrame(rows + later).to_csv(index=False))
+    labels_of = {arm.slug: labels for arm, labels in plan}
+    archs = {
+        arm.slug: json.dumps(arm.neck["arch"], sort_keys=True) if arm.neck else BASELINE_RUN
+        for arm, _ in plan
+    }
+
+    def network_row(arm: Arm, seed: int, cfg, reported) -> dict:
+        params, flops = neck_cost_of(cfg)
+        return {"run": arm.slug, "seed": seed, "recipe": recipe_key(cfg), "split": reported.split,
+                **{metric: reported.metrics.get(metric) for metric in METRICS}, "neck_params": params,
+                "neck_flops": flops, "train_time_s": round(train_cost_s(reported.metrics), 1)}  # fmt: skip
+
+    def per_strategy(networks: list[dict]) -> list[dict]:
+        """A row per strategy that found each network (a network found twice was trained once)."""
+        return [
+            {"strategy": label, "seed": row["seed"], "run": row["run"], "split": row["split"],
+             "epochs": args.epochs, "recipe": row["recipe"], **{k: row[k] for k in (*METRICS, *COSTS)},
+             "arch": archs[row["run"]]}
+            for row in networks for label in labels_of[row["run"]]
+        ]  # fmt: skip
+
+    def later(rows: list[dict]) -> list[dict]:
+        """Kept rows of seeds this run has not reached yet: an interrupted retraining keeps them."""
+        return not_yet_reached(pd.DataFrame(current), rows, ("strategy", "seed"))
+
+    def write_partial(networks: list[dict], _: int) -> None:
+        rows = per_strategy(networks)
+        atomic_write_text(out / SEEDS_FILE, pd.DataFrame(rows + later(rows)).to_csv(index=False))
+
+    networks, started = train_arms(
+        [arm for arm, _ in plan], args.seeds,
+        lambda arm, seed: arm_config(recipe, arm, seed, out, workers=args.train_workers, use_gpu=args.gpu,
+                                     address=args.address),
+        network_row, write_partial, lambda arm, seed, cfg: kept_row(measured, arm.slug, seed, cfg),
+        lambda arm, seed: f"retrain {' = '.join(labels_of[arm.slug])} ({arm.slug}), seed {seed}",
+    )  # fmt: skip
+    write_partial(networks, started)  # also where every run was kept: rows of networks no strategy found go
+    rows = per_strategy(networks)
+    rows += later(rows)
     print(
         f"retraining: {started} Train run(s) started, {len(kept) - len(current)} kept row(s) of networks no "
         f"strategy found now dropped; per-seed rows: {out / SEEDS_FILE}"
     )
-    return pd.DataFrame(rows + later), started
+    return pd.DataFrame(rows), started
 
 
 #: the per-strategy summary columns ``--retrain`` adds to strategies.csv

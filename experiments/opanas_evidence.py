@@ -52,7 +52,7 @@ import pandas as pd
 
 from raynas.config import ConfigError, from_dict
 from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.arms import Arm, ReportedRun, arm_config, standalone_recipe, train_and_report
+from raynas.jobs.arms import Arm, ReportedRun, arm_config, standalone_recipe, train_arms
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.main_job import KINDS
 from raynas.search.opanas_config import PARETO_COST, OPANASSearchConfig
@@ -548,7 +548,6 @@ def run(args: argparse.Namespace, inputs: Inputs | None) -> dict:
     if inputs.search is not None:
         best.update(cost_matched_archs(inputs, args))
     recipe = recipe_config(supernet, args)
-    rows, launched = [], 0
     plan = merge_identical(arms(supernet, best, args, num_classes))
     for arm in plan:
         if SAME in arm.label:
@@ -560,15 +559,12 @@ def run(args: argparse.Namespace, inputs: Inputs | None) -> dict:
         )
         for arm in plan
     }
-    for seed in range(args.seeds):  # seed by seed: an interrupted run leaves every arm at some seeds
-        for arm in plan:
-            cfg = run_config(recipe, arm, seed, args, out)
-            print(f"== {arm.label}, seed {seed} ==", flush=True)
-            reported = train_and_report(cfg)  # scored on the test split where the data have one
-            launched += reported.trained_now
-            rows.append(evidence_row(arm, seed, reported, costs[arm.slug]))
-            # after every run: partial tables
-            record = write_outputs(rows, out, launched, started, inputs.fpn_flops)
+    rows, launched = train_arms(  # the tables written after every run: partial tables as runs finish
+        plan, args.seeds, lambda arm, seed: run_config(recipe, arm, seed, args, out),
+        lambda arm, seed, cfg, reported: evidence_row(arm, seed, reported, costs[arm.slug]),
+        lambda rows, launched: write_outputs(rows, out, launched, started, inputs.fpn_flops),
+    )  # fmt: skip
+    record = write_outputs(rows, out, launched, started, inputs.fpn_flops)
     print("\n" + (out / "evidence.md").read_text())
     return record
 

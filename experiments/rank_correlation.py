@@ -48,7 +48,7 @@ from raynas.checkpoints import load_state
 from raynas.config import ConfigError
 from raynas.evaluation.ranking import rank_agreement, rank_agreement_over_seeds
 from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.arms import Arm, arch_id, arm_config, standalone_recipe, train_and_report
+from raynas.jobs.arms import Arm, ReportedRun, arch_id, arm_config, standalone_recipe, train_arms
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.supernet_scores import kept_scores, seed_aps
 from raynas.models.build import searched_neck_spec
@@ -56,8 +56,8 @@ from raynas.spaces.opanas import OPANASSpace
 from raynas.studies import stratified_by_rank
 from raynas.studies.flags import check_counts
 from raynas.studies.picks import TOP_FRACTION
-from raynas.studies.tables import read_table
-from raynas.training.config import SupernetConfig
+from raynas.studies.tables import not_yet_reached, read_table
+from raynas.training.config import SupernetConfig, TrainConfig
 
 METRIC = "AP"
 #: the seed that drew v1's pool (experiments/results/rank_correlation/pool.csv): not a fresh pool
@@ -207,40 +207,40 @@ def standalone_runs(
     kept = kept_seed_rows(out / SEEDS_FILE, key)
     recipe = standalone_recipe(supernet, epochs)
     space = OPANASSpace(num_nodes=supernet.opanas.num_nodes)
-    plan = [(row, seed) for seed in range(args.standalone_seeds) for row in picked.to_dict("records")]
     earlier = {(row["arch_id"], row["seed"]): row for row in kept.to_dict("records")}
-    rows = {(r["arch_id"], s): earlier[r["arch_id"], s] for r, s in plan if (r["arch_id"], s) in earlier}
-    trained = 0
-    for number, (row, seed) in enumerate(plan, start=1):
-        if (row["arch_id"], seed) in rows:
-            continue
-        arch_config = space.to_config(space.from_config(row))
-        neck = searched_neck_spec(arch_config, supernet.opanas)
-        arm = Arm(f"arch {row['arch_id']}", f"arch_{row['arch_id']}", neck, supernet.model.out_channels)
-        cfg = arm_config(
-            recipe, arm, seed, out, workers=args.train_workers or supernet.run.num_workers,
-            use_gpu=args.gpu, address=args.address,
-        )  # fmt: skip
-        print(
-            f"== standalone {number}/{len(plan)}: arch {row['arch_id']} seed {seed} (pool rank "
-            f"{row['pool_rank']}, super-net {METRIC} {100 * row['supernet_' + METRIC]:.1f}) ==",
-            flush=True,
+    keys = ("arch_id", "seed")
+    picks = []
+    for row in picked.to_dict("records"):
+        neck = searched_neck_spec(space.to_config(space.from_config(row)), supernet.opanas)
+        picks.append(
+            (row, Arm(f"arch {row['arch_id']}", f"arch_{row['arch_id']}", neck, supernet.model.out_channels))
         )
-        reported = train_and_report(cfg)  # on the test split where the data have one
-        trained += reported.trained_now
+    total = len(picks) * args.standalone_seeds
+
+    def config(pick: tuple[dict, Arm], seed: int) -> TrainConfig:
+        return arm_config(recipe, pick[1], seed, out, workers=args.train_workers or supernet.run.num_workers,
+                          use_gpu=args.gpu, address=args.address)  # fmt: skip
+
+    def title(pick: tuple[dict, Arm], seed: int) -> str:
+        row, number = pick[0], seed * len(picks) + picks.index(pick) + 1
+        return (f"standalone {number}/{total}: arch {row['arch_id']} seed {seed} (pool rank "
+                f"{row['pool_rank']}, super-net {METRIC} {100 * row['supernet_' + METRIC]:.1f})")  # fmt: skip
+
+    def seed_row(pick: tuple[dict, Arm], seed: int, cfg: TrainConfig, reported: ReportedRun) -> dict:
         metrics = reported.metrics
-        rows[row["arch_id"], seed] = {
-            "arch_id": row["arch_id"],
-            "seed": seed,
-            "split": reported.split,
-            **{f"standalone_{k}": metrics.get(k) for k in STANDALONE},
-            "train_time_s": metrics.get("epoch_time_s", 0) * metrics.get("epoch", 0),
-            **key,
-            "checkpoint": str(reported.checkpoint_dir),
-        }
-        done = [rows[r["arch_id"], s] for r, s in plan if (r["arch_id"], s) in rows]
-        atomic_write_text(out / SEEDS_FILE, pd.DataFrame(done).to_csv(index=False))
-    return pd.DataFrame([rows[r["arch_id"], s] for r, s in plan]), trained
+        return {"arch_id": pick[0]["arch_id"], "seed": seed, "split": reported.split,
+                **{f"standalone_{k}": metrics.get(k) for k in STANDALONE},
+                "train_time_s": metrics.get("epoch_time_s", 0) * metrics.get("epoch", 0), **key,
+                "checkpoint": str(reported.checkpoint_dir)}  # fmt: skip
+
+    rows, trained = train_arms(
+        picks, args.standalone_seeds, config, seed_row,
+        lambda rows, _: atomic_write_text(  # kept rows not reached yet stay: a stop loses no row
+            out / SEEDS_FILE, pd.DataFrame(rows + not_yet_reached(kept, rows, keys)).to_csv(index=False)
+        ),
+        lambda pick, seed, cfg: earlier.get((pick[0]["arch_id"], seed)), title,
+    )  # fmt: skip
+    return pd.DataFrame(rows), trained
 
 
 def per_arch(picked: pd.DataFrame, seed_rows: pd.DataFrame, space: OPANASSpace) -> pd.DataFrame:

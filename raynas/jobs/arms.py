@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -23,6 +24,8 @@ from raynas.training.config import OptimConfig, SupernetConfig, TrainConfig
 
 #: where a run's test-split score is kept (keyed by its checkpoint), so a re-run reads it
 TEST_METRICS_FILE = "test_metrics.json"
+
+ArmT = TypeVar("ArmT")
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,39 @@ class HeadArm:
     head_for_seed: dict[int, dict | None]
 
 
+def train_arms(
+    arms: Sequence[ArmT],
+    seeds: int,
+    config: Callable[[ArmT, int], TrainConfig],
+    row: Callable[[ArmT, int, TrainConfig, ReportedRun], dict],
+    on_row: Callable[[list[dict], int], object] = lambda rows, trained: None,
+    kept: Callable[[ArmT, int, TrainConfig], dict | None] = lambda arm, seed, cfg: None,
+    title: Callable[[ArmT, int], str] = lambda arm, seed: f"{arm.label}, seed {seed}",
+    train: Callable[[TrainConfig], ReportedRun] | None = None,
+) -> tuple[list[dict], int]:
+    """The arms x seeds loop of every standalone table: each arm at each seed, seed by seed (a stop leaves
+    every arm at some seeds), its run ``config(arm, seed)`` trained and scored by :func:`train_and_report`
+    (``train``) and made a ``row``, unless ``kept(arm, seed, cfg)`` gives the row of an earlier table.
+    ``on_row(rows, trained)`` runs after every run that was not kept, so a table grows as its runs finish.
+    Returns the rows in plan order and how many runs trained now."""
+    train = train or train_and_report
+    rows: list[dict] = []
+    trained = 0
+    for seed in range(seeds):
+        for arm in arms:
+            cfg = config(arm, seed)
+            previous = kept(arm, seed, cfg)
+            if previous is not None:
+                rows.append(previous)
+                continue
+            print(f"== {title(arm, seed)} ==", flush=True)
+            reported = train(cfg)
+            trained += reported.trained_now
+            rows.append(row(arm, seed, cfg, reported))
+            on_row(rows, trained)
+    return rows, trained
+
+
 def train_head_arms(
     base: TrainConfig,
     arms: list[HeadArm],
@@ -182,29 +218,22 @@ def train_head_arms(
     cost: Callable[[TrainConfig, int], dict],
     on_row: Callable[[list[dict], int], object],
 ) -> tuple[list[dict], int]:
-    """Every arm at every seed, seed by seed (a stop leaves every arm at some seeds), each trained and
-    scored by :func:`train_and_report`; a row kept from an earlier table for the same arm, seed and head
-    is reused instead. ``cost(cfg, num_classes)`` gives an arm's cost columns; ``on_row(rows, trained)`` runs
-    after every trained run, so the tables grow as the runs finish. Returns the rows and how many runs trained
-    now."""
+    """:func:`train_arms` over head arms (FAD's tables): a row kept from an earlier table for the same arm,
+    seed and head is reused. ``cost(cfg, num_classes)`` gives an arm's cost columns."""
     from raynas.checkpoints import load_state
     from raynas.studies.tables import head_key, kept_row
 
-    rows, trained = [], 0
-    for seed in range(seeds):
-        for arm in arms:
-            head = arm.head_for_seed[seed]
-            cfg = replace(base, head=head, run=replace(base.run, name=f"{arm.slug}_seed{seed}", seed=seed))
-            kept = kept_row(kept_rows, arm.label, seed, head_key(head))
-            if kept is not None:
-                rows.append(kept)
-                continue
-            print(f"== {arm.label}, seed {seed} ==", flush=True)
-            reported = train_and_report(cfg)
-            trained += reported.trained_now
-            num_classes = load_state(reported.checkpoint_dir)["num_classes"]
-            values = {key: pd.to_numeric(reported.metrics.get(key), errors="coerce") for key in metrics}
-            rows.append({"arm": arm.label, "seed": seed, **values, "split": reported.split,
-                         **cost(cfg, num_classes), "head": head_key(head)})  # fmt: skip
-            on_row(rows, trained)
-    return rows, trained
+    def config(arm: HeadArm, seed: int) -> TrainConfig:
+        head = arm.head_for_seed[seed]
+        return replace(base, head=head, run=replace(base.run, name=f"{arm.slug}_seed{seed}", seed=seed))
+
+    def row(arm: HeadArm, seed: int, cfg: TrainConfig, reported: ReportedRun) -> dict[str, Any]:
+        num_classes = load_state(reported.checkpoint_dir)["num_classes"]
+        values = {key: pd.to_numeric(reported.metrics.get(key), errors="coerce") for key in metrics}
+        return {"arm": arm.label, "seed": seed, **values, "split": reported.split,
+                **cost(cfg, num_classes), "head": head_key(cfg.head)}  # fmt: skip
+
+    def kept(arm: HeadArm, seed: int, cfg: TrainConfig) -> dict | None:
+        return kept_row(kept_rows, arm.label, seed, head_key(cfg.head))
+
+    return train_arms(arms, seeds, config, row, on_row, kept)

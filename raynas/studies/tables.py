@@ -142,10 +142,12 @@ def kept_row(table: pd.DataFrame, arm: str, seed: int, head: str) -> dict | None
     return match.iloc[0].to_dict() if len(match) else None
 
 
-def not_yet_reached(table: pd.DataFrame, rows: list[dict]) -> list[dict]:
-    """Rows of an earlier table that this run has not reached yet (they join the table at once, so that
-    a run stopped half-way still writes a table with every finished row)."""
+def not_yet_reached(
+    table: pd.DataFrame, rows: list[dict], keys: tuple[str, ...] = ("arm", "seed")
+) -> list[dict]:
+    """Rows of an earlier table that this run has not reached yet, by ``keys`` (they join the table at
+    once, so that a run stopped half-way still writes a table with every finished row)."""
     if table.empty:
         return []
-    reached = {(row["arm"], row["seed"]) for row in rows}
-    return [row for row in table.to_dict("records") if (row["arm"], row["seed"]) not in reached]
+    reached = {tuple(row[key] for key in keys) for row in rows}
+    return [row for row in table.to_dict("records") if tuple(row[key] for key in keys) not in reached]
