@@ -56,7 +56,7 @@ from pathlib import Path
 import pandas as pd
 
 from raynas.config import ConfigError, check_writable_folder
-from raynas.jobs.arms import Arm, arch_id, arm_config, recipe_key, standalone_recipe, train_arms
+from raynas.jobs.arms import Arm, arch_id, arm_config, recipe_key, standalone_recipe, train_arms, train_time_s
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.main_job import MainJob, main_job_configs
 from raynas.jobs.study_flags import add_data_flags, study_job
@@ -258,11 +258,6 @@ def darts_config(supernet_cfg, relaxation: str, args: argparse.Namespace):
     )
 
 
-def train_cost_s(metrics: dict) -> float:
-    """Training wall seconds of a run (every epoch, also when the run was finished earlier and reused)."""
-    return float(metrics.get("epoch_time_s", 0.0)) * float(metrics.get("epoch", 0))
-
-
 def scores_of(checkpoint: str, archs: pd.DataFrame, args: argparse.Namespace, path: Path) -> pd.DataFrame:
     return score_archs(
         checkpoint, archs, path, scorers=args.scorers, search_images=args.search_images, use_gpu=args.gpu
@@ -319,7 +314,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     for variant in dict.fromkeys(v for _, v, _ in ONE_SHOT):
         print(f"== super-net {variant} ==", flush=True)
         result = train_supernet(variant_config(variant, main_job(args)))
-        supernets[variant] = (str(result.checkpoint_dir), train_cost_s(result.metrics), result)
+        supernets[variant] = (str(result.checkpoint_dir), train_time_s(result.metrics), result)
         scored = scores_of(supernets[variant][0], fixed, args, out / f"tau_scores_{variant}.csv")
         # the fixed set's APs as loaded now (a reused score table may carry an older --archs' APs), the
         # bootstrap over architectures and their seeds as supernet_variants computes it
@@ -354,7 +349,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         derivations[label] = write_alphas(result, cfg, out / f"darts_{relaxation}_alphas.json")
         rows.append(
             {"strategy": label, "supernet": "-", "search": f"darts ({relaxation})",
-             "cost_s": round(train_cost_s(result.metrics), 1), "evaluations": 1,
+             "cost_s": round(train_time_s(result.metrics), 1), "evaluations": 1,
              "own_score_AP": float(result.metrics.get(METRIC, float("nan"))), "kendall_tau": float("nan"),
              "kendall_tau_low": float("nan"), "kendall_tau_high": float("nan")}
         )  # fmt: skip
@@ -516,7 +511,7 @@ def retrain(
         params, flops = neck_cost_of(cfg)
         return {"run": arm.slug, "seed": seed, "recipe": recipe_key(cfg), "split": reported.split,
                 **{metric: reported.metrics.get(metric) for metric in METRICS}, "neck_params": params,
-                "neck_flops": flops, "train_time_s": round(train_cost_s(reported.metrics), 1)}  # fmt: skip
+                "neck_flops": flops, "train_time_s": round(train_time_s(reported.metrics), 1)}  # fmt: skip
 
     def per_strategy(networks: list[dict]) -> list[dict]:
         """A row per strategy that found each network (a network found twice was trained once)."""

@@ -55,6 +55,7 @@ import pandas as pd
 
 from raynas.config import ConfigError
 from raynas.io import atomic_write_json, atomic_write_text
+from raynas.jobs.arms import train_time_s
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.fad import (
     FAD_COUNTS,
@@ -159,7 +160,7 @@ def run_searches(base, args: argparse.Namespace, out: Path, before: dict) -> tup
         costs.append(
             {
                 "arm": label,
-                "search_time_s": float(metrics.get("epoch_time_s", 0)) * float(metrics.get("epoch", 0)),
+                "search_time_s": train_time_s(metrics),
                 "search_peak_memory_mb": float(metrics.get("peak_memory_mb", float("nan"))),
             }
         )

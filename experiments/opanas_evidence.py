@@ -52,7 +52,7 @@ import pandas as pd
 
 from raynas.config import ConfigError, from_dict
 from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.arms import Arm, ReportedRun, arm_config, standalone_recipe, train_arms
+from raynas.jobs.arms import Arm, ReportedRun, arm_config, standalone_recipe, train_arms, train_time_s
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.main_job import KINDS
 from raynas.search.opanas_config import PARETO_COST, OPANASSearchConfig
@@ -530,7 +530,7 @@ def evidence_row(arm: Arm, seed: int, reported: ReportedRun, cost: tuple[int, in
         "flops": flops,
         "out_channels": arm.out_channels,
         "neck": json.dumps(arm.neck, sort_keys=True) if arm.neck else "fpn",
-        "train_time_s": metrics.get("epoch_time_s", 0) * metrics.get("epoch", 0),
+        "train_time_s": train_time_s(metrics),
     }
 
 

@@ -48,7 +48,15 @@ from raynas.checkpoints import load_state
 from raynas.config import ConfigError
 from raynas.evaluation.ranking import rank_agreement, rank_agreement_over_seeds
 from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.arms import Arm, ReportedRun, arch_id, arm_config, standalone_recipe, train_arms
+from raynas.jobs.arms import (
+    Arm,
+    ReportedRun,
+    arch_id,
+    arm_config,
+    standalone_recipe,
+    train_arms,
+    train_time_s,
+)
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.supernet_scores import kept_scores, seed_aps
 from raynas.models.build import searched_neck_spec
@@ -230,7 +238,7 @@ def standalone_runs(
         metrics = reported.metrics
         return {"arch_id": pick[0]["arch_id"], "seed": seed, "split": reported.split,
                 **{f"standalone_{k}": metrics.get(k) for k in STANDALONE},
-                "train_time_s": metrics.get("epoch_time_s", 0) * metrics.get("epoch", 0), **key,
+                "train_time_s": train_time_s(metrics), **key,
                 "checkpoint": str(reported.checkpoint_dir)}  # fmt: skip
 
     rows, trained = train_arms(

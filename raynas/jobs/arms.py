@@ -92,6 +92,12 @@ def recipe_key(cfg: TrainConfig) -> str:
     return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def train_time_s(metrics: dict) -> float:
+    """Training wall seconds of a run, the last epoch's time x its epochs (the cost a table reports; also
+    for a run finished earlier and read back)."""
+    return float(metrics.get("epoch_time_s") or 0.0) * float(metrics.get("epoch") or 0)
+
+
 @dataclass(frozen=True)
 class ReportedRun:
     """A finished standalone run and the metrics a table reports for it."""
