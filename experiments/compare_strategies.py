@@ -530,11 +530,19 @@ def retrain(
         rows = per_strategy(networks)
         atomic_write_text(out / SEEDS_FILE, pd.DataFrame(rows + later(rows)).to_csv(index=False))
 
+    def kept_network(arm: Arm, seed: int, cfg) -> dict | None:
+        row = kept_row(measured, arm.slug, seed, cfg)
+        if row is not None:
+            print(
+                f"== {' = '.join(labels_of[arm.slug])} ({arm.slug}), seed {seed}: kept from {SEEDS_FILE} =="
+            )
+        return row
+
     networks, started = train_arms(
         [arm for arm, _ in plan], args.seeds,
         lambda arm, seed: arm_config(recipe, arm, seed, out, workers=args.train_workers, use_gpu=args.gpu,
                                      address=args.address),
-        network_row, write_partial, lambda arm, seed, cfg: kept_row(measured, arm.slug, seed, cfg),
+        network_row, write_partial, kept_network,
         lambda arm, seed: f"retrain {' = '.join(labels_of[arm.slug])} ({arm.slug}), seed {seed}",
     )  # fmt: skip
     write_partial(networks, started)  # also where every run was kept: rows of networks no strategy found go

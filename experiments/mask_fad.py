@@ -192,7 +192,7 @@ def check_same_genotype(
         )
 
 
-def check(args: argparse.Namespace) -> tuple[TrainConfig, dict, list[dict]]:
+def check(args: argparse.Namespace) -> tuple[TrainConfig, dict, pd.DataFrame]:
     """Every flag and every file the run reads back checked here, before Ray starts: the recipe, the
     record and the rows kept from an earlier run."""
     from raynas.config import check_writable_folder

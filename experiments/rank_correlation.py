@@ -215,6 +215,12 @@ def standalone_runs(
     kept = kept_seed_rows(out / SEEDS_FILE, key)
     recipe = standalone_recipe(supernet, epochs)
     space = OPANASSpace(num_nodes=supernet.opanas.num_nodes)
+    planned = {(arch, seed) for arch in picked["arch_id"] for seed in range(args.standalone_seeds)}
+    kept = (
+        kept[[(arch, seed) in planned for arch, seed in zip(kept["arch_id"], kept["seed"])]]
+        if len(kept)
+        else kept
+    )
     earlier = {(row["arch_id"], row["seed"]): row for row in kept.to_dict("records")}
     keys = ("arch_id", "seed")
     picks = []

@@ -30,19 +30,33 @@ def shell_lines(path: Path) -> list[tuple[int, str]]:
     """The lines of the shell fences of ``path`` (continuations joined), with their line numbers."""
     lines, fence, pending = [], None, ""
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.startswith("```"):
-            fence = None if fence is not None else line[3:].strip()
+        if line.lstrip().startswith("```"):  # a fence, also an indented one (in a list)
+            fence = None if fence is not None else line.lstrip()[3:].strip()
             continue
         if fence in ("", "bash", "sh"):
-            pending += line.rstrip("\\") + " "
+            pending += line.strip().rstrip("\\") + " "
             if not line.endswith("\\"):
                 lines.append((number, pending.strip()))
                 pending = ""
     return lines
 
 
+def command_of(words: list[str]) -> list[str] | None:
+    """The argv a command line runs: ``python experiments/X.py ...`` and the script a ``ray submit`` or
+    ``ray job submit ... -- python`` sends (its flags after ``--``), as ``[script, *flags]``; ``raynas ...``
+    as it is; None for any other command."""
+    if words and words[0] == "raynas":
+        return words
+    scripts = [i for i, word in enumerate(words) if word.startswith("experiments/") and word.endswith(".py")]
+    runs_it = words and (words[0].startswith("python") or words[0] == "ray")
+    if not scripts or not runs_it:
+        return None
+    flags = words[scripts[0] + 1 :]
+    return [words[scripts[0]], *(flags[1:] if flags[:1] == ["--"] else flags)]
+
+
 def commands(paths: list[Path], root: Path = ROOT) -> list[tuple[str, list[str]]]:
-    """``(where, argv)`` of every ``python experiments/X.py`` and ``raynas`` command in the shell fences."""
+    """``(where, argv)`` of every experiment script and ``raynas`` command in the shell fences."""
     found = []
     for path in paths:
         for number, line in shell_lines(path):
@@ -51,11 +65,9 @@ def commands(paths: list[Path], root: Path = ROOT) -> list[tuple[str, list[str]]
                 if word not in SEPARATORS:
                     words.append(word)
                     continue
-                script = (
-                    len(words) > 1 and words[0].startswith("python") and words[1].startswith("experiments/")
-                )
-                if script or (words and words[0] == "raynas"):
-                    found.append((f"{path.relative_to(root)}:{number}", words[1:] if script else words))
+                argv = command_of(words)
+                if argv is not None:
+                    found.append((f"{path.relative_to(root)}:{number}", argv))
                 words = []
     return found
 

@@ -183,3 +183,22 @@ def test_a_layout_whose_zone_type_shows_at_the_canvas_edge_pretrains_on_whole_sc
     outer = context_settings("outer")
     assert outer == {"context_layout": "outer", "context_crop": 320, "context_batch": 4}
     assert PretrainConfig(source="scenes", context_weight=1.0, **outer).context_crop == 320
+
+
+def test_a_body_raynas_pretrained_for_another_layout_is_refused_not_reused(tmp_path: Path) -> None:
+    """A context body's record names its layout and crops: a job that needs another body is told so in one
+    line (the file stays), the same body is reused, and a user's own weights (no record) are always used."""
+    import json
+
+    body = tmp_path / "resnet18-context.pt"
+    body.write_bytes(b"pretrained for pair scenes")
+    record = {
+        "config": {"context_weight": 1.0, "context_layout": "pair", "context_crop": 192, "context_batch": 8}
+    }
+    body.with_suffix(".run_info.json").write_text(json.dumps(record))
+    assert ensure_proxy_weights(body, "resnet18", "scenes", "context", layout="pair") == body
+    with pytest.raises(ConfigError, match="context_layout='pair'.*context_layout='outer'"):
+        ensure_proxy_weights(body, "resnet18", "scenes", "context", layout="outer")
+    assert body.read_bytes() == b"pretrained for pair scenes"
+    body.with_suffix(".run_info.json").unlink()
+    assert ensure_proxy_weights(body, "resnet18", "scenes", "context", layout="outer") == body

@@ -233,3 +233,16 @@ def test_interrupted_search_stops_and_resumes_to_the_full_budget(
         assert not df[["trial_id", "candidate"]].duplicated().any()  # no candidate reported twice
         assert not df[SPACE.keys].duplicated().any()
     assert sorted(tables["evolution"]["generation"]) == [0] * POPULATION + [1] * POPULATION
+
+
+def test_a_cost_limited_search_pickled_before_the_split_still_resumes() -> None:
+    """Tune's tuner.pkl of a search started before NeckCost moved to raynas.search.neck_cost names it (and
+    the all-of constraint) in raynas.search.opanas: unpickling must find both there."""
+    import io
+    import pickle
+
+    from raynas.search import neck_cost
+
+    unpickler = pickle.Unpickler(io.BytesIO(b""))
+    assert unpickler.find_class("raynas.search.opanas", "NeckCost") is neck_cost.NeckCost
+    assert unpickler.find_class("raynas.search.opanas", "_AllOf") is neck_cost._AllOf

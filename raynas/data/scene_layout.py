@@ -277,7 +277,7 @@ def _glyph(
     mark: int | None = None, keep_out: tuple[tuple[int, int, int, int], ...] = (),
     mark_at_centre: bool = False,
 ) -> tuple[str, int, tuple[int, int, int, int], np.ndarray] | None:  # fmt: skip
-    """Place and paint one glyph (with ``mark`` at its top-right corner, or in grey at its centre, if given)
+    """Place and paint one glyph (with ``mark`` at its top-right corner, or in black or white at its centre)
     whose box lies inside ``region``, overlaps the boxes in ``avoid`` little and ``keep_out`` not at all:
     ``(char, hue family, box, mask)``, or None where it does not fit."""
     rng = scene.rng

@@ -94,8 +94,9 @@ def recipe_key(cfg: TrainConfig) -> str:
 
 def train_time_s(metrics: dict) -> float:
     """Training wall seconds of a run, the last epoch's time x its epochs (the cost a table reports; also
-    for a run finished earlier and read back)."""
-    return float(metrics.get("epoch_time_s") or 0.0) * float(metrics.get("epoch") or 0)
+    for a run finished earlier and read back); NaN where the run recorded neither."""
+    time, epochs = metrics.get("epoch_time_s"), metrics.get("epoch")
+    return float("nan") if time is None or epochs is None else float(time) * float(epochs)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from raynas.checkpoints import load_state
 from raynas.config import check_writable_folder
 from raynas.io import atomic_write_json, claim_folder
 from raynas.search.evolution import EvolutionSearcher
-from raynas.search.neck_cost import neck_constraint
+from raynas.search.neck_cost import NeckCost, _AllOf, neck_constraint
 from raynas.search.opanas_config import PARETO_COST, STRATEGIES, OPANASSearchConfig
 from raynas.search.pareto import oriented, pareto_mask
 from raynas.search.pool import ScorerPool, check_scorer_resources, supernet_config
@@ -35,6 +35,10 @@ from raynas.search.run import (
 from raynas.search.search_folder import check_finished, guard_search_folder
 from raynas.spaces.base import arch_to_json
 from raynas.spaces.opanas import OPANASSpace
+
+#: named here by the pickled searchers (Tune's tuner.pkl) of cost-limited searches started before they
+#: moved to :mod:`raynas.search.neck_cost`: importable here still, so that such a search resumes
+PICKLED_BEFORE_THE_SPLIT = (NeckCost, _AllOf)
 
 
 def make_searcher(strategy: str, space: OPANASSpace, cfg: OPANASSearchConfig, constraint=None):

@@ -26,6 +26,7 @@ where 64 px crops stayed at chance.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -291,6 +292,31 @@ def context_settings(layout: str) -> dict:
     return {"context_layout": layout, **({"context_crop": crop, "context_batch": batch} if differ else {})}
 
 
+#: what makes two bodies different bodies, beyond their length of training: which task and on what scenes
+BODY_KEYS = ("context_weight", "context_layout", "context_crop", "context_batch")
+
+
+def _check_same_body(path: Path, settings: dict) -> None:
+    """A body raynas pretrained (its run record beside it) is reused only for the body this job asks for:
+    another task, layout or crop is another body (a user's own weights, without a record, are theirs)."""
+    record = path.with_suffix(".run_info.json")
+    if not record.is_file():
+        return
+    try:
+        recorded = json.loads(record.read_text()).get("config", {})
+    except (OSError, ValueError, AttributeError):
+        return  # the weights are still the user's to use; the record only guards a mix-up
+    default = asdict(PretrainConfig())
+    differ = [key for key in BODY_KEYS if recorded.get(key, default[key]) != settings.get(key, default[key])]
+    if differ:
+        was = ", ".join(f"{key}={recorded.get(key, default[key])!r}" for key in differ)
+        wanted = ", ".join(f"{key}={settings.get(key, default[key])!r}" for key in differ)
+        raise ConfigError(
+            f"{path} is a body pretrained with {was}, and this job needs {wanted}; delete it (and "
+            f"{record.name}) to pretrain it again, or point backbone_weights at another file"
+        )
+
+
 def check_body(body: str, source: str) -> None:
     """One line for a body this source has no recipe for (the context task needs scenes)."""
     if body not in BODIES or (BODIES[body] and source != "scenes"):
@@ -311,11 +337,12 @@ def ensure_proxy_weights(
     (with a small context pool) makes a seconds-scale body for smoke runs."""
     check_body(body, source)
     path = Path(path)
-    if path.is_file():
-        return path
     settings = dict(BODIES[body])
     if settings:
         settings.update(context_settings(layout))
+    if path.is_file():
+        _check_same_body(path, settings)
+        return path
     if steps is not None:
         settings.update(steps=steps, eval_crops=64, **({"context_scenes": 4} if settings else {}))
     path.parent.mkdir(parents=True, exist_ok=True)
