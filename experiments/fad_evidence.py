@@ -66,6 +66,7 @@ from raynas.jobs.fad import (
     fad_search_config,
     with_fad_presets,
 )
+from raynas.registry import ONE_STAGE
 from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
 from raynas.studies.flags import check_counts
 from raynas.studies.tables import (
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", default="runs/fad_evidence", help="where runs, tables and plots go")
     add_fad_flags(parser)
-    parser.add_argument("--kind", default="fcos", choices=["fcos", "retinanet"])
+    parser.add_argument("--kind", default="fcos", choices=list(ONE_STAGE))
     parser.add_argument(
         "--arms",
         nargs="+",

@@ -25,6 +25,11 @@ TASKS = {
     "darts": "raynas.training.darts.DartsTask",
     "opanas_darts": "raynas.training.darts.OPANASDartsTask",
 }
+#: the detectors raynas builds (``model.kind``; :mod:`raynas.models.detector` builds them), named once here
+#: so every layer can check a kind without importing the models
+DETECTORS = ("fcos", "retinanet", "faster_rcnn", "cascade_rcnn", "mask_rcnn")
+#: the one-stage ones: a dense head on every level (FAD's heads) and no RoI stage (cached body features)
+ONE_STAGE = ("fcos", "retinanet")
 
 
 def canonical(table: dict[str, str], name: str) -> str:

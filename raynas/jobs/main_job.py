@@ -17,6 +17,7 @@ from raynas.config import ConfigError, apply_yaml, load_yaml, with_overrides
 from raynas.data.config import DataConfig
 from raynas.models.config import ModelConfig
 from raynas.models.detector import DETECTORS
+from raynas.registry import ONE_STAGE
 from raynas.search.opanas_config import OPANASSearchConfig
 from raynas.studies.flags import check_counts
 from raynas.studies.recipes import SMOKE_BUDGET
@@ -29,7 +30,7 @@ PROXIES = ("digits", "scenes")
 KINDS = tuple(kind for kind in DETECTORS if kind != "mask_rcnn")
 SMOKE_PRETRAIN_STEPS = 5
 #: the detectors that can train on a frozen body's cached outputs (raynas.models.cached): the one-stage ones
-CACHED_KINDS = ("fcos", "retinanet")
+CACHED_KINDS = ONE_STAGE
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import resize_boxes
 
 from raynas.models.replay import replaying
+from raynas.registry import ONE_STAGE
 
 Size = tuple[int, int]
-CACHEABLE = ("fcos", "retinanet")
+CACHEABLE = ONE_STAGE
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Literal
 
 from raynas.config import ConfigError, check_ranges
 from raynas.models.backbones import BACKBONES
+from raynas.registry import ONE_STAGE
 
 PROXY_WEIGHTS = "proxy"
 ANCHOR_LEVELS = 5  # pyramid levels of every detector build_detector makes
@@ -83,7 +84,7 @@ class ModelConfig:
                 "model.cache_features needs a frozen body: set model.trainable_backbone_layers: 0 (got "
                 f"{self.trainable_backbone_layers}), or model.cache_features: false"
             )
-        if self.kind not in ("fcos", "retinanet"):
+        if self.kind not in ONE_STAGE:
             raise ConfigError(
                 f"model.cache_features is for model.kind fcos or retinanet, not {self.kind!r}; "
                 "set model.cache_features: false"

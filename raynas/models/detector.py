@@ -23,12 +23,12 @@ from torchvision.ops.feature_pyramid_network import (
 
 from raynas.models.backbones import BackboneWithNeck, build_backbone_body
 from raynas.models.cascade import CascadeRCNN
+from raynas.registry import DETECTORS
 
 NeckFactory = Callable[[list[int], int, ExtraFPNBlock], nn.Module]
 HeadFactory = Callable[[int, int, int], nn.Module]
 MaskHeadFactory = Callable[[int], nn.Module]  # in_channels -> module on the RoI features
 
-DETECTORS = ("fcos", "retinanet", "faster_rcnn", "cascade_rcnn", "mask_rcnn")
 TWO_STAGE = ("faster_rcnn", "cascade_rcnn", "mask_rcnn")
 INSTANCE_SEGMENTATION = ("mask_rcnn",)  # detectors that predict masks: trained on masks, scored by mask AP
 

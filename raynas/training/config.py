@@ -12,6 +12,7 @@ from typing import Literal
 from raynas.config import ConfigError, check_local_storage, check_ranges, check_run_name
 from raynas.data.config import DataConfig
 from raynas.models.config import PROXY_BODIES, PROXY_WEIGHTS, ModelConfig, proxy_weights_path
+from raynas.registry import ONE_STAGE
 
 
 @dataclass
@@ -204,7 +205,7 @@ class DartsConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.model.kind not in ("fcos", "retinanet", "mask_rcnn"):
+        if self.model.kind not in (*ONE_STAGE, "mask_rcnn"):
             raise ValueError(
                 "FAD searches the head of a one-stage detector or the mask head of Mask R-CNN: model.kind "
                 f"must be fcos or retinanet (the head) or mask_rcnn (the mask head), not {self.model.kind!r}"

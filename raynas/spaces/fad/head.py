@@ -26,13 +26,14 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetRegressionHead
 
+from raynas.registry import ONE_STAGE
 from raynas.spaces.fad.cells import EDGES, NUM_GROUPS, FADModule
 from raynas.spaces.fad.genotype import FADGenotype, FADSpace
 from raynas.spaces.fad.ops import DARTS_PRIMITIVES, DARTS_TRANSFORMATIONS, FAD_TRANSFORMATIONS, NONE
 from raynas.spaces.fad.repshare import BlockConfig
 from raynas.spaces.fad.searchable import FADSearchable
 
-KINDS = ("fcos", "retinanet")
+KINDS = ONE_STAGE  # FAD searches the head of a one-stage detector
 DEFAULT_C_PRIME = 96  # Table 3: "Dim. 256 -> 96"
 #: cells per group of a derived head that is retrained (the search has one, Sec. 3.1 end; "the cells in
 #: each group can be repeated"): two reproduce Table 3's parameters at c' = 96, FCOS's head 4.92 M ->
