@@ -23,13 +23,13 @@ from torchvision.ops.feature_pyramid_network import (
 
 from raynas.models.backbones import BackboneWithNeck, build_backbone_body
 from raynas.models.cascade import CascadeRCNN
-from raynas.registry import DETECTORS
+from raynas.registry import DETECTORS, ONE_STAGE
 
 NeckFactory = Callable[[list[int], int, ExtraFPNBlock], nn.Module]
 HeadFactory = Callable[[int, int, int], nn.Module]
 MaskHeadFactory = Callable[[int], nn.Module]  # in_channels -> module on the RoI features
 
-TWO_STAGE = ("faster_rcnn", "cascade_rcnn", "mask_rcnn")
+TWO_STAGE = tuple(kind for kind in DETECTORS if kind not in ONE_STAGE)  # an RPN and RoI heads
 INSTANCE_SEGMENTATION = ("mask_rcnn",)  # detectors that predict masks: trained on masks, scored by mask AP
 
 # torchvision's defaults, tuned for images resized to ~800 px (FCOS: anchor = stride of P3..P7, one per
