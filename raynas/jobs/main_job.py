@@ -29,8 +29,6 @@ PROXIES = ("digits", "scenes")
 #: the detectors OPANAS's neck plugs into (Table 1: one-stage, two-stage and cascade), Mask R-CNN aside
 KINDS = tuple(kind for kind in DETECTORS if kind != "mask_rcnn")
 SMOKE_PRETRAIN_STEPS = 5
-#: the detectors that can train on a frozen body's cached outputs (raynas.models.cached): the one-stage ones
-CACHED_KINDS = ONE_STAGE
 
 
 @dataclass(frozen=True)
@@ -285,10 +283,10 @@ def check_main_job(job: MainJob) -> CheckedConfigs:
         raise ConfigError("--smoke and --paper exclude each other; give one of them")
     if job.proxy not in PROXIES:
         raise ConfigError(f"--proxy must be one of {list(PROXIES)}, got {job.proxy!r}")
-    if job.proxy == "scenes" and job.kind not in CACHED_KINDS:
+    if job.proxy == "scenes" and job.kind not in ONE_STAGE:
         raise ConfigError(
             f"--proxy scenes trains on the frozen body's cached outputs, which --kind {job.kind} cannot use "
-            f"(its detector runs its own body); use --kind {' or '.join(CACHED_KINDS)}, or --proxy digits"
+            f"(its detector runs its own body); use --kind {' or '.join(ONE_STAGE)}, or --proxy digits"
         )
     if job.proxy != "digits" and (job.supernet_config or job.supernet_checkpoint):
         given = "--supernet-config" if job.supernet_config else "--supernet-checkpoint"

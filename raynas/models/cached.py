@@ -24,7 +24,6 @@ from raynas.models.replay import replaying
 from raynas.registry import ONE_STAGE
 
 Size = tuple[int, int]
-CACHEABLE = ONE_STAGE
 
 
 @dataclass
@@ -89,7 +88,7 @@ class CachedBodyDetector(nn.Module):
         super().__init__()
         if not isinstance(detector, FCOS | RetinaNet):
             raise ValueError(
-                f"cached body features need a one-stage detector ({', '.join(CACHEABLE)}), got "
+                f"cached body features need a one-stage detector ({', '.join(ONE_STAGE)}), got "
                 f"{type(detector).__name__}; set model.cache_features: false"
             )
         if any(p.requires_grad for p in detector.backbone.body.parameters()):
