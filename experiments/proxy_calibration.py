@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from raynas.config import ConfigError, apply_yaml, load_yaml
-from raynas.data.scene_layout import LAYOUTS
+from raynas.data.scene_layout import DEFAULT_LAYOUT, LAYOUTS
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import train_and_report
 from raynas.jobs.entry import run_experiment
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--layout",
-        default="v1",
+        default=DEFAULT_LAYOUT,
         choices=list(LAYOUTS),
         help="the scenes layout (raynas.data.scene_layout.LAYOUTS; docs/proxy.md says what each measured)",
     )
@@ -124,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--gather",
         action="store_true",
         help="tables from the finished runs only (nothing trains; the plan's other runs are listed)",
+    )
+    parser.add_argument(
+        "--kept-rows",
+        default=None,
+        help="a calibration.csv of runs finished elsewhere (e.g. committed from another machine): a planned "
+        "run whose row is there, with the same recipe and body (its recipe and body columns), is not trained "
+        "again and its row joins the tables",
     )
     parser.add_argument("--smoke", action="store_true", help="seconds-scale: tiny data, one epoch (CI)")
     return parser
@@ -153,7 +160,43 @@ def check_args(args: argparse.Namespace) -> list[str]:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a folder")
+    if args.kept_rows is not None:
+        read_kept_rows(args.kept_rows)
     return groups
+
+
+#: what a kept row must hold to stand for a run: which run, and what it was computed from
+KEPT_KEYS = ("group", "arm", "seed", "neck", "recipe", "body")
+
+
+def read_kept_rows(path: str) -> dict[tuple, dict]:
+    """``--kept-rows``: the rows of an earlier calibration by :data:`KEPT_KEYS`, checked (one line for a
+    missing or unreadable file or one without those columns)."""
+    fix = "give a calibration.csv written by this script (with recipe and body columns), or drop --kept-rows"
+    try:
+        table = pd.read_csv(path, dtype={"recipe": str, "body": str})
+    except FileNotFoundError:
+        raise ConfigError(f"--kept-rows {path!r}: no such file; {fix}") from None
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--kept-rows {path!r} cannot be read as CSV ({error}); {fix}") from None
+    missing = [key for key in KEPT_KEYS if key not in table.columns]
+    if missing:
+        raise ConfigError(f"--kept-rows {path!r} has no column(s) {missing}; {fix}")
+    table[["recipe", "body"]] = table[["recipe", "body"]].fillna("")  # a run without a pretrained body
+    return {tuple(row[key] for key in KEPT_KEYS): row for row in table.to_dict("records")}
+
+
+def run_identity(item: Run, cfg: TrainConfig) -> dict:
+    """The columns that say which run a row is and what it was computed from: the recipe without where the
+    run lives (:func:`raynas.jobs.arms.recipe_key`) and the pretrained body's digest (a body pretrained
+    again elsewhere is the same input only if it came out byte for byte the same)."""
+    from raynas.jobs.arms import recipe_key
+    from raynas.training.run_folder import input_digests
+
+    body = input_digests(cfg).get("backbone_weights", "")[:12]
+    return {"group": item.group, "arm": item.arm, "seed": item.seed,
+            "neck": json.dumps(item.neck, sort_keys=True) if item.neck else "fpn",
+            "recipe": recipe_key(cfg), "body": body}  # fmt: skip
 
 
 def shard_of(text: str) -> tuple[int, int]:
@@ -401,7 +444,13 @@ def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
     # a seconds-scale body exercises every part with --smoke; one writer when shards start together
     steps = SMOKE_PRETRAIN_STEPS if args.smoke else None
     ensure_proxy_weights(
-        base.model.backbone_weights, base.model.backbone, "scenes", args.body, steps, args.layout
+        base.model.backbone_weights,
+        base.model.backbone,
+        "scenes",
+        args.body,
+        steps,
+        args.layout,
+        smoke=args.smoke,
     )
     # the data, the body and its cached outputs once, before the runs (the control runs reuse this body), so
     # that shards started side by side after this point never make the same file
@@ -410,9 +459,14 @@ def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
         ensure_inputs(run_config(base, Run("control", "", "", None, 0)))
     from raynas.training.run_folder import finished_run
 
+    kept = read_kept_rows(args.kept_rows) if args.kept_rows else {}
     rows, trained, missing = [], 0, []
     for item in runs:
         cfg = run_config(base, item)
+        identity = run_identity(item, cfg)
+        if tuple(identity.values()) in kept:
+            rows.append(kept[tuple(identity.values())])
+            continue
         run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
         if args.gather and finished_run(run_dir, cfg.optim.epochs) is None:
             missing.append(f"{item.arm} seed {item.seed}")
@@ -421,9 +475,7 @@ def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
         reported = train_and_report(cfg)  # scored on the test split, kept beside the run
         metrics, trained = reported.metrics, trained + reported.trained_now
         tags = kept_tag_accuracy(reported.checkpoint_dir)
-        rows.append({"group": item.group, "arm": item.arm, "seed": item.seed,
-                     "neck": json.dumps(item.neck, sort_keys=True) if item.neck else "fpn",
-                     **{k: metrics.get(k) for k in (*METRICS, "val_AP", "epoch_time_s")},
+        rows.append({**identity, **{k: metrics.get(k) for k in (*METRICS, "val_AP", "epoch_time_s")},
                      **{f"{role}_tag_right": tags[role]["tag_right"] for role in TAGGED}})  # fmt: skip
         write_outputs(out, rows, trained, missing, started)  # after every run: partial tables
     return write_outputs(out, rows, trained, missing, started)

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from raynas.config import ConfigError, apply_yaml, load_yaml
-from raynas.data.scene_layout import LAYOUTS
+from raynas.data.scene_layout import DEFAULT_LAYOUT, LAYOUTS
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.entry import run_experiment
 from raynas.studies.recipes import SMOKE_BUDGET
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--layout",
-        default="v1",
+        default=DEFAULT_LAYOUT,
         choices=list(LAYOUTS),
         help="the scenes layout of --data (docs/proxy.md)",
     )
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def recipe(data: str, smoke: bool, body: str = "context", layout: str = "v1") -> TrainConfig:
+def recipe(data: str, smoke: bool, body: str = "context", layout: str = DEFAULT_LAYOUT) -> TrainConfig:
     """The calibration's data, frozen body and cache settings (the probe needs no neck or schedule)."""
     from raynas.models.config import proxy_weights_path
 
@@ -79,7 +79,9 @@ def probe(cfg: TrainConfig, smoke: bool, body: str = "context") -> dict:
     # a seconds-scale body exercises every part with --smoke
     steps = SMOKE_PRETRAIN_STEPS if smoke else None
     layout = cfg.data.scenes_layout
-    ensure_proxy_weights(cfg.model.backbone_weights, cfg.model.backbone, "scenes", body, steps, layout)
+    ensure_proxy_weights(
+        cfg.model.backbone_weights, cfg.model.backbone, "scenes", body, steps, layout, smoke=smoke
+    )
     ensure_inputs(cfg, features=False)
     caches = ensure_body_features(cfg)
     names = category_names(Path(cfg.data.root) / "annotations" / "instances_train.json")

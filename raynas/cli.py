@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 
 from raynas.config import load_yaml
-from raynas.data.scene_layout import LAYOUTS
+from raynas.data.scene_layout import DEFAULT_LAYOUT, LAYOUTS
 from raynas.errors import run_main
+from raynas.models.config import RECIPE_BODY_STEPS
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -100,7 +101,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     cfg = PretrainConfig(
         backbone=args.backbone, source=source, seed=args.seed, **BODIES[body], **layout, **steps
     )
-    out = args.out or proxy_weights_path(args.data, args.backbone, body)
+    out = args.out or proxy_weights_path(args.data, args.backbone, body, args.steps)
     record = pretrain_body(cfg, out)
     print(f"pretrained {args.backbone} body: {out} (held-out accuracy {record['heldout_accuracy']:.3f})")
 
@@ -189,9 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     scenes.add_argument("--no-context-large", action="store_true", help="large glyphs: no mark rule")
     scenes.add_argument(
         "--layout",
-        default="v1",
+        default=DEFAULT_LAYOUT,
         choices=list(LAYOUTS),
-        help="how zones and glyphs are laid out (docs/proxy.md)",
+        help=f"how zones and glyphs are laid out (default {DEFAULT_LAYOUT}, the proxy's; the others are its "
+        "earlier tries: docs/proxy.md)",
     )
     scenes.add_argument(
         "--replace", action="store_true", help="replace a dataset in --out generated with other settings"
@@ -234,9 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
         "context, the body backbone_weights: proxy names)",
     )
     pretrain.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
-    pretrain.add_argument("--steps", type=int, default=None, help="AdamW steps of batch 64 (default 700)")
+    pretrain.add_argument(
+        "--steps", type=int, default=None, help=f"AdamW steps of batch 64 (default {RECIPE_BODY_STEPS})"
+    )
     pretrain.add_argument("--seed", type=int, default=0)
-    pretrain.add_argument("--out", default=None, help="state dict path (default DATA/pretrained/BACKBONE.pt)")
+    pretrain.add_argument(
+        "--out",
+        default=None,
+        help="state dict path (default DATA/pretrained/BACKBONE[-BODY][-STEPSsteps].pt, where a job on DATA "
+        "with backbone_weights: proxy and model.body_steps: STEPS looks)",
+    )
     pretrain.set_defaults(func=_pretrain)
 
     train = commands.add_parser("train", help="train a detector standalone on Ray Train")

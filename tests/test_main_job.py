@@ -52,16 +52,27 @@ def test_command_line_flags_win_over_the_config_files(tmp_path: Path) -> None:
 def test_the_scenes_proxy_trains_the_neck_and_head_on_the_frozen_body_s_cached_outputs() -> None:
     """--proxy scenes: 320 px scenes, every split generated, the body frozen and cached, FCOS at the proxy's
     anchor sizes (so every pyramid level gets positives); digits stays the earlier recipe."""
+    from raynas.data.config import DataConfig
+    from raynas.data.scene_layout import DEFAULT_LAYOUT
     from raynas.data.scenes import scenes_anchor_sizes
+    from raynas.jobs.main_job import SCENES_BODY_STEPS, SCENES_EPOCHS, SCENES_TRAIN_IMAGES
 
     supernet, _ = main_job_configs(opanas_ea.job_from_args(["--proxy", "scenes"]))
     data = supernet.data
     assert (data.root, data.format, data.image_size) == ("data/scenes", "scenes", 320)
     assert supernet.model.trainable_backbone_layers == 0 and supernet.model.cache_features
     assert supernet.data.hflip == 0.0 and supernet.model.anchor_sizes == list(scenes_anchor_sizes(320))
+    # the proxy's layout; the budget measured for it: a shorter body (its own file) and part of the images
+    assert data.scenes_layout == DEFAULT_LAYOUT == DataConfig().scenes_layout
+    assert (
+        supernet.model.backbone_weights
+        == f"data/scenes/pretrained/resnet18-context-{SCENES_BODY_STEPS}steps.pt"
+    )
+    assert data.max_train_images == SCENES_TRAIN_IMAGES and supernet.optim.epochs == SCENES_EPOCHS
     smoke, _ = main_job_configs(opanas_ea.job_from_args(["--proxy", "scenes", "--smoke"]))
     assert smoke.data.root == "data/scenes_smoke" and smoke.data.image_size == smoke.model.min_size == 128
     assert smoke.model.anchor_sizes == list(scenes_anchor_sizes(128))
+    assert smoke.model.backbone_weights == "data/scenes_smoke/pretrained/resnet18-context.pt"
     digits, _ = main_job_configs(opanas_ea.job_from_args([]))
     assert digits.data.format == "digits" and not digits.model.cache_features
 

@@ -84,6 +84,29 @@ def test_proxy_weights_resolve_next_to_the_data_and_are_made_when_absent(tmp_pat
     assert not (tmp_path / "other.pt").exists()
 
 
+def test_a_body_of_another_length_is_its_own_file_made_at_that_length(tmp_path: Path) -> None:
+    """``model.body_steps``: a shorter body than the recipe's never stands in for it (nor it for the
+    recipe's), and the job's inputs pretrain it for exactly that many steps."""
+    from raynas.models.config import RECIPE_BODY_STEPS
+    from raynas.training.inputs import ensure_backbone_weights
+
+    root = str(tmp_path / "d")
+    assert proxy_weights_path(root, "resnet18", "context", 300).endswith(
+        "d/pretrained/resnet18-context-300steps.pt"
+    )
+    assert proxy_weights_path(root, "resnet18", "glyphs", RECIPE_BODY_STEPS) == proxy_weights_path(
+        root, "resnet18"
+    )
+    cfg = TrainConfig(data=DataConfig(root=root), model=ModelConfig(backbone_weights="proxy", body_steps=2))
+    assert cfg.model.backbone_weights.endswith("d/pretrained/resnet18-2steps.pt")
+    ensure_backbone_weights(cfg)  # the digits glyph body, 2 steps
+    record = json.loads(Path(cfg.model.backbone_weights).with_suffix(".run_info.json").read_text())
+    assert record["config"]["steps"] == 2
+    assert not Path(proxy_weights_path(root, "resnet18")).exists()
+    with pytest.raises(ConfigError, match="body_steps"):
+        ModelConfig(body_steps=0)
+
+
 def test_cli_pretrain_writes_the_body(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "body.pt"
     assert cli_main(["pretrain", "--data", str(tmp_path), "--steps", "2", "--out", str(out)]) == 0

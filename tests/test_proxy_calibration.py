@@ -69,6 +69,7 @@ def test_named_necks_are_the_networks_they_say() -> None:
         (["--shard", "1"], "--shard"),
         (["--shard", "0/2", "--gather"], "--gather"),
         (["--named", "fpn,nope"], "--named"),
+        (["--kept-rows", "no/such/calibration.csv"], "--kept-rows"),
     ],
 )
 def test_bad_flags_are_one_line_before_ray(
@@ -80,6 +81,16 @@ def test_bad_flags_are_one_line_before_ray(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and named in err[0]
     assert not ray.is_initialized() and not (tmp_path / "out").exists()
+
+
+def test_kept_rows_without_their_identity_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A table written before rows carried their recipe and body (e.g. try 5's) cannot stand for runs."""
+    old = tmp_path / "calibration.csv"
+    pd.DataFrame([{"group": "named", "arm": "FPN", "seed": 0, "neck": "fpn", "AP": 0.3}]).to_csv(old)
+    code = calibration.main(["--kept-rows", str(old), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "['recipe', 'body']" in err[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_goals_are_measured_from_rows() -> None:
@@ -133,3 +144,12 @@ def test_smoke_runs_end_to_end_and_a_rerun_skips(ray_session, tmp_path: Path) ->
     assert gathered["runs"] == 3 and gathered["runs_trained_now"] == 0
     assert gathered["missing_runs"] == ["FPN (context off) seed 0"]
     assert "Not finished yet (1 runs" in (tmp_path / "out" / "calibration.md").read_text()
+    # another machine: the committed rows stand for their runs (same recipe and body), nothing trains
+    kept = tmp_path / "kept.csv"
+    kept.write_text((tmp_path / "out" / "calibration.csv").read_text())
+    elsewhere = ["--smoke", "--groups", "named,random", "--data", str(tmp_path / "d")]
+    assert calibration.main([*elsewhere, "--out", str(tmp_path / "elsewhere"), "--kept-rows", str(kept)]) == 0
+    moved = json.loads((tmp_path / "elsewhere" / "calibration.json").read_text())
+    assert moved["runs"] == 3 and moved["runs_trained_now"] == 0
+    assert not (tmp_path / "elsewhere" / "runs").exists()
+    assert pd.read_csv(tmp_path / "elsewhere" / "calibration.csv")["AP"].tolist() == table["AP"].tolist()

@@ -271,7 +271,7 @@ def test_layouts_keep_small_glyphs_away_from_their_zones_border(layout: str) -> 
     in every scene, small glyphs >= 40 px inside; outer: pair zones whose type shows on the outer side only,
     small glyphs >= 64 px from that side and >= 8 px from the others. Data made before layouts existed
     stay v1."""
-    from raynas.data.scene_layout import LAYOUTS, NEAR_MARGIN, ZONE_BORDER
+    from raynas.data.scene_layout import DEFAULT_LAYOUT, LAYOUTS, NEAR_MARGIN, ZONE_BORDER
 
     margin = LAYOUTS[layout].zone_margin + ZONE_BORDER[0]
     for index in range(6):
@@ -295,9 +295,10 @@ def test_layouts_keep_small_glyphs_away_from_their_zones_border(layout: str) -> 
             else:  # the outer side is the one at the canvas edge
                 assert gaps[inside[0].outer] >= margin
                 assert min(gaps) >= NEAR_MARGIN + ZONE_BORDER[0]
-    assert (
-        "layout" not in scenes.scenes_settings() and scenes.scenes_settings(layout=layout)["layout"] == layout
-    )
+    assert scenes.scenes_settings(layout=layout)["layout"] == layout
+    # v1 data (made before layouts existed) record none; the default is the proxy's layout
+    assert "layout" not in scenes.scenes_settings(layout="v1")
+    assert scenes.scenes_settings()["layout"] == DEFAULT_LAYOUT == DataConfig().scenes_layout
     with pytest.raises(ValueError, match="layout"):
         scenes.scenes_settings(layout="nope")
 

@@ -36,7 +36,7 @@ class DataConfig:
     # scenes generation only: the context rules (docs/proxy.md); false labels by local cues (the control)
     context_small: bool = True
     context_large: bool = True
-    scenes_layout: str = "v1"  # scenes generation only: raynas.data.scene_layout.LAYOUTS
+    scenes_layout: str = "outer"  # scenes generation only: scene_layout.LAYOUTS; its DEFAULT_LAYOUT
     # the default data are digits, and a mirrored digit is not that digit; 0.5 is the usual for COCO/VOC
     hflip: float = 0.0
     batch_size: int = 8  # per worker

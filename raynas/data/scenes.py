@@ -50,7 +50,14 @@ from tqdm import tqdm
 
 from raynas.data.digits import encode_mask
 from raynas.data.provenance import claim_output, publish
-from raynas.data.scene_layout import GLYPHS, LAYOUTS, REFERENCE_SIZE, SceneObject, render_scene
+from raynas.data.scene_layout import (
+    DEFAULT_LAYOUT,
+    GLYPHS,
+    LAYOUTS,
+    REFERENCE_SIZE,
+    SceneObject,
+    render_scene,
+)
 from raynas.io import atomic_write_json
 
 __all__ = ["GLYPHS", "REFERENCE_SIZE", "SceneObject", "category", "generate_scenes", "render_scene"]
@@ -93,7 +100,7 @@ def scenes_settings(
     seed: int = 0,
     context_small: bool = True,
     context_large: bool = True,
-    layout: str = "v1",
+    layout: str = DEFAULT_LAYOUT,
 ) -> dict[str, Any]:
     """The settings a scenes dataset is generated with (what its provenance marker records), checked. The
     layout is recorded only where it is not ``v1`` (data made before layouts existed are ``v1``)."""
@@ -173,7 +180,7 @@ def generate_scenes(
     seed: int = 0,
     context_small: bool = True,
     context_large: bool = True,
-    layout: str = "v1",
+    layout: str = DEFAULT_LAYOUT,
     progress: bool = True,
     *,
     replace: bool = False,

@@ -29,6 +29,11 @@ PROXIES = ("digits", "scenes")
 #: the detectors OPANAS's neck plugs into (Table 1: one-stage, two-stage and cascade), Mask R-CNN aside
 KINDS = tuple(kind for kind in DETECTORS if kind != "mask_rcnn")
 SMOKE_PRETRAIN_STEPS = 5
+#: the main job's scenes budget (15 minutes on 2 cores, everything included; measured in
+#: experiments/results/opanas_ea/README.md): a body pretrained for 300 steps (the recipe's 700 take 514 s
+#: alone; 300 steps: 215 s, zone type at C4 / C5 83 / 99 %, glyph accuracy 36 %) and 400 of the 800
+#: training images for 2 epochs (a super-net epoch of 800 images at 320 px took 286 s)
+SCENES_BODY_STEPS, SCENES_TRAIN_IMAGES, SCENES_EPOCHS = 300, 400, 2
 
 
 @dataclass(frozen=True)
@@ -76,11 +81,14 @@ def main_supernet_config(
     model, one schedule. 20 % of the training images are the search split: held out of the super-net and
     of every standalone run it is compared with, and what candidates are scored on."""
     data_cfg, model_cfg = (scenes_parts if proxy == "scenes" else digits_parts)(data, kind)
+    epochs = SCENES_EPOCHS if proxy == "scenes" else 4
     return SupernetConfig(
         data=data_cfg,
         model=model_cfg,
-        optim=OptimConfig(epochs=4, lr=0.01, warmup_iters=50, milestones=[3]),
-        run=RunConfig(name="supernet", storage_path=out, num_workers=workers, address=address, eval_every=4),
+        optim=OptimConfig(epochs=epochs, lr=0.01, warmup_iters=50, milestones=[epochs - 1]),
+        run=RunConfig(
+            name="supernet", storage_path=out, num_workers=workers, address=address, eval_every=epochs
+        ),
         opanas=OPANASConfig(norm="gn"),
     )
 
@@ -103,9 +111,11 @@ def digits_parts(data: str, kind: str) -> tuple[DataConfig, ModelConfig]:
 
 
 def scenes_parts(data: str, kind: str) -> tuple[DataConfig, ModelConfig]:
-    """320 px scenes, the body pretrained on scenes glyph crops and frozen, its outputs cached once
-    (NAS-FCOS's setting: only the neck and the head train), FCOS at the proxy's anchor sizes (every pyramid
-    level gets positives; docs/proxy.md), the calibration's width."""
+    """320 px scenes of the proxy's layout (generated as the calibration's: 1000 / 200 / 200), the context
+    body pretrained on them (:data:`SCENES_BODY_STEPS`) and frozen, its outputs cached once (NAS-FCOS's
+    setting: only the neck and the head train), :data:`SCENES_TRAIN_IMAGES` of the training images, FCOS
+    at the proxy's anchor sizes (every pyramid level gets positives; docs/proxy.md), the calibration's
+    width."""
     from raynas.data.scenes import scenes_anchor_sizes
 
     size = 320
@@ -120,6 +130,7 @@ def scenes_parts(data: str, kind: str) -> tuple[DataConfig, ModelConfig]:
             batch_size=4,
             hflip=0.0,  # the cache holds each image once, un-augmented
             search_fraction=0.2,
+            max_train_images=SCENES_TRAIN_IMAGES,
         ),
         ModelConfig(
             kind=kind,
@@ -128,6 +139,7 @@ def scenes_parts(data: str, kind: str) -> tuple[DataConfig, ModelConfig]:
             min_size=size,
             max_size=size,
             backbone_weights="proxy",
+            body_steps=SCENES_BODY_STEPS,
             trainable_backbone_layers=0,
             cache_features=True,
             anchor_sizes=list(scenes_anchor_sizes(size)) if kind == "fcos" else None,
@@ -160,7 +172,10 @@ def smoke_supernet_config(
 
         overrides["data"].update(image_size=128, num_test=8)
         anchors = list(scenes_anchor_sizes(128)) if kind == "fcos" else None
-        overrides["model"].update(min_size=128, max_size=128, anchor_sizes=anchors)
+        # the smoke's own seconds-scale body, at the recipe's file name (its data root is its own)
+        overrides["model"].update(
+            min_size=128, max_size=128, anchor_sizes=anchors, body_steps=None, backbone_weights="proxy"
+        )
     return with_overrides(config, overrides, where="smoke_supernet_config")
 
 
@@ -244,8 +259,9 @@ def prepare_inputs(config: SupernetConfig | TrainConfig, smoke: bool) -> None:
         source = "scenes" if config.data.format == "scenes" else "digits"
         body = PROXY_BODIES[source]
         ensure_proxy_weights(
-            weights, config.model.backbone, source, body, SMOKE_PRETRAIN_STEPS, config.data.scenes_layout
-        )
+            weights, config.model.backbone, source, body, SMOKE_PRETRAIN_STEPS, config.data.scenes_layout,
+            smoke=True,
+        )  # fmt: skip
     ensure_inputs(config)
 
 

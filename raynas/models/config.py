@@ -21,12 +21,17 @@ ANCHOR_LEVELS = 5  # pyramid levels of every detector build_detector makes
 #: on glyph crops and the dense context task (scenes: its coarse levels must carry the zone types that a
 #: top-down path brings to small glyphs; docs/proxy.md, raynas.training.pretrain)
 PROXY_BODIES = {"digits": "glyphs", "scenes": "context"}
+#: the pretraining recipe's length (``raynas pretrain``); a body of another length has its own file
+RECIPE_BODY_STEPS = 700
 
 
-def proxy_weights_path(data_root: str, backbone: str, body: str = "glyphs") -> str:
+def proxy_weights_path(data_root: str, backbone: str, body: str = "glyphs", steps: int | None = None) -> str:
     """Where ``raynas pretrain`` keeps a body pretrained for the proxy data at ``data_root``:
-    ``pretrained/<backbone>.pt`` for the glyph body, ``pretrained/<backbone>-<body>.pt`` for another."""
-    suffix = "" if body == "glyphs" else f"-{body}"
+    ``pretrained/<backbone>.pt`` for the glyph body, ``pretrained/<backbone>-<body>.pt`` for another, and
+    ``...-<steps>steps.pt`` for one pretrained for other than the recipe's number of steps (a shorter body
+    is another body, never mistaken for the recipe's)."""
+    length = "" if steps in (None, RECIPE_BODY_STEPS) else f"-{steps}steps"
+    suffix = ("" if body == "glyphs" else f"-{body}") + length
     return f"{data_root.rstrip('/')}/pretrained/{backbone}{suffix}.pt"
 
 
@@ -46,6 +51,9 @@ class ModelConfig:
     backbone_weights: str | None = None
     norm: str | None = None  # None: the builder's default for random init / the weights' own norm
     trainable_backbone_layers: int | None = None
+    # with backbone_weights "proxy": its pretraining steps (None: the recipe's RECIPE_BODY_STEPS; the main
+    # job's scenes budget pretrains a shorter body, kept in its own file: proxy_weights_path)
+    body_steps: int | None = None
     # one anchor size (px) per pyramid level (5: P3-P7, or P2-P6 + pool for the R-CNNs); None: torchvision's
     # scaled to min_size (default_anchor_sizes). FCOS gives level k the locations whose max(l, t, r, b) is
     # 4-8 x its size: the scenes proxy uses raynas.data.scenes.scenes_anchor_sizes (docs/proxy.md)
@@ -59,7 +67,8 @@ class ModelConfig:
         check_ranges(
             self,
             {"out_channels": (1, None), "min_size": (32, None), "max_size": (32, None),
-             "trainable_backbone_layers": (0, 6), "anchor_sizes": (0.0, None, "low_open")},
+             "trainable_backbone_layers": (0, 6), "body_steps": (1, None),
+             "anchor_sizes": (0.0, None, "low_open")},
             "model.",
         )  # fmt: skip
         if self.max_size < self.min_size:

@@ -93,7 +93,9 @@ class TrainConfig:
                     "dict instead"
                 )
             body = PROXY_BODIES[self.data.format]
-            self.model.backbone_weights = proxy_weights_path(self.data.root, self.model.backbone, body)
+            self.model.backbone_weights = proxy_weights_path(
+                self.data.root, self.model.backbone, body, self.model.body_steps
+            )
         if self.model.kind == "mask_rcnn" and self.data.format == "voc":
             raise ValueError(
                 "model.kind mask_rcnn trains on instance masks, and Pascal VOC detection annotations hold "

@@ -18,12 +18,12 @@ from raynas.training.config import TrainConfig
 def ensure_backbone_weights(cfg: TrainConfig) -> None:
     """Pretrain the proxy body (``backbone_weights: proxy``) when it is not there yet; other paths are the
     user's to provide (the builder says which file is missing)."""
-    weights, source = cfg.model.backbone_weights, cfg.data.format
+    weights, source, steps = cfg.model.backbone_weights, cfg.data.format, cfg.model.body_steps
     body = PROXY_BODIES.get(source)
-    if body is not None and weights == proxy_weights_path(cfg.data.root, cfg.model.backbone, body):
+    if body is not None and weights == proxy_weights_path(cfg.data.root, cfg.model.backbone, body, steps):
         from raynas.training.pretrain import ensure_proxy_weights
 
-        ensure_proxy_weights(weights, cfg.model.backbone, source, body, layout=cfg.data.scenes_layout)
+        ensure_proxy_weights(weights, cfg.model.backbone, source, body, steps, cfg.data.scenes_layout)
 
 
 def ensure_body_features(cfg: TrainConfig, progress: bool = True) -> dict[str, Path]:

@@ -43,6 +43,7 @@ from raynas.data.scene_context import NO_ZONE, context_crops, context_scenes
 from raynas.data.scene_layout import LAYOUTS, REFERENCE_SIZE
 from raynas.io import atomic_torch_save, atomic_write_json, file_lock, run_info
 from raynas.models.backbones import RESNETS, _norm_layer
+from raynas.models.config import RECIPE_BODY_STEPS
 
 PRETRAIN_SOURCES = ("digits", "scenes")
 
@@ -59,7 +60,7 @@ class PretrainConfig:
     backbone: str = "resnet18"
     source: Literal["digits", "scenes"] = "digits"  # which proxy's crops (the data the body will detect)
     norm: Literal["gn", "bn"] = "gn"
-    steps: int = 700
+    steps: int = RECIPE_BODY_STEPS
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -331,10 +332,12 @@ def ensure_proxy_weights(
     body: str = "glyphs",
     steps: int | None = None,
     layout: str = "v1",
+    *,
+    smoke: bool = False,
 ) -> Path:
     """Pretrain the body ``body`` on ``source``'s material into ``path`` unless it is there
-    (deterministic; one writer per node); its context task on scenes of ``layout`` (the data's). ``steps``
-    (with a small context pool) makes a seconds-scale body for smoke runs."""
+    (deterministic; one writer per node); its context task on scenes of ``layout`` (the data's), for
+    ``steps`` (None: the recipe's). ``smoke``: small pools too, for a seconds-scale body of a smoke run."""
     check_body(body, source)
     path = Path(path)
     settings = dict(BODIES[body])
@@ -344,13 +347,15 @@ def ensure_proxy_weights(
         _check_same_body(path, settings)
         return path
     if steps is not None:
-        settings.update(steps=steps, eval_crops=64, **({"context_scenes": 4} if settings else {}))
+        settings["steps"] = steps
+    if smoke:
+        settings.update(eval_crops=64, **({"context_scenes": 4} if BODIES[body] else {}))
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.parent / f".{path.name}.lock"):
         if not path.is_file():
-            if steps is None:
+            if not smoke:
                 print(f"[pretrain] no pretrained body at {path}: pretraining {backbone} ({body}) on {source}",
                       flush=True)  # fmt: skip
             config = PretrainConfig(backbone=backbone, source=source, **settings)
-            pretrain_body(config, path, log_every=0 if steps is not None else 100)
+            pretrain_body(config, path, log_every=0 if smoke else 100)
     return path
