@@ -20,6 +20,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 import opanas_evidence  # noqa: E402
 
+import raynas.jobs.neck_evidence as neck_evidence  # noqa: E402
 from raynas.evaluation import count_flops  # noqa: E402
 from raynas.jobs.arms import Arm, ReportedRun  # noqa: E402
 from raynas.jobs.main_job import smoke_supernet_config  # noqa: E402
@@ -30,7 +31,7 @@ from raynas.search.opanas import mark_pareto_front  # noqa: E402
 from raynas.search.opanas_config import OPANASSearchConfig  # noqa: E402
 from raynas.spaces.opanas import OPANASSpace  # noqa: E402
 
-COST_LABELS = [label for _, label in opanas_evidence.COST_MATCHED]
+COST_LABELS = [label for _, label in neck_evidence.COST_MATCHED]
 
 
 def test_table_mean_std_and_delta_come_from_the_per_seed_rows() -> None:
@@ -51,7 +52,7 @@ def test_table_mean_std_and_delta_come_from_the_per_seed_rows() -> None:
             for s, ap in enumerate([0.33, 0.35, 0.37])
         ]
     )  # fmt: skip
-    table = opanas_evidence.summarize_evidence(rows).set_index("arm")
+    table = neck_evidence.summarize_evidence(rows).set_index("arm")
     assert table.loc["FPN", "AP_mean"] == pytest.approx(0.32)
     assert table.loc["FPN", "AP_std"] == pytest.approx(0.02)  # sample std over the 3 seeds
     assert table.loc["OPA-FPN (evolution)", "diff"] == pytest.approx(0.09)
@@ -60,9 +61,9 @@ def test_table_mean_std_and_delta_come_from_the_per_seed_rows() -> None:
     assert table.loc["random arch 1", "verdict"] == "not told apart"  # 0.03 apart, p ~ 0.14
     assert table.loc["FPN", "verdict"] == "baseline"
     assert (table["seeds"] == 3).all() and table.loc["OPA-FPN (evolution)", "params"] == 8
-    extra = opanas_evidence.random_summary(rows)
+    extra = neck_evidence.random_summary(rows)
     assert extra["random_archs_mean_AP"] == pytest.approx(0.35)
-    markdown = opanas_evidence.markdown(table.reset_index(), extra)
+    markdown = neck_evidence.markdown(table.reset_index(), extra)
     assert "| OPA-FPN (evolution) | 41.0 +/- 1.0 |" in markdown and "| +9.0 [" in markdown
     assert "| beats |" in markdown and "Holm's correction over the 2 tested arm(s)" in markdown
 
@@ -70,24 +71,22 @@ def test_table_mean_std_and_delta_come_from_the_per_seed_rows() -> None:
 def test_width_matching_picks_neck_and_head_params_within_5_percent(tmp_path: Path) -> None:
     supernet = smoke_supernet_config(str(tmp_path / "d"), str(tmp_path / "o"), kind="retinanet")
     supernet.model.out_channels = 64
-    recipe = opanas_evidence.recipe_config(
-        supernet, opanas_evidence.build_parser().parse_args(["--epochs", "1"])
-    )
+    recipe = neck_evidence.recipe_config(supernet, neck_evidence.EvidenceSettings(tmp_path, epochs=1))
     space = OPANASSpace()
     heavy = searched_neck_spec({key: "fusing_splitting" for key in space.keys}, supernet.opanas)
-    target, _ = opanas_evidence.neck_params_and_flops(recipe, 11)
-    width, params = opanas_evidence.matched_width(
-        recipe, heavy, target, 11, opanas_evidence.width_candidates("retinanet", 64)
+    target, _ = neck_evidence.neck_params_and_flops(recipe, 11)
+    width, params = neck_evidence.matched_width(
+        recipe, heavy, target, 11, neck_evidence.width_candidates("retinanet", 64)
     )
     assert width < 64  # the heavier neck needs fewer channels for the same parameters
-    assert abs(params - target) <= opanas_evidence.WIDTH_TOLERANCE * target
-    assert opanas_evidence.width_candidates("fcos", 64) == [64, 96, 128]  # GroupNorm(32, c), c >= 64
+    assert abs(params - target) <= neck_evidence.WIDTH_TOLERANCE * target
+    assert neck_evidence.width_candidates("fcos", 64) == [64, 96, 128]  # GroupNorm(32, c), c >= 64
 
 
 def test_the_flops_limit_is_the_fpns_neck_flops_as_the_search_constraint_counts_them(tmp_path: Path) -> None:
     supernet = smoke_supernet_config(str(tmp_path / "d"), str(tmp_path / "o"), kind="retinanet")
     supernet = replace(supernet, model=replace(supernet.model, backbone_weights=None))
-    limit = opanas_evidence.fpn_neck_flops(supernet, 11)
+    limit = neck_evidence.fpn_neck_flops(supernet, 11)
     # the constraint's side: NeckCost as the search builds it from the super-net checkpoint's state
     state = {
         "config_class": "raynas.training.config.SupernetConfig",
@@ -105,26 +104,24 @@ def test_the_flops_limit_is_the_fpns_neck_flops_as_the_search_constraint_counts_
     for arch in (cheap, heavy, *(space.sample(rng) for _ in range(4))):
         assert cost(arch) == neck_cost(cost.supernet, arch, cost.features)[1]
     # the table counts an arm's FLOPs the same way: the FPN's are the limit, an OPA-FPN's the constraint's
-    recipe = opanas_evidence.recipe_config(
-        supernet, opanas_evidence.build_parser().parse_args(["--epochs", "1"])
-    )
-    assert opanas_evidence.neck_params_and_flops(recipe, 11)[1] == limit
+    recipe = neck_evidence.recipe_config(supernet, neck_evidence.EvidenceSettings(tmp_path, epochs=1))
+    assert neck_evidence.neck_params_and_flops(recipe, 11)[1] == limit
     neck = searched_neck_spec(space.to_config(heavy), supernet.opanas)
-    assert opanas_evidence.neck_params_and_flops(replace(recipe, neck=neck), 11)[1] == cost(heavy)
+    assert neck_evidence.neck_params_and_flops(replace(recipe, neck=neck), 11)[1] == cost(heavy)
     # the searches: the main job's settings, evolution under the limit, NSGA-II without one
     main = OPANASSearchConfig(
         population_size=4, generations=1, top_k=2, storage_path=str(tmp_path), name="search"
     )
-    flops_matched, pareto = opanas_evidence.cost_matched_searches(main, limit, tmp_path / "ev", False, True)
+    flops_matched, pareto = neck_evidence.cost_matched_searches(main, limit, tmp_path / "ev", False, True)
     assert flops_matched.strategies == ["evolution"] and flops_matched.max_neck_flops == limit
-    assert flops_matched.max_retries == opanas_evidence.FLOPS_MATCHED_RETRIES
+    assert flops_matched.max_retries == neck_evidence.FLOPS_MATCHED_RETRIES
     assert pareto.strategies == ["pareto"] and pareto.max_neck_flops is None
     folder = str(tmp_path / "ev")
     for cfg, name in ((flops_matched, "search_flops_matched"), (pareto, "search_pareto")):
         assert (cfg.budget, cfg.seed, cfg.name, cfg.storage_path) == (main.budget, 0, name, folder)
-    assert len(opanas_evidence.cost_matched_searches(main, limit, tmp_path, False, False)) == 1
+    assert len(neck_evidence.cost_matched_searches(main, limit, tmp_path, False, False)) == 1
     tighter = replace(main, max_neck_flops=limit // 2)  # a limit of the main job's own is kept if lower
-    (searched,) = opanas_evidence.cost_matched_searches(tighter, limit, tmp_path, False, False)
+    (searched,) = neck_evidence.cost_matched_searches(tighter, limit, tmp_path, False, False)
     assert searched.max_neck_flops == limit // 2
 
 
@@ -135,7 +132,7 @@ def test_the_nsga_arm_is_the_front_member_nearest_the_fpns_flops() -> None:
     )  # fmt: skip
     table = mark_pareto_front(table, "AP")
     assert list(table["pareto_front"]) == [True, True, True, False, True]  # d: more FLOPs, less AP than c
-    nearest = opanas_evidence.nearest_front_member
+    nearest = neck_evidence.nearest_front_member
     assert nearest(table, 32, "AP")["name"] == "c"  # d is nearer but off the front
     assert nearest(table, 40, "AP")["name"] == "e"  # c and e as near: the higher AP
     assert nearest(table, 0, "AP")["name"] == "a" and nearest(table, 1e9, "AP")["name"] == "e"
@@ -159,12 +156,12 @@ def test_two_encodings_of_one_network_appear_once_in_the_evidence_table(tmp_path
         Arm("OPA-FPN (random search)", "opa_random", neck(other), 16),
         Arm("OPA-FPN (evolution) @8", "opa_evolution_at8", neck(one), 8),  # same encoding, other width
     ]
-    merged = opanas_evidence.merge_identical(plan)
+    merged = neck_evidence.merge_identical(plan)
     same = "OPA-FPN (evolution) = OPA-FPN (random search)"
     assert [arm.label for arm in merged] == ["FPN", same, "all top_down", "OPA-FPN (evolution) @8"]
     assert merged[1].slug == "opa_evolution" and merged[1].neck == neck(one)  # trained once, in its folders
     rows = [
-        opanas_evidence.evidence_row(
+        neck_evidence.evidence_row(
             arm,
             seed,
             ReportedRun(
@@ -178,10 +175,10 @@ def test_two_encodings_of_one_network_appear_once_in_the_evidence_table(tmp_path
         for seed in range(3)
         for k, arm in enumerate(merged)
     ]
-    table = opanas_evidence.summarize_evidence(pd.DataFrame(rows))
+    table = neck_evidence.summarize_evidence(pd.DataFrame(rows))
     assert list(table["arm"]) == [arm.label for arm in merged] and (table["seeds"] == 3).all()
     extra = {"random_archs_mean_AP": float("nan"), "random_archs_best_AP": float("nan")}
-    markdown = opanas_evidence.markdown(table, extra)
+    markdown = neck_evidence.markdown(table, extra)
     assert markdown.count("OPA-FPN (random search)") == 2  # its row, and the line naming merged networks
     assert f"| {same} |" in markdown and f"trained once and shown once: {same}." in markdown
     assert {row["split"] for row in rows} == {"test"}
@@ -222,7 +219,7 @@ def test_smoke_run_writes_all_outputs_and_skips_finished_runs(tmp_path: Path) ->
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert done.returncode == 0, failure_text(done)
     rows = pd.read_csv(out / "evidence.csv").set_index("arm")
-    names = [name for label in rows.index for name in label.split(opanas_evidence.SAME)]
+    names = [name for label in rows.index for name in label.split(neck_evidence.SAME)]
     assert sorted(names) == sorted(["FPN", "OPA-FPN (evolution)", *COST_LABELS])  # identical ones merged
     assert rows["AP"].notna().all() and rows.index.is_unique  # one seed, each network once
     flops_matched = next(label for label in rows.index if COST_LABELS[0] in label)
