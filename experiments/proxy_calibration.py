@@ -27,58 +27,23 @@ run), ``calibration.md`` (the table, the goals of issue 26 with their measured v
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import sys
-import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from raynas.config import ConfigError, apply_yaml, load_yaml
+from raynas.config import ConfigError
 from raynas.data.scene_layout import DEFAULT_LAYOUT, LAYOUTS
-from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.arms import train_and_report
+from raynas.jobs.calibration import (
+    NAMED_SLUGS,
+    CalibrationSettings,
+    read_kept_rows,
+    recipe,
+    run,
+    shard_of,
+)
 from raynas.jobs.entry import run_experiment
-from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import TrainConfig
 
 RECIPE = Path(__file__).parent / "configs" / "scenes_calibration.yaml"
-SMOKE_PRETRAIN_STEPS = 5
-METRICS = ("AP", "AP50", "APs", "APm", "APl")
-TAGGED = ("small", "large")  # the roles a context rule names: zone type, mark
-LATERAL = {"e0_1": "skip"}
-TOP_DOWN = {"e0_1": "top_down"}
-FPN_GN = {"type": "fpn", "norm": "gn"}
-NAMED_SLUGS = (
-    "fpn",
-    "lateral",
-    "topdown",
-    "panet",
-    "allskip",
-    "fpn_gn",
-)  # torchvision's FPN with GroupNorm after its convs, as the paths have
-PANET = {"e0_1": "top_down", "e1_2": "bottom_up"}
-#: the goals of issue 26, measured on the test split
-GOAL_GAP_AP, GOAL_GAP_STD, GOAL_PANET_STD, GOAL_SPREAD, GOAL_TAU, GOAL_CONTROL_STD = (
-    3.0,
-    5.0,
-    3.0,
-    3.0,
-    0.6,
-    2.0,
-)
-
-
-@dataclass(frozen=True)
-class Run:
-    group: str  # named | random | control
-    arm: str
-    slug: str
-    neck: dict | None  # None: torchvision's FPN
-    seed: int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,361 +130,22 @@ def check_args(args: argparse.Namespace) -> list[str]:
     return groups
 
 
-#: what a kept row must hold to stand for a run: which run, and what it was computed from
-KEPT_KEYS = ("group", "arm", "seed", "neck", "recipe", "body")
-
-
-def read_kept_rows(path: str) -> dict[tuple, dict]:
-    """``--kept-rows``: the rows of an earlier calibration by :data:`KEPT_KEYS`, checked (one line for a
-    missing or unreadable file or one without those columns)."""
-    fix = "give a calibration.csv written by this script (with recipe and body columns), or drop --kept-rows"
-    try:
-        table = pd.read_csv(path, dtype={"recipe": str, "body": str})
-    except FileNotFoundError:
-        raise ConfigError(f"--kept-rows {path!r}: no such file; {fix}") from None
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"--kept-rows {path!r} cannot be read as CSV ({error}); {fix}") from None
-    missing = [key for key in KEPT_KEYS if key not in table.columns]
-    if missing:
-        raise ConfigError(f"--kept-rows {path!r} has no column(s) {missing}; {fix}")
-    table[["recipe", "body"]] = table[["recipe", "body"]].fillna("")  # a run without a pretrained body
-    return {tuple(row[key] for key in KEPT_KEYS): row for row in table.to_dict("records")}
-
-
-def run_identity(item: Run, cfg: TrainConfig) -> dict:
-    """The columns that say which run a row is and what it was computed from: the recipe without where the
-    run lives (:func:`raynas.jobs.arms.recipe_key`) and the pretrained body's digest (a body pretrained
-    again elsewhere is the same input only if it came out byte for byte the same)."""
-    from raynas.jobs.arms import recipe_key
-    from raynas.training.run_folder import input_digests
-
-    body = input_digests(cfg).get("backbone_weights", "")[:12]
-    return {"group": item.group, "arm": item.arm, "seed": item.seed,
-            "neck": json.dumps(item.neck, sort_keys=True) if item.neck else "fpn",
-            "recipe": recipe_key(cfg), "body": body}  # fmt: skip
-
-
-def shard_of(text: str) -> tuple[int, int]:
-    """``"I/N"`` as (I, N), checked."""
-    index, _, count = text.partition("/")
-    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
-        raise ConfigError(f"--shard takes I/N with 0 <= I < N (e.g. 0/2), got {text!r}")
-    return int(index), int(count)
-
-
-def shard_runs(runs: list[Run], shard: str) -> list[Run]:
-    """The runs of shard ``I/N``: every N-th from the I-th, so that shards side by side share the plan's
-    order (a group's seeds finish together) and together cover it once."""
-    index, count = shard_of(shard)
-    return runs[index::count]
-
-
-def recipe(args: argparse.Namespace) -> TrainConfig:
-    """The one recipe: the YAML, the data root, the proxy's anchor sizes, ``--epochs`` (decay in the last
-    quarter), the smoke budget over it all with ``--smoke``."""
-    from raynas.data.scenes import scenes_anchor_sizes
-    from raynas.models.config import proxy_weights_path
-
-    cfg = load_yaml(TrainConfig, RECIPE)
-    if args.smoke:
-        cfg = apply_yaml(cfg, SMOKE_BUDGET)
-        cfg = replace(cfg, data=replace(cfg.data, num_test=8, image_size=128, max_test_images=None),
-                      model=replace(cfg.model, min_size=128, max_size=128))  # fmt: skip
-    data = replace(cfg.data, root=args.data, scenes_layout=args.layout)
-    model = replace(
-        cfg.model,
-        anchor_sizes=list(scenes_anchor_sizes(data.image_size)),
-        backbone_weights=proxy_weights_path(args.data, cfg.model.backbone, args.body),
-    )
-    optim = cfg.optim
-    if args.epochs is not None:
-        optim = replace(
-            optim, epochs=args.epochs, milestones=[max(1, args.epochs * 3 // 4)] if args.epochs > 1 else []
-        )
-    run = replace(
-        cfg.run,
-        storage_path=str(Path(args.out) / "runs"),
-        num_workers=args.train_workers,
-        use_gpu=args.gpu,
-        address=args.address,
-        eval_every=optim.epochs,
-    )
-    return TrainConfig(data=data, model=model, optim=optim, run=run)
-
-
-def neck_spec(edges: dict[str, str] | None) -> dict | None:
-    """The ``opa_fpn`` spec of a DAG neck (edges left out are ``none``), with the main job's path options."""
-    if edges is None:
-        return None
-    from raynas.models.build import searched_neck_spec
-    from raynas.spaces.opanas import OPANASSpace
-    from raynas.training.config import OPANASConfig
-
-    space = OPANASSpace()
-    arch = space.from_edges({tuple(int(n) for n in k[1:].split("_")): v for k, v in edges.items()})
-    return searched_neck_spec(space.to_config(arch), OPANASConfig(norm="gn"))
-
-
-def random_necks(count: int, seed: int = 2026) -> list[dict]:
-    """``count`` distinct random OPANAS networks (distinct after canonicalisation), from a fixed seed."""
-    from raynas.spaces.opanas import OPANASSpace
-
-    space, rng, seen, necks = OPANASSpace(), random.Random(seed), set(), []
-    while len(necks) < count:
-        arch = space.sample(rng)
-        if space.canonical(arch) in seen:
-            continue
-        seen.add(space.canonical(arch))
-        necks.append(space.to_config(arch))
-    return necks
-
-
-def plan(args: argparse.Namespace, groups: list[str]) -> list[Run]:
-    """The runs in order, seed by seed within a group (an interrupted calibration leaves every neck of a
-    group at some seeds). ``--smoke``: two named necks, one random, one control, one seed each."""
-    named = [("FPN", "fpn", None), ("lateral-only", "lateral", neck_spec(LATERAL)),
-             ("top-down", "topdown", neck_spec(TOP_DOWN)), ("PANet-like", "panet", neck_spec(PANET)),
-             ("all-skip", "allskip", neck_spec({key: "skip" for key in _all_keys()})),
-             ("FPN (GN)", "fpn_gn", FPN_GN)]  # fmt: skip
-    if args.smoke:
-        named = named[:2]
-    control = named[:2]  # FPN and lateral-only
-    if args.named:
-        named = [entry for entry in named if entry[1] in args.named.split(",")]
-    runs: list[Run] = []
-    for group in groups:
-        if group == "named":
-            for seed in range(args.seeds):
-                runs += [Run("named", arm, slug, spec, seed) for arm, slug, spec in named]
-        elif group == "random":
-            for seed in range(args.random_seeds):
-                for k, edges in enumerate(random_necks(args.random_necks)):
-                    runs.append(Run("random", f"random {k + 1}", f"random{k + 1}", neck_spec(edges), seed))
-        else:
-            for seed in range(args.seeds):
-                for arm, slug, spec in control[: 1 if args.smoke else 2]:
-                    runs.append(Run("control", f"{arm} (context off)", f"{slug}_off", spec, seed))
-    return runs
-
-
-def _all_keys() -> list[str]:
-    from raynas.spaces.opanas import OPANASSpace
-
-    return list(OPANASSpace().keys)
-
-
-def run_config(base: TrainConfig, run: Run) -> TrainConfig:
-    data = base.data
-    if run.group == "control":  # the same images, labelled by local cues; the main data's pretrained body
-        data = replace(data, root=f"{base.data.root.rstrip('/')}_context_off", context_small=False,
-                       context_large=False)  # fmt: skip
-    return replace(
-        base,
-        data=data,
-        neck=run.neck,
-        run=replace(base.run, name=f"{run.slug}_seed{run.seed}", seed=run.seed),
-    )
-
-
-def _pooled(stds: pd.Series) -> float:
-    """The pooled seed std of arms (root mean square of their stds); NaN where no arm has two seeds."""
-    values = stds.dropna().to_numpy()
-    return float(np.sqrt(np.mean(values**2))) if len(values) else float("nan")
-
-
-def goals(frame: pd.DataFrame) -> dict:
-    """The acceptance of issue 26, measured (None where its runs are not there yet). APs in points."""
-    from scipy.stats import kendalltau
-
-    ap = frame.assign(AP=100 * frame["AP"], APl=100 * frame["APl"])
-    named = ap[ap["group"] == "named"].groupby("arm")
-    out: dict = {}
-    stds = named["AP"].std(ddof=1)
-    means, large = named["AP"].mean(), named["APl"].mean()
-    if {"FPN", "lateral-only"} <= set(means.index):
-        pooled = _pooled(stds)
-        gap = float(means["FPN"] - means["lateral-only"])
-        out["fpn_minus_lateral_AP"] = gap
-        out["pooled_seed_std_AP"] = pooled
-        out["goal_fpn_gap"] = bool(gap >= max(GOAL_GAP_AP, GOAL_GAP_STD * pooled))
-    for arm, key in (("top-down", "top_down"), ("FPN (GN)", "fpn_gn")):  # the path, apart from the FPN's code
-        if {arm, "lateral-only"} <= set(means.index):
-            out[f"{key}_minus_lateral_AP"] = float(means[arm] - means["lateral-only"])
-    if {"FPN", "PANet-like"} <= set(means.index):
-        std_l = float(named["APl"].std(ddof=1).get("FPN", np.nan))
-        out["panet_minus_fpn_APl"] = float(large["PANet-like"] - large["FPN"])
-        out["fpn_APl_seed_std"] = std_l
-        out["goal_panet_large"] = bool(out["panet_minus_fpn_APl"] >= GOAL_PANET_STD * std_l)
-    rand = ap[ap["group"] == "random"]
-    if rand["seed"].nunique() >= 2 and rand["arm"].nunique() >= 3:
-        per_arch = rand.groupby("arm")["AP"]
-        between = float(per_arch.mean().std(ddof=1))
-        within = _pooled(per_arch.std(ddof=1))
-        wide = rand.pivot_table(index="arm", columns="seed", values="AP")[[0, 1]].dropna()
-        tau = float(kendalltau(wide[0], wide[1]).statistic) if len(wide) >= 3 else float("nan")
-        out.update(random_between_arch_std=between, random_within_arch_std=within, random_seed_tau=tau)
-        out["goal_spread"] = bool(between >= GOAL_SPREAD * within)
-        out["goal_tau"] = bool(tau >= GOAL_TAU)
-    control = ap[ap["group"] == "control"].groupby("arm")["AP"]
-    if {"FPN (context off)", "lateral-only (context off)"} <= set(control.groups):
-        gap = float(control.mean()["FPN (context off)"] - control.mean()["lateral-only (context off)"])
-        std = _pooled(control.std(ddof=1))
-        out.update(
-            control_gap_AP=gap, control_pooled_std=std, goal_control=bool(abs(gap) < GOAL_CONTROL_STD * std)
-        )
-    times = frame["epoch_time_s"].dropna()
-    if len(times):
-        out["median_epoch_time_s"] = float(times.median())
-        out["goal_epoch_time"] = bool(out["median_epoch_time_s"] <= 60)
-    return out
-
-
-def markdown(frame: pd.DataFrame, measured: dict, missing: list[str] | None = None) -> str:
-    from raynas.studies import arms_markdown, compare_arms
-
-    lines = ["# Proxy calibration (test split, AP in %)", ""]
-    named = frame[frame["group"].isin(["named", "control"])]
-    for group, baseline in (("named", "FPN"), ("control", "FPN (context off)")):
-        rows = named[named["group"] == group]
-        if baseline in set(rows["arm"]):
-            table = compare_arms(rows, "AP", baseline=baseline)
-            lines += [f"## {group}", "", arms_markdown(table, scale=100, digits=1, metric="AP"), ""]
-    rand = frame[frame["group"] == "random"]
-    if len(rand):
-        per = rand.assign(AP=100 * rand["AP"]).pivot_table(index="arm", columns="seed", values="AP")
-        per = per.reindex(sorted(per.index, key=lambda arm: int(arm.split()[-1])))
-        header = "| neck | " + " | ".join(f"seed {s}" for s in per.columns) + " |"
-        lines += ["## random necks (AP per seed)", "", header, "|---" * (len(per.columns) + 1) + "|"]
-        lines += [f"| {arm} | " + " | ".join(f"{v:.1f}" for v in row) + " |" for arm, row in per.iterrows()]
-        lines.append("")
-    if {"small_tag_right", "large_tag_right"} <= set(frame.columns):
-        tags = frame.groupby(["group", "arm"], sort=False)[["small_tag_right", "large_tag_right"]].mean()
-        lines += [
-            "## tags right where the glyph is found (test, %, mean over seeds; chance 50)",
-            "",
-            "| group | arm | small glyphs (zone type) | large glyphs (mark) |",
-            "|---|---|---|---|",
-        ]
-        lines += [
-            f"| {group} | {arm} | {100 * row.small_tag_right:.1f} | {100 * row.large_tag_right:.1f} |"
-            for (group, arm), row in tags.iterrows()
-        ]
-        lines.append("")
-    lines += ["## goals (issue 26)", ""]
-    lines += [f"- {key}: {value:.3g}" if isinstance(value, float) else f"- {key}: {value}"
-              for key, value in measured.items()]  # fmt: skip
-    if missing:
-        lines += [
-            "",
-            f"Not finished yet ({len(missing)} runs of the plan, left out above): " + ", ".join(missing),
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def plot(frame: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grouped = frame.assign(AP=100 * frame["AP"]).groupby("arm", sort=False)["AP"]
-    means, stds = grouped.mean(), grouped.std(ddof=1).fillna(0)
-    fig, axis = plt.subplots(figsize=(max(6, 0.45 * len(means)), 4))
-    axis.bar(range(len(means)), means, yerr=stds, capsize=3)
-    axis.set_xticks(range(len(means)), means.index, rotation=60, ha="right", fontsize=7)
-    axis.set_ylabel("AP on test (%)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def run(args: argparse.Namespace, groups: list[str], base: TrainConfig) -> dict:
-    from raynas.training.inputs import ensure_inputs
-    from raynas.training.pretrain import ensure_proxy_weights
-
-    out, started = Path(args.out), time.perf_counter()
-    runs = plan(args, groups)
-    if args.shard is not None:
-        runs, out = shard_runs(runs, args.shard), out / "shard-{}-of-{}".format(*shard_of(args.shard))
-    # a seconds-scale body exercises every part with --smoke; one writer when shards start together
-    steps = SMOKE_PRETRAIN_STEPS if args.smoke else None
-    ensure_proxy_weights(
-        base.model.backbone_weights,
-        base.model.backbone,
-        "scenes",
-        args.body,
-        steps,
-        args.layout,
+def settings_of(args: argparse.Namespace, groups: list[str]) -> CalibrationSettings:
+    """The checked flags as :class:`CalibrationSettings`."""
+    return CalibrationSettings(
+        recipe_file=RECIPE, data=args.data, out=args.out, groups=tuple(groups), body=args.body,
+        layout=args.layout, seeds=args.seeds, random_necks=args.random_necks, random_seeds=args.random_seeds,
+        epochs=args.epochs, named=args.named, train_workers=args.train_workers, gpu=args.gpu,
+        address=args.address, shard=args.shard, gather=args.gather, kept_rows=args.kept_rows,
         smoke=args.smoke,
-    )
-    # the data, the body and its cached outputs once, before the runs (the control runs reuse this body), so
-    # that shards started side by side after this point never make the same file
-    ensure_inputs(base)
-    if "control" in groups:
-        ensure_inputs(run_config(base, Run("control", "", "", None, 0)))
-    from raynas.training.run_folder import finished_run
-
-    kept = read_kept_rows(args.kept_rows) if args.kept_rows else {}
-    rows, trained, missing = [], 0, []
-    for item in runs:
-        cfg = run_config(base, item)
-        identity = run_identity(item, cfg)
-        if tuple(identity.values()) in kept:
-            rows.append(kept[tuple(identity.values())])
-            continue
-        run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
-        if args.gather and finished_run(run_dir, cfg.optim.epochs) is None:
-            missing.append(f"{item.arm} seed {item.seed}")
-            continue
-        print(f"== {item.arm}, seed {item.seed} ==", flush=True)
-        reported = train_and_report(cfg)  # scored on the test split, kept beside the run
-        metrics, trained = reported.metrics, trained + reported.trained_now
-        tags = kept_tag_accuracy(reported.checkpoint_dir)
-        rows.append({**identity, **{k: metrics.get(k) for k in (*METRICS, "val_AP", "epoch_time_s")},
-                     **{f"{role}_tag_right": tags[role]["tag_right"] for role in TAGGED}})  # fmt: skip
-        write_outputs(out, rows, trained, missing, started)  # after every run: partial tables
-    return write_outputs(out, rows, trained, missing, started)
-
-
-def kept_tag_accuracy(checkpoint_dir: Path) -> dict:
-    """:func:`raynas.studies.context_probe.tag_accuracy` on test, kept beside the run (``tag_accuracy.json``,
-    keyed by the checkpoint it scored) and read back on re-run."""
-    from raynas.studies.context_probe import tag_accuracy
-
-    kept = checkpoint_dir.parent / "tag_accuracy.json"
-    try:
-        record = json.loads(kept.read_text())
-        if record["checkpoint"] == checkpoint_dir.name:
-            return record["roles"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # none yet, or damaged: scored again
-    roles = tag_accuracy(checkpoint_dir, "test")
-    atomic_write_json(kept, {"checkpoint": checkpoint_dir.name, "roles": roles})
-    return roles
-
-
-def write_outputs(out: Path, rows: list[dict], trained: int, missing: list[str], started: float) -> dict:
-    """``calibration.csv`` / ``.md`` / ``.json`` / ``.png`` from the rows so far; returns the record."""
-    record = {"runs": len(rows), "runs_trained_now": trained, "missing_runs": missing,
-              "wall_time_s": round(time.perf_counter() - started, 1)}  # fmt: skip
-    if not rows:
-        atomic_write_json(out / "calibration.json", record)
-        return record
-    frame = pd.DataFrame(rows)
-    measured = goals(frame)
-    atomic_write_text(out / "calibration.csv", frame.to_csv(index=False))
-    atomic_write_text(out / "calibration.md", markdown(frame, measured, missing))
-    record = {**measured, **record}
-    atomic_write_json(out / "calibration.json", record)
-    plot(frame, out / "calibration.png")
-    return record
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     return run_experiment("proxy_calibration", build_parser(), argv, check, report)
 
 
-def check(args: argparse.Namespace) -> tuple[list[str], TrainConfig]:
+def check(args: argparse.Namespace) -> tuple[CalibrationSettings, TrainConfig]:
     """The flags (the smoke budget and the default folders filled in), the groups and the recipe, checked
     before Ray starts."""
     if args.smoke:
@@ -530,11 +156,12 @@ def check(args: argparse.Namespace) -> tuple[list[str], TrainConfig]:
             args.data = "data/scenes_smoke"
     if args.out is None:  # each body its own runs: a finished run of one is no result for the other
         args.out = "runs/proxy_calibration" + ("" if args.body == "glyphs" else f"_{args.body}")
-    return check_args(args), recipe(args)
+    settings = settings_of(args, check_args(args))
+    return settings, recipe(settings)
 
 
-def report(args: argparse.Namespace, checked: tuple[list[str], TrainConfig]) -> None:
-    record = run(args, *checked)
+def report(args: argparse.Namespace, checked: tuple[CalibrationSettings, TrainConfig]) -> None:
+    record = run(*checked)
     shard = "" if args.shard is None else "shard-{}-of-{}".format(*shard_of(args.shard))
     table = Path(args.out) / shard / "calibration.md"
     if record["runs"]:

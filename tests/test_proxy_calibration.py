@@ -12,51 +12,54 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import proxy_calibration as calibration  # noqa: E402
 
+import raynas.jobs.calibration as cal  # noqa: E402
 from raynas.spaces.opanas import OPANASSpace  # noqa: E402
+
+
+def settings(argv: list[str]) -> cal.CalibrationSettings:
+    """The script's flags as the calibration's settings (checked, as its entry point checks them)."""
+    args = calibration.build_parser().parse_args([*argv, "--out", "runs/x"])
+    return calibration.settings_of(args, calibration.check_args(args))
 
 
 def test_the_full_plan_is_the_issues_calibration() -> None:
     """6 named necks x 3 seeds, 16 random necks x 2 seeds, FPN and lateral-only x 3 with context off."""
-    args = calibration.build_parser().parse_args([])
-    runs = calibration.plan(args, ["named", "random", "control"])
+    runs = cal.plan(settings([]))
     groups = pd.Series([run.group for run in runs]).value_counts().to_dict()
     assert groups == {"named": 18, "random": 32, "control": 6}
     assert len({(run.group, run.arm, run.seed) for run in runs}) == len(runs)
 
 
 def test_named_picks_necks_and_leaves_the_control_as_it_is() -> None:
-    args = calibration.build_parser().parse_args(["--named", "topdown,fpn_gn"])
-    runs = calibration.plan(args, ["named", "control"])
+    runs = cal.plan(settings(["--named", "topdown,fpn_gn", "--groups", "named,control"]))
     assert {run.slug for run in runs if run.group == "named"} == {"topdown", "fpn_gn"}
     assert {run.slug for run in runs if run.group == "control"} == {"fpn_off", "lateral_off"}
-    assert set(calibration.NAMED_SLUGS) == {run.slug for run in calibration.plan(
-        calibration.build_parser().parse_args([]), ["named"])}  # fmt: skip
+    assert set(cal.NAMED_SLUGS) == {run.slug for run in cal.plan(settings(["--groups", "named"]))}
 
 
 def test_shards_side_by_side_cover_the_plan_once() -> None:
-    args = calibration.build_parser().parse_args([])
-    runs = calibration.plan(args, ["named", "control", "random"])
-    shards = [calibration.shard_runs(runs, f"{i}/3") for i in range(3)]
+    runs = cal.plan(settings(["--groups", "named,control,random"]))
+    shards = [cal.shard_runs(runs, f"{i}/3") for i in range(3)]
     assert sorted(map(repr, sum(shards, []))) == sorted(map(repr, runs))
     assert shards[0][:2] == [runs[0], runs[3]]
 
 
 def test_random_necks_are_distinct_networks_and_fixed() -> None:
     space = OPANASSpace()
-    necks = calibration.random_necks(16)
+    necks = cal.random_necks(16)
     canon = {space.canonical(space.from_config(neck)) for neck in necks}
     assert len(canon) == 16
-    assert calibration.random_necks(16) == necks
+    assert cal.random_necks(16) == necks
 
 
 def test_named_necks_are_the_networks_they_say() -> None:
-    lateral = calibration.neck_spec(calibration.LATERAL)["arch"]
+    lateral = cal.neck_spec(cal.LATERAL)["arch"]
     assert lateral["e0_1"] == "skip" and sum(path != "none" for path in lateral.values()) == 1
-    panet = calibration.neck_spec(calibration.PANET)["arch"]
+    panet = cal.neck_spec(cal.PANET)["arch"]
     assert (panet["e0_1"], panet["e1_2"]) == ("top_down", "bottom_up")
-    top_down = calibration.neck_spec(calibration.TOP_DOWN)["arch"]
+    top_down = cal.neck_spec(cal.TOP_DOWN)["arch"]
     assert top_down["e0_1"] == "top_down" and sum(path != "none" for path in top_down.values()) == 1
-    assert calibration.neck_spec(None) is None
+    assert cal.neck_spec(None) is None
 
 
 @pytest.mark.parametrize(
@@ -105,7 +108,7 @@ def test_goals_are_measured_from_rows() -> None:
             ap = 0.1 * k + 0.001 * seed
             rows.append({"group": "random", "arm": f"random {k + 1}", "seed": seed, "AP": ap, "APl": 0.0,
                          "epoch_time_s": 20.0})  # fmt: skip
-    measured = calibration.goals(pd.DataFrame(rows))
+    measured = cal.goals(pd.DataFrame(rows))
     assert measured["fpn_minus_lateral_AP"] == pytest.approx(11.0)
     assert measured["goal_fpn_gap"] is True
     assert measured["random_seed_tau"] == pytest.approx(1.0)
@@ -131,7 +134,7 @@ def test_smoke_runs_end_to_end_and_a_rerun_skips(ray_session, tmp_path: Path) ->
     assert table["AP"].notna().all() and (tmp_path / "out" / "calibration.md").is_file()
     assert (tmp_path / "d" / "test").is_dir()  # scored on the test split the data carry
     # each run's tags where its glyphs are found, kept beside the run (a share, or NaN where none is found)
-    for role in calibration.TAGGED:
+    for role in cal.TAGGED:
         assert table[f"{role}_tag_right"].dropna().between(0, 1).all()
     assert len(list((tmp_path / "out" / "runs").glob("*/tag_accuracy.json"))) == 3
     assert "tags right where the glyph is found" in (tmp_path / "out" / "calibration.md").read_text()
