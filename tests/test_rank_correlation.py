@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from tiny_data import failure_text
 
+import raynas.jobs.rank_correlation as rc
 from raynas.config import ConfigError
 from raynas.jobs.supernet_scores import load_archs, seed_aps
 from raynas.spaces.opanas import OPANASSpace
@@ -33,7 +34,7 @@ def synthetic_pool(size: int = 80) -> pd.DataFrame:
     """A scored pool as ``score_pool`` writes it: most scores bunched, a long tail of bad networks."""
     rng = np.random.default_rng(2)
     scores = np.concatenate([0.30 + 1e-3 * rng.random(size - size // 5), np.linspace(0.0, 0.2, size // 5)])
-    archs = rank_correlation.draw_pool(SPACE, size, 5)
+    archs = rc.draw_pool(SPACE, size, 5)
     rows = [
         {"arch_id": f"a{k:02d}", **arch, "supernet_AP": s, "supernet_AP50": 2 * s, "neck_params": 1000 + k,
          "neck_flops": 10_000 + k, "pool_seed": 5}
@@ -46,15 +47,15 @@ def test_the_default_pool_is_fresh_and_distinct_as_networks() -> None:
     """Seed 0 drew v1's pool (which is why it is refused); the default seed's pool shares no network
     with it, and no two of its architectures are the same network."""
     v1 = [SPACE.to_config(SPACE.from_config(r)) for r in pd.read_csv(V1 / "pool.csv").to_dict("records")]
-    assert rank_correlation.draw_pool(SPACE, len(v1), rank_correlation.V1_POOL_SEED) == v1
-    fresh = rank_correlation.draw_pool(SPACE, 80, rank_correlation.DEFAULT_POOL_SEED)
+    assert rc.draw_pool(SPACE, len(v1), rc.V1_POOL_SEED) == v1
+    fresh = rc.draw_pool(SPACE, 80, rc.DEFAULT_POOL_SEED)
     canonical = {SPACE.canonical(SPACE.from_config(c)) for c in fresh}
     assert len(canonical) == 80 and not canonical & {SPACE.from_config(c) for c in v1}
 
 
 def test_the_picks_are_stratified_by_rank_with_the_top_quarter_over_represented() -> None:
     pool = synthetic_pool()
-    picked = rank_correlation.pick(pool, 20, seed=3)
+    picked = rc.pick(pool, 20, seed=3)
     ranks = picked["pool_rank"].tolist()
     assert ranks == sorted(ranks) and len(set(ranks)) == 20  # best first, distinct
     assert sum(r <= 20 for r in ranks) == 10  # half of the picks from the top quarter of 80
@@ -63,7 +64,7 @@ def test_the_picks_are_stratified_by_rank_with_the_top_quarter_over_represented(
     assert picked["top_half"].tolist() == [True] * 10 + [False] * 10
     by_id = pool.set_index("arch_id")["supernet_AP"]
     assert (picked["supernet_AP"] == picked["arch_id"].map(by_id)).all()  # rows kept whole
-    assert rank_correlation.pick(pool, 20, seed=4)["arch_id"].tolist() != picked["arch_id"].tolist()
+    assert rc.pick(pool, 20, seed=4)["arch_id"].tolist() != picked["arch_id"].tolist()
 
 
 def seed_rows(picked: pd.DataFrame, seeds: int) -> pd.DataFrame:
@@ -76,9 +77,9 @@ def seed_rows(picked: pd.DataFrame, seeds: int) -> pd.DataFrame:
 
 
 def test_the_table_holds_the_mean_and_each_seed_and_supernet_variants_reads_it(tmp_path: Path) -> None:
-    picked = rank_correlation.pick(synthetic_pool(), 20, seed=0)
+    picked = rc.pick(synthetic_pool(), 20, seed=0)
     rows = seed_rows(picked, 2)
-    table = rank_correlation.per_arch(picked, rows, SPACE)
+    table = rc.per_arch(picked, rows, SPACE)
     assert list(table["arch_id"]) == list(picked["arch_id"])
     first = rows[rows["arch_id"] == table["arch_id"][0]]["standalone_AP"].tolist()
     assert table.loc[0, ["standalone_AP_seed0", "standalone_AP_seed1"]].tolist() == first
@@ -91,20 +92,20 @@ def test_the_table_holds_the_mean_and_each_seed_and_supernet_variants_reads_it(t
 
 
 def test_a_kept_seed_row_of_another_recipe_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / rank_correlation.SEEDS_FILE
-    rows = seed_rows(rank_correlation.pick(synthetic_pool(), 20, seed=0), 1)
+    path = tmp_path / rc.SEEDS_FILE
+    rows = seed_rows(rc.pick(synthetic_pool(), 20, seed=0), 1)
     path.write_text(rows.to_csv(index=False))
-    same = rank_correlation.kept_seed_rows(path, {"epochs": 4, "supernet_checkpoint": "/ckpt"})
+    same = rc.kept_seed_rows(path, {"epochs": 4, "supernet_checkpoint": "/ckpt"})
     assert len(same) == 20 and same["seed"].tolist() == [0] * 20
     with pytest.raises(ConfigError, match="another recipe \\(epochs=4\\); run with the same --epochs"):
-        rank_correlation.kept_seed_rows(path, {"epochs": 6, "supernet_checkpoint": "/ckpt"})
+        rc.kept_seed_rows(path, {"epochs": 6, "supernet_checkpoint": "/ckpt"})
 
 
 def test_supernet_variants_compares_every_variant_paired_with_fair_gamma() -> None:
     """Three super-nets' scores of the same 20 architectures (hand-made): each row gains its tau minus
     fair_gamma's with the paired interval, and the MD table shows it."""
-    picked = rank_correlation.pick(synthetic_pool(), 20, seed=0)
-    archs = rank_correlation.per_arch(picked, seed_rows(picked, 2), SPACE)
+    picked = rc.pick(synthetic_pool(), 20, seed=0)
+    archs = rc.per_arch(picked, seed_rows(picked, 2), SPACE)
     truth = archs["standalone_AP"].to_numpy()
     noise = np.random.default_rng(3).normal(0, 0.01, len(truth))  # as large as the spread
     scores = {
@@ -151,8 +152,8 @@ def test_v1s_pool_seed_too_few_picks_and_a_damaged_seed_table_are_refused_before
     refused(capfd, argv, "--standalone-seeds must be >= 1")
     assert not out.exists()
     out.mkdir()
-    seeds = out / rank_correlation.SEEDS_FILE
-    text = seed_rows(rank_correlation.pick(synthetic_pool(), 20, seed=0), 2).to_csv(index=False)
+    seeds = out / rc.SEEDS_FILE
+    text = seed_rows(rc.pick(synthetic_pool(), 20, seed=0), 2).to_csv(index=False)
     seeds.write_text(text[: text.rindex(",")])  # the last row cut short: no checkpoint
     refused(
         capfd, ["--smoke", "--out", str(out)], str(seeds), "rows cut short", "train the architectures again"
@@ -179,12 +180,12 @@ def test_smoke_run_writes_the_tables_the_coefficients_and_the_plot_and_reuses_it
     per_seed = table[["standalone_AP_seed0", "standalone_AP_seed1"]]
     assert per_seed.notna().all().all()
     np.testing.assert_allclose(table["standalone_AP"], per_seed.mean(axis=1))
-    seeds = pd.read_csv(out / rank_correlation.SEEDS_FILE, dtype={"arch_id": str})
+    seeds = pd.read_csv(out / rc.SEEDS_FILE, dtype={"arch_id": str})
     assert sorted(zip(seeds["arch_id"], seeds["seed"])) == sorted(
         (a, s) for a in table["arch_id"] for s in (0, 1)
     )
     record = json.loads((out / "rank_correlation.json").read_text())
-    assert record["pool_seed"] == rank_correlation.DEFAULT_POOL_SEED and record["runs"] == 6
+    assert record["pool_seed"] == rc.DEFAULT_POOL_SEED and record["runs"] == 6
     assert record["all"]["n"] == 3 and record["seed_to_seed"]["n"] == 3
     assert record["top_half"]["n"] == 1 and record["top_half"]["kendall_tau"] is None  # too few to rank
     for stats in (record["all"], record["seed_to_seed"]):  # None when a side is constant
@@ -192,7 +193,7 @@ def test_smoke_run_writes_the_tables_the_coefficients_and_the_plot_and_reuses_it
     assert "| top half by super-net score | 1 | n/a" in (out / "rank_correlation.md").read_text()
     assert (out / "rank_correlation.png").stat().st_size > 0
     pool = pd.read_csv(out / "pool.csv")
-    assert len(pool) == 6 and (pool["pool_seed"] == rank_correlation.DEFAULT_POOL_SEED).all()
+    assert len(pool) == 6 and (pool["pool_seed"] == rc.DEFAULT_POOL_SEED).all()
     trained = sorted(p.name for p in (out / "runs").iterdir() if p.is_dir())
     assert trained == sorted(f"arch_{a}_seed{s}" for a in table["arch_id"] for s in (0, 1))
 
