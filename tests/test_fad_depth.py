@@ -15,7 +15,7 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetHead
 
 from raynas.evaluation import count_params
-from raynas.jobs.fad import fad_head_spec
+from raynas.jobs.fad import fad_head_spec, fad_settings
 from raynas.models.build import build_model, head_factory
 from raynas.models.config import ModelConfig
 from raynas.spaces.fad import derived_space
@@ -98,8 +98,8 @@ def test_the_experiments_retrain_at_the_depth_and_refuse_a_table_of_one_cell(scr
     parse = module.build_parser().parse_args
     for flags in ([], ["--paper"], ["--smoke"]):
         assert module.with_presets(parse(flags)).cells_per_group == RETRAIN_CELLS_PER_GROUP
-    args = module.with_presets(parse([]))
-    assert fad_head_spec(GENOTYPE, args)["cells_per_group"] == RETRAIN_CELLS_PER_GROUP
+    settings = fad_settings(module.with_presets(parse([])))
+    assert fad_head_spec(GENOTYPE, settings)["cells_per_group"] == RETRAIN_CELLS_PER_GROUP
     # a table written before the flag holds one-cell heads: extending it at another depth is refused
     out = tmp_path / "out"
     out.mkdir()

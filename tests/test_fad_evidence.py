@@ -96,8 +96,11 @@ def test_a_run_of_some_arms_keeps_the_search_costs_of_the_others(tmp_path: Path)
             {"arm": "no RepShare", "search_time_s": 187.0, "search_peak_memory_mb": 1278.0},
         ]
     }
-    args = fad_evidence.build_parser().parse_args(["--arms", "no_repshare"])
-    genotypes, costs = fad_evidence.run_searches(None, args, tmp_path, before)  # nothing left to search
+    from raynas.jobs.fad import fad_settings
+    from raynas.jobs.head_evidence import run_searches
+
+    args = fad_evidence.with_presets(fad_evidence.build_parser().parse_args(["--arms", "no_repshare"]))
+    genotypes, costs = run_searches(None, fad_settings(args), tmp_path, before)  # nothing left to search
     assert genotypes == {"no RepShare": {"edge": "kept"}}
     assert sorted(costs, key=lambda cost: cost["arm"]) == before["search_costs"]
 

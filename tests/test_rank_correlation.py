@@ -16,6 +16,7 @@ import pytest
 from tiny_data import failure_text
 
 import raynas.jobs.rank_correlation as rc
+import raynas.jobs.supernet_variants as variants
 from raynas.config import ConfigError
 from raynas.jobs.supernet_scores import load_archs, seed_aps
 from raynas.spaces.opanas import OPANASSpace
@@ -25,7 +26,6 @@ SCRIPT = EXPERIMENTS / "rank_correlation.py"
 V1 = EXPERIMENTS / "results" / "rank_correlation"
 sys.path.insert(0, str(EXPERIMENTS))
 import rank_correlation  # noqa: E402
-import supernet_variants  # noqa: E402
 
 SPACE = OPANASSpace(5)
 
@@ -114,7 +114,7 @@ def test_supernet_variants_compares_every_variant_paired_with_fair_gamma() -> No
         "uniform_gamma": pd.DataFrame({"supernet_AP": -truth}),
     }
     rows = [{"variant": name, "kendall_tau": 0.0} for name in scores]
-    supernet_variants.paired_to_reference(rows, scores, archs)
+    variants.paired_to_reference(rows, scores, archs)
     by_name = {row["variant"]: row for row in rows}
     assert by_name["fair_gamma"]["kendall_tau_diff"] == 0.0
     assert by_name["fair_gamma_all"]["kendall_tau_diff_low"] > 0  # the exact ranker beats the noisy one
@@ -124,7 +124,7 @@ def test_supernet_variants_compares_every_variant_paired_with_fair_gamma() -> No
           "n": 20, "kendall_tau_low": -0.1, "kendall_tau_high": 0.1, "spearman_rho": 0.0,
           "mean_supernet_AP": 0.3, "epoch_time_s": 10.0} for row in rows]
     )  # fmt: skip
-    text = supernet_variants.markdown(table, "rank_correlation.csv", 2)
+    text = variants.markdown(table, "rank_correlation.csv", 2)
     assert "tau - fair_gamma [paired 95 % CI]" in text and "| (reference) |" in text
     diff = by_name["uniform_gamma"]
     assert f"| {diff['kendall_tau_diff']:+.2f} [{diff['kendall_tau_diff_low']:+.2f}," in text

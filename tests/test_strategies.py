@@ -76,6 +76,30 @@ def test_strategy_comparison_smoke_runs_every_strategy_and_resumes(tmp_path: Pat
     pd.testing.assert_frame_equal(pd.read_csv(out / "strategies.csv"), table)
 
 
+@pytest.mark.slow
+@pytest.mark.smoke
+def test_supernet_variants_smoke_trains_each_variant_and_compares_it_paired(tmp_path: Path) -> None:
+    """Table 5 at the smoke budget: each variant's super-net trained and scored on the fixed
+    architectures, its tau and the paired difference to the reference written as CSV / MD / JSON."""
+    out = tmp_path / "out"
+    command = [sys.executable, str(EXPERIMENTS / "supernet_variants.py"), "--smoke", "--variants",
+               "fair_gamma", "uniform_gamma", "--out", str(out), "--data", str(tmp_path / "d")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=tmp_path)
+    assert done.returncode == 0, failure_text(done)
+    table = pd.read_csv(out / "supernet_variants.csv").set_index("variant")
+    assert list(table.index) == ["fair_gamma", "uniform_gamma"]
+    # a smoke super-net may score every architecture alike: then tau is undefined (NaN), not made up
+    tau = table["kendall_tau"]
+    assert (tau.isna() | tau.between(-1, 1)).all() and table["n"].nunique() == 1
+    assert list(table["sampling"]) == ["fair", "uniform"]
+    reference = table.loc["fair_gamma", "kendall_tau_diff"]
+    assert pd.isna(reference) if pd.isna(tau["fair_gamma"]) else reference == 0  # against itself
+    assert "(reference)" in (out / "supernet_variants.md").read_text()
+    record = json.loads((out / "supernet_variants.json").read_text())
+    assert (record["reference"], record["proxy"], len(record["rows"])) == ("fair_gamma", "digits", 2)
+    assert (out / "scores_uniform_gamma.csv").is_file() and (out / "supernet_variants.png").is_file()
+
+
 def test_bad_arguments_get_one_line_and_exit_2(tmp_path: Path) -> None:
     cases = [
         (["compare_strategies.py", "--run", str(tmp_path)], "--run takes no result folders"),

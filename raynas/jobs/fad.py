@@ -10,7 +10,7 @@ the paper's own settings are: ``--paper`` sets its widths and schedules).
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from raynas.config import ConfigError, apply_yaml
@@ -28,6 +28,40 @@ FAD_COUNTS = (
     "cells_per_group",
     "train_workers",
 )
+
+
+@dataclass(frozen=True)
+class FADSettings:
+    """What a FAD table is asked for: the flags of ``experiments/fad_evidence.py`` / ``mask_fad.py`` after
+    their presets (:func:`with_fad_presets`), checked. Each script's own flags have defaults here."""
+
+    out: str
+    data: str
+    seeds: int
+    search_epochs: int
+    epochs: int
+    train_images: int
+    c_prime: int
+    cells_per_group: int
+    train_workers: int = 1
+    gpu: bool = False
+    address: str | None = None
+    paper: bool = False
+    smoke: bool = False
+    kind: str | None = None  # fad_evidence: the detector (mask_fad trains Mask R-CNN)
+    arms: tuple[str, ...] | None = None  # fad_evidence: the searched arms to run (None: all)
+    matched_width: bool = True  # fad_evidence: the searched head at the default head's parameters too
+    genotype: str | None = None  # mask_fad: retrain this genotype.json instead of searching
+
+
+def fad_settings(args: argparse.Namespace) -> FADSettings:
+    """The flags, presets filled in, as :class:`FADSettings` (a flag a script lacks keeps its default)."""
+    given = {
+        field.name: getattr(args, field.name) for field in fields(FADSettings) if hasattr(args, field.name)
+    }
+    if given.get("arms") is not None:
+        given["arms"] = tuple(given["arms"])
+    return FADSettings(**given)
 
 
 def add_fad_flags(parser: argparse.ArgumentParser) -> None:
@@ -53,23 +87,25 @@ def add_fad_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny data and budget (CI)")
 
 
-def fad_base_config(args: argparse.Namespace, kind: str) -> TrainConfig:
+def fad_base_config(settings: FADSettings, kind: str) -> TrainConfig:
     """Data, model (detector ``kind``) and schedule shared by the search and every retraining run."""
     from raynas.data.config import DataConfig
     from raynas.models.config import ModelConfig
 
-    data = DataConfig(root=args.data, max_train_images=args.train_images, max_val_images=200, batch_size=4)
+    data = DataConfig(
+        root=settings.data, max_train_images=settings.train_images, max_val_images=200, batch_size=4
+    )
     model = ModelConfig(
         kind=kind, out_channels=64, min_size=128, max_size=128, backbone_weights="proxy",
         trainable_backbone_layers=3,
     )  # fmt: skip
-    optim = OptimConfig(epochs=args.epochs, lr=0.01, warmup_iters=50, milestones=_decay(args.epochs))
+    optim = OptimConfig(epochs=settings.epochs, lr=0.01, warmup_iters=50, milestones=_decay(settings.epochs))
     run = RunConfig(
-        name="base", storage_path=str(Path(args.out) / "runs"), num_workers=args.train_workers,
-        use_gpu=args.gpu, address=args.address, eval_every=args.epochs,
+        name="base", storage_path=str(Path(settings.out) / "runs"), num_workers=settings.train_workers,
+        use_gpu=settings.gpu, address=settings.address, eval_every=settings.epochs,
     )  # fmt: skip
     config = TrainConfig(data=data, model=model, optim=optim, run=run)
-    return apply_yaml(config, SMOKE_BUDGET) if args.smoke else config
+    return apply_yaml(config, SMOKE_BUDGET) if settings.smoke else config
 
 
 def _decay(epochs: int) -> list[int]:
@@ -77,10 +113,10 @@ def _decay(epochs: int) -> list[int]:
     return [epochs - 1] if epochs > 1 else []
 
 
-def fad_search_config(base: TrainConfig, args: argparse.Namespace, name: str, **switches) -> DartsConfig:
+def fad_search_config(base: TrainConfig, settings: FADSettings, name: str, **switches) -> DartsConfig:
     """First-order DARTS of the FAD head on ``base``'s data and model for ``--search-epochs``, in run
     ``name``; ``switches`` are :class:`~raynas.training.config.FADConfig` fields (Table 2's ablations)."""
-    epochs = args.search_epochs
+    epochs = settings.search_epochs
     optim = OptimConfig(**{**vars(base.optim), "epochs": epochs, "milestones": _decay(epochs)})
     run = replace(base.run, name=name, eval_every=epochs)
     return DartsConfig(
@@ -88,18 +124,18 @@ def fad_search_config(base: TrainConfig, args: argparse.Namespace, name: str, **
         model=base.model,
         optim=optim,
         run=run,
-        fad=FADConfig(c_prime=args.c_prime, **switches),
+        fad=FADConfig(c_prime=settings.c_prime, **switches),
     )
 
 
-def fad_head_spec(genotype: dict | str, args: argparse.Namespace, c_prime: int | None = None) -> dict:
+def fad_head_spec(genotype: dict | str, settings: FADSettings, c_prime: int | None = None) -> dict:
     """A retrained FAD head: the genotype (a mapping or a genotype.json) at width ``c_prime`` (default
     ``--c-prime``), its cells repeated ``--cells-per-group`` times (Sec. 3.1: searched with one)."""
     return {
         "type": "fad",
         "genotype": genotype,
-        "c_prime": c_prime or args.c_prime,
-        "cells_per_group": args.cells_per_group,
+        "c_prime": c_prime or settings.c_prime,
+        "cells_per_group": settings.cells_per_group,
     }
 
 
@@ -115,9 +151,9 @@ def with_fad_presets(args: argparse.Namespace, smoke: dict) -> argparse.Namespac
     return args
 
 
-def check_cells_per_group(before: dict, args: argparse.Namespace, out: Path) -> None:
+def check_cells_per_group(before: dict, settings: FADSettings, out: Path) -> None:
     """A table made before ``--cells-per-group`` existed retrained one cell a group: extend it only so."""
-    if before and before["settings"].get("cells_per_group", 1) != args.cells_per_group:
+    if before and before["settings"].get("cells_per_group", 1) != settings.cells_per_group:
         raise ConfigError(
             f"{out} holds a table made with cells_per_group=1 (before the flag); run with "
             "--cells-per-group 1 or choose another --out"

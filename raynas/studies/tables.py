@@ -9,9 +9,9 @@ one line naming it and the fix, raised before Ray starts, so that a refused run 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -77,9 +77,10 @@ def table_fix(name: str) -> str:
     return f"restore it (from git or experiments/results/{name}/), or choose another --out"
 
 
-def previous_record(args: argparse.Namespace, out: Path, name: str, recipe: tuple[str, ...]) -> dict:
-    """The record of the table already in ``out`` (empty if none); refused if a ``recipe`` setting differs,
-    or if the table is there without its record (then nothing says which recipe its rows are of)."""
+def previous_record(settings: Any, out: Path, name: str, recipe: tuple[str, ...]) -> dict:
+    """The record of the table already in ``out`` (empty if none); refused if a ``recipe`` setting (an
+    attribute of ``settings``) differs, or if the table is there without its record (then nothing says
+    which recipe its rows are of)."""
     path, table = out / f"{name}.json", out / f"{name}.csv"
     if not path.is_file():
         if table.is_file():
@@ -95,7 +96,7 @@ def previous_record(args: argparse.Namespace, out: Path, name: str, recipe: tupl
     for key in ("wall_time_s", "wall_time_total_s"):
         if not isinstance(record.get(key, 0), int | float):
             raise ConfigError(f"{path}: {key!r} is not a number; {table_fix(name)}")
-    differing = [key for key in recipe if key in before and before[key] != getattr(args, key)]
+    differing = [key for key in recipe if key in before and before[key] != getattr(settings, key)]
     if differing:
         was = ", ".join(f"{key}={before[key]}" for key in differing)
         raise ConfigError(
