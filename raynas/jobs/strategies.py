@@ -18,7 +18,15 @@ import pandas as pd
 from raynas.config import ConfigError, check_writable_folder
 from raynas.jobs.arms import Arm, arch_id, arm_config, recipe_key, standalone_recipe, train_arms, train_time_s
 from raynas.jobs.main_job import MainJob, main_job_configs
-from raynas.jobs.supernet_scores import METRIC, kept_scores, load_archs, score_archs, seed_aps, variant_config
+from raynas.jobs.supernet_scores import (
+    METRIC,
+    kept_scores,
+    load_archs,
+    score_archs,
+    scorer_options,
+    seed_aps,
+    variant_config,
+)
 from raynas.spaces.opanas import OPANASSpace
 from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
 from raynas.studies.tables import check_table, not_yet_reached, read_table
@@ -148,23 +156,12 @@ def darts_config(supernet_cfg, relaxation: str, settings: StrategiesSettings):
     )
 
 
-def scores_of(checkpoint: str, archs: pd.DataFrame, settings: StrategiesSettings, path: Path) -> pd.DataFrame:
-    return score_archs(
-        checkpoint,
-        archs,
-        path,
-        scorers=settings.scorers,
-        search_images=settings.search_images,
-        use_gpu=settings.gpu,
-    )
-
-
 def yardstick_scores(
     checkpoint: str, archs: dict[str, dict], settings: StrategiesSettings, path: Path
 ) -> dict[str, float]:
     """The common-yardstick super-net's score of each strategy's best architecture (cached in ``path``)."""
     frame = pd.DataFrame([{"strategy": s, **a} for s, a in archs.items()])
-    scored = scores_of(checkpoint, frame, settings, path)
+    scored = score_archs(checkpoint, frame, path, **scorer_options(settings))
     return dict(zip(scored["strategy"], scored["supernet_" + METRIC]))
 
 
@@ -203,7 +200,9 @@ def run(settings: StrategiesSettings) -> pd.DataFrame:
         print(f"== super-net {variant} ==", flush=True)
         result = train_supernet(variant_config(variant, main_job(settings)))
         supernets[variant] = (str(result.checkpoint_dir), train_time_s(result.metrics), result)
-        scored = scores_of(supernets[variant][0], fixed, settings, out / f"tau_scores_{variant}.csv")
+        scored = score_archs(
+            supernets[variant][0], fixed, out / f"tau_scores_{variant}.csv", **scorer_options(settings)
+        )
         # the fixed set's APs as loaded now (a reused score table may carry an older --archs' APs), the
         # bootstrap over architectures and their seeds as supernet_variants computes it
         taus[variant] = rank_agreement_over_seeds(scored["supernet_" + METRIC], seed_aps(fixed))

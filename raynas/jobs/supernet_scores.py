@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -128,6 +129,12 @@ def kept_scores(
         except ValueError as err:
             raise ConfigError(f"{path} line {line} is not an OPANAS architecture ({err}); {fix}") from err
     return none_as_written(table)
+
+
+def scorer_options(settings: Any) -> dict:
+    """:func:`score_archs`'s keyword arguments from a study's settings (``scorers``, ``search_images``,
+    ``gpu``)."""
+    return {"scorers": settings.scorers, "search_images": settings.search_images, "use_gpu": settings.gpu}
 
 
 def score_archs(

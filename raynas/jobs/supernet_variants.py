@@ -16,7 +16,15 @@ import pandas as pd
 
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.main_job import MainJob
-from raynas.jobs.supernet_scores import METRIC, VARIANTS, load_archs, score_archs, seed_aps, variant_config
+from raynas.jobs.supernet_scores import (
+    METRIC,
+    VARIANTS,
+    load_archs,
+    score_archs,
+    scorer_options,
+    seed_aps,
+    variant_config,
+)
 
 #: the variant every other is compared with, paired: the paper's super-net (and the main job's)
 REFERENCE = "fair_gamma"
@@ -38,17 +46,6 @@ class VariantSettings:
     smoke: bool = False
 
 
-def scores_of(checkpoint: str, archs: pd.DataFrame, settings: VariantSettings, path: Path) -> pd.DataFrame:
-    return score_archs(
-        checkpoint,
-        archs,
-        path,
-        scorers=settings.scorers,
-        search_images=settings.search_images,
-        use_gpu=settings.gpu,
-    )
-
-
 def run_variant(name: str, archs: pd.DataFrame, settings: VariantSettings) -> tuple[dict, pd.DataFrame]:
     """The variant's super-net trained (or reused) and its scores of ``archs``: its table row and scores."""
     from raynas.evaluation.ranking import rank_agreement_over_seeds
@@ -58,7 +55,8 @@ def run_variant(name: str, archs: pd.DataFrame, settings: VariantSettings) -> tu
     started = time.perf_counter()
     result = train_supernet(cfg)
     train_s = time.perf_counter() - started
-    scored = scores_of(str(result.checkpoint_dir), archs, settings, settings.out / f"scores_{name}.csv")
+    path = settings.out / f"scores_{name}.csv"
+    scored = score_archs(str(result.checkpoint_dir), archs, path, **scorer_options(settings))
     stats = rank_agreement_over_seeds(scored["supernet_" + METRIC], seed_aps(archs), BOOTSTRAP)
     opanas = cfg.opanas
     row = {
