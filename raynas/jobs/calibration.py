@@ -103,17 +103,24 @@ def read_kept_rows(path: str) -> dict[tuple, dict]:
     return {tuple(row[key] for key in KEPT_KEYS): row for row in table.to_dict("records")}
 
 
-def run_identity(item: Run, cfg: TrainConfig) -> dict:
+def run_identity(item: Run, cfg: TrainConfig, body: str) -> dict:
     """The columns that say which run a row is and what it was computed from: the recipe without where the
-    run lives (:func:`raynas.jobs.arms.recipe_key`) and the pretrained body's digest (a body pretrained
-    again elsewhere is the same input only if it came out byte for byte the same)."""
+    run lives (:func:`raynas.jobs.arms.recipe_key`) and ``body``, the pretrained body's digest
+    (:func:`body_digest`: a body pretrained again elsewhere is the same input only if it came out byte for
+    byte the same)."""
     from raynas.jobs.arms import recipe_key
-    from raynas.training.run_folder import input_digests
 
-    body = input_digests(cfg).get("backbone_weights", "")[:12]
     return {"group": item.group, "arm": item.arm, "seed": item.seed,
             "neck": json.dumps(item.neck, sort_keys=True) if item.neck else "fpn",
             "recipe": recipe_key(cfg), "body": body}  # fmt: skip
+
+
+def body_digest(base: TrainConfig) -> str:
+    """The short digest of the body every run of the calibration starts from (the control's too), read
+    once: the body file is tens of MB."""
+    from raynas.training.run_folder import input_digests
+
+    return input_digests(base).get("backbone_weights", "")[:12]
 
 
 def shard_of(text: str) -> tuple[int, int]:
@@ -379,10 +386,11 @@ def run(settings: CalibrationSettings, base: TrainConfig) -> dict:
     from raynas.training.run_folder import finished_run
 
     kept = read_kept_rows(settings.kept_rows) if settings.kept_rows else {}
+    body = body_digest(base)
     rows, trained, missing = [], 0, []
     for item in runs:
         cfg = run_config(base, item)
-        identity = run_identity(item, cfg)
+        identity = run_identity(item, cfg, body)
         if tuple(identity.values()) in kept:
             rows.append(kept[tuple(identity.values())])
             continue
@@ -406,15 +414,22 @@ def kept_tag_accuracy(checkpoint_dir: Path) -> dict:
     from raynas.studies.context_probe import tag_accuracy
 
     kept = checkpoint_dir.parent / "tag_accuracy.json"
-    try:
-        record = json.loads(kept.read_text())
-        if record["checkpoint"] == checkpoint_dir.name:
-            return record["roles"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # none yet, or damaged: scored again
+    roles = _kept_roles(kept, checkpoint_dir.name)
+    if roles is not None:
+        return roles
     roles = tag_accuracy(checkpoint_dir, "test")
     atomic_write_json(kept, {"checkpoint": checkpoint_dir.name, "roles": roles})
     return roles
+
+
+def _kept_roles(kept: Path, checkpoint: str) -> dict | None:
+    """The tag accuracy kept for ``checkpoint``; None where there is none yet or it is damaged (then it is
+    scored again)."""
+    try:
+        record = json.loads(kept.read_text())
+        return record["roles"] if record["checkpoint"] == checkpoint else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def write_outputs(out: Path, rows: list[dict], trained: int, missing: list[str], started: float) -> dict:
