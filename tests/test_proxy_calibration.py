@@ -44,6 +44,34 @@ def test_shards_side_by_side_cover_the_plan_once() -> None:
     assert shards[0][:2] == [runs[0], runs[3]]
 
 
+def test_random_necks_run_neck_by_neck_so_a_stop_leaves_pairs() -> None:
+    """The ranking and spread goals compare a random neck's seeds: its two seeds are adjacent in the plan."""
+    runs = [run for run in cal.plan(settings(["--groups", "random"]))]
+    assert [(run.slug, run.seed) for run in runs[:4]] == [
+        ("random1", 0),
+        ("random1", 1),
+        ("random2", 0),
+        ("random2", 1),
+    ]
+    named = cal.plan(settings(["--groups", "named"]))
+    assert [run.seed for run in named[:7]] == [0] * 6 + [1]  # named necks stay seed by seed
+
+
+def test_shards_deal_only_the_runs_that_kept_rows_do_not_cover() -> None:
+    """Two shards beside a kept half of the plan share the rest evenly, the same way in both."""
+    chosen = settings(["--groups", "random"])
+    runs, base = cal.plan(chosen), cal.recipe(chosen)
+    kept_rows, to_train = cal.split_kept(runs, base, {}, "digest")
+    assert kept_rows == [] and len(to_train) == len(runs)
+    kept = {tuple(identity.values()): {"arm": item.arm} for item, _, identity in to_train if item.seed == 0}
+    kept_rows, to_train = cal.split_kept(runs, base, kept, "digest")
+    assert len(kept_rows) == 16 and all(item.seed == 1 for item, _, _ in to_train)
+    shards = [cal.shard_runs(to_train, f"{i}/2") for i in range(2)]
+    assert [len(shard) for shard in shards] == [8, 8]
+    assert [item.slug for item, _, _ in shards[0][:2]] == ["random1", "random3"]
+    assert cal.split_kept(runs, base, kept, "other digest")[0] == []  # another body: nothing stands
+
+
 def test_random_necks_are_distinct_networks_and_fixed() -> None:
     space = OPANASSpace()
     necks = cal.random_necks(16)

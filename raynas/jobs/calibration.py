@@ -115,6 +115,19 @@ def run_identity(item: Run, cfg: TrainConfig, body: str) -> dict:
             "recipe": recipe_key(cfg), "body": body}  # fmt: skip
 
 
+def split_kept(runs: list[Run], base: TrainConfig, kept: dict[tuple, dict], body: str) -> tuple[list, list]:
+    """The kept rows that stand for runs of the plan; the rest as (run, config, identity) to train."""
+    rows, to_train = [], []
+    for item in runs:
+        cfg = run_config(base, item)
+        identity = run_identity(item, cfg, body)
+        if tuple(identity.values()) in kept:
+            rows.append(kept[tuple(identity.values())])
+        else:
+            to_train.append((item, cfg, identity))
+    return rows, to_train
+
+
 def body_digest(base: TrainConfig) -> str:
     """The short digest of the body every run of the calibration starts from (the control's too), read
     once: the body file is tens of MB."""
@@ -131,9 +144,10 @@ def shard_of(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
-def shard_runs(runs: list[Run], shard: str) -> list[Run]:
+def shard_runs(runs: list, shard: str) -> list:
     """The runs of shard ``I/N``: every N-th from the I-th, so that shards side by side share the plan's
-    order (a group's seeds finish together) and together cover it once."""
+    order (what finishes together in the plan finishes together across shards) and together cover it once.
+    Shards started with the same kept rows deal the same runs."""
     index, count = shard_of(shard)
     return runs[index::count]
 
@@ -201,8 +215,10 @@ def random_necks(count: int, seed: int = 2026) -> list[dict]:
 
 
 def plan(settings: CalibrationSettings) -> list[Run]:
-    """The runs in order, seed by seed within a group (an interrupted calibration leaves every neck of a
-    group at some seeds). ``--smoke``: two named necks, one random, one control, one seed each."""
+    """The runs in order: the named and control necks seed by seed (an interrupted calibration leaves every
+    neck of the group at some seeds, so their means compare), the random necks neck by neck (their goals
+    compare a neck's seeds, so an interrupted calibration leaves pairs to measure them on). ``--smoke``:
+    two named necks, one random, one control, one seed each."""
     named = [("FPN", "fpn", None), ("lateral-only", "lateral", neck_spec(LATERAL)),
              ("top-down", "topdown", neck_spec(TOP_DOWN)), ("PANet-like", "panet", neck_spec(PANET)),
              ("all-skip", "allskip", neck_spec({key: "skip" for key in _all_keys()})),
@@ -218,8 +234,8 @@ def plan(settings: CalibrationSettings) -> list[Run]:
             for seed in range(settings.seeds):
                 runs += [Run("named", arm, slug, spec, seed) for arm, slug, spec in named]
         elif group == "random":
-            for seed in range(settings.random_seeds):
-                for k, edges in enumerate(random_necks(settings.random_necks)):
+            for k, edges in enumerate(random_necks(settings.random_necks)):
+                for seed in range(settings.random_seeds):
                     runs.append(Run("random", f"random {k + 1}", f"random{k + 1}", neck_spec(edges), seed))
         else:
             for seed in range(settings.seeds):
@@ -366,7 +382,7 @@ def run(settings: CalibrationSettings, base: TrainConfig) -> dict:
     out, started = Path(settings.out), time.perf_counter()
     runs = plan(settings)
     if settings.shard is not None:
-        runs, out = shard_runs(runs, settings.shard), out / "shard-{}-of-{}".format(*shard_of(settings.shard))
+        out = out / "shard-{}-of-{}".format(*shard_of(settings.shard))
     # a seconds-scale body exercises every part with --smoke; one writer when shards start together
     steps = SMOKE_PRETRAIN_STEPS if settings.smoke else None
     ensure_proxy_weights(
@@ -387,13 +403,11 @@ def run(settings: CalibrationSettings, base: TrainConfig) -> dict:
 
     kept = read_kept_rows(settings.kept_rows) if settings.kept_rows else {}
     body = body_digest(base)
-    rows, trained, missing = [], 0, []
-    for item in runs:
-        cfg = run_config(base, item)
-        identity = run_identity(item, cfg, body)
-        if tuple(identity.values()) in kept:
-            rows.append(kept[tuple(identity.values())])
-            continue
+    rows, to_train = split_kept(runs, base, kept, body)
+    trained, missing = 0, []
+    if settings.shard is not None:  # shards deal the runs left to train, so none idles on kept ones
+        to_train = shard_runs(to_train, settings.shard)
+    for item, cfg, identity in to_train:
         run_dir = Path(cfg.run.storage_path).resolve() / cfg.run.name
         if settings.gather and finished_run(run_dir, cfg.optim.epochs) is None:
             missing.append(f"{item.arm} seed {item.seed}")
