@@ -136,10 +136,18 @@ def test_goals_are_measured_from_rows() -> None:
             ap = 0.1 * k + 0.001 * seed
             rows.append({"group": "random", "arm": f"random {k + 1}", "seed": seed, "AP": ap, "APl": 0.0,
                          "epoch_time_s": 20.0})  # fmt: skip
+    # a neck with one seed so far (a stop): left out of the spread and the ranking, which compare seeds
+    rows.append(
+        {"group": "random", "arm": "random 5", "seed": 0, "AP": 0.0, "APl": 0.0, "epoch_time_s": 20.0}
+    )
     measured = cal.goals(pd.DataFrame(rows))
     assert measured["fpn_minus_lateral_AP"] == pytest.approx(11.0)
     assert measured["goal_fpn_gap"] is True
+    assert measured["random_pairs"] == 4 and measured["random_between_arch_std"] == pytest.approx(
+        12.91, abs=0.01
+    )
     assert measured["random_seed_tau"] == pytest.approx(1.0)
+    assert measured["random_seed_tau_low"] <= 1.0 == measured["random_seed_tau_high"]
     assert measured["goal_spread"] is True and measured["goal_epoch_time"] is True
 
 

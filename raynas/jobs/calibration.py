@@ -271,7 +271,7 @@ def _pooled(stds: pd.Series) -> float:
 
 def goals(frame: pd.DataFrame) -> dict:
     """The acceptance of issue 26, measured (None where its runs are not there yet). APs in points."""
-    from scipy.stats import kendalltau
+    from raynas.evaluation.ranking import rank_agreement
 
     ap = frame.assign(AP=100 * frame["AP"], APl=100 * frame["APl"])
     named = ap[ap["group"] == "named"].groupby("arm")
@@ -293,15 +293,17 @@ def goals(frame: pd.DataFrame) -> dict:
         out["fpn_APl_seed_std"] = std_l
         out["goal_panet_large"] = bool(out["panet_minus_fpn_APl"] >= GOAL_PANET_STD * std_l)
     rand = ap[ap["group"] == "random"]
-    if rand["seed"].nunique() >= 2 and rand["arm"].nunique() >= 3:
-        per_arch = rand.groupby("arm")["AP"]
-        between = float(per_arch.mean().std(ddof=1))
-        within = _pooled(per_arch.std(ddof=1))
-        wide = rand.pivot_table(index="arm", columns="seed", values="AP")[[0, 1]].dropna()
-        tau = float(kendalltau(wide[0], wide[1]).statistic) if len(wide) >= 3 else float("nan")
-        out.update(random_between_arch_std=between, random_within_arch_std=within, random_seed_tau=tau)
+    # both goals compare a neck's two seeds: measured on the necks that have both (a stop leaves pairs)
+    wide = rand.pivot_table(index="arm", columns="seed", values="AP").reindex(columns=[0, 1]).dropna()
+    if len(wide) >= 3:
+        between = float(wide.mean(axis=1).std(ddof=1))
+        within = _pooled(wide.std(axis=1, ddof=1))
+        agreement = rank_agreement(wide[0].to_numpy(), wide[1].to_numpy())
+        out.update(random_pairs=len(wide), random_between_arch_std=between, random_within_arch_std=within)
+        out.update(random_seed_tau=agreement["kendall_tau"], random_seed_tau_low=agreement["kendall_tau_low"],
+                   random_seed_tau_high=agreement["kendall_tau_high"])  # fmt: skip
         out["goal_spread"] = bool(between >= GOAL_SPREAD * within)
-        out["goal_tau"] = bool(tau >= GOAL_TAU)
+        out["goal_tau"] = bool(agreement["kendall_tau"] >= GOAL_TAU)
     control = ap[ap["group"] == "control"].groupby("arm")["AP"]
     if {"FPN (context off)", "lateral-only (context off)"} <= set(control.groups):
         gap = float(control.mean()["FPN (context off)"] - control.mean()["lateral-only (context off)"])
