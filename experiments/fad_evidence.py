@@ -17,7 +17,8 @@ have one (the scenes proxy), else on val (digits); the ``split`` column says whi
 - ``FAD searched @c'=N``: the same genotype retrained at the block width whose head has about the
   parameters of torchvision's head (so a loss is not just a smaller head; ``--no-matched-width`` drops it);
 - ``FAD random``: the paper's random baseline (a random transformation per edge, two random incoming
-  edges per node), one genotype per seed;
+  edges per node), ``--random-genotypes`` genotypes (default 3), each at every seed: its row pools them,
+  and the line under the table gives the spread between genotypes apart from the spread between seeds;
 - the ablations, each searched and then retrained: ``no RepShare``, ``no decoupling``, ``std only``,
   ``sep only``, ``RF <= 5`` and ``RF <= 7`` (Table 2's subsets), ``DARTS ops`` (Table 2's seven, with
   an RF-7 op) and ``DARTS primitives`` (the seven DARTS searches, skip included).
@@ -89,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"searched arms to run (default all): {[s for _, s, _ in SEARCHED]}",
     )
     parser.add_argument(
+        "--random-genotypes",
+        type=int,
+        default=None,
+        help="FAD random's genotypes, each trained at every seed (default 3; 1 with --smoke)",
+    )
+    parser.add_argument(
         "--no-matched-width",
         dest="matched_width",
         action="store_false",
@@ -106,7 +113,7 @@ def check(args: argparse.Namespace) -> tuple[FADSettings, TrainConfig, dict, pd.
     known = [s for _, s, _ in SEARCHED]
     if args.arms and set(args.arms) - set(known):
         raise ConfigError(f"--arms {sorted(set(args.arms) - set(known))} unknown; choose from {known}")
-    check_counts(args, dict.fromkeys(FAD_COUNTS, 1))
+    check_counts(args, dict.fromkeys((*FAD_COUNTS, "random_genotypes"), 1))
     check_writable_folder(args.out, "--out")
     settings = fad_settings(args)
     base = fad_base_config(settings, settings.kind)
@@ -129,6 +136,8 @@ def with_presets(args: argparse.Namespace) -> argparse.Namespace:
     if args.smoke:
         args.arms = args.arms or ["fad_full"]
         args.matched_width = False
+    if args.random_genotypes is None:
+        args.random_genotypes = 1 if args.smoke else 3
     return args
 
 

@@ -126,3 +126,70 @@ def test_smoke_and_paper_together_are_refused(tmp_path, capfd) -> None:
     err = capfd.readouterr().err
     assert code == 2 and "--smoke and --paper exclude each other" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def _settings(argv: list[str]):
+    sys.path.insert(0, str(EXPERIMENTS))
+    import fad_evidence
+
+    from raynas.jobs.fad import fad_settings
+
+    return fad_settings(fad_evidence.with_presets(fad_evidence.build_parser().parse_args(argv)))
+
+
+def test_fad_random_draws_one_genotype_per_index_and_trains_it_at_every_seed() -> None:
+    """Issue 28: 3 genotypes x 3 seeds, so that the genotypes' spread and the seeds' are reported apart."""
+    import random
+
+    from raynas.jobs.head_evidence import RANDOM_ARM, plan_arms
+
+    arms = [arm for arm in plan_arms({}, _settings(["--seeds", "3"]), None) if arm.label == RANDOM_ARM]
+    assert [arm.genotype for arm in arms] == [0, 1, 2]
+    assert len({json.dumps(arm.head_for_seed[0], sort_keys=True) for arm in arms}) == 3
+    assert all(arm.head_for_seed[seed] == arm.head_for_seed[0] for arm in arms for seed in range(3))
+    # genotype g is the one earlier tables drew for seed g, so their rows stand for the diagonal runs
+    space = FADSpace()
+    assert arms[1].head_for_seed[0]["genotype"] == space.to_config(space.sample(random.Random(1001)))
+    assert [
+        arm.genotype for arm in plan_arms({}, _settings(["--smoke"]), None) if arm.genotype is not None
+    ] == [0]
+
+
+def test_fad_randoms_spread_between_genotypes_is_told_apart_from_its_seeds() -> None:
+    from raynas.jobs.head_evidence import markdown, random_spread, summarize
+
+    rows = pd.DataFrame(
+        [{"arm": "FCOS head", "seed": s, "genotype": None, "AP": 0.3, "AP50": 0.5, "AP75": 0.3,
+          "head_params": 1e6, "head_flops": 1e9} for s in range(2)]
+        + [{"arm": "FAD random", "seed": s, "genotype": g, "AP": 0.1 * (g + 1) + 0.02 * s, "AP50": 0.4,
+            "AP75": 0.2, "head_params": 1e6, "head_flops": 1e9} for g in range(2) for s in range(2)]
+    )  # fmt: skip
+    spread = random_spread(rows)
+    assert spread["genotypes"] == 2
+    assert spread["between_genotypes_std"] == pytest.approx(0.1 / 2**0.5)
+    assert spread["between_seeds_std"] == pytest.approx(0.02 / 2**0.5)
+    text = markdown(summarize(rows, "FCOS head"), pd.DataFrame(), rows)
+    assert "2 genotype(s)" in text and "between genotypes 7.1" in text and "one genotype 1.4" in text
+
+
+def test_the_matched_width_has_the_default_heads_parameters_within_5_percent(tmp_path: Path) -> None:
+    """The searched head at the width whose head parameters match torchvision's (Table 3 compares at
+    nearly equal parameters)."""
+    from raynas.evaluation import count_params
+    from raynas.jobs.fad import fad_base_config, fad_head_spec
+    from raynas.jobs.head_evidence import matched_c_prime, random_heads
+    from raynas.models.build import build_model
+
+    settings = _settings(["--data", str(tmp_path)])
+    (tmp_path / "annotations").mkdir()
+    categories = [{"id": i, "name": str(i)} for i in range(1, 11)]
+    (tmp_path / "annotations" / "instances_train.json").write_text(json.dumps({"categories": categories}))
+    base = fad_base_config(settings, "fcos")
+    genotype = random_heads(settings)[0]["genotype"]
+    c_prime = matched_c_prime(base, genotype, settings)
+    model = base.model.__class__(**{**vars(base.model), "backbone_weights": None})
+
+    def head_params(head: dict | None) -> int:
+        return count_params(build_model(model, 11, None, head).head)
+
+    assert abs(head_params(fad_head_spec(genotype, settings, c_prime)) / head_params(None) - 1) <= 0.05

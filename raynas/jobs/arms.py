@@ -181,6 +181,9 @@ class HeadArm:
     label: str
     slug: str  # its run folders: ``{slug}_seed{seed}``
     head_for_seed: dict[int, dict | None]
+    #: which of an arm's networks this is, where one label trains several (FAD random's genotypes), so that
+    #: the table can tell the genotypes' spread from the seeds'; None for an arm of one network
+    genotype: int | None = None
 
 
 def train_arms(
@@ -237,10 +240,11 @@ def train_head_arms(
     def row(arm: HeadArm, seed: int, cfg: TrainConfig, reported: ReportedRun) -> dict[str, Any]:
         num_classes = load_state(reported.checkpoint_dir)["num_classes"]
         values = {key: pd.to_numeric(reported.metrics.get(key), errors="coerce") for key in metrics}
-        return {"arm": arm.label, "seed": seed, **values, "split": reported.split,
+        return {"arm": arm.label, "seed": seed, "genotype": arm.genotype, **values, "split": reported.split,
                 **cost(cfg, num_classes), "head": head_key(cfg.head)}  # fmt: skip
 
     def kept(arm: HeadArm, seed: int, cfg: TrainConfig) -> dict | None:
-        return kept_row(kept_rows, arm.label, seed, head_key(cfg.head))
+        row = kept_row(kept_rows, arm.label, seed, head_key(cfg.head))
+        return None if row is None else {**row, "genotype": arm.genotype}  # a table before the column
 
     return train_arms(arms, seeds, config, row, on_row, kept)

@@ -44,6 +44,7 @@ class FADSettings:
     c_prime: int
     cells_per_group: int
     train_workers: int = 1
+    random_genotypes: int = 3  # fad_evidence: FAD random's genotypes, each at every seed
     gpu: bool = False
     address: str | None = None
     paper: bool = False

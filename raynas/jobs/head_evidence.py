@@ -54,6 +54,10 @@ def head_cost(cfg, num_classes: int) -> dict[str, int]:
     return {"head_params": count_params(model.head), "head_flops": count_flops(model.head, (levels,))}
 
 
+#: the widths :func:`matched_c_prime` chooses from (GroupNorm's groups divide any width, ``gn_groups``)
+MIN_MATCHED_C_PRIME, MAX_MATCHED_C_PRIME = 4, 512
+RANDOM_ARM = "FAD random"
+RANDOM_DRAW_SEED = 1000
 #: the settings a table's rows depend on: rows from another recipe are never mixed into one table
 RECIPE = ("kind", "search_epochs", "epochs", "train_images", "c_prime", "cells_per_group", "smoke", "paper")
 
@@ -95,42 +99,61 @@ def run_searches(base, settings: FADSettings, out: Path, before: dict) -> tuple[
 
 
 def matched_c_prime(base, genotype_config: dict, settings: FADSettings) -> int:
-    """The block width c' (a multiple of 8) at which the searched head has about the parameters of
-    torchvision's head: the searched head's comparison at equal size (the paper compares at c' = 96, where
-    its head is smaller than the default one, Table 3)."""
+    """The block width c' at which the searched head has the parameters of torchvision's head, as near as a
+    whole width allows (the searched head's comparison at equal size; the paper compares at c' = 96, where
+    its head is smaller than the default one, Table 3). A head's parameters grow with c', so a bisection
+    over whole widths finds the nearest; only heads are built past the one detector that gives the target."""
     from raynas.evaluation import count_params
-    from raynas.models.build import build_model
+    from raynas.models.build import build_model, head_factory
 
     annotations = Path(base.data.root) / "annotations" / "instances_train.json"
     num_classes = max(c["id"] for c in json.loads(annotations.read_text())["categories"]) + 1
-
     body_only = replace(base.model, backbone_weights=None)  # the head's size does not depend on the body
+    default = build_model(body_only, num_classes, None, None)
+    target = count_params(default.head)
+    num_anchors = default.anchor_generator.num_anchors_per_location()[0]
 
-    def head_params(head: dict | None) -> int:
-        return count_params(build_model(body_only, num_classes, None, head).head)
+    def head_params(c_prime: int) -> int:
+        build = head_factory(fad_head_spec(genotype_config, settings, c_prime), base.model.kind)
+        return count_params(build(base.model.out_channels, num_anchors, num_classes))
 
-    target = head_params(None)
-    sizes = {c: head_params(fad_head_spec(genotype_config, settings, c)) for c in range(16, 8 * 33, 8)}
-    return min(sizes, key=lambda c: abs(sizes[c] - target))
+    low, high = (
+        MIN_MATCHED_C_PRIME,
+        MAX_MATCHED_C_PRIME,
+    )  # the first width with >= target params: in (low, high]
+    if head_params(high) < target:
+        return high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if head_params(middle) >= target else (middle, high)
+    return min((low, high), key=lambda c: abs(head_params(c) - target))
+
+
+def random_heads(settings: FADSettings) -> list[dict]:
+    """FAD random's ``--random-genotypes`` heads (the paper's random baseline, Sec. 4.1: a random
+    transformation per edge, two random incoming edges per node), genotype ``g`` drawn from seed 1000 + g
+    (so the first ones are the genotypes of tables that drew one per seed), each trained at every seed."""
+    from raynas.spaces.fad import FADSpace
+
+    space = FADSpace()
+    return [
+        fad_head_spec(space.to_config(space.sample(random.Random(RANDOM_DRAW_SEED + g))), settings)
+        for g in range(settings.random_genotypes)
+    ]
 
 
 def plan_arms(genotypes: dict, settings: FADSettings, base) -> list:
-    """torchvision's head, FAD random (a genotype per seed), every searched arm, and the searched head at
-    the width that matches the default head's parameters."""
+    """torchvision's head, FAD random (``--random-genotypes`` genotypes, each at every seed), every
+    searched arm, and the searched head at the width that matches the default head's parameters."""
     from raynas.jobs.arms import HeadArm
-    from raynas.spaces.fad import FADSpace
 
     def same_for_every_seed(head: dict | None) -> dict:
         return dict.fromkeys(range(settings.seeds), head)
 
-    space = FADSpace()
-    randoms = {
-        seed: fad_head_spec(space.to_config(space.sample(random.Random(1000 + seed))), settings)
-        for seed in range(settings.seeds)
-    }
     kind = "FCOS" if settings.kind == "fcos" else "RetinaNet"
-    arms = [HeadArm(f"{kind} head", "default_head", same_for_every_seed(None)),
-            HeadArm("FAD random", "fad_random", randoms)]  # fmt: skip
+    arms = [HeadArm(f"{kind} head", "default_head", same_for_every_seed(None))]
+    arms += [HeadArm(RANDOM_ARM, f"fad_random_g{g}", same_for_every_seed(head), genotype=g)
+             for g, head in enumerate(random_heads(settings))]  # fmt: skip
     for label, slug, _ in SEARCHED:
         if label in genotypes:
             arms.append(HeadArm(label, slug, same_for_every_seed(fad_head_spec(genotypes[label], settings))))
@@ -144,10 +167,32 @@ def plan_arms(genotypes: dict, settings: FADSettings, base) -> list:
 
 
 def summarize(rows: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    return per_arm_summary(rows, METRICS, ("head_params", "head_flops"), baseline).reset_index()
+    """One row per arm with its tests against ``baseline``; FAD random pools its genotypes' runs."""
+    genotype = rows["genotype"] if "genotype" in rows else pd.Series(np.nan, index=rows.index)
+    runs = rows.assign(run=[f"{seed}" if pd.isna(g) else f"genotype {int(g)} seed {seed}"
+                            for g, seed in zip(genotype, rows["seed"])])  # fmt: skip
+    return per_arm_summary(
+        runs, METRICS, ("head_params", "head_flops"), baseline, seed_col="run"
+    ).reset_index()
 
 
-def markdown(table: pd.DataFrame, costs: pd.DataFrame) -> str:
+def random_spread(rows: pd.DataFrame, metric: str = "AP") -> dict[str, float]:
+    """FAD random's spread in ``metric`` told apart: between its genotypes (std of the genotypes' means over
+    seeds) and between seeds of one genotype (root mean square of the genotypes' seed stds); NaN where a
+    side has fewer than two values."""
+    random_rows = rows[(rows["arm"] == RANDOM_ARM) & rows["genotype"].notna()]
+    per_genotype = random_rows.groupby("genotype")[metric]
+    seed_stds = per_genotype.std(ddof=1).dropna()
+    return {
+        "genotypes": int(per_genotype.ngroups),
+        "between_genotypes_std": float(per_genotype.mean().std(ddof=1))
+        if per_genotype.ngroups > 1
+        else np.nan,
+        "between_seeds_std": float(np.sqrt((seed_stds**2).mean())) if len(seed_stds) else np.nan,
+    }
+
+
+def markdown(table: pd.DataFrame, costs: pd.DataFrame, rows: pd.DataFrame | None = None) -> str:
     table = table.merge(costs, on="arm", how="left") if len(costs) else table
     lines = [
         f"| arm | AP (mean +/- std) | AP50 | head params | head FLOPs | {TEST_HEADER} "
@@ -167,7 +212,13 @@ def markdown(table: pd.DataFrame, costs: pd.DataFrame) -> str:
             "-" if pd.isna(memory) else f"{memory:.0f} MB",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join([*lines, "", verdict_note(table)]) + "\n"
+    lines += ["", verdict_note(table)]
+    spread = random_spread(rows) if rows is not None and "genotype" in rows else {"genotypes": 0}
+    if spread["genotypes"]:
+        lines += ["", f"{RANDOM_ARM}: {spread['genotypes']} genotype(s), each at every seed; AP std between "
+                  f"genotypes {100 * spread['between_genotypes_std']:.1f}, between seeds of one genotype "
+                  f"{100 * spread['between_seeds_std']:.1f} (nan: fewer than two)."]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def plot(table: pd.DataFrame, path: Path, split: str) -> None:
@@ -197,12 +248,14 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
     arms = plan_arms(genotypes, settings, base)
 
     def write(rows: list[dict], _trained: int = 0) -> None:
-        frame = pd.DataFrame(rows + not_yet_reached(kept_rows, rows))  # a stop keeps every row
+        # a stop keeps every row; FAD random's genotypes share the arm and the seeds, not the head
+        keys = ("arm", "seed", "head") if "head" in kept_rows else ("arm", "seed")
+        frame = pd.DataFrame(rows + not_yet_reached(kept_rows, rows, keys))
         for metric in METRICS:
             frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
         table = summarize(frame, arms[0].label)
         atomic_write_text(out / "fad_evidence.csv", frame.to_csv(index=False))
-        atomic_write_text(out / "fad_evidence.md", markdown(table, pd.DataFrame(costs)))
+        atomic_write_text(out / "fad_evidence.md", markdown(table, pd.DataFrame(costs), frame))
         plot(table, out / "fad_evidence.png", reported_split(base))
 
     rows, launched = train_head_arms(base, arms, settings.seeds, kept_rows, METRICS, head_cost, write)

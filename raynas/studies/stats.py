@@ -134,10 +134,13 @@ TEST_COLUMNS = ("diff", "diff_low", "diff_high", "p", "p_holm", "verdict")
 TEST_HEADER = "difference to baseline [95 % CI] | Welch p | Holm p | verdict"
 
 
-def with_tests(table: pd.DataFrame, rows: pd.DataFrame, metric: str, baseline: str) -> pd.DataFrame:
+def with_tests(
+    table: pd.DataFrame, rows: pd.DataFrame, metric: str, baseline: str, seed_col: str = "seed"
+) -> pd.DataFrame:
     """``table`` (one row per arm, indexed by arm) joined with :func:`compare_arms`'s test columns on
     ``metric``: how an evidence script that keeps its own cost columns reports the tests (issue 27)."""
-    return table.join(compare_arms(rows, metric, baseline=baseline).set_index("arm")[list(TEST_COLUMNS)])
+    tests = compare_arms(rows, metric, baseline=baseline, seed_col=seed_col)
+    return table.join(tests.set_index("arm")[list(TEST_COLUMNS)])
 
 
 def per_arm_summary(
@@ -146,16 +149,18 @@ def per_arm_summary(
     costs: Sequence[str],
     baseline: str,
     metric: str = "AP",
+    seed_col: str = "seed",
 ) -> pd.DataFrame:
     """One row per arm (indexed by arm, in the rows' order) from the per-seed rows: each metric's mean and
-    std over seeds (``<metric>_mean`` / ``_std``), the mean of each cost column (an arm whose seeds train
-    other networks, FAD random, gets their mean), the number of seeds, and, where ``baseline`` is an arm,
-    :func:`with_tests` on ``metric``."""
+    std over seeds (``<metric>_mean`` / ``_std``), the mean of each cost column (an arm whose runs train
+    other networks, FAD random, gets their mean), the number of runs, and, where ``baseline`` is an arm,
+    :func:`with_tests` on ``metric``. ``seed_col`` names a run within its arm (an arm of several networks
+    names its runs by network and seed)."""
     grouped = rows.groupby("arm", sort=False)
     table = grouped[list(metrics)].mean().add_suffix("_mean")
     table = table.join(grouped[list(metrics)].std(ddof=1).add_suffix("_std"))
     table = table.join(grouped[list(costs)].mean()).join(grouped.size().rename("seeds"))
-    return with_tests(table, rows, metric, baseline) if baseline in table.index else table
+    return with_tests(table, rows, metric, baseline, seed_col) if baseline in table.index else table
 
 
 def verdict_cells(row: Any, scale: float = 1.0, digits: int = 3) -> list[str]:
