@@ -5,8 +5,12 @@
     python experiments/fad_evidence.py --smoke            # tiny (CI)
     python experiments/fad_evidence.py --paper            # the paper's settings (VOC on GPUs; see below)
     python experiments/fad_evidence.py --arms fad_full --seeds 1   # one search (and a random head) vs default
+    python experiments/fad_evidence.py --proxy scenes     # the scenes proxy (issue 28; budget not fixed yet)
 
-FAD's Table 2 (and Table 3's searched-vs-default columns) on the digits proxy. Every searched arm runs
+FAD's Table 2 (and Table 3's searched-vs-default columns) on a proxy: digits (the committed tables; one
+pyramid level in use) or scenes (``--proxy scenes``: every level used; the calibration's body frozen, its
+outputs cached, so the search and every retraining run train the head alone, and the test split scored;
+docs/proxy.md). Every searched arm runs
 first-order DARTS (``raynas.training.darts``) on the training split from the pretrained proxy body, then
 its derived head is retrained; every retrained arm uses one recipe (``--epochs``, decay in the last) and
 ``--seeds`` seeds (``raynas.jobs.arms.train_head_arms``), and is scored on the test split where the data
@@ -36,7 +40,7 @@ digits table retrained one cell per group: add ``--cells-per-group 1``).
 Every derived head is retrained with ``--cells-per-group`` cells per group (default 2, the depth at which
 the heads have Table 3's parameters; the search has one, Sec. 3.1).
 ``--paper`` sets the paper's head width (c' = 96) and 12-epoch search and retraining schedules (meant for
-``--gpu``); the data stay the digits proxy. The paper's VOC setting is ``raynas search fad --config
+``--gpu``); the data stay the proxy's. The paper's VOC setting is ``raynas search fad --config
 experiments/configs/fad_paper.yaml`` (the user's VOC copy; nothing is downloaded).
 """
 
@@ -51,6 +55,7 @@ import pandas as pd
 from raynas.config import ConfigError
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.fad import (
+    BEFORE_PROXY_FLAG,
     FAD_COUNTS,
     FADSettings,
     add_fad_flags,
@@ -119,7 +124,7 @@ def check(args: argparse.Namespace) -> tuple[FADSettings, TrainConfig, dict, pd.
     base = fad_base_config(settings, settings.kind)
     fad_search_config(base, settings, "check")  # its own checks, before Ray
     out = Path(settings.out)
-    before = previous_record(settings, out, "fad_evidence", RECIPE)
+    before = previous_record(settings, out, "fad_evidence", RECIPE, BEFORE_PROXY_FLAG)
     check_kept_genotypes(settings, out, recorded_costs(before, out))
     kept_rows = previous_rows(out, "fad_evidence", before, METRICS)
     check_cells_per_group(before, settings, out)

@@ -3,9 +3,11 @@
     python experiments/mask_fad.py            # default budget for a 2-core CPU
     python experiments/mask_fad.py --smoke    # tiny (CI)
     python experiments/mask_fad.py --paper    # the paper's widths and schedules (meant for --gpu)
+    python experiments/mask_fad.py --proxy scenes   # the scenes proxy (issue 28; budget not fixed yet)
 
-FAD's Table 5 comparison (fad-repshare.txt Sec. 4.2) on the digits proxy, whose annotations carry instance
-masks: first-order DARTS (``raynas.training.darts``, Ray Train) searches the mask head of Mask R-CNN, one
+FAD's Table 5 comparison (fad-repshare.txt Sec. 4.2) on a proxy whose annotations carry instance masks
+(digits, the committed table, or scenes: 320 px, the calibration's body frozen; Mask R-CNN runs it, no
+cache): first-order DARTS (``raynas.training.darts``, Ray Train) searches the mask head of Mask R-CNN, one
 group of FAD cells in place of the four 3x3 convs before the deconvolution; the derived head and
 torchvision's mask head are then retrained with one recipe (``--epochs``, decay in the last) and ``--seeds``
 seeds, from the pretrained proxy body. Reported per arm: box AP and mask AP (mean +/- std) on the test
@@ -18,7 +20,7 @@ earlier search (the committed ``experiments/results/mask_fad/genotype.json``) wi
 The derived mask head is retrained with ``--cells-per-group`` cells (default 2: the depth at which FAD's
 detection heads have Table 3's parameters, and the mask head its Table 5 size: measured 2.66 M vs Mask
 R-CNN's 2.36 M at c' = 96, benchmarks/fad_table3_params.py; the search has one cell).
-``--paper`` sets c' = 96 and 12-epoch search and retraining schedules; the data stay the digits proxy.
+``--paper`` sets c' = 96 and 12-epoch search and retraining schedules; the data stay the proxy's.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import pandas as pd
 from raynas.config import ConfigError
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.fad import (
+    BEFORE_PROXY_FLAG,
     FAD_COUNTS,
     FADSettings,
     add_fad_flags,
@@ -78,7 +81,7 @@ def check(args: argparse.Namespace) -> tuple[FADSettings, TrainConfig, dict, pd.
     base = fad_base_config(settings, "mask_rcnn")
     fad_search_config(base, settings, "search_mask_head")  # its own checks, before Ray
     out = Path(settings.out)
-    before = previous_record(settings, out, "mask_fad", RECIPE)
+    before = previous_record(settings, out, "mask_fad", RECIPE, BEFORE_PROXY_FLAG)
     if not isinstance(before.get("genotype", {}), dict):
         raise ConfigError(
             f"{out / 'mask_fad.json'}: 'genotype' is not a genotype mapping; {table_fix('mask_fad')}"

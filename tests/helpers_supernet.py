@@ -90,20 +90,7 @@ def make_standalone_checkpoint(out_dir: str | Path, data_root: str | Path, **kwa
 
 
 def tensorboard_tags(folder) -> set[str]:
-    """The scalar and histogram tags of every TensorBoard event file under ``folder`` (TFRecord framing:
-    length, its CRC, the Event proto, its CRC; read with tensorboardX's own protos)."""
-    import struct
-    from pathlib import Path
+    """The scalar and histogram tags of every TensorBoard event file under ``folder``."""
+    from raynas.training.curves import summary_values
 
-    from tensorboardX.proto import event_pb2
-
-    tags: set[str] = set()
-    for path in Path(folder).rglob("events.out.tfevents.*"):
-        data = path.read_bytes()
-        offset = 0
-        while offset + 12 <= len(data):
-            (length,) = struct.unpack("<Q", data[offset : offset + 8])
-            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
-            tags.update(value.tag for value in event.summary.value)
-            offset += 12 + length + 4
-    return tags
+    return {value.tag for _, value in summary_values(folder)}

@@ -23,13 +23,17 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 @pytest.mark.slow
 @pytest.mark.smoke
 def test_smoke_run_writes_all_outputs_and_skips_finished_runs(tmp_path: Path) -> None:
+    """On the scenes proxy: the DARTS search and every retraining run on the frozen body's cached outputs,
+    scored on the test split (the digits path: the mask-head smoke and the unit tests)."""
     out = tmp_path / "out"
-    command = [sys.executable, str(EXPERIMENTS / "fad_evidence.py"), "--smoke", "--out", str(out),
-               "--data", str(tmp_path / "data")]  # fmt: skip
+    command = [sys.executable, str(EXPERIMENTS / "fad_evidence.py"), "--smoke", "--proxy", "scenes",
+               "--out", str(out), "--data", str(tmp_path / "data")]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert done.returncode == 0, failure_text(done)
+    assert "caching the body's outputs" in done.stdout + done.stderr
     rows = pd.read_csv(out / "fad_evidence.csv")
     assert list(rows["arm"]) == ["FCOS head", "FAD random", "FAD searched"] and rows["AP"].notna().all()
+    assert set(rows["split"]) == {"test"} and list(rows["genotype"].fillna(-1)) == [-1, 0, -1]
     assert rows.loc[rows["arm"] == "FCOS head", "head"].item() == "torchvision"
     table = (out / "fad_evidence.md").read_text()
     assert "| FAD searched |" in table and " MB |" in table  # search time and peak memory of the searched arm
@@ -193,3 +197,38 @@ def test_the_matched_width_has_the_default_heads_parameters_within_5_percent(tmp
         return count_params(build_model(model, 11, None, head).head)
 
     assert abs(head_params(fad_head_spec(genotype, settings, c_prime)) / head_params(None) - 1) <= 0.05
+
+
+def test_the_scenes_recipe_is_the_calibrations_on_cached_body_outputs(tmp_path: Path) -> None:
+    """--proxy scenes (issue 28): 320 px scenes, the calibration's body frozen and cached for the one-stage
+    heads (Mask R-CNN runs its frozen body), every training image, the proxy's FCOS anchors."""
+    from raynas.data.scenes import scenes_anchor_sizes
+    from raynas.jobs.fad import fad_base_config
+
+    settings = _settings(["--proxy", "scenes"])
+    assert (settings.data, settings.train_images) == ("data/scenes", 1000)
+    fcos, mask = fad_base_config(settings, "fcos"), fad_base_config(settings, "mask_rcnn")
+    assert (fcos.data.format, fcos.data.image_size, fcos.data.search_fraction) == ("scenes", 320, 0.0)
+    assert fcos.model.cache_features and fcos.model.trainable_backbone_layers == 0
+    assert fcos.model.body_steps is None  # the calibration's body, not the main job's short one
+    assert fcos.model.anchor_sizes == list(scenes_anchor_sizes(320))
+    assert not mask.model.cache_features and mask.model.trainable_backbone_layers == 0
+    smoke = fad_base_config(_settings(["--proxy", "scenes", "--smoke"]), "fcos")
+    assert (smoke.data.root, smoke.data.image_size, smoke.model.min_size) == ("data/scenes_smoke", 128, 128)
+    assert smoke.model.anchor_sizes == list(scenes_anchor_sizes(128))
+    assert _settings([]).proxy == "digits" and _settings([]).train_images == 600
+
+
+@pytest.mark.parametrize("script", ["fad_evidence", "mask_fad"])
+def test_a_digits_table_is_not_extended_on_scenes(script: str, tmp_path: Path, capfd) -> None:
+    """A record written before --proxy was made on digits: a scenes run into its folder is refused."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    module = __import__(script)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f"{script}.json").write_text(json.dumps({"settings": {"cells_per_group": 2}, "wall_time_s": 1}))
+    (out / f"{script}.csv").write_text("arm,seed,AP,AP50,AP75,head\n")
+    code = module.main(["--proxy", "scenes", "--out", str(out), "--data", str(tmp_path / "data")])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "proxy=digits" in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == [f"{script}.csv", f"{script}.json"]

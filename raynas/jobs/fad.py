@@ -2,9 +2,11 @@
 model and schedules every search and retraining run of a table shares, the DARTS search built on it, a
 retrained FAD head's spec, the presets that fill in flags, and the checks both scripts make before Ray.
 
-The recipe is the digits proxy's (128 px, the pretrained body fine-tuned from its third stage, batch 4,
-600 training images): the committed FAD tables were made with it (fad-repshare.txt Sec. 4.1 for what
-the paper's own settings are: ``--paper`` sets its widths and schedules).
+Two recipes (``--proxy``): the digits proxy's (128 px, the pretrained body fine-tuned from its third
+stage, batch 4, 600 training images), with which the committed FAD tables were made, and the scenes
+proxy's (issue 28: the proxy calibration's 320 px scenes, its context body frozen and cached, every
+training image); fad-repshare.txt Sec. 4.1 for what the paper's own settings are (``--paper`` sets its
+widths and schedules).
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from pathlib import Path
 
 from raynas.config import ConfigError, apply_yaml
 from raynas.studies.presets import FAD_DEFAULTS, FAD_PAPER, fill_in
-from raynas.studies.recipes import SMOKE_BUDGET
+from raynas.studies.recipes import SMOKE_BUDGET, scenes_smoke
 from raynas.training.config import DartsConfig, FADConfig, OptimConfig, RunConfig, TrainConfig
 
+#: the training images of a table by default: the digits tables' subset, every training image of scenes
+DIGITS_TRAIN_IMAGES, SCENES_TRAIN_IMAGES = 600, 1000
+#: what a table's record written before ``--proxy`` existed was made on
+BEFORE_PROXY_FLAG = {"proxy": "digits"}
 #: the count flags of both FAD experiments, each >= 1
 FAD_COUNTS = (
     "seeds",
@@ -44,6 +50,7 @@ class FADSettings:
     c_prime: int
     cells_per_group: int
     train_workers: int = 1
+    proxy: str = "digits"  # the embedded data: digits (the committed tables) or scenes (issue 28)
     random_genotypes: int = 3  # fad_evidence: FAD random's genotypes, each at every seed
     gpu: bool = False
     address: str | None = None
@@ -65,16 +72,35 @@ def fad_settings(args: argparse.Namespace) -> FADSettings:
     return FADSettings(**given)
 
 
-def add_fad_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags both FAD experiments take: data, budget, width and depth, where to run, the presets."""
-    parser.add_argument("--data", default=None, help="dataset root (default data/digits)")
+def add_fad_flags(parser: argparse.ArgumentParser, one_search: bool = True) -> None:
+    """The flags the FAD experiments take: data, budget, width and depth, where to run, the presets
+    (``one_search=False``: without ``--search-epochs`` and ``--c-prime``, which the budget sweep varies)."""
+    parser.add_argument(
+        "--proxy",
+        default="digits",
+        choices=("digits", "scenes"),
+        help="embedded data: digits (one pyramid level in use; the committed tables) or scenes (every level, "
+        "the frozen body's cached outputs; docs/proxy.md)",
+    )
+    parser.add_argument("--data", default=None, help="dataset root (default data/<proxy>)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per retrained arm (default 3)")
-    parser.add_argument("--search-epochs", type=int, default=None, help="DARTS epochs a search (default 2)")
+    if one_search:
+        parser.add_argument(
+            "--search-epochs", type=int, default=None, help="DARTS epochs a search (default 2)"
+        )
     parser.add_argument(
         "--epochs", type=int, default=None, help="retraining epochs, x0.1 in the last (default 4)"
     )
-    parser.add_argument("--train-images", type=int, default=600, help="training images (a seeded subset)")
-    parser.add_argument("--c-prime", type=int, default=None, help="FAD block width c' (default 24; paper 96)")
+    parser.add_argument(
+        "--train-images",
+        type=int,
+        default=None,
+        help="training images, a seeded subset (default: digits 600, scenes 1000)",
+    )
+    if one_search:
+        parser.add_argument(
+            "--c-prime", type=int, default=None, help="FAD block width c' (default 24; paper 96)"
+        )
     parser.add_argument(
         "--cells-per-group",
         type=int,
@@ -89,24 +115,43 @@ def add_fad_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def fad_base_config(settings: FADSettings, kind: str) -> TrainConfig:
-    """Data, model (detector ``kind``) and schedule shared by the search and every retraining run."""
+    """Data, model (detector ``kind``) and schedule shared by the search and every retraining run: on
+    digits the committed tables' recipe (128 px, the pretrained body fine-tuned from its third stage, batch
+    4); on scenes the proxy calibration's (320 px, the calibration's context body frozen, its outputs
+    cached for FCOS and RetinaNet, batch 8, warm-up 100 steps)."""
     from raynas.data.config import DataConfig
     from raynas.models.config import ModelConfig
 
-    data = DataConfig(
-        root=settings.data, max_train_images=settings.train_images, max_val_images=200, batch_size=4
+    if settings.proxy == "scenes":
+        from raynas.jobs.main_job import scenes_parts
+
+        data, model = scenes_parts(
+            settings.data, kind, train_images=settings.train_images, body_steps=None, batch_size=8,
+            search_fraction=0.0,
+        )  # fmt: skip
+        data = replace(data, max_val_images=200)
+    else:
+        data = DataConfig(
+            root=settings.data, max_train_images=settings.train_images, max_val_images=200, batch_size=4
+        )
+        model = ModelConfig(
+            kind=kind, out_channels=64, min_size=128, max_size=128, backbone_weights="proxy",
+            trainable_backbone_layers=3,
+        )  # fmt: skip
+    warmup = 100 if settings.proxy == "scenes" else 50
+    optim = OptimConfig(
+        epochs=settings.epochs, lr=0.01, warmup_iters=warmup, milestones=_decay(settings.epochs)
     )
-    model = ModelConfig(
-        kind=kind, out_channels=64, min_size=128, max_size=128, backbone_weights="proxy",
-        trainable_backbone_layers=3,
-    )  # fmt: skip
-    optim = OptimConfig(epochs=settings.epochs, lr=0.01, warmup_iters=50, milestones=_decay(settings.epochs))
     run = RunConfig(
         name="base", storage_path=str(Path(settings.out) / "runs"), num_workers=settings.train_workers,
         use_gpu=settings.gpu, address=settings.address, eval_every=settings.epochs,
     )  # fmt: skip
     config = TrainConfig(data=data, model=model, optim=optim, run=run)
-    return apply_yaml(config, SMOKE_BUDGET) if settings.smoke else config
+    if not settings.smoke:
+        return config
+    config = scenes_smoke(config) if settings.proxy == "scenes" else apply_yaml(config, SMOKE_BUDGET)
+    # the smoke budget's sizes, the flags' schedule (a preset's, or one given with --smoke)
+    return replace(config, optim=replace(config.optim, epochs=settings.epochs, milestones=[]))
 
 
 def _decay(epochs: int) -> list[int]:
@@ -143,12 +188,16 @@ def fad_head_spec(genotype: dict | str, settings: FADSettings, c_prime: int | No
 def with_fad_presets(args: argparse.Namespace, smoke: dict) -> argparse.Namespace:
     """``--smoke`` (the script's ``smoke`` preset) / ``--paper`` fill in the flags not given (a given flag
     wins); then the retraining depth and the data root."""
+    from raynas.jobs.main_job import default_data
+
     fill_in(args, FAD_DEFAULTS, smoke=smoke, paper=FAD_PAPER)
     if args.cells_per_group is None:
         from raynas.spaces.fad.head import RETRAIN_CELLS_PER_GROUP
 
         args.cells_per_group = RETRAIN_CELLS_PER_GROUP
-    args.data = args.data or ("data/digits_smoke" if args.smoke else "data/digits")
+    args.data = args.data or default_data(args.smoke, args.proxy)
+    if args.train_images is None:
+        args.train_images = SCENES_TRAIN_IMAGES if args.proxy == "scenes" else DIGITS_TRAIN_IMAGES
     return args
 
 

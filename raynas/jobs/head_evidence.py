@@ -59,7 +59,17 @@ MIN_MATCHED_C_PRIME, MAX_MATCHED_C_PRIME = 4, 512
 RANDOM_ARM = "FAD random"
 RANDOM_DRAW_SEED = 1000
 #: the settings a table's rows depend on: rows from another recipe are never mixed into one table
-RECIPE = ("kind", "search_epochs", "epochs", "train_images", "c_prime", "cells_per_group", "smoke", "paper")
+RECIPE = (
+    "kind",
+    "search_epochs",
+    "epochs",
+    "train_images",
+    "c_prime",
+    "cells_per_group",
+    "smoke",
+    "paper",
+    "proxy",
+)
 
 
 def run_searches(base, settings: FADSettings, out: Path, before: dict) -> tuple[dict, list[dict]]:
@@ -251,6 +261,8 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
         # a stop keeps every row; FAD random's genotypes share the arm and the seeds, not the head
         keys = ("arm", "seed", "head") if "head" in kept_rows else ("arm", "seed")
         frame = pd.DataFrame(rows + not_yet_reached(kept_rows, rows, keys))
+        if "genotype" in frame:  # a whole number where there is one (NaN would make the column float)
+            frame["genotype"] = pd.to_numeric(frame["genotype"]).astype("Int64")
         for metric in METRICS:
             frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
         table = summarize(frame, arms[0].label)

@@ -110,12 +110,20 @@ def digits_parts(data: str, kind: str) -> tuple[DataConfig, ModelConfig]:
     )
 
 
-def scenes_parts(data: str, kind: str) -> tuple[DataConfig, ModelConfig]:
+def scenes_parts(
+    data: str,
+    kind: str,
+    *,
+    train_images: int | None = SCENES_TRAIN_IMAGES,
+    body_steps: int | None = SCENES_BODY_STEPS,
+    batch_size: int = 4,
+    search_fraction: float = 0.2,
+) -> tuple[DataConfig, ModelConfig]:
     """320 px scenes of the proxy's layout (generated as the calibration's: 1000 / 200 / 200), the context
-    body pretrained on them (:data:`SCENES_BODY_STEPS`) and frozen, its outputs cached once (NAS-FCOS's
-    setting: only the neck and the head train), :data:`SCENES_TRAIN_IMAGES` of the training images, FCOS
-    at the proxy's anchor sizes (every pyramid level gets positives; docs/proxy.md), the calibration's
-    width."""
+    body pretrained on them (``body_steps``; None: the calibration's) and frozen, its outputs cached once
+    (NAS-FCOS's setting: only the neck and the head train; Mask R-CNN runs the frozen body), ``train_images``
+    of the training images, FCOS at the proxy's anchor sizes (every pyramid level gets positives;
+    docs/proxy.md), the calibration's width. The defaults are the main job's budget."""
     from raynas.data.scenes import scenes_anchor_sizes
 
     size = 320
@@ -127,10 +135,10 @@ def scenes_parts(data: str, kind: str) -> tuple[DataConfig, ModelConfig]:
             num_val=200,
             num_test=200,
             image_size=size,
-            batch_size=4,
+            batch_size=batch_size,
             hflip=0.0,  # the cache holds each image once, un-augmented
-            search_fraction=0.2,
-            max_train_images=SCENES_TRAIN_IMAGES,
+            search_fraction=search_fraction,
+            max_train_images=train_images,
         ),
         ModelConfig(
             kind=kind,
@@ -139,9 +147,9 @@ def scenes_parts(data: str, kind: str) -> tuple[DataConfig, ModelConfig]:
             min_size=size,
             max_size=size,
             backbone_weights="proxy",
-            body_steps=SCENES_BODY_STEPS,
+            body_steps=body_steps,
             trainable_backbone_layers=0,
-            cache_features=True,
+            cache_features=kind in ONE_STAGE,
             anchor_sizes=list(scenes_anchor_sizes(size)) if kind == "fcos" else None,
         ),
     )

@@ -77,10 +77,13 @@ def table_fix(name: str) -> str:
     return f"restore it (from git or experiments/results/{name}/), or choose another --out"
 
 
-def previous_record(settings: Any, out: Path, name: str, recipe: tuple[str, ...]) -> dict:
+def previous_record(
+    settings: Any, out: Path, name: str, recipe: tuple[str, ...], assumed: dict | None = None
+) -> dict:
     """The record of the table already in ``out`` (empty if none); refused if a ``recipe`` setting (an
     attribute of ``settings``) differs, or if the table is there without its record (then nothing says
-    which recipe its rows are of)."""
+    which recipe its rows are of). ``assumed``: the value of a setting that records written before it
+    existed were made with (FAD's ``proxy``: digits)."""
     path, table = out / f"{name}.json", out / f"{name}.csv"
     if not path.is_file():
         if table.is_file():
@@ -93,6 +96,7 @@ def previous_record(settings: Any, out: Path, name: str, recipe: tuple[str, ...]
     before = record.get("settings")
     if not isinstance(before, dict):  # every record has them: without, its table's recipe is unknown
         raise ConfigError(f"{path}: 'settings' is missing or not an object of flags; {table_fix(name)}")
+    before = {**(assumed or {}), **before}
     for key in ("wall_time_s", "wall_time_total_s"):
         if not isinstance(record.get(key, 0), int | float):
             raise ConfigError(f"{path}: {key!r} is not a number; {table_fix(name)}")

@@ -1,0 +1,116 @@
+"""``experiments/fad_budget_sweep.py`` (issue 28: FAD's budget chosen, not guessed): the grid, the schedule
+check on hand-made curves, flags refused before Ray, and the smoke run end to end on the scenes proxy,
+re-run without training again (also from the table alone)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tiny_data import failure_text
+
+from raynas.jobs import fad_budget
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+import fad_budget_sweep  # noqa: E402
+
+
+def settings(argv: list[str]) -> fad_budget.SweepSettings:
+    args = fad_budget_sweep.with_presets(fad_budget_sweep.build_parser().parse_args(argv))
+    from raynas.jobs.fad import fad_settings
+
+    return fad_budget.SweepSettings(fad_settings(args), tuple(args.c_primes), tuple(args.search_lengths))
+
+
+def test_the_grid_is_the_issues_widths_by_two_search_lengths() -> None:
+    chosen = settings(["--proxy", "scenes"])
+    assert [(c, length) for _, c, length in fad_budget.grid(chosen)] == [
+        (24, 2), (24, 6), (48, 2), (48, 6), (96, 2), (96, 6)
+    ]  # fmt: skip
+    assert chosen.fad.seeds == 3 and chosen.fad.proxy == "scenes"
+    smoke = settings(["--smoke", "--c-primes", "16"])
+    assert (smoke.widths, smoke.search_lengths, smoke.fad.seeds, smoke.fad.epochs) == ((16,), (1, 2), 2, 2)
+
+
+def _curves(values: dict[str, list[float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = pd.DataFrame([{"run": run, "arm": fad_budget.DEFAULT_ARM} for run in values])
+    curves = pd.DataFrame(
+        [
+            {"run": run, "epoch": epoch + 1, "AP": ap}
+            for run, aps in values.items()
+            for epoch, ap in enumerate(aps)
+        ]
+    )
+    return rows, curves
+
+
+def test_the_schedule_has_stopped_when_the_last_rise_is_within_the_seed_std() -> None:
+    flat = fad_budget.schedule_check(*_curves({"a": [0.10, 0.20, 0.21], "b": [0.12, 0.22, 0.25]}))
+    assert flat["epochs"] == 3 and flat["seeds"] == 2
+    assert flat["last_epoch_rise"] == pytest.approx(0.02) and flat["seed_std"] == pytest.approx(0.04 / 2**0.5)
+    assert flat["stopped"] is True
+    rising = fad_budget.schedule_check(*_curves({"a": [0.10, 0.20, 0.30], "b": [0.11, 0.21, 0.31]}))
+    assert rising["stopped"] is False
+    assert fad_budget.schedule_check(*_curves({"a": [0.1, 0.2]}))["stopped"] is None  # one seed: no std
+
+
+def test_the_table_says_the_grid_and_whether_to_retrain_longer() -> None:
+    rows, curves = _curves({"default_seed0": [0.10, 0.20, 0.30], "default_seed1": [0.11, 0.21, 0.33]})
+    rows = rows.assign(AP=[0.30, 0.33], AP50=0.5, split="test", head_params=3.1e5, head_flops=2e8)
+    searched = {"run": "c24_e2", "arm": fad_budget.SEARCHED_ARM, "c_prime": 24, "search_epochs": 2,
+                "AP": 0.25, "AP50": 0.4, "split": "test", "head_params": 1.3e5, "head_flops": 9e7,
+                "search_time_s": 61.0}  # fmt: skip
+    text = fad_budget.markdown(pd.concat([rows, pd.DataFrame([searched])], ignore_index=True), curves)
+    assert "torchvision's head: 31.5 +/- 2.1 (2 seeds), 0.31 M head params" in text
+    assert "| 24 | 2 | 25.0 | 40.0 | 0.13 M | 0.09 G | 61 s |" in text
+    assert "rose +11.00 over epoch 3" in text and "is still rising: retrain longer" in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--c-primes", "24", "24"], "--c-primes"),
+        (["--search-lengths", "0"], "--search-lengths"),
+        (["--seeds", "0"], "--seeds"),
+        (["--smoke", "--paper"], "--smoke and --paper"),
+    ],
+)
+def test_bad_flags_are_one_line_before_ray(flags, named, tmp_path: Path, capfd) -> None:
+    import ray
+
+    code = fad_budget_sweep.main([*flags, "--out", str(tmp_path / "out"), "--data", str(tmp_path / "d")])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and named in err[0], err
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.smoke
+def test_smoke_sweep_runs_end_to_end_and_a_rerun_skips(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, str(EXPERIMENTS / "fad_budget_sweep.py"), "--smoke", "--proxy", "scenes",
+               "--out", str(out), "--data", str(tmp_path / "data")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    assert done.returncode == 0, failure_text(done)
+    rows = pd.read_csv(out / "budget_sweep.csv")
+    assert list(rows["run"]) == ["default_seed0", "default_seed1", "c12_e1", "c12_e2"]
+    assert set(rows["split"]) == {"test"} and rows["AP"].notna().all()
+    curves = pd.read_csv(out / "budget_curve.csv")
+    assert curves.groupby("run")["epoch"].apply(list).to_dict() == dict.fromkeys(rows["run"], [1, 2])
+    record = json.loads((out / "budget_sweep.json").read_text())
+    assert record["runs_started"] == 4 and record["schedule"]["seeds"] == 2
+    assert "Schedule: the default head's mean val AP rose" in (out / "budget_sweep.md").read_text()
+    assert (out / "budget_sweep.png").stat().st_size > 0 and (out / "genotypes" / "c12_e2.json").is_file()
+
+    shutil.rmtree(out / "runs")  # the table alone (a committed copy) stands for its runs
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert again.returncode == 0, failure_text(again)
+    assert json.loads((out / "budget_sweep.json").read_text())["runs_started"] == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "budget_sweep.csv"), rows)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "budget_curve.csv"), curves)
