@@ -137,7 +137,7 @@ def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
             **asdict(settings.fad),
             "widths": list(settings.widths),
             "search_lengths": list(settings.search_lengths),
-        },  # fmt: skip
+        },
     }
     atomic_write_json(out / f"{NAME}.json", record)
     print("\n" + (out / f"{NAME}.md").read_text())
