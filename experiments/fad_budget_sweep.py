@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def with_presets(args: argparse.Namespace) -> argparse.Namespace:
-    """``--smoke`` / ``--paper`` fill in the flags not given (a given flag wins); the grid's defaults."""
+    """The grid's defaults (``--smoke``'s own), then ``--smoke`` / ``--paper`` fill in the other flags not
+    given (a given flag wins): ``--paper`` sets the seeds and the retraining epochs, not the grid."""
     if args.c_primes is None:
         args.c_primes = SMOKE["c_primes"] if args.smoke else WIDTHS
     if args.search_lengths is None:

@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shard",
         default=None,
-        help="I/N: only runs I, I+N, ... of the plan, tables in OUT/shard-I-of-N (N processes side by side; "
-        "--gather then makes the tables of them all)",
+        help="I/N: only runs I, I+N, ... of the plan's runs that --kept-rows do not cover, tables in "
+        "OUT/shard-I-of-N (N processes side by side; --gather then makes the tables of them all)",
     )
     parser.add_argument(
         "--gather",

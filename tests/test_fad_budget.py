@@ -54,7 +54,7 @@ def test_the_schedule_has_stopped_when_the_last_rise_is_within_the_seed_std() ->
     flat = fad_budget.schedule_check(*_curves({"a": [0.10, 0.20, 0.21], "b": [0.12, 0.22, 0.25]}))
     assert flat["epochs"] == 3 and flat["seeds"] == 2
     assert flat["last_epoch_rise"] == pytest.approx(0.02) and flat["seed_std"] == pytest.approx(0.04 / 2**0.5)
-    assert flat["stopped"] is True
+    assert flat["stopped"] is True and flat["rise_before_decay"] == pytest.approx(0.10)
     rising = fad_budget.schedule_check(*_curves({"a": [0.10, 0.20, 0.30], "b": [0.11, 0.21, 0.31]}))
     assert rising["stopped"] is False
     assert fad_budget.schedule_check(*_curves({"a": [0.1, 0.2]}))["stopped"] is None  # one seed: no std

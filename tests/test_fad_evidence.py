@@ -172,8 +172,34 @@ def test_fad_randoms_spread_between_genotypes_is_told_apart_from_its_seeds() -> 
     assert spread["genotypes"] == 2
     assert spread["between_genotypes_std"] == pytest.approx(0.1 / 2**0.5)
     assert spread["between_seeds_std"] == pytest.approx(0.02 / 2**0.5)
+    table = summarize(rows, "FCOS head").set_index("arm")
+    # tested on the genotypes' means: n = 2 genotypes, not 4 runs
+    assert table.loc["FAD random", "seeds"] == 2 and table.loc["FAD random", "AP_mean"] == pytest.approx(0.16)
+    assert table.loc["FAD random", "AP_std"] == pytest.approx(0.1 / 2**0.5)
     text = markdown(summarize(rows, "FCOS head"), pd.DataFrame(), rows)
     assert "2 genotype(s)" in text and "between genotypes 7.1" in text and "one genotype 1.4" in text
+
+
+def test_a_table_from_before_the_genotypes_is_extended_not_redone() -> None:
+    """The committed digits table: FAD random's rows lack the genotype (g was seed g's draw) and FAD heads
+    lack cells_per_group (they had one); its rows stand for this plan's runs, and a run of this plan
+    replaces its own row instead of sitting beside it."""
+    from raynas.jobs.fad import fad_head_spec
+    from raynas.jobs.head_evidence import _unit, random_heads, with_genotypes
+    from raynas.studies.tables import head_key, kept_row
+
+    settings = _settings(["--cells-per-group", "1"])
+    head = random_heads(settings)[1]
+    old_head = {key: value for key, value in head.items() if key != "cells_per_group"}
+    old = pd.DataFrame([{"arm": "FAD random", "seed": 1, "AP": 0.2, "head": head_key(old_head)},
+                        {"arm": "FCOS head", "seed": 1, "AP": 0.3, "head": "torchvision"}])  # fmt: skip
+    assert kept_row(old, "FAD random", 1, head_key(head))["AP"] == 0.2
+    assert kept_row(old, "FAD random", 1, head_key(fad_head_spec(head["genotype"], _settings([])))) is None
+    rows = with_genotypes(old).to_dict("records")
+    assert [_unit(row) for row in rows] == [("FAD random", 1, 1), ("FCOS head", 1, -1)]
+    assert _unit({"arm": "FAD random", "seed": 1, "genotype": 1}) == _unit(
+        rows[0]
+    )  # the rerun's row replaces it
 
 
 def test_the_matched_width_has_the_default_heads_parameters_within_5_percent(tmp_path: Path) -> None:
@@ -197,6 +223,7 @@ def test_the_matched_width_has_the_default_heads_parameters_within_5_percent(tmp
         return count_params(build_model(model, 11, None, head).head)
 
     assert abs(head_params(fad_head_spec(genotype, settings, c_prime)) / head_params(None) - 1) <= 0.05
+    assert c_prime % 2 == 0  # GroupNorm keeps >= 2 groups (gcd(c', 32))
 
 
 def test_the_scenes_recipe_is_the_calibrations_on_cached_body_outputs(tmp_path: Path) -> None:

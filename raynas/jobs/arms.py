@@ -240,11 +240,14 @@ def train_head_arms(
     def row(arm: HeadArm, seed: int, cfg: TrainConfig, reported: ReportedRun) -> dict[str, Any]:
         num_classes = load_state(reported.checkpoint_dir)["num_classes"]
         values = {key: pd.to_numeric(reported.metrics.get(key), errors="coerce") for key in metrics}
-        return {"arm": arm.label, "seed": seed, "genotype": arm.genotype, **values, "split": reported.split,
+        genotype = {} if arm.genotype is None else {"genotype": arm.genotype}
+        return {"arm": arm.label, "seed": seed, **genotype, **values, "split": reported.split,
                 **cost(cfg, num_classes), "head": head_key(cfg.head)}  # fmt: skip
 
     def kept(arm: HeadArm, seed: int, cfg: TrainConfig) -> dict | None:
         row = kept_row(kept_rows, arm.label, seed, head_key(cfg.head))
-        return None if row is None else {**row, "genotype": arm.genotype}  # a table before the column
+        if row is None or arm.genotype is None:
+            return row
+        return {**row, "genotype": arm.genotype}  # a table before the column: genotype g was seed g's
 
     return train_arms(arms, seeds, config, row, on_row, kept)

@@ -76,7 +76,7 @@ class CalibrationSettings:
     train_workers: int = 1
     gpu: bool = False
     address: str | None = None
-    shard: str | None = None  # "I/N": runs I, I+N, ... of the plan
+    shard: str | None = None  # "I/N": runs I, I+N, ... of the plan's runs that kept rows do not cover
     gather: bool = False  # tables from the finished runs only
     kept_rows: str | None = None  # a calibration.csv of runs finished elsewhere
     smoke: bool = False
@@ -270,7 +270,8 @@ def _pooled(stds: pd.Series) -> float:
 
 
 def goals(frame: pd.DataFrame) -> dict:
-    """The acceptance of issue 26, measured (None where its runs are not there yet). APs in points."""
+    """The acceptance of issue 26, measured (None where its runs are not there yet). APs in points. The
+    random necks' goals compare seeds 0 and 1 (the issue's two seeds; a third is left out of them)."""
     from raynas.evaluation.ranking import rank_agreement
 
     ap = frame.assign(AP=100 * frame["AP"], APl=100 * frame["APl"])

@@ -21,7 +21,7 @@ from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import train_time_s
 from raynas.jobs.fad import FADSettings, fad_head_spec, fad_search_config
 from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
-from raynas.studies.tables import not_yet_reached, table_fix
+from raynas.studies.tables import table_fix
 from raynas.training.config import TrainConfig
 
 METRICS = ("AP", "AP50", "AP75")
@@ -40,7 +40,9 @@ SEARCHED = (
 
 
 def head_cost(cfg, num_classes: int) -> dict[str, int]:
-    """Parameters and FLOPs of the detector's head alone, on one image at the recipe's size."""
+    """Parameters and FLOPs of the detector's head alone, per image at the recipe's size (counted on two
+    images: GroupNorm refuses one value per group, which one image gives on a 1x1 P7 with a group of one
+    channel)."""
     import torch
 
     from raynas.evaluation import count_flops, count_params
@@ -49,13 +51,16 @@ def head_cost(cfg, num_classes: int) -> dict[str, int]:
     model = build_model(cfg.model, num_classes, cfg.neck, cfg.head).eval()
     size = cfg.model.min_size
     with torch.no_grad():
-        features = model.backbone(torch.zeros(1, 3, size, size))
+        features = model.backbone(torch.zeros(2, 3, size, size))
     levels = list(features.values())
-    return {"head_params": count_params(model.head), "head_flops": count_flops(model.head, (levels,))}
+    return {"head_params": count_params(model.head), "head_flops": count_flops(model.head, (levels,)) // 2}
 
 
-#: the widths :func:`matched_c_prime` chooses from (GroupNorm's groups divide any width, ``gn_groups``)
-MIN_MATCHED_C_PRIME, MAX_MATCHED_C_PRIME = 4, 512
+#: the widths :func:`matched_c_prime` chooses from: even ones, so that GroupNorm keeps >= 2 groups
+#: (``gn_groups`` = gcd(c', 32): an odd width would normalise with one). Steps of 4 or 8 miss the default
+#: head's parameters by 7-8 % (a head grows ~22 k parameters every 2 channels at c' ~ 32); the group count
+#: still follows the width (c' = 34: 2 groups; 24: 8), a difference from the searched width's head
+MIN_MATCHED_C_PRIME, MAX_MATCHED_C_PRIME, MATCHED_STEP = 4, 512, 2
 RANDOM_ARM = "FAD random"
 RANDOM_DRAW_SEED = 1000
 #: the settings a table's rows depend on: rows from another recipe are never mixed into one table
@@ -112,7 +117,8 @@ def matched_c_prime(base, genotype_config: dict, settings: FADSettings) -> int:
     """The block width c' at which the searched head has the parameters of torchvision's head, as near as a
     whole width allows (the searched head's comparison at equal size; the paper compares at c' = 96, where
     its head is smaller than the default one, Table 3). A head's parameters grow with c', so a bisection
-    over whole widths finds the nearest; only heads are built past the one detector that gives the target."""
+    over the even widths finds the nearest; only heads are built past the one detector that gives
+    the target."""
     from raynas.evaluation import count_params
     from raynas.models.build import build_model, head_factory
 
@@ -127,16 +133,14 @@ def matched_c_prime(base, genotype_config: dict, settings: FADSettings) -> int:
         build = head_factory(fad_head_spec(genotype_config, settings, c_prime), base.model.kind)
         return count_params(build(base.model.out_channels, num_anchors, num_classes))
 
-    low, high = (
-        MIN_MATCHED_C_PRIME,
-        MAX_MATCHED_C_PRIME,
-    )  # the first width with >= target params: in (low, high]
-    if head_params(high) < target:
-        return high
+    # widths in steps of MATCHED_STEP: the first with >= target params lies in (low, high]
+    low, high = MIN_MATCHED_C_PRIME // MATCHED_STEP, MAX_MATCHED_C_PRIME // MATCHED_STEP
+    if head_params(high * MATCHED_STEP) < target:
+        return high * MATCHED_STEP
     while high - low > 1:
         middle = (low + high) // 2
-        low, high = (low, middle) if head_params(middle) >= target else (middle, high)
-    return min((low, high), key=lambda c: abs(head_params(c) - target))
+        low, high = (low, middle) if head_params(middle * MATCHED_STEP) >= target else (middle, high)
+    return min((low * MATCHED_STEP, high * MATCHED_STEP), key=lambda c: abs(head_params(c) - target))
 
 
 def random_heads(settings: FADSettings) -> list[dict]:
@@ -177,13 +181,17 @@ def plan_arms(genotypes: dict, settings: FADSettings, base) -> list:
 
 
 def summarize(rows: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """One row per arm with its tests against ``baseline``; FAD random pools its genotypes' runs."""
-    genotype = rows["genotype"] if "genotype" in rows else pd.Series(np.nan, index=rows.index)
-    runs = rows.assign(run=[f"{seed}" if pd.isna(g) else f"genotype {int(g)} seed {seed}"
-                            for g, seed in zip(genotype, rows["seed"])])  # fmt: skip
-    return per_arm_summary(
-        runs, METRICS, ("head_params", "head_flops"), baseline, seed_col="run"
-    ).reset_index()
+    """One row per arm with its tests against ``baseline``. FAD random counts its genotypes' means, one
+    value a genotype: the genotype is what a random search draws, its seeds repeat one draw (pooling them
+    would count a genotype's seeds as independent draws and make its p-value too small)."""
+    costs = ("head_params", "head_flops")
+    units = []
+    for arm, group in rows.groupby("arm", sort=False):
+        if "genotype" in group and group["genotype"].notna().any():
+            group = group.groupby("genotype")[[*METRICS, *costs]].mean().reset_index()
+            group = group.assign(arm=arm, seed=group["genotype"])
+        units.append(group)
+    return per_arm_summary(pd.concat(units, ignore_index=True), METRICS, costs, baseline).reset_index()
 
 
 def random_spread(rows: pd.DataFrame, metric: str = "AP") -> dict[str, float]:
@@ -225,8 +233,9 @@ def markdown(table: pd.DataFrame, costs: pd.DataFrame, rows: pd.DataFrame | None
     lines += ["", verdict_note(table)]
     spread = random_spread(rows) if rows is not None and "genotype" in rows else {"genotypes": 0}
     if spread["genotypes"]:
-        lines += ["", f"{RANDOM_ARM}: {spread['genotypes']} genotype(s), each at every seed; AP std between "
-                  f"genotypes {100 * spread['between_genotypes_std']:.1f}, between seeds of one genotype "
+        lines += ["", f"{RANDOM_ARM}: {spread['genotypes']} genotype(s), each at every seed, tested on the "
+                  "genotypes' means (its row's mean +/- std too); AP std between genotypes "
+                  f"{100 * spread['between_genotypes_std']:.1f}, between seeds of one genotype "
                   f"{100 * spread['between_seeds_std']:.1f} (nan: fewer than two)."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -247,6 +256,24 @@ def plot(table: pd.DataFrame, path: Path, split: str) -> None:
     plt.close(fig)
 
 
+def with_genotypes(kept_rows: pd.DataFrame) -> pd.DataFrame:
+    """Kept rows with FAD random's ``genotype``: a table written before the column drew genotype g for
+    seed g (:func:`random_heads`)."""
+    if kept_rows.empty or RANDOM_ARM not in set(kept_rows["arm"]):
+        return kept_rows
+    rows = kept_rows.copy() if "genotype" in kept_rows else kept_rows.assign(genotype=np.nan)
+    missing = (rows["arm"] == RANDOM_ARM) & rows["genotype"].isna()
+    rows.loc[missing, "genotype"] = rows.loc[missing, "seed"]
+    return rows
+
+
+def _unit(row: dict) -> tuple:
+    """What one row of the table stands for: an arm's run at a seed (and FAD random's genotype)."""
+    genotype = row.get("genotype")
+    missing = genotype is None or pd.isna(genotype)
+    return row["arm"], int(row["seed"]), -1 if missing else int(genotype)
+
+
 def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.DataFrame) -> dict:
     from raynas.jobs.arms import reported_split, train_head_arms
     from raynas.jobs.main_job import prepare_inputs
@@ -257,12 +284,14 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
     genotypes, costs = run_searches(base, settings, out, before)
     arms = plan_arms(genotypes, settings, base)
 
+    earlier = with_genotypes(kept_rows).to_dict("records")
+
     def write(rows: list[dict], _trained: int = 0) -> None:
-        # a stop keeps every row; FAD random's genotypes share the arm and the seeds, not the head
-        keys = ("arm", "seed", "head") if "head" in kept_rows else ("arm", "seed")
-        frame = pd.DataFrame(rows + not_yet_reached(kept_rows, rows, keys))
+        reached = {_unit(row) for row in rows}  # a stop keeps every row; a rerun replaces its own
+        frame = pd.DataFrame(rows + [row for row in earlier if _unit(row) not in reached])
         if "genotype" in frame:  # a whole number where there is one (NaN would make the column float)
             frame["genotype"] = pd.to_numeric(frame["genotype"]).astype("Int64")
+        frame = frame[[column for column in frame.columns if column != "head"] + ["head"]]  # head last
         for metric in METRICS:
             frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
         table = summarize(frame, arms[0].label)
