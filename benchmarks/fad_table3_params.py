@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from raynas.errors import run_main
+from raynas.errors import OneLineParser, run_main
 from raynas.evaluation import count_params
 from raynas.io import atomic_write_json
 from raynas.models import build_detector
@@ -136,7 +136,7 @@ def mask_rows(genotype: FADGenotype, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--genotype",
         default="experiments/results/fad_evidence/genotypes/fad_full.json",

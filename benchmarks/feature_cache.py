@@ -38,7 +38,7 @@ import torch
 from raynas.data.config import DataConfig
 from raynas.data.feature_cache import feature_dataset
 from raynas.data.loaders import base_dataset, build_dataset, ensure_dataset
-from raynas.errors import run_main
+from raynas.errors import OneLineParser, run_main
 from raynas.io import atomic_write_json
 from raynas.models.cached import CachedBodyDetector
 from raynas.models.config import ModelConfig
@@ -103,7 +103,7 @@ def config(args: argparse.Namespace, root: Path) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="standalone", choices=["standalone", "supernet"])
     parser.add_argument("--kind", default="fcos", choices=["fcos", "retinanet"])
     parser.add_argument("--backbone", default="resnet18")

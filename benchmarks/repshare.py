@@ -13,7 +13,6 @@ RepShare does not touch (backbone, FPN, 1x1 convs), so block-level ratios are no
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from raynas.errors import run_main
+from raynas.errors import OneLineParser, run_main
 from raynas.io import atomic_write_json, select_device
 from raynas.spaces.fad.repshare import NaiveBlock, RepShareBlock
 
@@ -108,7 +107,7 @@ def run(channels: int, size: int, batch: int, repeats: int, warmup: int, device:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channels", type=int, default=96, help="c' of the block (paper: 96, Table 3)")
     parser.add_argument("--size", type=int, default=32, help="feature map side in pixels")
     parser.add_argument("--batch", type=int, default=2)

@@ -48,7 +48,7 @@ import torch
 from raynas.checkpoints import load_state, write_checkpoint
 from raynas.data.config import DataConfig
 from raynas.data.loaders import base_dataset, build_dataset, ensure_dataset
-from raynas.errors import run_main
+from raynas.errors import OneLineParser, run_main
 from raynas.io import atomic_write_json, select_device
 from raynas.models.build import build_model
 from raynas.models.config import ModelConfig
@@ -265,7 +265,7 @@ def bench_tune(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--checkpoint", default=None, help="a trained super-net checkpoint (default: untrained)"
     )

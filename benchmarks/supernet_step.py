@@ -35,7 +35,7 @@ from torch import nn
 
 from raynas.data.config import DataConfig
 from raynas.data.loaders import base_dataset, build_dataset, ensure_dataset, make_loader
-from raynas.errors import run_main
+from raynas.errors import OneLineParser, run_main
 from raynas.io import atomic_write_json, select_device
 from raynas.models.config import ModelConfig
 from raynas.spaces.opanas import OPANASSpace, fair_sample, fair_step_seed
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace, device: torch.device, data_root: Path) -> dict
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--kind", default="retinanet", choices=["retinanet", "fcos", "faster_rcnn", "cascade_rcnn"]
     )

@@ -38,7 +38,7 @@ import torch
 
 from raynas.data.config import DataConfig
 from raynas.data.loaders import base_dataset, build_dataset, ensure_dataset
-from raynas.errors import run_main
+from raynas.errors import OneLineParser, run_main
 from raynas.io import atomic_write_json
 from raynas.models.config import ModelConfig
 from raynas.training.config import OptimConfig, RunConfig, TrainConfig
@@ -94,7 +94,7 @@ def config(args: argparse.Namespace, root: Path) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", default="fcos", choices=["fcos", "retinanet", "faster_rcnn"])
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--out-channels", type=int, default=64)

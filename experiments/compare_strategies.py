@@ -53,6 +53,7 @@ from pathlib import Path
 import pandas as pd
 
 from raynas.config import ConfigError, check_writable_folder
+from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.main_job import default_data
 from raynas.jobs.strategies import StrategiesSettings, check_run_inputs, load_tables, run
@@ -67,9 +68,7 @@ DEFAULT_ARCHS = Path(__file__).resolve().parent / "results" / "rank_correlation"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directories", nargs="*", help="search result folders to compare (folder mode)")
     parser.add_argument("--metric", default=METRIC)
     parser.add_argument("--run", action="store_true", help="run every strategy side by side")

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from raynas.config import ConfigError
+from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.fad import (
     BEFORE_PROXY_FLAG,
@@ -47,9 +48,7 @@ WIDTHS, SEARCH_LENGTHS = [24, 48, 96], [2, 6]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/fad_budget_sweep", help="where runs, tables and plots go")
     add_fad_flags(parser, one_search=False)
     parser.add_argument("--kind", default="fcos", choices=["fcos", "retinanet"])

@@ -53,6 +53,7 @@ from pathlib import Path
 import pandas as pd
 
 from raynas.config import ConfigError
+from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.fad import (
     BEFORE_PROXY_FLAG,
@@ -82,9 +83,7 @@ SMOKE = {"seeds": 1, "search_epochs": 1, "epochs": 1, "c_prime": 12}  # what --s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/fad_evidence", help="where runs, tables and plots go")
     add_fad_flags(parser)
     parser.add_argument("--kind", default="fcos", choices=list(ONE_STAGE))

@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from raynas.config import ConfigError
+from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.fad import (
     BEFORE_PROXY_FLAG,
@@ -55,9 +56,7 @@ SMOKE = {"seeds": 1, "search_epochs": 1, "epochs": 1, "c_prime": 8}  # what --sm
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/mask_fad", help="where runs and tables go")
     add_fad_flags(parser)
     parser.add_argument(

@@ -23,15 +23,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.main_job import KINDS, CheckedConfigs, MainJob, check_main_job, default_data, run_main_job
 from raynas.jobs.study_flags import add_data_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_flags(parser)
     parser.add_argument(
         "--out", default=None, help="where runs, tables and plots go (default runs/opanas_ea)"

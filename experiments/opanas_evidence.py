@@ -44,6 +44,7 @@ import sys
 from pathlib import Path
 
 from raynas.config import ConfigError
+from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.main_job import KINDS
 from raynas.jobs.neck_evidence import EvidenceSettings, Inputs, run, search_inputs
@@ -51,9 +52,7 @@ from raynas.studies.flags import check_counts
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--search-dir", help="the main job's --out (holds supernet/ and search/)")
     parser.add_argument("--out", default="runs/opanas_evidence", help="where runs and tables go")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm")

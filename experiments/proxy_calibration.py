@@ -32,6 +32,7 @@ from pathlib import Path
 
 from raynas.config import ConfigError
 from raynas.data.scene_layout import DEFAULT_LAYOUT, LAYOUTS
+from raynas.errors import OneLineParser
 from raynas.jobs.calibration import (
     NAMED_SLUGS,
     CalibrationSettings,
@@ -47,9 +48,7 @@ RECIPE = Path(__file__).parent / "configs" / "scenes_calibration.yaml"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/scenes", help="the scenes data root (generated if absent)")
     parser.add_argument(
         "--out", default=None, help="where runs and tables go (default runs/proxy_calibration[_BODY])"

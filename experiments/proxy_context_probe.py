@@ -22,6 +22,7 @@ from pathlib import Path
 
 from raynas.config import ConfigError, apply_yaml, load_yaml
 from raynas.data.scene_layout import DEFAULT_LAYOUT, LAYOUTS
+from raynas.errors import OneLineParser
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.entry import run_experiment
 from raynas.studies.recipes import SMOKE_BUDGET
@@ -32,9 +33,7 @@ SMOKE_PRETRAIN_STEPS = 5
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="scenes data root (default data/scenes)")
     parser.add_argument(
         "--out", default=None, help="where probe.json / .md go (default runs/proxy_context_probe[_BODY])"

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from raynas.checkpoints import load_state
 from raynas.config import ConfigError
+from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.rank_correlation import (
     DEFAULT_POOL_SEED,
@@ -55,9 +56,7 @@ from raynas.studies.flags import check_counts
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="super-net checkpoint (checkpoint_* folder of opanas_ea.py)")
     parser.add_argument("--out", default="runs/rank_correlation", help="where runs, tables and plots go")
     parser.add_argument("--pool", type=int, default=80, help="random architectures scored on the super-net")

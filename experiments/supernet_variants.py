@@ -36,6 +36,7 @@ import sys
 from pathlib import Path
 
 from raynas.config import ConfigError
+from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.study_flags import add_data_flags, study_job
 from raynas.jobs.supernet_scores import VARIANTS, kept_scores, load_archs, variant_config
@@ -46,9 +47,7 @@ DEFAULT_ARCHS = Path(__file__).resolve().parent / "results" / "rank_correlation"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument(
         "--archs",

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from raynas.checkpoints import load_state
 from raynas.config import ConfigError, check_writable_folder, load_yaml
+from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
 from raynas.studies.flags import check_counts
 from raynas.training.config import TrainConfig
@@ -34,7 +35,7 @@ TASK = "standalone"  # what a checkpoint to --resume was written by
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="a TrainConfig YAML")
     parser.add_argument("--workers", type=int, help="Ray Train workers (overrides run.num_workers)")
     parser.add_argument("--epochs", type=int, help="overrides optim.epochs")

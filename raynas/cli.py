@@ -22,7 +22,7 @@ from pathlib import Path
 
 from raynas.config import load_yaml
 from raynas.data.scene_layout import DEFAULT_LAYOUT, LAYOUTS
-from raynas.errors import run_main
+from raynas.errors import OneLineParser, run_main
 from raynas.models.config import RECIPE_BODY_STEPS
 
 
@@ -162,7 +162,7 @@ def _override_address(cfg, args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raynas", description="NAS for object detectors on Ray")
+    parser = OneLineParser(prog="raynas", description="NAS for object detectors on Ray")
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="dataset", required=True)

@@ -21,12 +21,14 @@ down still ends as an interrupt.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, RuntimeError, OSError)
 #: the signals that stop a job like Ctrl+C, each with its line's word; the exit status is 128 + the number
@@ -35,6 +37,15 @@ STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 CONTINUE_HINT = "finished runs are kept, re-run the same command to continue"
 #: ``errno`` of a write that found no room: a full disk, or the user's quota on it
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser with the house rule for bad input: one line, ``<prog>: error: <message> (see <prog>
+    --help)``, and exit status 2, where argparse prints its usage first (a dozen lines for the experiments'
+    flags). Sub-commands inherit the class (``add_subparsers`` builds its parsers with the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class WorkerUserError(RuntimeError):

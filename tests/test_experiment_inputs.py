@@ -323,3 +323,39 @@ def test_supernet_variants_on_scenes_refuses_the_digits_standalone_aps(capfd, ou
     refused(
         capfd, "supernet_variants", ["--proxy", "scenes", "--out", str(out)], out, "digits proxy", "--archs"
     )
+
+
+# ---- flags argparse refuses --------------------------------------------------------------------------
+ALL_SCRIPTS = sorted(path.stem for path in EXPERIMENTS.glob("*.py"))
+
+
+@pytest.mark.parametrize("script", ALL_SCRIPTS)
+def test_an_unknown_flag_is_one_line_naming_it_and_the_help(capfd, script) -> None:
+    """argparse prints its usage (a dozen lines) before the error; every script says one line, exit 2."""
+    module = __import__(script)
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--no-such-flag"])
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert stop.value.code == 2 and len(lines) == 1, lines
+    prog = Path(
+        sys.argv[0]
+    ).name  # argparse's prog: the running program (pytest's here, the script's at a shell)
+    assert lines[0] == f"{prog}: error: unrecognized arguments: --no-such-flag (see {prog} --help)", lines[0]
+    assert not ray.is_initialized()
+
+
+def test_an_invalid_choice_through_the_raynas_command_is_one_line(tmp_path) -> None:
+    """The installed ``raynas`` command, a sub-command's invalid choice: one line naming the flag, the
+    choices and the sub-command's help; nothing written."""
+    import subprocess
+
+    result = subprocess.run(
+        ["raynas", "data", "scenes", "--out", str(tmp_path / "s"), "--layout", "nope"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("raynas data scenes: error: argument --layout: invalid choice: 'nope'")
+    assert "'outer'" in lines[0] and lines[0].endswith("(see raynas data scenes --help)")
+    assert not (tmp_path / "s").exists()

@@ -259,3 +259,18 @@ def test_a_digits_table_is_not_extended_on_scenes(script: str, tmp_path: Path, c
     err = capfd.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "proxy=digits" in err[0], err
     assert sorted(p.name for p in out.iterdir()) == [f"{script}.csv", f"{script}.json"]
+
+
+def test_wall_times_add_this_run_to_the_tables_total() -> None:
+    """A table extended three times records each run's time and their sum; a record written before the
+    total existed counts its own time."""
+    import time
+
+    from raynas.studies.tables import wall_times
+
+    started = time.perf_counter() - 12.0
+    first = wall_times(started, {})
+    assert 12.0 <= first["wall_time_s"] < 60 and first["wall_time_total_s"] == first["wall_time_s"]
+    later = wall_times(started, {"wall_time_s": 1.0, "wall_time_total_s": 100.0})
+    assert later["wall_time_total_s"] == round(100.0 + later["wall_time_s"], 1)
+    assert wall_times(started, {"wall_time_s": 30.0})["wall_time_total_s"] >= 42.0

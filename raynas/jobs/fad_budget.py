@@ -24,6 +24,7 @@ from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import train_and_report, train_time_s
 from raynas.jobs.fad import FADSettings, fad_head_spec, fad_search_config
 from raynas.jobs.head_evidence import head_cost
+from raynas.studies.tables import wall_times
 from raynas.training.config import TrainConfig
 
 NAME = "budget_sweep"  # budget_sweep.csv / .md / .json / .png and budget_curve.csv in --out
@@ -126,12 +127,10 @@ def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
         }
         add(*_trained(cfg, name, fields))
     table = write_outputs(out, rows + unplanned, curves)
-    wall_time_s = round(time.perf_counter() - started, 1)
     record = {
         "runs_started": trained,
         "runs": len(rows),
-        "wall_time_s": wall_time_s,
-        "wall_time_total_s": round(before.get("wall_time_total_s", 0) + wall_time_s, 1),
+        **wall_times(started, before),
         "schedule": schedule_check(table, curves),
         "settings": {
             **asdict(settings.fad),

@@ -21,7 +21,7 @@ from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import train_time_s
 from raynas.jobs.fad import FADSettings, fad_head_spec, fad_search_config
 from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
-from raynas.studies.tables import table_fix
+from raynas.studies.tables import table_fix, wall_times
 from raynas.training.config import TrainConfig
 
 METRICS = ("AP", "AP50", "AP75")
@@ -301,14 +301,10 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
 
     rows, launched = train_head_arms(base, arms, settings.seeds, kept_rows, METRICS, head_cost, write)
     write(rows)
-    wall_time_s = round(time.perf_counter() - started, 1)
     record = {
         "runs_started": launched,
         "runs": len(rows),
-        "wall_time_s": wall_time_s,
-        "wall_time_total_s": round(
-            before.get("wall_time_total_s", before.get("wall_time_s", 0)) + wall_time_s, 1
-        ),
+        **wall_times(started, before),
         "search_costs": costs,
         "settings": asdict(settings),
     }

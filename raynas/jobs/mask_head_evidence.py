@@ -18,7 +18,7 @@ from raynas.config import ConfigError
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.fad import FADSettings, fad_head_spec, fad_search_config
 from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
-from raynas.studies.tables import not_yet_reached
+from raynas.studies.tables import not_yet_reached, wall_times
 from raynas.training.config import TrainConfig
 
 METRICS = ("AP", "mask_AP", "mask_AP50")
@@ -111,13 +111,11 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
         frame = pd.DataFrame(rows + not_yet_reached(kept_rows, rows))  # a stop keeps every row
         atomic_write_text(out / "mask_fad.csv", frame.to_csv(index=False))
         atomic_write_text(out / "mask_fad.md", markdown(summarize(frame)))
-        wall_time_s = round(time.perf_counter() - started, 1)
         record = {
             "runs_started": launched,
             "runs": len(rows),
             **search_cost,
-            "wall_time_s": wall_time_s,
-            "wall_time_total_s": round(before.get("wall_time_total_s", 0) + wall_time_s, 1),
+            **wall_times(started, before),
             "settings": asdict(settings),
         }
         atomic_write_json(out / "mask_fad.json", record)

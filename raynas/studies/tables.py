@@ -10,6 +10,7 @@ one line naming it and the fix, raised before Ray starts, so that a refused run 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,14 @@ def previous_record(
             f"{out} holds a table made with {was}; run with the same settings or choose another --out"
         )
     return record
+
+
+def wall_times(started: float, before: dict) -> dict[str, float]:
+    """This run's wall time since ``started`` (``time.perf_counter``) and the table's total over every run
+    that extended it (``before``: the previous record; one older than the total counts its own time)."""
+    wall_time_s = round(time.perf_counter() - started, 1)
+    total = before.get("wall_time_total_s", before.get("wall_time_s", 0))
+    return {"wall_time_s": wall_time_s, "wall_time_total_s": round(total + wall_time_s, 1)}
 
 
 def previous_rows(out: Path, name: str, record: dict, metrics: tuple[str, ...]) -> pd.DataFrame:
