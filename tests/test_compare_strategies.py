@@ -17,7 +17,7 @@ import pytest
 import ray
 from scipy import stats
 
-import raynas.jobs.strategies as strategies
+import raynas.jobs.strategy_retrain as strategy_retrain
 from raynas.jobs.arms import arch_id
 from raynas.spaces.opanas import OPANASSpace
 from raynas.training.config import OPANASConfig
@@ -48,9 +48,9 @@ def seed_rows(epochs: int = 3) -> pd.DataFrame:
 
 
 def test_standalone_table_is_computed_from_the_per_seed_rows(tmp_path: Path) -> None:
-    (tmp_path / strategies.SEEDS_FILE).write_text(seed_rows().to_csv(index=False))
-    seeds = strategies.kept_seed_rows(tmp_path, epochs=3)
-    networks, per_strategy = strategies.seeds_summary(seeds)
+    (tmp_path / strategy_retrain.SEEDS_FILE).write_text(seed_rows().to_csv(index=False))
+    seeds = strategy_retrain.kept_seed_rows(tmp_path, epochs=3)
+    networks, per_strategy = strategy_retrain.seeds_summary(seeds)
     assert list(networks["run"]) == ["fpn", "arch_a", "arch_b"]  # one arm per network, the baseline first
     assert list(per_strategy["strategy"]) == list(FOUND)
     # Welch against the FPN, Holm over the 2 distinct networks (the shared one counted once)
@@ -74,7 +74,7 @@ def test_standalone_table_is_computed_from_the_per_seed_rows(tmp_path: Path) -> 
     shared = per_strategy.set_index("strategy").loc[["DARTS", "Fair DARTS"]]
     assert shared["p_holm"].nunique() == 1 and shared["AP_mean"].nunique() == 1
 
-    text = strategies.retrain_markdown(networks, per_strategy, "test")
+    text = strategy_retrain.retrain_markdown(networks, per_strategy, "test")
     lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
     mean, std = 100 * np.mean(AP["arch_a"]), 100 * np.std(AP["arch_a"], ddof=1)
     low, high = (100 * x for x in tests["arch_a"].confidence_interval(0.95))
@@ -94,7 +94,9 @@ def test_two_encodings_of_one_network_are_one_run() -> None:
     other = {**edges, "e1_2": "fusing_splitting", "e1_5": "none"}  # differs only on edges out of node 1
     different = {**edges, "e2_3": "none"}  # a live edge: another network
     assert edges != other
-    plan = strategies.network_plan({"SPOS": edges, "random": other, "OPANAS": different}, OPANASConfig(), 64)
+    plan = strategy_retrain.network_plan(
+        {"SPOS": edges, "random": other, "OPANAS": different}, OPANASConfig(), 64
+    )
     assert [(arm.slug, labels) for arm, labels in plan][0] == ("fpn", ["FPN"])
     assert [labels for _, labels in plan] == [["FPN"], ["SPOS", "random"], ["OPANAS"]]
     canonical = SPACE.to_config(SPACE.canonical(SPACE.from_config(edges)))
@@ -122,7 +124,7 @@ def tree(root: Path) -> dict[str, str]:
 def test_a_damaged_per_seed_table_is_refused_before_ray(tmp_path, capfd, damage, needles) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    path = out / strategies.SEEDS_FILE
+    path = out / strategy_retrain.SEEDS_FILE
     table = seed_rows()
     if damage == "twice":
         table = pd.concat([table, table.iloc[[5]]])
@@ -153,7 +155,7 @@ def test_a_kept_row_is_reused_only_under_its_run_s_recipe() -> None:
 
     cfg = standalone_recipe(smoke_supernet_config("data/d", "runs/a"), epochs=1)
     measured = {("fpn", 0): {"recipe": recipe_key(cfg), "AP": 0.3}}
-    assert strategies.kept_row(measured, "fpn", 0, cfg) == measured[("fpn", 0)]
+    assert strategy_retrain.kept_row(measured, "fpn", 0, cfg) == measured[("fpn", 0)]
     other_data = replace(cfg, data=replace(cfg.data, root="data/other"))
-    assert strategies.kept_row(measured, "fpn", 0, other_data) is None
-    assert strategies.kept_row(measured, "fpn", 1, cfg) is None
+    assert strategy_retrain.kept_row(measured, "fpn", 0, other_data) is None
+    assert strategy_retrain.kept_row(measured, "fpn", 1, cfg) is None
