@@ -20,6 +20,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 import opanas_evidence  # noqa: E402
 
+import raynas.jobs.cost_matched as cost_matched  # noqa: E402
 import raynas.jobs.neck_evidence as neck_evidence  # noqa: E402
 from raynas.evaluation import count_flops  # noqa: E402
 from raynas.jobs.arms import Arm, ReportedRun  # noqa: E402
@@ -86,7 +87,7 @@ def test_width_matching_picks_neck_and_head_params_within_5_percent(tmp_path: Pa
 def test_the_flops_limit_is_the_fpns_neck_flops_as_the_search_constraint_counts_them(tmp_path: Path) -> None:
     supernet = smoke_supernet_config(str(tmp_path / "d"), str(tmp_path / "o"), kind="retinanet")
     supernet = replace(supernet, model=replace(supernet.model, backbone_weights=None))
-    limit = neck_evidence.fpn_neck_flops(supernet, 11)
+    limit = cost_matched.fpn_neck_flops(supernet, 11)
     # the constraint's side: NeckCost as the search builds it from the super-net checkpoint's state
     state = {
         "config_class": "raynas.training.config.SupernetConfig",
@@ -112,16 +113,16 @@ def test_the_flops_limit_is_the_fpns_neck_flops_as_the_search_constraint_counts_
     main = OPANASSearchConfig(
         population_size=4, generations=1, top_k=2, storage_path=str(tmp_path), name="search"
     )
-    flops_matched, pareto = neck_evidence.cost_matched_searches(main, limit, tmp_path / "ev", False, True)
+    flops_matched, pareto = cost_matched.cost_matched_searches(main, limit, tmp_path / "ev", False, True)
     assert flops_matched.strategies == ["evolution"] and flops_matched.max_neck_flops == limit
-    assert flops_matched.max_retries == neck_evidence.FLOPS_MATCHED_RETRIES
+    assert flops_matched.max_retries == cost_matched.FLOPS_MATCHED_RETRIES
     assert pareto.strategies == ["pareto"] and pareto.max_neck_flops is None
     folder = str(tmp_path / "ev")
     for cfg, name in ((flops_matched, "search_flops_matched"), (pareto, "search_pareto")):
         assert (cfg.budget, cfg.seed, cfg.name, cfg.storage_path) == (main.budget, 0, name, folder)
-    assert len(neck_evidence.cost_matched_searches(main, limit, tmp_path, False, False)) == 1
+    assert len(cost_matched.cost_matched_searches(main, limit, tmp_path, False, False)) == 1
     tighter = replace(main, max_neck_flops=limit // 2)  # a limit of the main job's own is kept if lower
-    (searched,) = neck_evidence.cost_matched_searches(tighter, limit, tmp_path, False, False)
+    (searched,) = cost_matched.cost_matched_searches(tighter, limit, tmp_path, False, False)
     assert searched.max_neck_flops == limit // 2
 
 
@@ -132,7 +133,7 @@ def test_the_nsga_arm_is_the_front_member_nearest_the_fpns_flops() -> None:
     )  # fmt: skip
     table = mark_pareto_front(table, "AP")
     assert list(table["pareto_front"]) == [True, True, True, False, True]  # d: more FLOPs, less AP than c
-    nearest = neck_evidence.nearest_front_member
+    nearest = cost_matched.nearest_front_member
     assert nearest(table, 32, "AP")["name"] == "c"  # d is nearer but off the front
     assert nearest(table, 40, "AP")["name"] == "e"  # c and e as near: the higher AP
     assert nearest(table, 0, "AP")["name"] == "a" and nearest(table, 1e9, "AP")["name"] == "e"
