@@ -70,6 +70,8 @@ def test_the_table_says_the_grid_and_whether_to_retrain_longer() -> None:
     assert "torchvision's head: 31.5 +/- 2.1 (2 seeds), 0.31 M head params" in text
     assert "| 24 | 2 | 25.0 | 40.0 | 0.13 M | 0.09 G | 61 s |" in text
     assert "rose +11.00 over epoch 3" in text and "is still rising: retrain longer" in text
+    one = fad_budget.markdown(rows.iloc[:1], curves[curves["run"] == "default_seed0"])
+    assert "torchvision's head: 30.0 (1 seed), 0.31 M head params" in one and "nan" not in one
 
 
 @pytest.mark.parametrize(

@@ -167,8 +167,8 @@ def markdown(rows: pd.DataFrame, curves: pd.DataFrame) -> str:
     if len(default):
         ap = 100 * default["AP"]
         params = default["head_params"].iloc[0] / 1e6
-        lines += [f"- torchvision's head: {ap.mean():.1f} +/- {ap.std(ddof=1):.1f} ({len(default)} seeds), "
-                  f"{params:.2f} M head params", ""]  # fmt: skip
+        spread = f" +/- {ap.std(ddof=1):.1f} ({len(default)} seeds)" if len(default) > 1 else " (1 seed)"
+        lines += [f"- torchvision's head: {ap.mean():.1f}{spread}, {params:.2f} M head params", ""]
     searched = rows[rows["arm"] == SEARCHED_ARM]
     if len(searched):
         lines += [
