@@ -346,14 +346,12 @@ def test_an_unknown_flag_is_one_line_naming_it_and_the_help(capfd, script) -> No
 
 
 def test_an_invalid_choice_through_the_raynas_command_is_one_line(tmp_path) -> None:
-    """The installed ``raynas`` command, a sub-command's invalid choice: one line naming the flag, the
-    choices and the sub-command's help; nothing written."""
+    """The ``raynas`` command in a process of its own (the console script's module), a sub-command's
+    invalid choice: one line naming the flag, the choices and the sub-command's help; nothing written."""
     import subprocess
 
-    result = subprocess.run(
-        ["raynas", "data", "scenes", "--out", str(tmp_path / "s"), "--layout", "nope"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    command = [sys.executable, "-m", "raynas.cli", "data", "scenes", "--out", str(tmp_path / "s")]
+    result = subprocess.run([*command, "--layout", "nope"], capture_output=True, text=True, check=False)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("raynas data scenes: error: argument --layout: invalid choice: 'nope'")

@@ -116,3 +116,53 @@ def test_smoke_sweep_runs_end_to_end_and_a_rerun_skips(tmp_path: Path) -> None:
     assert json.loads((out / "budget_sweep.json").read_text())["runs_started"] == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "budget_sweep.csv"), rows)
     pd.testing.assert_frame_equal(pd.read_csv(out / "budget_curve.csv"), curves)
+
+
+class Stop(Exception):
+    """Stands for Ctrl+C in the middle of a run."""
+
+
+def test_a_stopped_sweep_is_resumed_by_the_same_command_and_keeps_every_row(tmp_path, monkeypatch) -> None:
+    """The record is written after every run (a table without it is refused as of unknown recipe), and a
+    kept row the resumed run has not reached yet stays in the table when that run stops too."""
+    import raynas.jobs.main_job
+    import raynas.training.darts
+
+    out = tmp_path / "out"
+    argv = ["--smoke", "--proxy", "scenes", "--out", str(out), "--data", str(tmp_path / "d")]
+    trained: list[str] = []
+
+    def fake_trained(cfg, run, fields):
+        if run in stop_at:
+            raise Stop(run)
+        trained.append(run)
+        row = {"run": run, **fields, "AP": 0.2, "AP50": 0.4, "AP75": 0.1, "split": "test",
+               "head_params": 1000, "head_flops": 2000}  # fmt: skip
+        return row, pd.DataFrame({"run": [run] * 2, "epoch": [1, 2], "AP": [0.1, 0.2]}), True
+
+    monkeypatch.setattr(raynas.jobs.main_job, "prepare_inputs", lambda *a, **k: None)
+    monkeypatch.setattr(fad_budget, "_trained", fake_trained)
+    stop_at = {"default_seed1"}
+    settings_, base, before = fad_budget_sweep.check(fad_budget_sweep.build_parser().parse_args(argv))
+    with pytest.raises(Stop):
+        fad_budget.run(settings_, base, before)
+    record = json.loads((out / "budget_sweep.json").read_text())
+    assert record["runs"] == 1 and record["settings"]["proxy"] == "scenes"
+
+    # resumed by the same command: the kept run is not trained again; a kept row of a later grid point
+    # (c12_e2, as if finished on another machine) survives a stop before the run reaches it
+    table = pd.read_csv(out / "budget_sweep.csv")
+    later = {"run": "c12_e2", "arm": fad_budget.SEARCHED_ARM, "seed": 0, "c_prime": 12, "search_epochs": 2,
+             "AP": 0.3, "AP50": 0.5, "AP75": 0.2, "split": "test", "head_params": 900, "head_flops": 1800,
+             "search_time_s": 5.0}  # fmt: skip
+    pd.concat([table, pd.DataFrame([later])]).to_csv(out / "budget_sweep.csv", index=False)
+    stop_at = set()
+    monkeypatch.setattr(
+        raynas.training.darts, "search_fad", lambda cfg: (_ for _ in ()).throw(Stop("search"))
+    )
+    settings_, base, before = fad_budget_sweep.check(fad_budget_sweep.build_parser().parse_args(argv))
+    with pytest.raises(Stop):
+        fad_budget.run(settings_, base, before)
+    assert trained == ["default_seed0", "default_seed1"]
+    assert list(pd.read_csv(out / "budget_sweep.csv")["run"]) == ["default_seed0", "default_seed1", "c12_e2"]
+    assert json.loads((out / "budget_sweep.json").read_text())["runs"] == 2

@@ -274,3 +274,37 @@ def test_wall_times_add_this_run_to_the_tables_total() -> None:
     later = wall_times(started, {"wall_time_s": 1.0, "wall_time_total_s": 100.0})
     assert later["wall_time_total_s"] == round(100.0 + later["wall_time_s"], 1)
     assert wall_times(started, {"wall_time_s": 30.0})["wall_time_total_s"] >= 42.0
+
+
+class Stop(Exception):
+    """Stands for Ctrl+C in the middle of a run."""
+
+
+def test_a_stopped_run_leaves_a_record_so_the_same_command_resumes(tmp_path: Path, monkeypatch) -> None:
+    """The record is written with the table after every run: a table without it is refused (its recipe
+    unknown), so a stop before the end would have left a folder no command could resume."""
+    import raynas.jobs.arms
+    import raynas.jobs.main_job
+    from raynas.jobs import head_evidence
+
+    sys.path.insert(0, str(EXPERIMENTS))
+    import fad_evidence
+
+    out = tmp_path / "out"
+    argv = ["--smoke", "--proxy", "scenes", "--out", str(out), "--data", str(tmp_path / "d")]
+    row = {"arm": "FCOS head", "seed": 0, **dict.fromkeys(head_evidence.METRICS, 0.3), "split": "test",
+           "head_params": 1000, "head_flops": 2000, "head": "torchvision"}  # fmt: skip
+
+    def stopped(base, arms, seeds, kept_rows, metrics, cost, write):
+        write([row], 1)
+        raise Stop
+
+    monkeypatch.setattr(raynas.jobs.main_job, "prepare_inputs", lambda *a, **k: None)
+    monkeypatch.setattr(head_evidence, "run_searches", lambda *a: ({}, []))
+    monkeypatch.setattr(raynas.jobs.arms, "train_head_arms", stopped)
+    with pytest.raises(Stop):
+        head_evidence.run(*fad_evidence.check(fad_evidence.build_parser().parse_args(argv)))
+    record = json.loads((out / "fad_evidence.json").read_text())
+    assert record["runs"] == 1 and record["runs_started"] == 1 and record["settings"]["proxy"] == "scenes"
+    settings, _, before, kept_rows = fad_evidence.check(fad_evidence.build_parser().parse_args(argv))
+    assert before["runs"] == 1 and list(kept_rows["arm"]) == ["FCOS head"]

@@ -85,18 +85,33 @@ def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
     out, started = Path(settings.fad.out), time.perf_counter()
     prepare_inputs(base, smoke=settings.fad.smoke)
     kept, curves = read_kept(out)
-    planned = {f"default_seed{seed}" for seed in range(settings.fad.seeds)} | {
-        name for name, _, _ in grid(settings)
-    }
-    unplanned = [row for name, row in kept.items() if name not in planned]  # a narrower re-run loses no row
     rows, trained = [], 0
+
+    def write() -> dict:
+        """Tables and record after every run: a stop leaves a folder the same command resumes, with every
+        kept row (those this run has not reached yet, and those a narrower re-run does not plan)."""
+        reached = {row["run"] for row in rows}
+        table = write_outputs(out, rows + [row for run, row in kept.items() if run not in reached], curves)
+        record = {
+            "runs_started": trained,
+            "runs": len(rows),
+            **wall_times(started, before),
+            "schedule": schedule_check(table, curves),
+            "settings": {
+                **asdict(settings.fad),
+                "widths": list(settings.widths),
+                "search_lengths": list(settings.search_lengths),
+            },
+        }
+        atomic_write_json(out / f"{NAME}.json", record)
+        return record
 
     def add(row: dict, curve: pd.DataFrame, trained_now: bool) -> None:
         nonlocal curves, trained
         rows.append(row)
         trained += trained_now
         curves = pd.concat([curves[curves["run"] != row["run"]], curve], ignore_index=True)
-        write_outputs(out, rows + unplanned, curves)
+        write()
 
     for seed in range(settings.fad.seeds):  # the default head first: its curve fixes the schedule
         name = f"default_seed{seed}"
@@ -126,19 +141,7 @@ def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
             "search_peak_memory_mb": float(result.metrics.get("peak_memory_mb", float("nan"))),
         }
         add(*_trained(cfg, name, fields))
-    table = write_outputs(out, rows + unplanned, curves)
-    record = {
-        "runs_started": trained,
-        "runs": len(rows),
-        **wall_times(started, before),
-        "schedule": schedule_check(table, curves),
-        "settings": {
-            **asdict(settings.fad),
-            "widths": list(settings.widths),
-            "search_lengths": list(settings.search_lengths),
-        },
-    }
-    atomic_write_json(out / f"{NAME}.json", record)
+    record = write()
     print("\n" + (out / f"{NAME}.md").read_text())
     return record
 

@@ -286,7 +286,8 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
 
     earlier = with_genotypes(kept_rows).to_dict("records")
 
-    def write(rows: list[dict], _trained: int = 0) -> None:
+    def write(rows: list[dict], launched: int = 0) -> dict:
+        """Table, plot and record after every run: a stop leaves a folder the same command resumes."""
         reached = {_unit(row) for row in rows}  # a stop keeps every row; a rerun replaces its own
         frame = pd.DataFrame(rows + [row for row in earlier if _unit(row) not in reached])
         if "genotype" in frame:  # a whole number where there is one (NaN would make the column float)
@@ -298,17 +299,18 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
         atomic_write_text(out / "fad_evidence.csv", frame.to_csv(index=False))
         atomic_write_text(out / "fad_evidence.md", markdown(table, pd.DataFrame(costs), frame))
         plot(table, out / "fad_evidence.png", reported_split(base))
+        record = {
+            "runs_started": launched,
+            "runs": len(rows),
+            **wall_times(started, before),
+            "search_costs": costs,
+            "settings": asdict(settings),
+        }
+        atomic_write_json(out / "fad_evidence.json", record)
+        return record
 
     rows, launched = train_head_arms(base, arms, settings.seeds, kept_rows, METRICS, head_cost, write)
-    write(rows)
-    record = {
-        "runs_started": launched,
-        "runs": len(rows),
-        **wall_times(started, before),
-        "search_costs": costs,
-        "settings": asdict(settings),
-    }
-    atomic_write_json(out / "fad_evidence.json", record)
+    record = write(rows, launched)
     print("\n" + (out / "fad_evidence.md").read_text())
     return record
 
