@@ -35,7 +35,7 @@ from raynas.jobs.fad import (
     fad_settings,
     with_fad_presets,
 )
-from raynas.jobs.fad_budget import NAME, RECIPE, SweepSettings, read_kept, run
+from raynas.jobs.fad_budget import NAME, RECIPE, SweepSettings, check_kept_searches, read_kept, run
 from raynas.studies.flags import check_counts
 from raynas.studies.tables import previous_record
 from raynas.training.config import TrainConfig
@@ -95,6 +95,7 @@ def check(args: argparse.Namespace) -> tuple[SweepSettings, TrainConfig, dict]:
         raise ConfigError(
             f"{out / f'{NAME}.csv'} has no record {NAME}.json beside it; copy it too, or choose another --out"
         )
+    check_kept_searches(before, out)
     try:
         read_kept(out)
     except (ValueError, KeyError) as err:

@@ -9,11 +9,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 from tiny_data import failure_text
 
+from raynas.config import ConfigError
 from raynas.jobs import fad_budget
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -166,3 +168,21 @@ def test_a_stopped_sweep_is_resumed_by_the_same_command_and_keeps_every_row(tmp_
     assert trained == ["default_seed0", "default_seed1"]
     assert list(pd.read_csv(out / "budget_sweep.csv")["run"]) == ["default_seed0", "default_seed1", "c12_e2"]
     assert json.loads((out / "budget_sweep.json").read_text())["runs"] == 2
+
+    # a stop in a retraining keeps its search: the resumed run retrains without searching again
+    genotype = tmp_path / "genotype.json"
+    shutil.copyfile(EXPERIMENTS / "results" / "fad_evidence" / "genotypes" / "fad_full.json", genotype)
+    found = SimpleNamespace(genotype_path=genotype, metrics={"epoch_time_s": 3.0, "epoch": 2})
+    monkeypatch.setattr(raynas.training.darts, "search_fad", lambda cfg: found)
+    stop_at = {"c12_e1"}
+    with pytest.raises(Stop):
+        fad_budget.run(*fad_budget_sweep.check(fad_budget_sweep.build_parser().parse_args(argv)))
+    assert json.loads((out / "budget_sweep.json").read_text())["searches"]["c12_e1"]["search_time_s"] == 6.0
+    stop_at = set()
+    monkeypatch.setattr(raynas.training.darts, "search_fad", lambda cfg: (_ for _ in ()).throw(Stop("again")))
+    fad_budget.run(*fad_budget_sweep.check(fad_budget_sweep.build_parser().parse_args(argv)))
+    table = pd.read_csv(out / "budget_sweep.csv").set_index("run")
+    assert trained[-1] == "c12_e1" and table.loc["c12_e1", "search_time_s"] == 6.0
+    (out / "genotypes" / "c12_e1.json").write_text("{")  # a damaged kept genotype: named before Ray
+    with pytest.raises(ConfigError, match="c12_e1.json cannot be read as a genotype"):
+        fad_budget_sweep.check(fad_budget_sweep.build_parser().parse_args(argv))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from raynas.config import ConfigError
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import train_and_report, train_time_s
 from raynas.jobs.fad import FADSettings, fad_head_spec, fad_search_config
@@ -57,6 +58,41 @@ def read_kept(out: Path) -> tuple[dict[str, dict], pd.DataFrame]:
     return kept, pd.read_csv(curves) if curves.is_file() else pd.DataFrame(columns=["run", "epoch", "AP"])
 
 
+def kept_genotype(out: Path, name: str) -> Path:
+    return out / "genotypes" / f"{name}.json"
+
+
+def kept_searches(before: dict, out: Path) -> dict[str, dict]:
+    """The searches a stopped sweep finished (its record's ``searches``, each with its genotype in
+    ``genotypes/``): not run again, so a stop in a retraining loses the retraining only. A search whose
+    genotype is missing is run again."""
+    recorded = before.get("searches", {})
+    return {name: cost for name, cost in recorded.items() if kept_genotype(out, name).is_file()}
+
+
+def check_kept_searches(before: dict, out: Path) -> None:
+    """The record's finished searches and their genotypes readable (before Ray; one line naming the file)."""
+    searches = before.get("searches", {})
+    if not isinstance(searches, dict) or not all(
+        isinstance(cost, dict) and isinstance(cost.get("search_time_s"), int | float)
+        for cost in searches.values()
+    ):
+        raise ConfigError(
+            f"{out / f'{NAME}.json'}: 'searches' is not a table of search costs; restore it, or choose "
+            "another --out"
+        )
+    for name in kept_searches(before, out):
+        path = kept_genotype(out, name)
+        try:
+            arch = json.loads(path.read_text())["arch"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(
+                f"{path} cannot be read as a genotype ({err}); restore it, or delete it to search again"
+            ) from None
+        if not isinstance(arch, dict):
+            raise ConfigError(f"{path}: 'arch' is not a genotype; restore it, or delete it to search again")
+
+
 def _curve(run: str, checkpoint_dir: Path) -> pd.DataFrame:
     """The run's val AP after every epoch (its TensorBoard scalars)."""
     from raynas.training.curves import read_curve
@@ -86,6 +122,7 @@ def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
     prepare_inputs(base, smoke=settings.fad.smoke)
     kept, curves = read_kept(out)
     rows, trained = [], 0
+    searches = kept_searches(before, out)  # run name -> its search's cost, where its genotype is kept
 
     def write() -> dict:
         """Tables and record after every run: a stop leaves a folder the same command resumes, with every
@@ -97,6 +134,7 @@ def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
             "runs": len(rows),
             **wall_times(started, before),
             "schedule": schedule_check(table, curves),
+            "searches": searches,
             "settings": {
                 **asdict(settings.fad),
                 "widths": list(settings.widths),
@@ -125,11 +163,19 @@ def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
             rows.append(kept[name])
             continue
         point = replace(settings.fad, c_prime=c_prime, search_epochs=length)
-        print(f"== search: c'={c_prime}, {length} epoch(s) ==", flush=True)
-        result = search_fad(fad_search_config(base, point, f"search_{name}"))
-        genotype = json.loads(result.genotype_path.read_text())["arch"]
-        (out / "genotypes").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(result.genotype_path, out / "genotypes" / f"{name}.json")
+        if name not in searches:
+            print(f"== search: c'={c_prime}, {length} epoch(s) ==", flush=True)
+            result = search_fad(fad_search_config(base, point, f"search_{name}"))
+            (out / "genotypes").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(result.genotype_path, kept_genotype(out, name))
+            searches[name] = {
+                "search_time_s": train_time_s(result.metrics),
+                "search_peak_memory_mb": float(result.metrics.get("peak_memory_mb", float("nan"))),
+            }
+            write()  # a stop in the retraining keeps the search
+        else:
+            print(f"== search: c'={c_prime}, {length} epoch(s): kept ({kept_genotype(out, name)}) ==")
+        genotype = json.loads(kept_genotype(out, name).read_text())["arch"]
         head = fad_head_spec(genotype, point, c_prime)
         cfg = replace(base, head=head, run=replace(base.run, name=f"retrain_{name}", seed=0))
         fields = {
@@ -137,8 +183,7 @@ def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
             "seed": 0,
             "c_prime": c_prime,
             "search_epochs": length,
-            "search_time_s": train_time_s(result.metrics),
-            "search_peak_memory_mb": float(result.metrics.get("peak_memory_mb", float("nan"))),
+            **searches[name],
         }
         add(*_trained(cfg, name, fields))
     record = write()
