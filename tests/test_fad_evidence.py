@@ -244,6 +244,10 @@ def test_the_scenes_recipe_is_the_calibrations_on_cached_body_outputs(tmp_path: 
     assert (smoke.data.root, smoke.data.image_size, smoke.model.min_size) == ("data/scenes_smoke", 128, 128)
     assert smoke.model.anchor_sizes == list(scenes_anchor_sizes(128))
     assert _settings([]).proxy == "digits" and _settings([]).train_images == 600
+    # the budget sweep's schedule on scenes (16 epochs, c' = 24, 2 search epochs); digits keeps its 4
+    assert (settings.epochs, settings.c_prime, settings.search_epochs) == (16, 24, 2)
+    assert _settings([]).epochs == 4 and _settings(["--proxy", "scenes", "--epochs", "8"]).epochs == 8
+    assert _settings(["--proxy", "scenes", "--smoke"]).epochs == 1
 
 
 @pytest.mark.parametrize("script", ["fad_evidence", "mask_fad"])
