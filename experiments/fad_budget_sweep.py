@@ -14,7 +14,8 @@ run: test AP, head parameters and FLOPs, search time and memory), ``budget_curve
 and epoch), ``budget_sweep.md`` (the grid, and whether the default head's AP has stopped rising over the
 last epoch by more than its seed std), ``budget_sweep.png`` (the curves), ``budget_sweep.json`` and
 ``genotypes/``. Resumable, also from the table alone: a row of ``budget_sweep.csv`` in ``--out`` (same
-recipe) is not run again.
+recipe) is not run again, and a search that finished before a stop is kept (its genotype in ``genotypes/``,
+its cost in the record's ``searches``), so only its retraining runs.
 """
 
 from __future__ import annotations
