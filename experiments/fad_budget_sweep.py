@@ -3,9 +3,11 @@ head's AP after every retraining epoch, so that the evidence recipe is chosen fr
 
     python experiments/fad_budget_sweep.py --proxy scenes                 # c' 24/48/96 x 2/6 search epochs
     python experiments/fad_budget_sweep.py --proxy scenes --c-primes 24 96 --search-lengths 4
+    python experiments/fad_budget_sweep.py --proxy scenes --c-primes 24 --search-warmups 6 --search-lengths 2
     python experiments/fad_budget_sweep.py --smoke                        # tiny (CI)
 
-Each grid point runs first-order DARTS (``raynas.training.darts``) at its c' for its number of epochs and
+Each grid point runs first-order DARTS (``raynas.training.darts``) at its c' for its number of epochs, after
+its number of weights-only warm-up epochs (``--search-warmups``, default 0: DARTS's reference), and
 retrains the derived head once (seed 0) with the evidence's recipe (``--epochs``, ``--train-images``,
 ``--cells-per-group``, ``--kind``); torchvision's head is retrained at ``--seeds`` seeds with the same
 recipe. Every retraining is scored on the test split where the data have one (val on digits) and
@@ -57,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--c-primes", type=int, nargs="+", default=None, help=f"block widths (default {WIDTHS})"
     )
     parser.add_argument(
+        "--search-warmups",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="weights-only epochs before each search's alphas move (default [0]: none)",
+    )
+    parser.add_argument(
         "--search-lengths",
         type=int,
         nargs="+",
@@ -81,13 +90,19 @@ def check(args: argparse.Namespace) -> tuple[SweepSettings, TrainConfig, dict]:
     """Every flag and the sweep already in ``--out`` checked here, before Ray starts."""
     from raynas.config import check_writable_folder
 
-    for flag, values in (("--c-primes", args.c_primes), ("--search-lengths", args.search_lengths)):
-        if values is not None and (min(values) < 1 or len(set(values)) < len(values)):
-            raise ConfigError(f"{flag} takes distinct counts >= 1, got {values}")
+    for flag, values, least in (
+        ("--c-primes", args.c_primes, 1),
+        ("--search-lengths", args.search_lengths, 1),
+        ("--search-warmups", args.search_warmups, 0),
+    ):
+        if values is not None and (min(values) < least or len(set(values)) < len(values)):
+            raise ConfigError(f"{flag} takes distinct counts >= {least}, got {values}")
     with_presets(args)
     check_counts(args, dict.fromkeys(set(FAD_COUNTS) - {"c_prime", "search_epochs"}, 1))
     check_writable_folder(args.out, "--out")
-    settings = SweepSettings(fad_settings(args), tuple(args.c_primes), tuple(args.search_lengths))
+    settings = SweepSettings(
+        fad_settings(args), tuple(args.c_primes), tuple(args.search_lengths), tuple(args.search_warmups)
+    )
     base = fad_base_config(settings.fad, settings.fad.kind)
     fad_search_config(base, settings.fad, "check")  # its own checks, before Ray
     out = Path(settings.fad.out)

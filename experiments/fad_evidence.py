@@ -88,7 +88,7 @@ SCENES_EPOCHS = 16
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/fad_evidence", help="where runs, tables and plots go")
-    add_fad_flags(parser)
+    add_fad_flags(parser, scenes_epochs=SCENES_EPOCHS)
     parser.add_argument("--kind", default="fcos", choices=list(ONE_STAGE))
     parser.add_argument(
         "--arms",
@@ -120,7 +120,7 @@ def check(args: argparse.Namespace) -> tuple[FADSettings, TrainConfig, dict, pd.
     known = [s for _, s, _ in SEARCHED]
     if args.arms and set(args.arms) - set(known):
         raise ConfigError(f"--arms {sorted(set(args.arms) - set(known))} unknown; choose from {known}")
-    check_counts(args, dict.fromkeys((*FAD_COUNTS, "random_genotypes"), 1))
+    check_counts(args, {**dict.fromkeys((*FAD_COUNTS, "random_genotypes"), 1), "search_warmup": 0})
     check_writable_folder(args.out, "--out")
     settings = fad_settings(args)
     base = fad_base_config(settings, settings.kind)

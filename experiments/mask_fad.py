@@ -74,7 +74,7 @@ def check(args: argparse.Namespace) -> tuple[FADSettings, TrainConfig, dict, pd.
     from raynas.config import check_writable_folder
 
     with_presets(args)
-    check_counts(args, dict.fromkeys(FAD_COUNTS, 1))
+    check_counts(args, {**dict.fromkeys(FAD_COUNTS, 1), "search_warmup": 0})
     check_writable_folder(args.out, "--out")
     settings = fad_settings(args)
     base = fad_base_config(settings, "mask_rcnn")

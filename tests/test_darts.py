@@ -156,6 +156,44 @@ def test_weight_step_restores_alpha_grad_when_the_loss_is_not_finite(darts):
     assert model.head.alphas.requires_grad
 
 
+def test_arch_warmup_steps_the_weights_alone_then_the_alphas_from_its_last_step(tiny_digits: Path):
+    """``fad.arch_warmup_epochs``: weight steps only for that many epochs, then DARTS's alternation."""
+    torch.manual_seed(0)
+    cfg = tiny_config(tiny_digits)
+    cfg = dataclasses.replace(
+        cfg,
+        optim=dataclasses.replace(cfg.optim, epochs=2),
+        fad=dataclasses.replace(cfg.fad, arch_warmup_epochs=1),
+    )
+    task = DartsTask(cfg)
+    model = task.build_model(NUM_CLASSES).train()
+    loaders = task.train_loaders(build_dataset(cfg.data, "train"))
+    iters = len(loaders["weights"])
+    task.build_optimizers(model, iters)
+    weight_batch, alpha_batch = next(iter(loaders["weights"])), next(iter(loaders["alphas"]))
+    alphas0, before = model.head.alphas.detach().clone(), weights_of(model)
+
+    for step in range(iters):  # the warm-up epoch
+        assert set(task.train_step(model, weight_batch, step, {"alphas": alpha_batch})) == {"loss"}
+    assert torch.equal(model.head.alphas.detach(), alphas0)
+    assert any(not torch.equal(before[n], p) for n, p in weights_of(model).items()), "weights did not move"
+
+    values = task.train_step(model, weight_batch, iters, {"alphas": alpha_batch})
+    assert set(values) == {"loss", "arch_loss"}
+    assert not torch.equal(model.head.alphas.detach(), alphas0)
+
+
+@pytest.mark.parametrize("warmup", [2, 3])
+def test_an_arch_warmup_as_long_as_the_search_is_refused(tiny_digits: Path, warmup: int):
+    cfg = tiny_config(tiny_digits)
+    with pytest.raises(ConfigError, match="fad.arch_warmup_epochs .* must be below optim.epochs"):
+        dataclasses.replace(
+            cfg,
+            optim=dataclasses.replace(cfg.optim, epochs=2),
+            fad=dataclasses.replace(cfg.fad, arch_warmup_epochs=warmup),
+        )
+
+
 # -- the two halves ----------------------------------------------------------------------------------------
 
 

@@ -27,17 +27,30 @@ def settings(argv: list[str]) -> fad_budget.SweepSettings:
     args = fad_budget_sweep.with_presets(fad_budget_sweep.build_parser().parse_args(argv))
     from raynas.jobs.fad import fad_settings
 
-    return fad_budget.SweepSettings(fad_settings(args), tuple(args.c_primes), tuple(args.search_lengths))
+    return fad_budget.SweepSettings(
+        fad_settings(args), tuple(args.c_primes), tuple(args.search_lengths), tuple(args.search_warmups)
+    )
 
 
 def test_the_grid_is_the_issues_widths_by_two_search_lengths() -> None:
     chosen = settings(["--proxy", "scenes"])
-    assert [(c, length) for _, c, length in fad_budget.grid(chosen)] == [
-        (24, 2), (24, 6), (48, 2), (48, 6), (96, 2), (96, 6)
+    assert [(c, warmup, length) for _, c, warmup, length in fad_budget.grid(chosen)] == [
+        (24, 0, 2), (24, 0, 6), (48, 0, 2), (48, 0, 6), (96, 0, 2), (96, 0, 6)
     ]  # fmt: skip
     assert chosen.fad.seeds == 3 and chosen.fad.proxy == "scenes"
     smoke = settings(["--smoke", "--c-primes", "16"])
     assert (smoke.widths, smoke.search_lengths, smoke.fad.seeds, smoke.fad.epochs) == ((16,), (1, 2), 2, 2)
+
+
+def test_warmups_are_a_grid_axis_and_a_point_without_one_keeps_its_old_name() -> None:
+    chosen = settings(["--proxy", "scenes", "--c-primes", "24", "--search-warmups", "0", "6",
+                       "--search-lengths", "2"])  # fmt: skip
+    assert fad_budget.grid(chosen) == [("c24_e2", 24, 0, 2), ("c24_w6_e2", 24, 6, 2)]
+    from raynas.jobs.fad import fad_base_config, fad_search_config
+
+    point = fad_budget.replace(chosen.fad, c_prime=24, search_epochs=2, search_warmup=6)
+    search = fad_search_config(fad_base_config(point, "fcos"), point, "s")
+    assert (search.optim.epochs, search.fad.arch_warmup_epochs, search.optim.milestones) == (8, 6, [7])
 
 
 def _curves(values: dict[str, list[float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -70,7 +83,10 @@ def test_the_table_says_the_grid_and_whether_to_retrain_longer() -> None:
                 "search_time_s": 61.0}  # fmt: skip
     text = fad_budget.markdown(pd.concat([rows, pd.DataFrame([searched])], ignore_index=True), curves)
     assert "torchvision's head: 31.5 +/- 2.1 (2 seeds), 0.31 M head params" in text
-    assert "| 24 | 2 | 25.0 | 40.0 | 0.13 M | 0.09 G | 61 s |" in text
+    assert "| 24 | 0 | 2 | 25.0 | 40.0 | 0.13 M | 0.09 G | 61 s |" in text  # a row from before warm-ups
+    warmed = {**searched, "run": "c24_w6_e2", "search_warmup": 6, "AP": 0.27}
+    text = fad_budget.markdown(pd.concat([rows, pd.DataFrame([searched, warmed])], ignore_index=True), curves)
+    assert "| 24 | 0 | 2 | 25.0 |" in text and "| 24 | 6 | 2 | 27.0 |" in text
     assert "rose +11.00 over epoch 3" in text and "is still rising: retrain longer" in text
     one = fad_budget.markdown(rows.iloc[:1], curves[curves["run"] == "default_seed0"])
     assert "torchvision's head: 30.0 (1 seed), 0.31 M head params" in one and "nan" not in one
@@ -81,6 +97,7 @@ def test_the_table_says_the_grid_and_whether_to_retrain_longer() -> None:
     [
         (["--c-primes", "24", "24"], "--c-primes"),
         (["--search-lengths", "0"], "--search-lengths"),
+        (["--search-warmups", "-1"], "--search-warmups"),
         (["--seeds", "0"], "--seeds"),
         (["--smoke", "--paper"], "--smoke and --paper"),
     ],

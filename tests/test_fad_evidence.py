@@ -312,3 +312,45 @@ def test_a_stopped_run_leaves_a_record_so_the_same_command_resumes(tmp_path: Pat
     assert record["runs"] == 1 and record["runs_started"] == 1 and record["settings"]["proxy"] == "scenes"
     settings, _, before, kept_rows = fad_evidence.check(fad_evidence.build_parser().parse_args(argv))
     assert before["runs"] == 1 and list(kept_rows["arm"]) == ["FCOS head"]
+
+
+def test_a_stop_in_a_later_search_keeps_the_earlier_searches_cost(tmp_path: Path, monkeypatch) -> None:
+    """The record is written after each search: a stop in the next one leaves the finished search's cost
+    beside its genotype, so the same command does not search it again."""
+    from types import SimpleNamespace
+
+    import raynas.jobs.main_job
+    import raynas.training.darts
+    from raynas.jobs import head_evidence
+
+    sys.path.insert(0, str(EXPERIMENTS))
+    import fad_evidence
+
+    out = tmp_path / "out"
+    argv = ["--smoke", "--proxy", "scenes", "--out", str(out), "--data", str(tmp_path / "d"),
+            "--arms", "fad_full", "no_repshare"]  # fmt: skip
+    run_dir = tmp_path / "search"
+    run_dir.mkdir()
+    shutil.copyfile(EXPERIMENTS / "results" / "fad_evidence" / "genotypes" / "fad_full.json",
+                    run_dir / "genotype.json")  # fmt: skip
+    (run_dir / "genotype.png").write_bytes(b"png")
+    searched = []
+
+    def search(cfg):
+        searched.append(cfg.run.name)
+        if cfg.run.name == "search_no_repshare":
+            raise Stop
+        metrics = {"epoch_time_s": 4.0, "epoch": 1, "peak_memory_mb": 10.0}
+        return SimpleNamespace(genotype_path=run_dir / "genotype.json", run_dir=run_dir, metrics=metrics)
+
+    monkeypatch.setattr(raynas.jobs.main_job, "prepare_inputs", lambda *a, **k: None)
+    monkeypatch.setattr(raynas.training.darts, "search_fad", search)
+    with pytest.raises(Stop):
+        head_evidence.run(*fad_evidence.check(fad_evidence.build_parser().parse_args(argv)))
+    record = json.loads((out / "fad_evidence.json").read_text())
+    assert record["search_costs"] == [
+        {"arm": "FAD searched", "search_time_s": 4.0, "search_peak_memory_mb": 10.0}
+    ]
+    with pytest.raises(Stop):  # resumed: only the search that did not finish runs again
+        head_evidence.run(*fad_evidence.check(fad_evidence.build_parser().parse_args(argv)))
+    assert searched == ["search_fad_full", "search_no_repshare", "search_no_repshare"]

@@ -50,6 +50,7 @@ class FADSettings:
     c_prime: int
     cells_per_group: int
     train_workers: int = 1
+    search_warmup: int = 0  # weights-only epochs before a search's alphas move (FADConfig.arch_warmup_epochs)
     proxy: str = "digits"  # the embedded data: digits (the committed tables) or scenes (issue 28)
     random_genotypes: int = 3  # fad_evidence: FAD random's genotypes, each at every seed
     gpu: bool = False
@@ -72,9 +73,12 @@ def fad_settings(args: argparse.Namespace) -> FADSettings:
     return FADSettings(**given)
 
 
-def add_fad_flags(parser: argparse.ArgumentParser, one_search: bool = True) -> None:
+def add_fad_flags(
+    parser: argparse.ArgumentParser, one_search: bool = True, scenes_epochs: int | None = None
+) -> None:
     """The flags the FAD experiments take: data, budget, width and depth, where to run, the presets
-    (``one_search=False``: without ``--search-epochs`` and ``--c-prime``, which the budget sweep varies)."""
+    (``one_search=False``: without ``--search-epochs``, ``--search-warmup`` and ``--c-prime``, which the
+    budget sweep varies; ``scenes_epochs``: the script's retraining default on scenes, if not digits')."""
     parser.add_argument(
         "--proxy",
         default="digits",
@@ -88,8 +92,19 @@ def add_fad_flags(parser: argparse.ArgumentParser, one_search: bool = True) -> N
         parser.add_argument(
             "--search-epochs", type=int, default=None, help="DARTS epochs a search (default 2)"
         )
+        parser.add_argument(
+            "--search-warmup",
+            type=int,
+            default=0,
+            help="epochs that train the search's weights only, before its --search-epochs (default 0, "
+            "DARTS's reference: alphas move from the first batch)",
+        )
+    on_scenes = "" if scenes_epochs is None else f"; {scenes_epochs} with --proxy scenes"
     parser.add_argument(
-        "--epochs", type=int, default=None, help="retraining epochs, x0.1 in the last (default 4)"
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"retraining epochs, x0.1 in the last (default {FAD_DEFAULTS['epochs']}{on_scenes})",
     )
     parser.add_argument(
         "--train-images",
@@ -160,9 +175,10 @@ def _decay(epochs: int) -> list[int]:
 
 
 def fad_search_config(base: TrainConfig, settings: FADSettings, name: str, **switches) -> DartsConfig:
-    """First-order DARTS of the FAD head on ``base``'s data and model for ``--search-epochs``, in run
-    ``name``; ``switches`` are :class:`~raynas.training.config.FADConfig` fields (Table 2's ablations)."""
-    epochs = settings.search_epochs
+    """First-order DARTS of the FAD head on ``base``'s data and model for ``--search-epochs`` after
+    ``--search-warmup`` weights-only epochs, in run ``name`` (decay in the last epoch);
+    ``switches`` are :class:`~raynas.training.config.FADConfig` fields (Table 2's ablations)."""
+    epochs = settings.search_warmup + settings.search_epochs
     optim = OptimConfig(**{**vars(base.optim), "epochs": epochs, "milestones": _decay(epochs)})
     run = replace(base.run, name=name, eval_every=epochs)
     return DartsConfig(
@@ -170,7 +186,7 @@ def fad_search_config(base: TrainConfig, settings: FADSettings, name: str, **swi
         model=base.model,
         optim=optim,
         run=run,
-        fad=FADConfig(c_prime=settings.c_prime, **switches),
+        fad=FADConfig(c_prime=settings.c_prime, arch_warmup_epochs=settings.search_warmup, **switches),
     )
 
 

@@ -37,17 +37,24 @@ DEFAULT_ARM, SEARCHED_ARM = "default head", "FAD searched"
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """The FAD flags (``fad.c_prime`` / ``fad.search_epochs`` unused: each grid point sets its own) and
-    the grid: block widths x search lengths."""
+    """The FAD flags (``fad.c_prime`` / ``fad.search_epochs`` / ``fad.search_warmup`` unused: each grid
+    point sets its own) and the grid: block widths x weights-only warm-up epochs x search lengths."""
 
     fad: FADSettings
     widths: tuple[int, ...]
     search_lengths: tuple[int, ...]
+    warmups: tuple[int, ...] = (0,)
 
 
-def grid(settings: SweepSettings) -> list[tuple[str, int, int]]:
-    """``(run name, c', search epochs)`` of every searched point, widths outer."""
-    return [(f"c{c}_e{length}", c, length) for c in settings.widths for length in settings.search_lengths]
+def grid(settings: SweepSettings) -> list[tuple[str, int, int, int]]:
+    """``(run name, c', warm-up epochs, search epochs)`` of every searched point, widths outer; a point
+    without warm-up keeps the name it had before warm-ups were swept (``c24_e2``), so kept rows match."""
+    return [
+        (f"c{c}_e{length}" if warmup == 0 else f"c{c}_w{warmup}_e{length}", c, warmup, length)
+        for c in settings.widths
+        for warmup in settings.warmups
+        for length in settings.search_lengths
+    ]
 
 
 def read_kept(out: Path) -> tuple[dict[str, dict], pd.DataFrame]:
@@ -139,6 +146,7 @@ def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
                 **asdict(settings.fad),
                 "widths": list(settings.widths),
                 "search_lengths": list(settings.search_lengths),
+                "warmups": list(settings.warmups),
             },
         }
         atomic_write_json(out / f"{NAME}.json", record)
@@ -158,13 +166,13 @@ def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
             continue
         cfg = replace(base, head=None, run=replace(base.run, name=name, seed=seed))
         add(*_trained(cfg, name, {"arm": DEFAULT_ARM, "seed": seed}))
-    for name, c_prime, length in grid(settings):
+    for name, c_prime, warmup, length in grid(settings):
         if name in kept:
             rows.append(kept[name])
             continue
-        point = replace(settings.fad, c_prime=c_prime, search_epochs=length)
+        point = replace(settings.fad, c_prime=c_prime, search_epochs=length, search_warmup=warmup)
         if name not in searches:
-            print(f"== search: c'={c_prime}, {length} epoch(s) ==", flush=True)
+            print(f"== search: c'={c_prime}, {warmup} warm-up + {length} epoch(s) ==", flush=True)
             result = search_fad(fad_search_config(base, point, f"search_{name}"))
             (out / "genotypes").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(result.genotype_path, kept_genotype(out, name))
@@ -174,7 +182,7 @@ def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
             }
             write()  # a stop in the retraining keeps the search
         else:
-            print(f"== search: c'={c_prime}, {length} epoch(s): kept ({kept_genotype(out, name)}) ==")
+            print(f"== search {name}: kept ({kept_genotype(out, name)}) ==")
         genotype = json.loads(kept_genotype(out, name).read_text())["arch"]
         head = fad_head_spec(genotype, point, c_prime)
         cfg = replace(base, head=head, run=replace(base.run, name=f"retrain_{name}", seed=0))
@@ -182,6 +190,7 @@ def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
             "arm": SEARCHED_ARM,
             "seed": 0,
             "c_prime": c_prime,
+            "search_warmup": warmup,
             "search_epochs": length,
             **searches[name],
         }
@@ -219,13 +228,17 @@ def markdown(rows: pd.DataFrame, curves: pd.DataFrame) -> str:
         lines += [f"- torchvision's head: {ap.mean():.1f}{spread}, {params:.2f} M head params", ""]
     searched = rows[rows["arm"] == SEARCHED_ARM]
     if len(searched):
+        # rows from before warm-ups were swept have no such column: they searched without one
+        warmup = searched.get("search_warmup", pd.Series(0, index=searched.index)).fillna(0)
+        searched = searched.assign(search_warmup=warmup.astype(int))
         lines += [
-            "| c' | search epochs | AP | AP50 | head params | head FLOPs | search time |",
-            "|---|---|---|---|---|---|---|",
+            "| c' | warm-up epochs | search epochs | AP | AP50 | head params | head FLOPs | search time |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for row in searched.sort_values(["c_prime", "search_epochs"]).to_dict("records"):
+        for row in searched.sort_values(["c_prime", "search_warmup", "search_epochs"]).to_dict("records"):
             cells = [
                 f"{int(row['c_prime'])}",
+                f"{row['search_warmup']}",
                 f"{int(row['search_epochs'])}",
                 f"{100 * row['AP']:.1f}",
                 f"{100 * row['AP50']:.1f}",

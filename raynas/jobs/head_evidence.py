@@ -10,6 +10,7 @@ import json
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -67,6 +68,7 @@ RANDOM_DRAW_SEED = 1000
 RECIPE = (
     "kind",
     "search_epochs",
+    "search_warmup",
     "epochs",
     "train_images",
     "c_prime",
@@ -77,14 +79,27 @@ RECIPE = (
 )
 
 
-def run_searches(base, settings: FADSettings, out: Path, before: dict) -> tuple[dict, list[dict]]:
+def run_searches(
+    base,
+    settings: FADSettings,
+    out: Path,
+    before: dict,
+    on_search: Callable[[list[dict]], None] | None = None,
+) -> tuple[dict, list[dict]]:
     """Every searched arm's genotype (copied to ``genotypes/``) and its search cost; a genotype already
-    in ``genotypes/`` is reused with the cost recorded for it."""
+    in ``genotypes/`` is reused with the cost recorded for it. ``on_search`` gets every cost known after
+    each new search (the record is written there, so a stop in a later search keeps this one)."""
     from raynas.training.darts import search_fad
 
     genotypes, costs = {}, []
     wanted = set(settings.arms or [s for _, s, _ in SEARCHED])
     recorded = {cost["arm"]: cost for cost in recorded_costs(before, out)}
+
+    def with_unreached(known: list[dict]) -> list[dict]:
+        """Arms not searched in this call (left out by --arms, or not reached yet) keep their cost."""
+        reached = {cost["arm"] for cost in known}
+        return known + [cost for arm, cost in recorded.items() if arm not in reached]
+
     for label, slug, switches in SEARCHED:
         if slug not in wanted:
             continue
@@ -108,9 +123,9 @@ def run_searches(base, settings: FADSettings, out: Path, before: dict) -> tuple[
                 "search_peak_memory_mb": float(metrics.get("peak_memory_mb", float("nan"))),
             }
         )
-    # arms left out by --arms keep the cost recorded for them (their rows stay in the table too)
-    costs += [cost for arm, cost in recorded.items() if arm not in genotypes]
-    return genotypes, costs
+        if on_search is not None:
+            on_search(with_unreached(costs))
+    return genotypes, with_unreached(costs)
 
 
 def matched_c_prime(base, genotype_config: dict, settings: FADSettings) -> int:
@@ -281,7 +296,14 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
     out = Path(settings.out)
     started = time.perf_counter()
     prepare_inputs(base, smoke=settings.smoke)  # data and pretrained body (a few steps in --smoke)
-    genotypes, costs = run_searches(base, settings, out, before)
+
+    def record_searches(costs: list[dict]) -> None:
+        """The record after each search, the table as it was: a stop in a later search keeps this one."""
+        record = {"runs_started": 0, "runs": 0, **wall_times(started, before), "search_costs": costs,
+                  "settings": asdict(settings)}  # fmt: skip
+        atomic_write_json(out / "fad_evidence.json", record)
+
+    genotypes, costs = run_searches(base, settings, out, before, record_searches)
     arms = plan_arms(genotypes, settings, base)
 
     earlier = with_genotypes(kept_rows).to_dict("records")

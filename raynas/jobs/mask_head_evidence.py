@@ -24,7 +24,17 @@ from raynas.training.config import TrainConfig
 METRICS = ("AP", "mask_AP", "mask_AP50")
 DEFAULT_ARM, SEARCHED_ARM = "Mask R-CNN mask head", "FAD mask head"
 #: the settings a table's rows depend on: rows from another recipe are never mixed into one table
-RECIPE = ("search_epochs", "epochs", "train_images", "c_prime", "cells_per_group", "smoke", "paper", "proxy")
+RECIPE = (
+    "search_epochs",
+    "search_warmup",
+    "epochs",
+    "train_images",
+    "c_prime",
+    "cells_per_group",
+    "smoke",
+    "paper",
+    "proxy",
+)
 
 
 def mask_head_cost(cfg, num_classes: int) -> dict[str, int]:

@@ -174,7 +174,10 @@ class SupernetConfig(TrainConfig):
 class FADConfig:
     """FAD head search (Sec. 3.2, supplementary): first-order DARTS, Adam on alphas with lr 3e-4,
     betas (0.5, 0.999), wd 1e-3. ``c_prime`` is the block width (Table 3: 256 -> 96). The switches
-    are the ablations of Table 2."""
+    are the ablations of Table 2. ``arch_warmup_epochs``: the search's first epochs train the weights only
+    (alphas still), a deviation off by default: DARTS's reference code steps the alphas from the first
+    batch, and the paper's supplementary, which holds FAD's search schedule, is not in our copy; on the
+    proxy a short search otherwise picks alphas on nearly untrained operations (issue 28's sweep)."""
 
     c_prime: int = 96
     cells_per_group: int = 1
@@ -186,16 +189,26 @@ class FADConfig:
     arch_lr: float = 3e-4
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
+    arch_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         check_ranges(
             self,
             {"c_prime": (1, None), "cells_per_group": (1, None), "rf_max": (3, None),
              "arch_lr": (0.0, None, "low_open"), "arch_betas": (0.0, 1.0, "high_open"),
-             "arch_weight_decay": (0.0, None)},
+             "arch_weight_decay": (0.0, None), "arch_warmup_epochs": (0, None)},
             "fad.",
         )  # fmt: skip
         check_adam_betas(self.arch_betas, "fad.arch_betas")
+
+
+def check_arch_warmup(cfg: TrainConfig, warmup_epochs: int, field_name: str) -> None:
+    """A search whose weights-only warm-up fills every epoch would never move its alphas: refused."""
+    if warmup_epochs >= cfg.optim.epochs:
+        raise ConfigError(
+            f"{field_name} ({warmup_epochs}) must be below optim.epochs ({cfg.optim.epochs}): the alphas "
+            "move only after the warm-up; lower it or search longer"
+        )
 
 
 @dataclass
@@ -225,6 +238,7 @@ class DartsConfig(TrainConfig):
         if self.head not in (None, spec):
             raise ValueError("DartsConfig derives `head` from `fad`; remove the `head` key")
         self.head = spec
+        check_arch_warmup(self, self.fad.arch_warmup_epochs, "fad.arch_warmup_epochs")
 
     def arch_settings(self) -> FADConfig:
         """Where the architecture optimiser's settings live (arch_lr, arch_betas, arch_weight_decay)."""
@@ -235,7 +249,8 @@ class DartsConfig(TrainConfig):
 class OPANASDartsSettings:
     """Differentiable baselines on the OPANAS DAG (OPANAS Table 6; raynas.spaces.opanas.mixed):
     ``relaxation: softmax`` is DARTS, ``sigmoid`` Fair DARTS (zero-one loss weight 10, derivation
-    threshold 0.85). The architecture optimiser is DARTS's (Adam, lr 3e-4, betas (0.5, 0.999), wd 1e-3)."""
+    threshold 0.85). The architecture optimiser is DARTS's (Adam, lr 3e-4, betas (0.5, 0.999), wd 1e-3);
+    ``arch_warmup_epochs`` as in :class:`FADConfig` (weights only first; 0, DARTS's reference, by default)."""
 
     relaxation: Literal["softmax", "sigmoid"] = "softmax"
     num_nodes: int = 5
@@ -246,6 +261,7 @@ class OPANASDartsSettings:
     arch_lr: float = 3e-4
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
+    arch_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         if self.relaxation not in ("softmax", "sigmoid"):
@@ -254,7 +270,7 @@ class OPANASDartsSettings:
             self,
             {"num_nodes": (1, None), "zero_one_weight": (0.0, None), "threshold": (0.0, 1.0),
              "arch_lr": (0.0, None, "low_open"), "arch_betas": (0.0, 1.0, "high_open"),
-             "arch_weight_decay": (0.0, None)},
+             "arch_weight_decay": (0.0, None), "arch_warmup_epochs": (0, None)},
             "darts.",
         )  # fmt: skip
         check_adam_betas(self.arch_betas, "darts.arch_betas")
@@ -287,6 +303,7 @@ class OPANASDartsConfig(TrainConfig):
         if self.neck not in (None, spec):
             raise ValueError("OPANASDartsConfig derives `neck` from `darts`; remove the `neck` key")
         self.neck = spec
+        check_arch_warmup(self, d.arch_warmup_epochs, "darts.arch_warmup_epochs")
 
     def arch_settings(self) -> OPANASDartsSettings:
         return self.darts

@@ -94,6 +94,7 @@ class DartsTask(Task):
         )
         self._optim = optim
         self._weights = weights
+        self._first_alpha_step = settings.arch_warmup_epochs * iters_per_epoch
         return optim
 
     def alpha_step(self, model: nn.Module, batch, step: int) -> float:
@@ -141,7 +142,10 @@ class DartsTask(Task):
         return float(loss.detach())
 
     def train_step(self, model: nn.Module, batch, step: int, extra_batches: dict) -> dict[str, float]:
-        """First-order DARTS: alpha step on ``extra_batches["alphas"]``, then weight step on ``batch``."""
+        """First-order DARTS: alpha step on ``extra_batches["alphas"]``, then weight step on ``batch``; in
+        the ``arch_warmup_epochs`` before, the weight step alone (the alphas stay where they started)."""
+        if step < self._first_alpha_step:
+            return {"loss": self.weight_step(model, batch, step)}
         arch_loss = self.alpha_step(model, extra_batches["alphas"], step)
         loss = self.weight_step(model, batch, step)
         return {"loss": loss, "arch_loss": arch_loss}
