@@ -55,7 +55,7 @@ import pandas as pd
 from raynas.config import ConfigError, check_writable_folder
 from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
-from raynas.jobs.main_job import default_data
+from raynas.jobs.proxies import default_data
 from raynas.jobs.strategies import StrategiesSettings, check_run_inputs, load_tables, run
 from raynas.jobs.study_flags import add_data_flags
 from raynas.jobs.supernet_scores import METRIC

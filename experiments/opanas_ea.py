@@ -25,7 +25,8 @@ import sys
 
 from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
-from raynas.jobs.main_job import KINDS, CheckedConfigs, MainJob, check_main_job, default_data, run_main_job
+from raynas.jobs.main_job import KINDS, CheckedConfigs, MainJob, check_main_job, run_main_job
+from raynas.jobs.proxies import default_data
 from raynas.jobs.study_flags import add_data_flags
 
 

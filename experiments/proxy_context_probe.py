@@ -25,11 +25,11 @@ from raynas.data.scene_layout import DEFAULT_LAYOUT, LAYOUTS
 from raynas.errors import OneLineParser
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.entry import run_experiment
+from raynas.jobs.proxies import SMOKE_PRETRAIN_STEPS
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import TrainConfig
 
 RECIPE = Path(__file__).parent / "configs" / "scenes_calibration.yaml"
-SMOKE_PRETRAIN_STEPS = 5
 
 
 def build_parser() -> argparse.ArgumentParser:

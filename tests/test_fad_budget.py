@@ -144,7 +144,7 @@ class Stop(Exception):
 def test_a_stopped_sweep_is_resumed_by_the_same_command_and_keeps_every_row(tmp_path, monkeypatch) -> None:
     """The record is written after every run (a table without it is refused as of unknown recipe), and a
     kept row the resumed run has not reached yet stays in the table when that run stops too."""
-    import raynas.jobs.main_job
+    import raynas.jobs.proxies
     import raynas.training.darts
 
     out = tmp_path / "out"
@@ -159,7 +159,7 @@ def test_a_stopped_sweep_is_resumed_by_the_same_command_and_keeps_every_row(tmp_
                "head_params": 1000, "head_flops": 2000}  # fmt: skip
         return row, pd.DataFrame({"run": [run] * 2, "epoch": [1, 2], "AP": [0.1, 0.2]}), True
 
-    monkeypatch.setattr(raynas.jobs.main_job, "prepare_inputs", lambda *a, **k: None)
+    monkeypatch.setattr(raynas.jobs.proxies, "prepare_inputs", lambda *a, **k: None)
     monkeypatch.setattr(fad_budget, "_trained", fake_trained)
     stop_at = {"default_seed1"}
     settings_, base, before = fad_budget_sweep.check(fad_budget_sweep.build_parser().parse_args(argv))

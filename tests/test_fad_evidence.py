@@ -288,7 +288,7 @@ def test_a_stopped_run_leaves_a_record_so_the_same_command_resumes(tmp_path: Pat
     """The record is written with the table after every run: a table without it is refused (its recipe
     unknown), so a stop before the end would have left a folder no command could resume."""
     import raynas.jobs.arms
-    import raynas.jobs.main_job
+    import raynas.jobs.proxies
     from raynas.jobs import head_evidence
 
     sys.path.insert(0, str(EXPERIMENTS))
@@ -303,7 +303,7 @@ def test_a_stopped_run_leaves_a_record_so_the_same_command_resumes(tmp_path: Pat
         write([row], 1)
         raise Stop
 
-    monkeypatch.setattr(raynas.jobs.main_job, "prepare_inputs", lambda *a, **k: None)
+    monkeypatch.setattr(raynas.jobs.proxies, "prepare_inputs", lambda *a, **k: None)
     monkeypatch.setattr(head_evidence, "run_searches", lambda *a: ({}, []))
     monkeypatch.setattr(raynas.jobs.arms, "train_head_arms", stopped)
     with pytest.raises(Stop):
@@ -319,7 +319,7 @@ def test_a_stop_in_a_later_search_keeps_the_earlier_searches_cost(tmp_path: Path
     beside its genotype, so the same command does not search it again."""
     from types import SimpleNamespace
 
-    import raynas.jobs.main_job
+    import raynas.jobs.proxies
     import raynas.training.darts
     from raynas.jobs import head_evidence
 
@@ -343,7 +343,7 @@ def test_a_stop_in_a_later_search_keeps_the_earlier_searches_cost(tmp_path: Path
         metrics = {"epoch_time_s": 4.0, "epoch": 1, "peak_memory_mb": 10.0}
         return SimpleNamespace(genotype_path=run_dir / "genotype.json", run_dir=run_dir, metrics=metrics)
 
-    monkeypatch.setattr(raynas.jobs.main_job, "prepare_inputs", lambda *a, **k: None)
+    monkeypatch.setattr(raynas.jobs.proxies, "prepare_inputs", lambda *a, **k: None)
     monkeypatch.setattr(raynas.training.darts, "search_fad", search)
     with pytest.raises(Stop):
         head_evidence.run(*fad_evidence.check(fad_evidence.build_parser().parse_args(argv)))

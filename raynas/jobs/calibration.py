@@ -19,10 +19,10 @@ from raynas.config import ConfigError, apply_yaml, load_yaml
 from raynas.data.scene_layout import DEFAULT_LAYOUT
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import train_and_report
+from raynas.jobs.proxies import SMOKE_PRETRAIN_STEPS
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import TrainConfig
 
-SMOKE_PRETRAIN_STEPS = 5
 METRICS = ("AP", "AP50", "APs", "APm", "APl")
 TAGGED = ("small", "large")  # the roles a context rule names: zone type, mark
 LATERAL = {"e0_1": "skip"}

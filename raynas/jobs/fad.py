@@ -138,7 +138,7 @@ def fad_base_config(settings: FADSettings, kind: str) -> TrainConfig:
     from raynas.models.config import ModelConfig
 
     if settings.proxy == "scenes":
-        from raynas.jobs.main_job import scenes_parts
+        from raynas.jobs.proxies import scenes_parts
 
         data, model = scenes_parts(
             settings.data, kind, train_images=settings.train_images, body_steps=None, batch_size=8,
@@ -204,7 +204,7 @@ def fad_head_spec(genotype: dict | str, settings: FADSettings, c_prime: int | No
 def with_fad_presets(args: argparse.Namespace, smoke: dict) -> argparse.Namespace:
     """``--smoke`` (the script's ``smoke`` preset) / ``--paper`` fill in the flags not given (a given flag
     wins); then the retraining depth and the data root."""
-    from raynas.jobs.main_job import default_data
+    from raynas.jobs.proxies import default_data
 
     fill_in(args, FAD_DEFAULTS, smoke=smoke, paper=FAD_PAPER)
     if args.cells_per_group is None:

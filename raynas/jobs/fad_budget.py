@@ -122,7 +122,7 @@ def _trained(cfg: TrainConfig, run: str, fields: dict) -> tuple[dict, pd.DataFra
 
 
 def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
-    from raynas.jobs.main_job import prepare_inputs
+    from raynas.jobs.proxies import prepare_inputs
     from raynas.training.darts import search_fad
 
     out, started = Path(settings.fad.out), time.perf_counter()

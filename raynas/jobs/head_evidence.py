@@ -291,7 +291,7 @@ def _unit(row: dict) -> tuple:
 
 def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.DataFrame) -> dict:
     from raynas.jobs.arms import reported_split, train_head_arms
-    from raynas.jobs.main_job import prepare_inputs
+    from raynas.jobs.proxies import prepare_inputs
 
     out = Path(settings.out)
     started = time.perf_counter()

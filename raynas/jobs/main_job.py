@@ -14,8 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from raynas.config import ConfigError, apply_yaml, load_yaml, with_overrides
-from raynas.data.config import DataConfig
-from raynas.models.config import ModelConfig
+from raynas.jobs.proxies import PROXIES, digits_parts, prepare_inputs, scenes_parts
 from raynas.models.detector import DETECTORS
 from raynas.registry import ONE_STAGE
 from raynas.search.opanas_config import OPANASSearchConfig
@@ -23,12 +22,8 @@ from raynas.studies.flags import check_counts
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import OPANASConfig, OptimConfig, RunConfig, SupernetConfig, TrainConfig
 
-#: the embedded proxies the main job runs on: digits (the earlier proxy: one pyramid level in use) and
-#: scenes (every level used; docs/proxy.md)
-PROXIES = ("digits", "scenes")
 #: the detectors OPANAS's neck plugs into (Table 1: one-stage, two-stage and cascade), Mask R-CNN aside
 KINDS = tuple(kind for kind in DETECTORS if kind != "mask_rcnn")
-SMOKE_PRETRAIN_STEPS = 5
 #: the main job's scenes budget (15 minutes on 2 cores, everything included; measured in
 #: experiments/results/opanas_ea/README.md): a body pretrained for 300 steps (the recipe's 700 take 514 s
 #: alone; 300 steps: 215 s, zone type at C4 / C5 83 / 99 %, glyph accuracy 36 %) and 400 of the 800
@@ -64,11 +59,6 @@ class MainJob:
     train_workers_given: bool = False
 
 
-def default_data(smoke: bool, proxy: str = "digits") -> str:
-    """Where the main job's data go when no ``--data`` is given (a smoke run keeps its tiny set apart)."""
-    return f"data/{proxy}_smoke" if smoke else f"data/{proxy}"
-
-
 def main_supernet_config(
     data: str,
     out: str,
@@ -80,7 +70,12 @@ def main_supernet_config(
     """The main job's super-net (see the README's main-job row for what it costs): the proxy's data and
     model, one schedule. 20 % of the training images are the search split: held out of the super-net and
     of every standalone run it is compared with, and what candidates are scored on."""
-    data_cfg, model_cfg = (scenes_parts if proxy == "scenes" else digits_parts)(data, kind)
+    if proxy == "scenes":
+        data_cfg, model_cfg = scenes_parts(
+            data, kind, train_images=SCENES_TRAIN_IMAGES, body_steps=SCENES_BODY_STEPS
+        )
+    else:
+        data_cfg, model_cfg = digits_parts(data, kind)
     epochs = SCENES_EPOCHS if proxy == "scenes" else 4
     return SupernetConfig(
         data=data_cfg,
@@ -90,68 +85,6 @@ def main_supernet_config(
             name="supernet", storage_path=out, num_workers=workers, address=address, eval_every=epochs
         ),
         opanas=OPANASConfig(norm="gn"),
-    )
-
-
-def digits_parts(data: str, kind: str) -> tuple[DataConfig, ModelConfig]:
-    """Digits at 128 px from the body pretrained on digit crops, at the widths torchvision's heads need
-    (FCOS: GroupNorm(32, c) with c >= 64)."""
-    return (
-        DataConfig(root=data, num_train=1000, num_val=200, batch_size=4, search_fraction=0.2),
-        ModelConfig(
-            kind=kind,
-            backbone="resnet18",
-            out_channels=64 if kind == "fcos" else 32,
-            min_size=128,
-            max_size=128,
-            backbone_weights="proxy",
-            trainable_backbone_layers=3,  # torchvision's default with weights; conv1 + layer1 frozen
-        ),
-    )
-
-
-def scenes_parts(
-    data: str,
-    kind: str,
-    *,
-    train_images: int | None = SCENES_TRAIN_IMAGES,
-    body_steps: int | None = SCENES_BODY_STEPS,
-    batch_size: int = 4,
-    search_fraction: float = 0.2,
-) -> tuple[DataConfig, ModelConfig]:
-    """320 px scenes of the proxy's layout (generated as the calibration's: 1000 / 200 / 200), the context
-    body pretrained on them (``body_steps``; None: the calibration's) and frozen, its outputs cached once
-    (NAS-FCOS's setting: only the neck and the head train; Mask R-CNN runs the frozen body), ``train_images``
-    of the training images, FCOS at the proxy's anchor sizes (every pyramid level gets positives;
-    docs/proxy.md), the calibration's width. The defaults are the main job's budget."""
-    from raynas.data.scenes import scenes_anchor_sizes
-
-    size = 320
-    return (
-        DataConfig(
-            root=data,
-            format="scenes",
-            num_train=1000,
-            num_val=200,
-            num_test=200,
-            image_size=size,
-            batch_size=batch_size,
-            hflip=0.0,  # the cache holds each image once, un-augmented
-            search_fraction=search_fraction,
-            max_train_images=train_images,
-        ),
-        ModelConfig(
-            kind=kind,
-            backbone="resnet18",
-            out_channels=64 if kind == "fcos" else 32,
-            min_size=size,
-            max_size=size,
-            backbone_weights="proxy",
-            body_steps=body_steps,
-            trainable_backbone_layers=0,
-            cache_features=kind in ONE_STAGE,
-            anchor_sizes=list(scenes_anchor_sizes(size)) if kind == "fcos" else None,
-        ),
     )
 
 
@@ -251,26 +184,6 @@ def retrain_config(supernet: SupernetConfig, arch_config: dict) -> TrainConfig:
         run=replace(supernet.run, name="retrain_opa_fpn", eval_every=supernet.optim.epochs),
         neck=searched_neck_spec(arch_config, supernet.opanas),
     )
-
-
-def prepare_inputs(config: SupernetConfig | TrainConfig, smoke: bool) -> None:
-    """Data and pretrained body on the driver, before any worker starts (a body of a few steps for a smoke
-    run: it exercises every part and learns nothing)."""
-    from raynas.data.loaders import ensure_dataset
-    from raynas.models.config import PROXY_BODIES
-    from raynas.training.inputs import ensure_inputs
-    from raynas.training.pretrain import ensure_proxy_weights
-
-    ensure_dataset(config.data)
-    weights = config.model.backbone_weights
-    if smoke and weights and not Path(weights).is_file():
-        source = "scenes" if config.data.format == "scenes" else "digits"
-        body = PROXY_BODIES[source]
-        ensure_proxy_weights(
-            weights, config.model.backbone, source, body, SMOKE_PRETRAIN_STEPS, config.data.scenes_layout,
-            smoke=True,
-        )  # fmt: skip
-    ensure_inputs(config)
 
 
 def ratio_line(summary: pd.DataFrame, reference: dict | None, metric: str) -> tuple[str, float | None]:

@@ -81,7 +81,7 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
     the genotype are written into ``settings.out`` only once a run has trained (and at the end), so a run
     refused on its way writes nothing there."""
     from raynas.jobs.arms import HeadArm, train_head_arms
-    from raynas.jobs.main_job import prepare_inputs
+    from raynas.jobs.proxies import prepare_inputs
     from raynas.training.darts import search_fad
 
     out = Path(settings.out)

@@ -306,7 +306,8 @@ def plot(table: pd.DataFrame, record: dict, path: Path) -> None:
 
 def smoke_checkpoint(out: Path, settings: RankSettings) -> str:
     """A tiny super-net for the smoke mode (the same one opanas_ea.py --smoke trains)."""
-    from raynas.jobs.main_job import prepare_inputs, smoke_supernet_config
+    from raynas.jobs.main_job import smoke_supernet_config
+    from raynas.jobs.proxies import prepare_inputs
     from raynas.training.supernet import train_supernet
 
     cfg = smoke_supernet_config(data=str(out / "data"), out=str(out), workers=1, address=settings.address)

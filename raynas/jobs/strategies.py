@@ -184,7 +184,7 @@ def check_run_inputs(settings: StrategiesSettings) -> None:
 def run(settings: StrategiesSettings) -> pd.DataFrame:
     from raynas.evaluation.ranking import rank_agreement_over_seeds
     from raynas.io import atomic_write_json, atomic_write_text
-    from raynas.jobs.main_job import prepare_inputs
+    from raynas.jobs.proxies import prepare_inputs
     from raynas.search.opanas import search_opanas
     from raynas.training.darts import search_opanas_darts
     from raynas.training.supernet import train_supernet

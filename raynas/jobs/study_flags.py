@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from raynas.jobs.main_job import PROXIES, MainJob, default_data
+from raynas.jobs.main_job import MainJob
+from raynas.jobs.proxies import PROXIES, default_data
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:

@@ -155,7 +155,7 @@ def run(settings: VariantSettings) -> pd.DataFrame:
     out = settings.out
     archs = load_archs(settings.archs)  # checked again: the file may change while Ray starts
     started = time.perf_counter()
-    from raynas.jobs.main_job import prepare_inputs
+    from raynas.jobs.proxies import prepare_inputs
 
     prepare_inputs(variant_config(settings.variants[0], settings.job), smoke=settings.smoke)
     rows, scores = [], {}
