@@ -33,15 +33,9 @@ from pathlib import Path
 from raynas.config import ConfigError
 from raynas.data.scene_layout import DEFAULT_LAYOUT, LAYOUTS
 from raynas.errors import OneLineParser
-from raynas.jobs.calibration import (
-    NAMED_SLUGS,
-    CalibrationSettings,
-    read_kept_rows,
-    recipe,
-    run,
-    shard_of,
-)
+from raynas.jobs.calibration import NAMED_SLUGS, CalibrationSettings, recipe, run
 from raynas.jobs.entry import run_experiment
+from raynas.jobs.shards import read_kept_rows, shard_of
 from raynas.training.config import TrainConfig
 
 RECIPE = Path(__file__).parent / "configs" / "scenes_calibration.yaml"

@@ -13,6 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import proxy_calibration as calibration  # noqa: E402
 
 import raynas.jobs.calibration as cal  # noqa: E402
+from raynas.jobs.calibration_tables import goals  # noqa: E402
+from raynas.jobs.shards import shard_runs  # noqa: E402
 from raynas.spaces.opanas import OPANASSpace  # noqa: E402
 
 
@@ -39,7 +41,7 @@ def test_named_picks_necks_and_leaves_the_control_as_it_is() -> None:
 
 def test_shards_side_by_side_cover_the_plan_once() -> None:
     runs = cal.plan(settings(["--groups", "named,control,random"]))
-    shards = [cal.shard_runs(runs, f"{i}/3") for i in range(3)]
+    shards = [shard_runs(runs, f"{i}/3") for i in range(3)]
     assert sorted(map(repr, sum(shards, []))) == sorted(map(repr, runs))
     assert shards[0][:2] == [runs[0], runs[3]]
 
@@ -66,7 +68,7 @@ def test_shards_deal_only_the_runs_that_kept_rows_do_not_cover() -> None:
     kept = {tuple(identity.values()): {"arm": item.arm} for item, _, identity in to_train if item.seed == 0}
     kept_rows, to_train = cal.split_kept(runs, base, kept, "digest")
     assert len(kept_rows) == 16 and all(item.seed == 1 for item, _, _ in to_train)
-    shards = [cal.shard_runs(to_train, f"{i}/2") for i in range(2)]
+    shards = [shard_runs(to_train, f"{i}/2") for i in range(2)]
     assert [len(shard) for shard in shards] == [8, 8]
     assert [item.slug for item, _, _ in shards[0][:2]] == ["random1", "random3"]
     assert cal.split_kept(runs, base, kept, "other digest")[0] == []  # another body: nothing stands
@@ -140,7 +142,7 @@ def test_goals_are_measured_from_rows() -> None:
     rows.append(
         {"group": "random", "arm": "random 5", "seed": 0, "AP": 0.0, "APl": 0.0, "epoch_time_s": 20.0}
     )
-    measured = cal.goals(pd.DataFrame(rows))
+    measured = goals(pd.DataFrame(rows))
     assert measured["fpn_minus_lateral_AP"] == pytest.approx(11.0)
     assert measured["goal_fpn_gap"] is True
     assert measured["random_pairs"] == 4 and measured["random_between_arch_std"] == pytest.approx(
