@@ -22,6 +22,19 @@ from raynas.training.config import DartsConfig, FADConfig, OptimConfig, RunConfi
 
 #: the training images of a table by default: the digits tables' subset, every training image of scenes
 DIGITS_TRAIN_IMAGES, SCENES_TRAIN_IMAGES = 600, 1000
+#: the settings a FAD table's rows depend on (the head table adds its detector): rows of another recipe
+#: are never mixed into one table
+FAD_RECIPE = (
+    "search_epochs",
+    "search_warmup",
+    "epochs",
+    "train_images",
+    "c_prime",
+    "cells_per_group",
+    "smoke",
+    "paper",
+    "proxy",
+)
 #: what a table's record written before ``--proxy`` existed was made on
 BEFORE_PROXY_FLAG = {"proxy": "digits"}
 #: the count flags of both FAD experiments, each >= 1

@@ -20,7 +20,7 @@ import pandas as pd
 from raynas.config import ConfigError
 from raynas.io import atomic_write_json, atomic_write_text
 from raynas.jobs.arms import train_time_s
-from raynas.jobs.fad import FADSettings, fad_head_spec, fad_search_config
+from raynas.jobs.fad import FAD_RECIPE, FADSettings, fad_head_spec, fad_search_config
 from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
 from raynas.studies.tables import table_fix, wall_times
 from raynas.training.config import TrainConfig
@@ -64,19 +64,7 @@ def head_cost(cfg, num_classes: int) -> dict[str, int]:
 MIN_MATCHED_C_PRIME, MAX_MATCHED_C_PRIME, MATCHED_STEP = 4, 512, 2
 RANDOM_ARM = "FAD random"
 RANDOM_DRAW_SEED = 1000
-#: the settings a table's rows depend on: rows from another recipe are never mixed into one table
-RECIPE = (
-    "kind",
-    "search_epochs",
-    "search_warmup",
-    "epochs",
-    "train_images",
-    "c_prime",
-    "cells_per_group",
-    "smoke",
-    "paper",
-    "proxy",
-)
+RECIPE = ("kind", *FAD_RECIPE)  # rows of another recipe are never mixed into one table
 
 
 def run_searches(

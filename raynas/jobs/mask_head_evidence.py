@@ -16,25 +16,14 @@ import pandas as pd
 
 from raynas.config import ConfigError
 from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.fad import FADSettings, fad_head_spec, fad_search_config
+from raynas.jobs.fad import FAD_RECIPE, FADSettings, fad_head_spec, fad_search_config
 from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
 from raynas.studies.tables import not_yet_reached, wall_times
 from raynas.training.config import TrainConfig
 
 METRICS = ("AP", "mask_AP", "mask_AP50")
 DEFAULT_ARM, SEARCHED_ARM = "Mask R-CNN mask head", "FAD mask head"
-#: the settings a table's rows depend on: rows from another recipe are never mixed into one table
-RECIPE = (
-    "search_epochs",
-    "search_warmup",
-    "epochs",
-    "train_images",
-    "c_prime",
-    "cells_per_group",
-    "smoke",
-    "paper",
-    "proxy",
-)
+RECIPE = FAD_RECIPE
 
 
 def mask_head_cost(cfg, num_classes: int) -> dict[str, int]:
