@@ -334,3 +334,11 @@ def test_cli_search_fad_with_faster_rcnn_exits_2(tmp_path: Path, capsys):
     path.write_text("model:\n  kind: faster_rcnn\n")
     assert cli_main(["search", "fad", "--config", str(path)]) == 2
     assert "fcos or retinanet" in capsys.readouterr().err
+
+
+def test_cli_search_fad_with_a_warmup_as_long_as_the_search_exits_2(tmp_path: Path, capsys):
+    path = tmp_path / "warm.yaml"
+    path.write_text("optim:\n  epochs: 2\nfad:\n  arch_warmup_epochs: 2\n")
+    assert cli_main(["search", "fad", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fad.arch_warmup_epochs (2) must be below optim.epochs (2)" in err[0], err
