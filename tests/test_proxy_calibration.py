@@ -14,7 +14,7 @@ import proxy_calibration as calibration  # noqa: E402
 
 import raynas.jobs.calibration as cal  # noqa: E402
 from raynas.jobs.calibration_tables import goals  # noqa: E402
-from raynas.jobs.shards import shard_runs  # noqa: E402
+from raynas.jobs.shards import shard_runs, unmatched_kept_note  # noqa: E402
 from raynas.spaces.opanas import OPANASSpace  # noqa: E402
 
 
@@ -72,6 +72,23 @@ def test_shards_deal_only_the_runs_that_kept_rows_do_not_cover() -> None:
     assert [len(shard) for shard in shards] == [8, 8]
     assert [item.slug for item, _, _ in shards[0][:2]] == ["random1", "random3"]
     assert cal.split_kept(runs, base, kept, "other digest")[0] == []  # another body: nothing stands
+
+
+def test_kept_rows_of_the_same_runs_under_another_data_spelling_are_named() -> None:
+    """A kept row of the same (group, arm, seed) whose recipe differs, e.g. --data written relative where
+    the rows were made with it absolute, is not reused, and the note says which column and why."""
+    chosen = settings(["--groups", "random"])
+    runs, base = cal.plan(chosen), cal.recipe(chosen)
+    _, to_train = cal.split_kept(runs, base, {}, "digest")
+    identities = [identity for _, _, identity in to_train]
+    assert unmatched_kept_note({tuple(i.values()): {} for i in identities}, identities) is None
+    moved = cal.recipe(settings(["--groups", "random", "--data", str(Path("data/scenes").resolve())]))
+    _, elsewhere = cal.split_kept(runs, moved, {}, "digest")
+    kept = {tuple(identity.values()): {} for _, _, identity in elsewhere[:3]}
+    assert cal.split_kept(runs, base, kept, "digest")[0] == []
+    note = unmatched_kept_note(kept, identities)
+    assert note.startswith("note: kept rows name runs of this plan but differ in recipe (3)")
+    assert "relative vs an absolute path" in note
 
 
 def test_random_necks_are_distinct_networks_and_fixed() -> None:

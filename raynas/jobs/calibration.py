@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from raynas.io import atomic_write_json
 from raynas.jobs.arms import train_and_report
 from raynas.jobs.calibration_tables import write_outputs
 from raynas.jobs.proxies import SMOKE_PRETRAIN_STEPS
-from raynas.jobs.shards import read_kept_rows, shard_of, shard_runs
+from raynas.jobs.shards import read_kept_rows, shard_of, shard_runs, unmatched_kept_note
 from raynas.studies.recipes import SMOKE_BUDGET
 from raynas.training.config import TrainConfig
 
@@ -245,6 +246,9 @@ def run(settings: CalibrationSettings, base: TrainConfig) -> dict:
     kept = read_kept_rows(settings.kept_rows) if settings.kept_rows else {}
     body = body_digest(base)
     rows, to_train = split_kept(runs, base, kept, body)
+    note = unmatched_kept_note(kept, [identity for _, _, identity in to_train])
+    if note:
+        print(note, file=sys.stderr, flush=True)
     trained, missing = 0, []
     if settings.shard is not None:  # shards deal the runs left to train, so none idles on kept ones
         to_train = shard_runs(to_train, settings.shard)

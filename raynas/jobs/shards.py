@@ -45,4 +45,28 @@ def shard_runs(runs: list, shard: str) -> list:
     return runs[index::count]
 
 
-__all__ = ["KEPT_KEYS", "read_kept_rows", "shard_of", "shard_runs"]
+def unmatched_kept_note(kept: dict[tuple, dict], identities: list[dict]) -> str | None:
+    """Why kept rows stand for none of these runs although they name the same (group, arm, seed): the
+    identity columns that differ, with the usual cause, or None. A kept row is reused only under the
+    same recipe digest, and the digest holds the data root as written: ``--data data/scenes`` and
+    ``--data /abs/data/scenes`` are two recipes, so a user sees it before the runs train again."""
+    named = {tuple(key[:3]): key for key in kept}
+    differing: dict[str, int] = {}
+    for identity in identities:
+        key = named.get(tuple(identity[k] for k in KEPT_KEYS[:3]))
+        if key is None:
+            continue
+        for column, value in zip(KEPT_KEYS[3:], key[3:], strict=True):
+            if identity[column] != value:
+                differing[column] = differing.get(column, 0) + 1
+    if not differing:
+        return None
+    counts = ", ".join(f"{column} ({n})" for column, n in differing.items())
+    return (
+        f"note: kept rows name runs of this plan but differ in {counts}, so those runs train again; a recipe "
+        "differs when --data (or the recipe) is given otherwise than when the rows were made (e.g. a "
+        "relative vs an absolute path), a body when it was pretrained again"
+    )
+
+
+__all__ = ["KEPT_KEYS", "read_kept_rows", "shard_of", "shard_runs", "unmatched_kept_note"]
