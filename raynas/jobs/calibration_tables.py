@@ -29,11 +29,29 @@ def _pooled(stds: pd.Series) -> float:
     return float(np.sqrt(np.mean(values**2))) if len(values) else float("nan")
 
 
+def random_neck_goals(rand: pd.DataFrame, metric: str = "AP") -> dict:
+    """The random necks' two goals on ``metric`` (in points): the spread between necks against the spread
+    between seeds of one, and seed 0's ranking against seed 1's (Kendall tau with its bootstrap interval
+    over the necks). Both compare a neck's two seeds, so only necks with both count (a stop leaves pairs);
+    empty under three pairs."""
+    from raynas.evaluation.ranking import rank_agreement
+
+    wide = rand.pivot_table(index="arm", columns="seed", values=metric).reindex(columns=[0, 1]).dropna()
+    if len(wide) < 3:
+        return {}
+    between = float(wide.mean(axis=1).std(ddof=1))
+    within = _pooled(wide.std(axis=1, ddof=1))
+    agreement = rank_agreement(wide[0].to_numpy(), wide[1].to_numpy())
+    return {"random_pairs": len(wide), "random_between_arch_std": between, "random_within_arch_std": within,
+            "random_seed_tau": agreement["kendall_tau"], "random_seed_tau_low": agreement["kendall_tau_low"],
+            "random_seed_tau_high": agreement["kendall_tau_high"],
+            "goal_spread": bool(between >= GOAL_SPREAD * within),
+            "goal_tau": bool(agreement["kendall_tau"] >= GOAL_TAU)}  # fmt: skip
+
+
 def goals(frame: pd.DataFrame) -> dict:
     """The acceptance of issue 26, measured (None where its runs are not there yet). APs in points. The
     random necks' goals compare seeds 0 and 1 (the issue's two seeds; a third is left out of them)."""
-    from raynas.evaluation.ranking import rank_agreement
-
     ap = frame.assign(AP=100 * frame["AP"], APl=100 * frame["APl"])
     named = ap[ap["group"] == "named"].groupby("arm")
     out: dict = {}
@@ -53,18 +71,7 @@ def goals(frame: pd.DataFrame) -> dict:
         out["panet_minus_fpn_APl"] = float(large["PANet-like"] - large["FPN"])
         out["fpn_APl_seed_std"] = std_l
         out["goal_panet_large"] = bool(out["panet_minus_fpn_APl"] >= GOAL_PANET_STD * std_l)
-    rand = ap[ap["group"] == "random"]
-    # both goals compare a neck's two seeds: measured on the necks that have both (a stop leaves pairs)
-    wide = rand.pivot_table(index="arm", columns="seed", values="AP").reindex(columns=[0, 1]).dropna()
-    if len(wide) >= 3:
-        between = float(wide.mean(axis=1).std(ddof=1))
-        within = _pooled(wide.std(axis=1, ddof=1))
-        agreement = rank_agreement(wide[0].to_numpy(), wide[1].to_numpy())
-        out.update(random_pairs=len(wide), random_between_arch_std=between, random_within_arch_std=within)
-        out.update(random_seed_tau=agreement["kendall_tau"], random_seed_tau_low=agreement["kendall_tau_low"],
-                   random_seed_tau_high=agreement["kendall_tau_high"])  # fmt: skip
-        out["goal_spread"] = bool(between >= GOAL_SPREAD * within)
-        out["goal_tau"] = bool(agreement["kendall_tau"] >= GOAL_TAU)
+    out.update(random_neck_goals(ap[ap["group"] == "random"]))
     control = ap[ap["group"] == "control"].groupby("arm")["AP"]
     if {"FPN (context off)", "lateral-only (context off)"} <= set(control.groups):
         gap = float(control.mean()["FPN (context off)"] - control.mean()["lateral-only (context off)"])
@@ -155,4 +162,4 @@ def write_outputs(out: Path, rows: list[dict], trained: int, missing: list[str],
     return record
 
 
-__all__ = ["goals", "markdown", "plot", "write_outputs"]
+__all__ = ["goals", "markdown", "plot", "random_neck_goals", "write_outputs"]

@@ -44,12 +44,17 @@ class StandaloneTask(Task):
 
 
 def evaluate_checkpoint(
-    checkpoint_dir: str | Path, split: str = "val", max_images: int | None = None, batch_size: int = 8
+    checkpoint_dir: str | Path,
+    split: str = "val",
+    max_images: int | None = None,
+    batch_size: int = 8,
+    data_root: str | None = None,
 ) -> dict[str, float]:
     """COCO metrics of a trained detector's checkpoint on ``split`` ("search" to compare it with the
     sub-nets a search scored; "val" for choices; "test" for reported results), on the driver, without Ray.
     The full detector runs (its body too), so a run trained on cached body features is scored as the
-    detector it is."""
+    detector it is. ``data_root``: the split of another copy of the data (e.g. the same scenes generated
+    with more test images), else the checkpoint's own."""
     from dataclasses import replace
 
     from raynas.checkpoints import load_detector
@@ -61,6 +66,7 @@ def evaluate_checkpoint(
     model, cfg, _ = load_detector(checkpoint_dir)
     limit = {f"max_{split}_images": max_images}
     data = replace(cfg.data, **limit) if max_images is not None else cfg.data
+    data = replace(data, root=data_root) if data_root is not None else data
     masks = cfg.model.kind in INSTANCE_SEGMENTATION
     dataset = build_dataset(data, split, train_transforms=False, masks=masks)
     loader = make_loader(dataset, batch_size, shuffle=False)
