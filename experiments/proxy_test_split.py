@@ -1,6 +1,6 @@
 """Do the random necks' goals hold on a larger test split? (issue 26; no training)
 
-    python experiments/proxy_test_split.py --runs runs/proxy_calibration/runs --test-images 1000
+    python experiments/proxy_test_split.py                  # the calibration's runs, 1000 test images
     python experiments/proxy_test_split.py --runs RUNS --shard 0/2 &   # two side by side, one core each
     python experiments/proxy_test_split.py --runs RUNS --shard 1/2
 
@@ -27,7 +27,11 @@ from raynas.jobs.test_split_probe import ProbeSettings, check, run
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", required=True, help="the calibration's runs folder (random<k>_seed<s>/)")
+    parser.add_argument(
+        "--runs",
+        default="runs/proxy_calibration/runs",
+        help="the calibration's runs folder, random<k>_seed<s>/ inside (default: proxy_calibration.py's)",
+    )
     parser.add_argument("--out", default="runs/proxy_test_split", help="where data, scores and tables go")
     parser.add_argument("--test-images", type=int, default=1000, help="test images (> 200; default 1000)")
     parser.add_argument("--shard", default=None, help="I/N: score every N-th run from the I-th")
