@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--runs",
-        default="runs/proxy_calibration/runs",
+        default="runs/proxy_calibration_context/runs",
         help="the calibration's runs folder, random<k>_seed<s>/ inside (default: proxy_calibration.py's)",
     )
     parser.add_argument("--out", default="runs/proxy_test_split", help="where data, scores and tables go")

@@ -61,7 +61,7 @@ def check(settings: ProbeSettings) -> list[tuple[str, Path]]:
     if not runs:
         raise ConfigError(
             f"--runs {settings.runs!r} holds no finished random-neck run (random<k>_seed<s>/ with "
-            "test_metrics.json); pass the calibration's runs folder, e.g. runs/proxy_calibration/runs"
+            "test_metrics.json); pass the calibration's runs folder, e.g. runs/proxy_calibration_context/runs"
         )
     return runs
 
