@@ -153,9 +153,9 @@ def run(settings: ProbeSettings, runs: list[tuple[str, Path]]) -> dict:
 
     out, started = Path(settings.out), time.perf_counter()
     root = larger_test_data(runs[0][1], out, settings.test_images)
+    if settings.shard is not None:  # dealt before the scored ones are skipped: shards never share a run
+        runs = shard_runs(runs, settings.shard)
     todo = [(name, ckpt) for name, ckpt in runs if not (out / "scores" / f"{name}.json").is_file()]
-    if settings.shard is not None:
-        todo = shard_runs(todo, settings.shard)
     for name, checkpoint in todo:
         print(f"== {name} ==", flush=True)
         test200 = json.loads((checkpoint.parent / TEST_METRICS_FILE).read_text())["metrics"]
