@@ -230,7 +230,7 @@ def test_the_scenes_recipe_is_the_calibrations_on_cached_body_outputs(tmp_path: 
     """--proxy scenes (issue 28): 320 px scenes, the calibration's body frozen and cached for the one-stage
     heads (Mask R-CNN runs its frozen body), every training image, the proxy's FCOS anchors."""
     from raynas.data.scenes import scenes_anchor_sizes
-    from raynas.jobs.fad import fad_base_config
+    from raynas.jobs.fad import fad_base_config, fad_search_config
 
     settings = _settings(["--proxy", "scenes"])
     assert (settings.data, settings.train_images) == ("data/scenes", 1000)
@@ -244,10 +244,23 @@ def test_the_scenes_recipe_is_the_calibrations_on_cached_body_outputs(tmp_path: 
     assert (smoke.data.root, smoke.data.image_size, smoke.model.min_size) == ("data/scenes_smoke", 128, 128)
     assert smoke.model.anchor_sizes == list(scenes_anchor_sizes(128))
     assert _settings([]).proxy == "digits" and _settings([]).train_images == 600
-    # the budget sweep's schedule on scenes (16 epochs, c' = 24, 2 search epochs); digits keeps its 4
-    assert (settings.epochs, settings.c_prime, settings.search_epochs) == (16, 24, 2)
+    # the budget sweep's recipe on scenes (16 epochs, c' = 24, 6 weights-only + 2 search epochs); digits keeps
+    # its 4 epochs and DARTS's alternation from the first batch
+    assert (settings.epochs, settings.c_prime, settings.search_warmup, settings.search_epochs) == (
+        16,
+        24,
+        6,
+        2,
+    )
     assert _settings([]).epochs == 4 and _settings(["--proxy", "scenes", "--epochs", "8"]).epochs == 8
+    assert (
+        _settings([]).search_warmup == 0
+        and _settings(["--proxy", "scenes", "--search-warmup", "0"]).search_warmup == 0
+    )
     assert _settings(["--proxy", "scenes", "--smoke"]).epochs == 1
+    assert _settings(["--proxy", "scenes", "--smoke"]).search_warmup == 0
+    search = fad_search_config(fcos, settings, "s")
+    assert (search.optim.epochs, search.fad.arch_warmup_epochs) == (8, 6)
 
 
 @pytest.mark.parametrize("script", ["fad_evidence", "mask_fad"])

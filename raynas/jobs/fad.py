@@ -87,11 +87,15 @@ def fad_settings(args: argparse.Namespace) -> FADSettings:
 
 
 def add_fad_flags(
-    parser: argparse.ArgumentParser, one_search: bool = True, scenes_epochs: int | None = None
+    parser: argparse.ArgumentParser,
+    one_search: bool = True,
+    scenes_epochs: int | None = None,
+    scenes_warmup: int | None = None,
 ) -> None:
     """The flags the FAD experiments take: data, budget, width and depth, where to run, the presets
     (``one_search=False``: without ``--search-epochs``, ``--search-warmup`` and ``--c-prime``, which the
-    budget sweep varies; ``scenes_epochs``: the script's retraining default on scenes, if not digits')."""
+    budget sweep varies; ``scenes_epochs`` / ``scenes_warmup``: the script's defaults on scenes, where they
+    are not digits')."""
     parser.add_argument(
         "--proxy",
         default="digits",
@@ -105,12 +109,13 @@ def add_fad_flags(
         parser.add_argument(
             "--search-epochs", type=int, default=None, help="DARTS epochs a search (default 2)"
         )
+        on_scenes = "" if scenes_warmup is None else f"; {scenes_warmup} with --proxy scenes"
         parser.add_argument(
             "--search-warmup",
             type=int,
-            default=0,
+            default=None,
             help="epochs that train the search's weights only, before its --search-epochs (default 0, "
-            "DARTS's reference: alphas move from the first batch)",
+            f"DARTS's reference: alphas move from the first batch{on_scenes})",
         )
     on_scenes = "" if scenes_epochs is None else f"; {scenes_epochs} with --proxy scenes"
     parser.add_argument(
@@ -220,6 +225,8 @@ def with_fad_presets(args: argparse.Namespace, smoke: dict) -> argparse.Namespac
     from raynas.jobs.proxies import default_data
 
     fill_in(args, FAD_DEFAULTS, smoke=smoke, paper=FAD_PAPER)
+    if getattr(args, "search_warmup", 0) is None:  # DARTS's reference unless the script's preset set one
+        args.search_warmup = 0
     if args.cells_per_group is None:
         from raynas.spaces.fad.head import RETRAIN_CELLS_PER_GROUP
 
