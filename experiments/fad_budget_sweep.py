@@ -30,7 +30,7 @@ from raynas.config import ConfigError
 from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.fad import (
-    BEFORE_PROXY_FLAG,
+    BEFORE_FLAGS,
     FAD_COUNTS,
     add_fad_flags,
     fad_base_config,
@@ -106,7 +106,7 @@ def check(args: argparse.Namespace) -> tuple[SweepSettings, TrainConfig, dict]:
     base = fad_base_config(settings.fad, settings.fad.kind)
     fad_search_config(base, settings.fad, "check")  # its own checks, before Ray
     out = Path(settings.fad.out)
-    before = previous_record(settings.fad, out, NAME, RECIPE, BEFORE_PROXY_FLAG)
+    before = previous_record(settings.fad, out, NAME, RECIPE, BEFORE_FLAGS)
     if (out / f"{NAME}.csv").is_file() and not before:
         raise ConfigError(
             f"{out / f'{NAME}.csv'} has no record {NAME}.json beside it; copy it too, or choose another --out"

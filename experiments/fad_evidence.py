@@ -56,7 +56,7 @@ from raynas.config import ConfigError
 from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.fad import (
-    BEFORE_PROXY_FLAG,
+    BEFORE_FLAGS,
     FAD_COUNTS,
     FADSettings,
     add_fad_flags,
@@ -130,7 +130,7 @@ def check(args: argparse.Namespace) -> tuple[FADSettings, TrainConfig, dict, pd.
     base = fad_base_config(settings, settings.kind)
     fad_search_config(base, settings, "check")  # its own checks, before Ray
     out = Path(settings.out)
-    before = previous_record(settings, out, "fad_evidence", RECIPE, BEFORE_PROXY_FLAG)
+    before = previous_record(settings, out, "fad_evidence", RECIPE, BEFORE_FLAGS)
     check_kept_genotypes(settings, out, recorded_costs(before, out))
     kept_rows = previous_rows(out, "fad_evidence", before, METRICS)
     check_cells_per_group(before, settings, out)

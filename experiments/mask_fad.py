@@ -36,7 +36,7 @@ from raynas.config import ConfigError
 from raynas.errors import OneLineParser
 from raynas.jobs.entry import run_experiment
 from raynas.jobs.fad import (
-    BEFORE_PROXY_FLAG,
+    BEFORE_FLAGS,
     FAD_COUNTS,
     FADSettings,
     add_fad_flags,
@@ -80,7 +80,7 @@ def check(args: argparse.Namespace) -> tuple[FADSettings, TrainConfig, dict, pd.
     base = fad_base_config(settings, "mask_rcnn")
     fad_search_config(base, settings, "search_mask_head")  # its own checks, before Ray
     out = Path(settings.out)
-    before = previous_record(settings, out, "mask_fad", RECIPE, BEFORE_PROXY_FLAG)
+    before = previous_record(settings, out, "mask_fad", RECIPE, BEFORE_FLAGS)
     if not isinstance(before.get("genotype", {}), dict):
         raise ConfigError(
             f"{out / 'mask_fad.json'}: 'genotype' is not a genotype mapping; {table_fix('mask_fad')}"

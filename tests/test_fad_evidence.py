@@ -278,6 +278,25 @@ def test_a_digits_table_is_not_extended_on_scenes(script: str, tmp_path: Path, c
     assert sorted(p.name for p in out.iterdir()) == [f"{script}.csv", f"{script}.json"]
 
 
+@pytest.mark.parametrize("script", ["fad_evidence", "mask_fad"])
+def test_a_table_searched_without_a_warmup_is_not_extended_with_one(
+    script: str, tmp_path: Path, capfd
+) -> None:
+    """A record written before --search-warmup existed was searched without one: its genotypes are not
+    reused under a warm-up (refused, one line, nothing written)."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    module = __import__(script)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f"{script}.json").write_text(json.dumps({"settings": {"cells_per_group": 2}, "wall_time_s": 1}))
+    (out / f"{script}.csv").write_text("arm,seed,AP,AP50,AP75,head\n")
+    argv = ["--search-warmup", "6", "--out", str(out), "--data", str(tmp_path / "data")]
+    code = module.main(argv)
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "search_warmup=0" in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == [f"{script}.csv", f"{script}.json"]
+
+
 def test_wall_times_add_this_run_to_the_tables_total() -> None:
     """A table extended three times records each run's time and their sum; a record written before the
     total existed counts its own time."""

@@ -35,7 +35,7 @@ def test_more_test_images_keep_the_first_ones_and_the_other_splits(tmp_path: Pat
 def _score(out: Path, run: str, ap_200: float, ap_large: float) -> None:
     (out / "scores").mkdir(parents=True, exist_ok=True)
     metrics = {"AP50": 0.5, "APs": 0.1, "APm": 0.2, "APl": 0.3}
-    record = {"checkpoint": "c", "test_images": 600, "test200": {"AP": ap_200, **metrics},
+    record = {"checkpoint": f"ckpt_{run}", "test_images": 600, "test200": {"AP": ap_200, **metrics},
               "larger": {"AP": ap_large, **metrics}}  # fmt: skip
     (out / "scores" / f"{run}.json").write_text(json.dumps(record))
 
@@ -70,3 +70,12 @@ def test_bad_flags_are_one_line_and_write_nothing(flags, named, tmp_path: Path, 
     err = capfd.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and named in err[0], err
     assert not out.exists()
+
+
+def test_a_kept_score_counts_only_for_its_own_checkpoint(tmp_path: Path) -> None:
+    _score(tmp_path, "random1_seed0", 0.3, 0.29)
+    kept = tmp_path / "scores" / "random1_seed0.json"
+    assert test_split_probe._scored(kept, Path("ckpt_random1_seed0"))
+    assert not test_split_probe._scored(kept, Path("elsewhere/ckpt_random1_seed0"))
+    kept.write_text("{")
+    assert not test_split_probe._scored(kept, Path("ckpt_random1_seed0"))

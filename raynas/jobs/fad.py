@@ -35,8 +35,9 @@ FAD_RECIPE = (
     "paper",
     "proxy",
 )
-#: what a table's record written before ``--proxy`` existed was made on
-BEFORE_PROXY_FLAG = {"proxy": "digits"}
+#: what a table's record written before a flag existed was made with: ``--proxy`` digits, no search warm-up
+#: (so a committed table is never extended with a warm-up its genotypes were not searched with)
+BEFORE_FLAGS = {"proxy": "digits", "search_warmup": 0}
 #: the count flags of both FAD experiments, each >= 1
 FAD_COUNTS = (
     "seeds",
@@ -206,6 +207,22 @@ def fad_search_config(base: TrainConfig, settings: FADSettings, name: str, **swi
         run=run,
         fad=FADConfig(c_prime=settings.c_prime, arch_warmup_epochs=settings.search_warmup, **switches),
     )
+
+
+def search_time_s(result) -> float:
+    """Wall seconds of a search: its epochs' times summed from the run's curve. A weights-only warm-up epoch
+    costs about half a search epoch, so the last epoch's time x the epochs would overstate a warmed-up
+    search; that product stands where the run left no whole curve."""
+    from raynas.jobs.arms import train_time_s
+    from raynas.training.curves import read_curve
+
+    run_dir = getattr(result, "run_dir", None)
+    if run_dir is not None and (Path(run_dir) / "tensorboard").is_dir():
+        curve = read_curve(run_dir)
+        times = curve.get("epoch_time_s")
+        if times is not None and times.notna().all() and len(curve) == result.metrics.get("epoch"):
+            return float(times.sum())
+    return train_time_s(result.metrics)
 
 
 def fad_head_spec(genotype: dict | str, settings: FADSettings, c_prime: int | None = None) -> dict:

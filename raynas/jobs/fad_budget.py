@@ -22,8 +22,8 @@ import pandas as pd
 
 from raynas.config import ConfigError
 from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.arms import train_and_report, train_time_s
-from raynas.jobs.fad import FADSettings, fad_head_spec, fad_search_config
+from raynas.jobs.arms import train_and_report
+from raynas.jobs.fad import FADSettings, fad_head_spec, fad_search_config, search_time_s
 from raynas.jobs.head_evidence import head_cost
 from raynas.studies.tables import wall_times
 from raynas.training.config import TrainConfig
@@ -177,7 +177,7 @@ def run(settings: SweepSettings, base: TrainConfig, before: dict) -> dict:
             (out / "genotypes").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(result.genotype_path, kept_genotype(out, name))
             searches[name] = {
-                "search_time_s": train_time_s(result.metrics),
+                "search_time_s": search_time_s(result),
                 "search_peak_memory_mb": float(result.metrics.get("peak_memory_mb", float("nan"))),
             }
             write()  # a stop in the retraining keeps the search

@@ -19,8 +19,7 @@ import pandas as pd
 
 from raynas.config import ConfigError
 from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.arms import train_time_s
-from raynas.jobs.fad import FAD_RECIPE, FADSettings, fad_head_spec, fad_search_config
+from raynas.jobs.fad import FAD_RECIPE, FADSettings, fad_head_spec, fad_search_config, search_time_s
 from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
 from raynas.studies.tables import table_fix, wall_times
 from raynas.training.config import TrainConfig
@@ -107,7 +106,7 @@ def run_searches(
         costs.append(
             {
                 "arm": label,
-                "search_time_s": train_time_s(metrics),
+                "search_time_s": search_time_s(result),
                 "search_peak_memory_mb": float(metrics.get("peak_memory_mb", float("nan"))),
             }
         )
@@ -287,8 +286,8 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
 
     def record_searches(costs: list[dict]) -> None:
         """The record after each search, the table as it was: a stop in a later search keeps this one."""
-        record = {"runs_started": 0, "runs": 0, **wall_times(started, before), "search_costs": costs,
-                  "settings": asdict(settings)}  # fmt: skip
+        record = {"runs_started": 0, "runs": len(kept_rows), **wall_times(started, before),
+                  "search_costs": costs, "settings": asdict(settings)}  # fmt: skip
         atomic_write_json(out / "fad_evidence.json", record)
 
     genotypes, costs = run_searches(base, settings, out, before, record_searches)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from raynas.config import ConfigError
 from raynas.io import atomic_write_json, atomic_write_text
-from raynas.jobs.fad import FAD_RECIPE, FADSettings, fad_head_spec, fad_search_config
+from raynas.jobs.fad import FAD_RECIPE, FADSettings, fad_head_spec, fad_search_config, search_time_s
 from raynas.studies import TEST_HEADER, per_arm_summary, verdict_cells, verdict_note
 from raynas.studies.tables import not_yet_reached, wall_times
 from raynas.training.config import TrainConfig
@@ -78,11 +78,12 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
     prepare_inputs(base, smoke=settings.smoke)
     if settings.genotype:
         print(f"== search: FAD mask head (from {settings.genotype}) ==", flush=True)
-        genotype_path, search_metrics = Path(settings.genotype), {}
+        genotype_path, search_metrics, search_seconds = Path(settings.genotype), {}, float("nan")
     else:
         print("== search: FAD mask head ==", flush=True)
         searched = search_fad(fad_search_config(base, settings, "search_mask_head"))
         genotype_path, search_metrics = searched.genotype_path, searched.metrics
+        search_seconds = search_time_s(searched)
     genotype = json.loads(genotype_path.read_text())["arch"]
     check_same_genotype(before, kept_rows, genotype, out, str(genotype_path))
     seeds = range(settings.seeds)
@@ -92,8 +93,7 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
     search_cost = {
         "genotype": genotype,
         "genotype_from": settings.genotype,  # None: searched by this run (then its cost follows)
-        "search_time_s": float(search_metrics.get("epoch_time_s", "nan"))
-        * float(search_metrics.get("epoch", "nan")),
+        "search_time_s": search_seconds,
         "search_peak_memory_mb": float(search_metrics.get("peak_memory_mb", "nan")),
     }
     if settings.genotype and before.get("genotype") == genotype:  # the search that found it was recorded

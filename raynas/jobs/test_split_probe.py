@@ -147,6 +147,15 @@ def write_outputs(out: Path, test_images: int, started: float) -> dict:
     return record
 
 
+def _scored(kept: Path, checkpoint: Path) -> bool:
+    """A score kept for this very checkpoint (one of another --runs folder, or damaged, is scored again).
+    Shards deal the runs finished when they start: start them after the calibration's runs end."""
+    try:
+        return json.loads(kept.read_text())["checkpoint"] == str(checkpoint)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def run(settings: ProbeSettings, runs: list[tuple[str, Path]]) -> dict:
     """Score every run not scored yet (resumable: ``scores/<run>.json``), then the tables from all."""
     from raynas.jobs.arms import TEST_METRICS_FILE
@@ -155,7 +164,7 @@ def run(settings: ProbeSettings, runs: list[tuple[str, Path]]) -> dict:
     root = larger_test_data(runs[0][1], out, settings.test_images)
     if settings.shard is not None:  # dealt before the scored ones are skipped: shards never share a run
         runs = shard_runs(runs, settings.shard)
-    todo = [(name, ckpt) for name, ckpt in runs if not (out / "scores" / f"{name}.json").is_file()]
+    todo = [(name, ckpt) for name, ckpt in runs if not _scored(out / "scores" / f"{name}.json", ckpt)]
     for name, checkpoint in todo:
         print(f"== {name} ==", flush=True)
         test200 = json.loads((checkpoint.parent / TEST_METRICS_FILE).read_text())["metrics"]
