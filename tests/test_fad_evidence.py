@@ -264,36 +264,25 @@ def test_the_scenes_recipe_is_the_calibrations_on_cached_body_outputs(tmp_path: 
 
 
 @pytest.mark.parametrize("script", ["fad_evidence", "mask_fad"])
-def test_a_digits_table_is_not_extended_on_scenes(script: str, tmp_path: Path, capfd) -> None:
-    """A record written before --proxy was made on digits: a scenes run into its folder is refused."""
-    sys.path.insert(0, str(EXPERIMENTS))
-    module = __import__(script)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / f"{script}.json").write_text(json.dumps({"settings": {"cells_per_group": 2}, "wall_time_s": 1}))
-    (out / f"{script}.csv").write_text("arm,seed,AP,AP50,AP75,head\n")
-    code = module.main(["--proxy", "scenes", "--out", str(out), "--data", str(tmp_path / "data")])
-    err = capfd.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "proxy=digits" in err[0], err
-    assert sorted(p.name for p in out.iterdir()) == [f"{script}.csv", f"{script}.json"]
-
-
-@pytest.mark.parametrize("script", ["fad_evidence", "mask_fad"])
-def test_a_table_searched_without_a_warmup_is_not_extended_with_one(
-    script: str, tmp_path: Path, capfd
+@pytest.mark.parametrize(
+    ("flags", "recorded"),
+    [(["--proxy", "scenes"], "proxy=digits"), (["--search-warmup", "6"], "search_warmup=0")],
+)
+def test_a_table_from_before_a_flag_is_not_extended_under_another_value(
+    script: str, flags: list[str], recorded: str, tmp_path: Path, capfd
 ) -> None:
-    """A record written before --search-warmup existed was searched without one: its genotypes are not
-    reused under a warm-up (refused, one line, nothing written)."""
+    """A record written before --proxy / --search-warmup existed was made on digits, searched without a
+    warm-up: a run into its folder with another value is refused (one line, nothing written), so its
+    genotypes and rows are never reused under a recipe they were not made with."""
     sys.path.insert(0, str(EXPERIMENTS))
     module = __import__(script)
     out = tmp_path / "out"
     out.mkdir()
     (out / f"{script}.json").write_text(json.dumps({"settings": {"cells_per_group": 2}, "wall_time_s": 1}))
     (out / f"{script}.csv").write_text("arm,seed,AP,AP50,AP75,head\n")
-    argv = ["--search-warmup", "6", "--out", str(out), "--data", str(tmp_path / "data")]
-    code = module.main(argv)
+    code = module.main([*flags, "--out", str(out), "--data", str(tmp_path / "data")])
     err = capfd.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "search_warmup=0" in err[0], err
+    assert code == 2 and len(err) == 1 and recorded in err[0], err
     assert sorted(p.name for p in out.iterdir()) == [f"{script}.csv", f"{script}.json"]
 
 
