@@ -79,3 +79,13 @@ def test_a_kept_score_counts_only_for_its_own_checkpoint(tmp_path: Path) -> None
     assert not test_split_probe._scored(kept, Path("elsewhere/ckpt_random1_seed0"))
     kept.write_text("{")
     assert not test_split_probe._scored(kept, Path("ckpt_random1_seed0"))
+
+
+def test_a_damaged_kept_score_of_a_run_is_one_line(tmp_path: Path, capfd) -> None:
+    run = tmp_path / "runs" / "random1_seed0"
+    run.mkdir(parents=True)
+    (run / "test_metrics.json").write_text("{")  # cut short
+    code = proxy_test_split.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "test_metrics.json cannot be read" in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -4,6 +4,8 @@ finished elsewhere (an earlier machine, a committed table), so that a study resu
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 
 from raynas.config import ConfigError
@@ -51,14 +53,13 @@ def unmatched_kept_note(kept: dict[tuple, dict], identities: list[dict]) -> str 
     same recipe digest, and the digest holds the data root as written: ``--data data/scenes`` and
     ``--data /abs/data/scenes`` are two recipes, so a user sees it before the runs train again."""
     named = {tuple(key[:3]): key for key in kept}
-    differing: dict[str, int] = {}
-    for identity in identities:
-        key = named.get(tuple(identity[k] for k in KEPT_KEYS[:3]))
-        if key is None:
-            continue
-        for column, value in zip(KEPT_KEYS[3:], key[3:], strict=True):
-            if identity[column] != value:
-                differing[column] = differing.get(column, 0) + 1
+    differing = Counter(
+        column
+        for identity in identities
+        if (key := named.get(tuple(identity[k] for k in KEPT_KEYS[:3]))) is not None
+        for column, value in zip(KEPT_KEYS[3:], key[3:], strict=True)
+        if identity[column] != value
+    )
     if not differing:
         return None
     counts = ", ".join(f"{column} ({n})" for column, n in differing.items())

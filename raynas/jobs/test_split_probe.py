@@ -47,7 +47,13 @@ def finished_runs(runs: Path) -> list[tuple[str, Path]]:
         match = RUN_NAME.match(run_dir.name)
         kept = run_dir / TEST_METRICS_FILE
         if match and kept.is_file():
-            checkpoint = run_dir / json.loads(kept.read_text())["checkpoint"]
+            try:
+                checkpoint = run_dir / json.loads(kept.read_text())["checkpoint"]
+            except (ValueError, KeyError, TypeError) as err:
+                raise ConfigError(
+                    f"{kept} cannot be read ({err}); delete it and re-run the calibration's command to "
+                    "score that run again"
+                ) from None
             if checkpoint.is_dir():
                 found.append((int(match[1]), int(match[2]), run_dir.name, checkpoint))
     return [(name, checkpoint) for _, _, name, checkpoint in sorted(found)]
