@@ -6,6 +6,8 @@
     python experiments/fad_evidence.py --paper            # the paper's settings (VOC on GPUs; see below)
     python experiments/fad_evidence.py --arms fad_full --seeds 1   # one search (and a random head) vs default
     python experiments/fad_evidence.py --proxy scenes     # scenes (issue 28): 16 epochs, c' = 24, warm-up 6
+    python experiments/fad_evidence.py --proxy scenes --shard 0/2 &   # two processes side by side (one
+    python experiments/fad_evidence.py --proxy scenes --shard 1/2     # core each), then --gather: the table
 
 FAD's Table 2 (and Table 3's searched-vs-default columns) on a proxy: digits (the committed tables; one
 pyramid level in use) or scenes (``--proxy scenes``: every level used; the calibration's body frozen, its
@@ -36,6 +38,12 @@ table alone: a genotype in ``--out/genotypes`` is not searched again and a row o
 with the same arm, seed and head is not retrained, so a committed table is extended by copying it into
 ``--out`` (``cp -r experiments/results/fad_evidence runs/``) and running the arms it lacks (the committed
 digits table retrained one cell per group: add ``--cells-per-group 1``).
+
+Shards (``--shard I/N``, :mod:`raynas.jobs.head_shards`): the searches ``--out`` lacks are dealt every
+N-th from the I-th, each shard trains its own searches' runs and every N-th of the other runs ``--out``'s
+table lacks, in ``--out/shard-I-of-N`` (run folders stay in ``--out/runs``); ``--gather`` takes every
+shard's rows, genotypes and search costs into ``--out``'s table, training nothing. Prepare the data first
+(or start one shard first): shards side by side would both make it.
 
 Every derived head is retrained with ``--cells-per-group`` cells per group (default 2, the depth at which
 the heads have Table 3's parameters; the search has one, Sec. 3.1).
@@ -74,6 +82,8 @@ from raynas.jobs.head_evidence import (
     recorded_costs,
     run,
 )
+from raynas.jobs.head_shards import gather, table_folder
+from raynas.jobs.shards import shard_of
 from raynas.registry import ONE_STAGE
 from raynas.studies.flags import check_counts
 from raynas.studies.tables import previous_record, previous_rows
@@ -112,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="leave out the searched head retrained at the width that matches the default head's params",
     )
+    parser.add_argument(
+        "--shard",
+        default=None,
+        help="I/N: this process's part of the table, beside N-1 others (one core each), written to "
+        "OUT/shard-I-of-N; then --gather",
+    )
+    parser.add_argument(
+        "--gather",
+        action="store_true",
+        help="take every shard's rows, genotypes and search costs into OUT's table (trains nothing)",
+    )
     return parser
 
 
@@ -125,20 +146,30 @@ def check(args: argparse.Namespace) -> tuple[FADSettings, TrainConfig, dict, pd.
     if args.arms and set(args.arms) - set(known):
         raise ConfigError(f"--arms {sorted(set(args.arms) - set(known))} unknown; choose from {known}")
     check_counts(args, {**dict.fromkeys((*FAD_COUNTS, "random_genotypes"), 1), "search_warmup": 0})
+    if args.shard is not None:
+        shard_of(args.shard)
+        if args.gather:
+            raise ConfigError("--gather takes in every shard's rows; drop --shard (or --gather)")
     check_writable_folder(args.out, "--out")
     settings = fad_settings(args)
     base = fad_base_config(settings, settings.kind)
     fad_search_config(base, settings, "check")  # its own checks, before Ray
-    out = Path(settings.out)
-    before = previous_record(settings, out, "fad_evidence", RECIPE, BEFORE_FLAGS)
-    check_kept_genotypes(settings, out, recorded_costs(before, out))
-    kept_rows = previous_rows(out, "fad_evidence", before, METRICS)
-    check_cells_per_group(before, settings, out)
+    folders = [Path(settings.out)] + ([table_folder(settings)] if settings.shard is not None else [])
+    for out in folders:  # --out, and a shard's own folder: what this call reads back
+        before = previous_record(settings, out, "fad_evidence", RECIPE, BEFORE_FLAGS)
+        check_kept_genotypes(settings, out, recorded_costs(before, out))
+        kept_rows = previous_rows(out, "fad_evidence", before, METRICS)
+        check_cells_per_group(before, settings, out)
     return settings, base, before, kept_rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_experiment("fad_evidence", build_parser(), argv, check, lambda args, checked: run(*checked))
+    def run_or_gather(args: argparse.Namespace, checked: tuple) -> dict:
+        return gather(*checked) if args.gather else run(*checked)
+
+    return run_experiment(
+        "fad_evidence", build_parser(), argv, check, run_or_gather, uses_ray=lambda args: not args.gather
+    )
 
 
 def with_presets(args: argparse.Namespace) -> argparse.Namespace:

@@ -185,7 +185,7 @@ def test_a_table_from_before_the_genotypes_is_extended_not_redone() -> None:
     lack cells_per_group (they had one); its rows stand for this plan's runs, and a run of this plan
     replaces its own row instead of sitting beside it."""
     from raynas.jobs.fad import fad_head_spec
-    from raynas.jobs.head_evidence import _unit, random_heads, with_genotypes
+    from raynas.jobs.head_evidence import run_unit, random_heads, with_genotypes
     from raynas.studies.tables import head_key, kept_row
 
     settings = _settings(["--cells-per-group", "1"])
@@ -196,8 +196,8 @@ def test_a_table_from_before_the_genotypes_is_extended_not_redone() -> None:
     assert kept_row(old, "FAD random", 1, head_key(head))["AP"] == 0.2
     assert kept_row(old, "FAD random", 1, head_key(fad_head_spec(head["genotype"], _settings([])))) is None
     rows = with_genotypes(old).to_dict("records")
-    assert [_unit(row) for row in rows] == [("FAD random", 1, 1), ("FCOS head", 1, -1)]
-    assert _unit({"arm": "FAD random", "seed": 1, "genotype": 1}) == _unit(
+    assert [run_unit(row) for row in rows] == [("FAD random", 1, 1), ("FCOS head", 1, -1)]
+    assert run_unit({"arm": "FAD random", "seed": 1, "genotype": 1}) == run_unit(
         rows[0]
     )  # the rerun's row replaces it
 
@@ -320,7 +320,7 @@ def test_a_stopped_run_leaves_a_record_so_the_same_command_resumes(tmp_path: Pat
     row = {"arm": "FCOS head", "seed": 0, **dict.fromkeys(head_evidence.METRICS, 0.3), "split": "test",
            "head_params": 1000, "head_flops": 2000, "head": "torchvision"}  # fmt: skip
 
-    def stopped(base, arms, seeds, kept_rows, metrics, cost, write):
+    def stopped(base, arms, seeds, kept_rows, metrics, cost, write, mine):
         write([row], 1)
         raise Stop
 

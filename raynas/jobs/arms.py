@@ -184,6 +184,9 @@ class HeadArm:
     #: which of an arm's networks this is, where one label trains several (FAD random's genotypes), so that
     #: the table can tell the genotypes' spread from the seeds'; None for an arm of one network
     genotype: int | None = None
+    #: the searched arm whose genotype this head retrains (its slug; the matched width's too), so that a
+    #: shard trains the runs of the searches it made; None for a head that needs no search
+    search: str | None = None
 
 
 def train_arms(
@@ -195,17 +198,21 @@ def train_arms(
     kept: Callable[[ArmT, int, TrainConfig], dict | None] = lambda arm, seed, cfg: None,
     title: Callable[[ArmT, int], str] = lambda arm, seed: f"{arm.label}, seed {seed}",
     train: Callable[[TrainConfig], ReportedRun] | None = None,
+    mine: Callable[[ArmT, int], bool] = lambda arm, seed: True,
 ) -> tuple[list[dict], int]:
     """The arms x seeds loop of every standalone table: each arm at each seed, seed by seed (a stop leaves
     every arm at some seeds), its run ``config(arm, seed)`` trained and scored by :func:`train_and_report`
     (``train``) and made a ``row``, unless ``kept(arm, seed, cfg)`` gives the row of an earlier table.
     ``on_row(rows, trained)`` runs after every run that was not kept, so a table grows as its runs finish.
+    ``mine(arm, seed)``: whether this call owns the run at all (a shard leaves the others' runs out).
     Returns the rows in plan order and how many runs trained now."""
     train = train or train_and_report
     rows: list[dict] = []
     trained = 0
     for seed in range(seeds):
         for arm in arms:
+            if not mine(arm, seed):
+                continue
             cfg = config(arm, seed)
             previous = kept(arm, seed, cfg)
             if previous is not None:
@@ -227,9 +234,11 @@ def train_head_arms(
     metrics: tuple[str, ...],
     cost: Callable[[TrainConfig, int], dict],
     on_row: Callable[[list[dict], int], object],
+    mine: Callable[[HeadArm, int], bool] = lambda arm, seed: True,
 ) -> tuple[list[dict], int]:
     """:func:`train_arms` over head arms (FAD's tables): a row kept from an earlier table for the same arm,
-    seed and head is reused. ``cost(cfg, num_classes)`` gives an arm's cost columns."""
+    seed and head is reused. ``cost(cfg, num_classes)`` gives an arm's cost columns; ``mine``: the runs
+    this call owns (a shard's)."""
     from raynas.checkpoints import load_state
     from raynas.studies.tables import head_key, kept_row
 
@@ -250,4 +259,4 @@ def train_head_arms(
             return row
         return {**row, "genotype": arm.genotype}  # a table before the column: genotype g was seed g's
 
-    return train_arms(arms, seeds, config, row, on_row, kept)
+    return train_arms(arms, seeds, config, row, on_row, kept, mine=mine)

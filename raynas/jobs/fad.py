@@ -75,6 +75,8 @@ class FADSettings:
     arms: tuple[str, ...] | None = None  # fad_evidence: the searched arms to run (None: all)
     matched_width: bool = True  # fad_evidence: the searched head at the default head's parameters too
     genotype: str | None = None  # mask_fad: retrain this genotype.json instead of searching
+    shard: str | None = None  # fad_evidence: "I/N", this call's part of the table (raynas.jobs.head_shards)
+    gather: bool = False  # fad_evidence: the shards' rows into --out's table, nothing trained
 
 
 def fad_settings(args: argparse.Namespace) -> FADSettings:

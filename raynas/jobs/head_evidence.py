@@ -72,15 +72,23 @@ def run_searches(
     out: Path,
     before: dict,
     on_search: Callable[[list[dict]], None] | None = None,
+    shared: tuple[Path, dict] | None = None,
+    searching: set[str] | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Every searched arm's genotype (copied to ``genotypes/``) and its search cost; a genotype already
+    """Every searched arm's genotype (copied to ``out/genotypes``) and its search cost; a genotype already
     in ``genotypes/`` is reused with the cost recorded for it. ``on_search`` gets every cost known after
-    each new search (the record is written there, so a stop in a later search keeps this one)."""
+    each new search (the record is written there, so a stop in a later search keeps this one).
+    ``shared``: another folder and its record whose genotypes are reused too (a shard reads ``--out``'s);
+    ``searching``: the slugs this call may search (None: every wanted one; a shard: the ones dealt to it,
+    the others' arms are left out)."""
     from raynas.training.darts import search_fad
 
     genotypes, costs = {}, []
     wanted = set(settings.arms or [s for _, s, _ in SEARCHED])
     recorded = {cost["arm"]: cost for cost in recorded_costs(before, out)}
+    folders = [(out, recorded)]
+    if shared is not None:
+        folders.append((shared[0], {cost["arm"]: cost for cost in recorded_costs(shared[1], shared[0])}))
 
     def with_unreached(known: list[dict]) -> list[dict]:
         """Arms not searched in this call (left out by --arms, or not reached yet) keep their cost."""
@@ -90,12 +98,16 @@ def run_searches(
     for label, slug, switches in SEARCHED:
         if slug not in wanted:
             continue
-        kept = out / "genotypes" / f"{slug}.json"
-        if kept.is_file() and label in recorded:
-            print(f"== search: {label} (from {kept}) ==", flush=True)
-            genotypes[label] = json.loads(kept.read_text())["arch"]
-            costs.append(recorded[label])
+        kept = [(folder / "genotypes" / f"{slug}.json", known[label]) for folder, known in folders
+                if (folder / "genotypes" / f"{slug}.json").is_file() and label in known]  # fmt: skip
+        if kept:
+            path, cost = kept[0]
+            print(f"== search: {label} (from {path}) ==", flush=True)
+            genotypes[label] = json.loads(path.read_text())["arch"]
+            costs.append(cost)
             continue
+        if searching is not None and slug not in searching:
+            continue  # another shard's search
         print(f"== search: {label} ==", flush=True)
         result = search_fad(fad_search_config(base, settings, f"search_{slug}", **switches))
         genotypes[label] = json.loads(result.genotype_path.read_text())["arch"]
@@ -172,13 +184,13 @@ def plan_arms(genotypes: dict, settings: FADSettings, base) -> list:
              for g, head in enumerate(random_heads(settings))]  # fmt: skip
     for label, slug, _ in SEARCHED:
         if label in genotypes:
-            arms.append(HeadArm(label, slug, same_for_every_seed(fad_head_spec(genotypes[label], settings))))
+            spec = fad_head_spec(genotypes[label], settings)
+            arms.append(HeadArm(label, slug, same_for_every_seed(spec), search=slug))
             if slug == "fad_full" and settings.matched_width:
                 c_prime = matched_c_prime(base, genotypes[label], settings)
                 spec = fad_head_spec(genotypes[label], settings, c_prime)
-                arms.append(
-                    HeadArm(f"FAD searched @c'={c_prime}", f"fad_full_c{c_prime}", same_for_every_seed(spec))
-                )
+                arms.append(HeadArm(f"FAD searched @c'={c_prime}", f"fad_full_c{c_prime}",
+                                    same_for_every_seed(spec), search=slug))  # fmt: skip
     return arms
 
 
@@ -269,7 +281,7 @@ def with_genotypes(kept_rows: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def _unit(row: dict) -> tuple:
+def run_unit(row: dict) -> tuple:
     """What one row of the table stands for: an arm's run at a seed (and FAD random's genotype)."""
     genotype = row.get("genotype")
     missing = genotype is None or pd.isna(genotype)
@@ -277,51 +289,69 @@ def _unit(row: dict) -> tuple:
 
 
 def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.DataFrame) -> dict:
+    """Search, plan, retrain and tabulate; a shard (``settings.shard``) does its part of it
+    (:mod:`raynas.jobs.head_shards`) and writes its table in its own folder."""
     from raynas.jobs.arms import reported_split, train_head_arms
+    from raynas.jobs.head_shards import ShardPlan, table_folder
     from raynas.jobs.proxies import prepare_inputs
 
-    out = Path(settings.out)
+    out = table_folder(settings)
     started = time.perf_counter()
     prepare_inputs(base, smoke=settings.smoke)  # data and pretrained body (a few steps in --smoke)
+    kept_from_before = {key: before[key] for key in ("shards",) if key in before}
 
     def record_searches(costs: list[dict]) -> None:
         """The record after each search, the table as it was: a stop in a later search keeps this one."""
         record = {"runs_started": 0, "runs": len(kept_rows), **wall_times(started, before),
-                  "search_costs": costs, "settings": asdict(settings)}  # fmt: skip
+                  **kept_from_before, "search_costs": costs, "settings": asdict(settings)}  # fmt: skip
         atomic_write_json(out / "fad_evidence.json", record)
 
-    genotypes, costs = run_searches(base, settings, out, before, record_searches)
+    shard = ShardPlan.read(settings)
+    genotypes, costs = run_searches(
+        base, settings, out, before, record_searches, shard.shared, shard.searching
+    )
     arms = plan_arms(genotypes, settings, base)
-
     earlier = with_genotypes(kept_rows).to_dict("records")
 
     def write(rows: list[dict], launched: int = 0) -> dict:
         """Table, plot and record after every run: a stop leaves a folder the same command resumes."""
-        reached = {_unit(row) for row in rows}  # a stop keeps every row; a rerun replaces its own
-        frame = pd.DataFrame(rows + [row for row in earlier if _unit(row) not in reached])
-        if "genotype" in frame:  # a whole number where there is one (NaN would make the column float)
-            frame["genotype"] = pd.to_numeric(frame["genotype"]).astype("Int64")
-        frame = frame[[column for column in frame.columns if column != "head"] + ["head"]]  # head last
-        for metric in METRICS:
-            frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
-        table = summarize(frame, arms[0].label)
-        atomic_write_text(out / "fad_evidence.csv", frame.to_csv(index=False))
-        atomic_write_text(out / "fad_evidence.md", markdown(table, pd.DataFrame(costs), frame))
-        plot(table, out / "fad_evidence.png", reported_split(base))
+        reached = {run_unit(row) for row in rows}  # a stop keeps every row; a rerun replaces its own
+        write_table(out, rows + [row for row in earlier if run_unit(row) not in reached], costs,
+                    arms[0].label, reported_split(base))  # fmt: skip
         record = {
             "runs_started": launched,
             "runs": len(rows),
             **wall_times(started, before),
+            **kept_from_before,
             "search_costs": costs,
             "settings": asdict(settings),
         }
         atomic_write_json(out / "fad_evidence.json", record)
         return record
 
-    rows, launched = train_head_arms(base, arms, settings.seeds, kept_rows, METRICS, head_cost, write)
+    rows, launched = train_head_arms(
+        base, arms, settings.seeds, kept_rows, METRICS, head_cost, write, shard.runs(arms, settings.seeds)
+    )
     record = write(rows, launched)
     print("\n" + (out / "fad_evidence.md").read_text())
+    if settings.shard is not None:
+        print(f"shard {settings.shard}: its rows are in {out}; --gather makes --out's table of every shard")
     return record
+
+
+def write_table(out: Path, rows: list[dict], costs: list[dict], baseline: str, split: str) -> pd.DataFrame:
+    """``fad_evidence.csv`` / ``.md`` / ``.png`` in ``out`` from the table's rows (returned as written)."""
+    frame = pd.DataFrame(rows)
+    if "genotype" in frame:  # a whole number where there is one (NaN would make the column float)
+        frame["genotype"] = pd.to_numeric(frame["genotype"]).astype("Int64")
+    frame = frame[[column for column in frame.columns if column != "head"] + ["head"]]  # head last
+    for metric in METRICS:
+        frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
+    table = summarize(frame, baseline)
+    atomic_write_text(out / "fad_evidence.csv", frame.to_csv(index=False))
+    atomic_write_text(out / "fad_evidence.md", markdown(table, pd.DataFrame(costs), frame))
+    plot(table, out / "fad_evidence.png", split)
+    return frame
 
 
 def recorded_costs(before: dict, out: Path) -> list[dict]:
