@@ -185,7 +185,7 @@ def test_a_table_from_before_the_genotypes_is_extended_not_redone() -> None:
     lack cells_per_group (they had one); its rows stand for this plan's runs, and a run of this plan
     replaces its own row instead of sitting beside it."""
     from raynas.jobs.fad import fad_head_spec
-    from raynas.jobs.head_evidence import run_unit, random_heads, with_genotypes
+    from raynas.jobs.head_evidence import random_heads, run_unit, with_genotypes
     from raynas.studies.tables import head_key, kept_row
 
     settings = _settings(["--cells-per-group", "1"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ def _owned(out: Path, shard: str, extra: list[str] = ()) -> set[tuple[str, int]]
     from raynas.jobs.head_shards import ShardPlan
 
     plan = ShardPlan.read(_settings(["--smoke", "--seeds", "3", "--out", str(out), "--shard", shard, *extra]))
-    mine = plan.runs(_plan(), 3)
+    mine = plan.runs(_plan(), 3, out / "runs")
     return {(arm.slug, seed) for seed in range(3) for arm in _plan() if mine(arm, seed)}
 
 
@@ -95,8 +96,17 @@ def test_gather_makes_one_table_of_every_shard_and_trains_nothing(tmp_path: Path
     default = [{"arm": "FCOS head", "seed": seed, **ROW, "AP": 0.30 + seed / 100, "head": "torchvision"}
                for seed in range(3)]  # fmt: skip
     searched = [{"arm": "FAD searched", "seed": seed, **ROW, "AP": 0.25, "head": head} for seed in range(2)]
+    # two shards that searched one arm differently: refused before anything is written to --out
     _shard_folder(tmp_path, "shard-0-of-2", [default[0], searched[0], default[2]], arch)
-    _shard_folder(tmp_path, "shard-1-of-2", [default[1], searched[1], default[0]], None)
+    _shard_folder(tmp_path, "shard-1-of-2", [default[1], searched[1], default[0]], other)
+    assert fad_evidence.main(["--out", str(tmp_path), "--gather"]) == 2
+    assert "two searches of fad_full" in capfd.readouterr().err
+    assert not (tmp_path / "genotypes").exists() and not (tmp_path / "fad_evidence.csv").exists()
+
+    # shard 1 without its search (its runs of FAD searched retrained shard 0's genotype)
+    (tmp_path / "shard-1-of-2" / "genotypes" / "fad_full.json").unlink()
+    record_path = tmp_path / "shard-1-of-2" / "fad_evidence.json"
+    record_path.write_text(json.dumps({**json.loads(record_path.read_text()), "search_costs": []}))
     assert fad_evidence.main(["--out", str(tmp_path), "--gather"]) == 0
     rows = pd.read_csv(tmp_path / "fad_evidence.csv")
     assert list(zip(rows["arm"], rows["seed"], strict=True)) == [
@@ -108,6 +118,16 @@ def test_gather_makes_one_table_of_every_shard_and_trains_nothing(tmp_path: Path
     assert "| FAD searched |" in (tmp_path / "fad_evidence.md").read_text()
     assert not (tmp_path / "runs").exists()
 
+    # one run with rows of two heads (a search made again) is refused, the table as it was
+    stale = {**searched[0], "head": head.replace('"c_prime": 24', '"c_prime": 26')}
+    _shard_folder(tmp_path, "shard-0-of-3", [stale], None)
+    before = (tmp_path / "fad_evidence.csv").read_bytes()
+    capfd.readouterr()
+    assert fad_evidence.main(["--out", str(tmp_path), "--gather"]) == 2
+    assert "FAD searched at seed 0 has rows of two heads" in capfd.readouterr().err
+    assert (tmp_path / "fad_evidence.csv").read_bytes() == before
+    shutil.rmtree(tmp_path / "shard-0-of-3")
+
     # a second search of one arm in another shard is refused, and --out's table stays as it was
     _shard_folder(tmp_path, "shard-2-of-3", [], other)
     before = (tmp_path / "fad_evidence.csv").read_bytes()
@@ -116,6 +136,37 @@ def test_gather_makes_one_table_of_every_shard_and_trains_nothing(tmp_path: Path
     err = capfd.readouterr().err
     assert "two searches of fad_full" in err and "Traceback" not in err
     assert (tmp_path / "fad_evidence.csv").read_bytes() == before
+
+
+def test_a_run_is_trained_by_one_live_process(tmp_path: Path) -> None:
+    """A run owned by another live process is left to it; one whose owner stopped is free again."""
+    import os
+
+    from raynas.jobs.head_shards import claim
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = tmp_path / "fad_full_seed0.owner"
+        owner.write_text(str(sleeper.pid))
+        assert not claim(tmp_path / "fad_full_seed0")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert claim(tmp_path / "fad_full_seed0") and owner.read_text() == str(os.getpid())
+    assert claim(tmp_path / "fad_full_seed0")  # its own run, again
+
+
+def test_shards_of_one_deal_must_share_its_flags(tmp_path: Path) -> None:
+    from raynas.config import ConfigError
+    from raynas.jobs.head_shards import check_siblings
+
+    _shard_folder(tmp_path, "shard-1-of-2", [], None)
+    record = tmp_path / "shard-1-of-2" / "fad_evidence.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "settings": {"seeds": 2, "arms": None}}))
+    check_siblings(_settings(["--out", str(tmp_path), "--seeds", "2", "--shard", "0/2"]))
+    check_siblings(_settings(["--out", str(tmp_path), "--seeds", "3", "--shard", "0/3"]))  # another deal
+    with pytest.raises(ConfigError, match="was dealt with seeds=2; start every shard of 2 with the same"):
+        check_siblings(_settings(["--out", str(tmp_path), "--seeds", "3", "--shard", "0/2"]))
 
 
 @pytest.mark.parametrize(
@@ -166,5 +217,8 @@ def test_two_shards_and_gather_make_the_table_one_process_would(tmp_path: Path) 
     assert set(gathered["shards"]) == {"shard-0-of-2", "shard-1-of-2"}
     assert (out / "genotypes" / "fad_full.json").is_file()
     assert run("--shard", "1/2")["runs_started"] == 0
-    assert run()["runs_started"] == 0
+    assert run("--shard", "2/3")["runs_started"] == 0  # dealt nothing: a record, no table
+    assert not (out / "shard-2-of-3" / "fad_evidence.csv").exists()
+    unsharded = run()  # trains nothing, and keeps the shards' wall times in the record
+    assert unsharded["runs_started"] == 0 and set(unsharded["shards"]) == set(gathered["shards"])
     pd.testing.assert_frame_equal(pd.read_csv(out / "fad_evidence.csv"), rows)

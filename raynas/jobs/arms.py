@@ -204,19 +204,20 @@ def train_arms(
     every arm at some seeds), its run ``config(arm, seed)`` trained and scored by :func:`train_and_report`
     (``train``) and made a ``row``, unless ``kept(arm, seed, cfg)`` gives the row of an earlier table.
     ``on_row(rows, trained)`` runs after every run that was not kept, so a table grows as its runs finish.
-    ``mine(arm, seed)``: whether this call owns the run at all (a shard leaves the others' runs out).
+    ``mine(arm, seed)``: whether this call trains a run its kept rows lack (a shard leaves the others'
+    runs out).
     Returns the rows in plan order and how many runs trained now."""
     train = train or train_and_report
     rows: list[dict] = []
     trained = 0
     for seed in range(seeds):
         for arm in arms:
-            if not mine(arm, seed):
-                continue
             cfg = config(arm, seed)
             previous = kept(arm, seed, cfg)
             if previous is not None:
                 rows.append(previous)
+                continue
+            if not mine(arm, seed):
                 continue
             print(f"== {title(arm, seed)} ==", flush=True)
             reported = train(cfg)

@@ -87,8 +87,8 @@ def run_searches(
     wanted = set(settings.arms or [s for _, s, _ in SEARCHED])
     recorded = {cost["arm"]: cost for cost in recorded_costs(before, out)}
     folders = [(out, recorded)]
-    if shared is not None:
-        folders.append((shared[0], {cost["arm"]: cost for cost in recorded_costs(shared[1], shared[0])}))
+    if shared is not None:  # --out's first: a shard retrains the genotype every shard deals from
+        folders.insert(0, (shared[0], {cost["arm"]: cost for cost in recorded_costs(shared[1], shared[0])}))
 
     def with_unreached(known: list[dict]) -> list[dict]:
         """Arms not searched in this call (left out by --arms, or not reached yet) keep their cost."""
@@ -316,8 +316,9 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
     def write(rows: list[dict], launched: int = 0) -> dict:
         """Table, plot and record after every run: a stop leaves a folder the same command resumes."""
         reached = {run_unit(row) for row in rows}  # a stop keeps every row; a rerun replaces its own
-        write_table(out, rows + [row for row in earlier if run_unit(row) not in reached], costs,
-                    arms[0].label, reported_split(base))  # fmt: skip
+        table = rows + [row for row in earlier if run_unit(row) not in reached]
+        if table:  # a shard dealt nothing has no table, only its record
+            write_table(out, table, costs, arms[0].label, reported_split(base))
         record = {
             "runs_started": launched,
             "runs": len(rows),
@@ -329,13 +330,14 @@ def run(settings: FADSettings, base: TrainConfig, before: dict, kept_rows: pd.Da
         atomic_write_json(out / "fad_evidence.json", record)
         return record
 
-    rows, launched = train_head_arms(
-        base, arms, settings.seeds, kept_rows, METRICS, head_cost, write, shard.runs(arms, settings.seeds)
-    )
+    mine = shard.runs(arms, settings.seeds, Path(base.run.storage_path))
+    rows, launched = train_head_arms(base, arms, settings.seeds, kept_rows, METRICS, head_cost, write, mine)
     record = write(rows, launched)
-    print("\n" + (out / "fad_evidence.md").read_text())
+    if (out / "fad_evidence.md").is_file():
+        print("\n" + (out / "fad_evidence.md").read_text())
     if settings.shard is not None:
-        print(f"shard {settings.shard}: its rows are in {out}; --gather makes --out's table of every shard")
+        print(f"shard {settings.shard}: {len(rows)} row(s) in {out}; --gather (with the same recipe flags) "
+              "makes --out's table of every shard")  # fmt: skip
     return record
 
 

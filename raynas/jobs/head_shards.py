@@ -13,6 +13,7 @@ what is still missing.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -35,7 +36,16 @@ from raynas.jobs.head_evidence import (
     write_table,
 )
 from raynas.jobs.shards import shard_of, shard_runs
-from raynas.studies.tables import head_key, kept_row, previous_record, previous_rows, wall_times
+from raynas.studies.tables import (
+    head_key,
+    kept_row,
+    previous_record,
+    previous_rows,
+    read_record,
+    same_head,
+    table_fix,
+    wall_times,
+)
 
 NAME = "fad_evidence"
 SLUGS = {label: slug for label, slug, _ in SEARCHED}
@@ -71,17 +81,20 @@ class ShardPlan:
         out = Path(settings.out)
         record = previous_record(settings, out, NAME, RECIPE, BEFORE_FLAGS)
         rows = previous_rows(out, NAME, record, METRICS)
+        check_siblings(settings)
         held = searched_in(out, record)
         wanted = settings.arms or [slug for _, slug, _ in SEARCHED]
         pending = [slug for _, slug, _ in SEARCHED if slug in wanted and slug not in held]
         mine = frozenset(shard_runs(pending, settings.shard))
         return cls(settings.shard, (out, record), rows, mine, frozenset(pending))
 
-    def runs(self, arms: list, seeds: int) -> Callable[[object, int], bool]:
-        """Whether this shard trains an arm's run at a seed: its own searches' runs, and every N-th from
-        the I-th of the others that ``--out``'s rows lack, in the plan's order (seed by seed)."""
+    def runs(self, arms: list, seeds: int, runs: Path) -> Callable[[object, int], bool]:
+        """Whether this call trains an arm's run at a seed: a shard its own searches' runs and every N-th
+        from the I-th of the others that ``--out``'s rows lack, in the plan's order (seed by seed); and
+        only a run no other live process owns (:func:`claim`), so that a deal that differs between
+        processes (a shard restarted after a --gather) leaves a run for later, never trains it twice."""
         if self.shard is None:
-            return lambda arm, seed: True
+            return lambda arm, seed: claim(runs / f"{arm.slug}_seed{seed}")
         rest = [
             (arm.slug, seed)
             for seed in range(seeds)
@@ -90,7 +103,78 @@ class ShardPlan:
             and kept_row(self.shared_rows, arm.label, seed, head_key(arm.head_for_seed[seed])) is None
         ]
         dealt = set(shard_runs(rest, self.shard))
-        return lambda arm, seed: arm.search in self.searching or (arm.slug, seed) in dealt
+
+        def mine(arm, seed: int) -> bool:
+            dealt_here = arm.search in self.searching or (arm.slug, seed) in dealt
+            return dealt_here and claim(runs / f"{arm.slug}_seed{seed}")
+
+        return mine
+
+
+#: the deal's flags: shards of one N must agree on them, or they deal different plans
+DEAL_FLAGS = ("arms", "seeds", "random_genotypes", "matched_width", "kind")
+
+
+def check_siblings(settings: FADSettings) -> None:
+    """A shard's deal-shaping flags against its siblings' (the shard folders of the same N that have a
+    record): a difference would deal one run to two shards or to none."""
+    index, count = shard_of(settings.shard)
+    mine = {key: _as_json(getattr(settings, key)) for key in DEAL_FLAGS}
+    for folder in sorted(Path(settings.out).glob(f"shard-*-of-{count}")):
+        record = folder / f"{NAME}.json"
+        if folder.name == f"shard-{index}-of-{count}" or not record.is_file():
+            continue
+        theirs = read_record(record, table_fix(NAME)).get("settings", {})
+        differing = [key for key in DEAL_FLAGS if key in theirs and _as_json(theirs[key]) != mine[key]]
+        if differing:
+            was = ", ".join(f"{key}={theirs[key]}" for key in differing)
+            raise ConfigError(
+                f"{folder} was dealt with {was}; start every shard of {count} with the same flags"
+            )
+
+
+def _as_json(value: object) -> object:
+    """A flag as a record holds it (tuples are lists there)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def claim(run_dir: Path) -> bool:
+    """Whether this process may train ``run_dir``: no other live process on this machine owns it. The
+    owner's pid is written beside the run (``<run>.owner``, created exclusively); an owner that is no
+    longer running leaves the run to whoever comes next (it resumes from the run's checkpoint)."""
+    owner = run_dir.with_name(run_dir.name + ".owner")
+    owner.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            with open(owner, "x") as file:
+                file.write(str(os.getpid()))
+            return True
+        except FileExistsError:
+            pid = _pid_in(owner)
+            if pid == os.getpid():
+                return True
+            if pid is not None and _alive(pid):
+                print(f"== {run_dir.name}: trained by process {pid} (another shard); left to it ==")
+                return False
+            owner.unlink(missing_ok=True)  # its owner stopped: the run is free again
+    return False
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def gather(settings: FADSettings, base, before: dict, kept_rows: pd.DataFrame) -> dict:
@@ -108,20 +192,27 @@ def gather(settings: FADSettings, base, before: dict, kept_rows: pd.DataFrame) -
     rows = with_genotypes(kept_rows).to_dict("records")
     shards = dict(before.get("shards", {}))
     every_arm = replace(settings, arms=None)
-    for folder in folders:
+    taken: dict[str, Path] = {}  # slug -> the shard folder whose genotype --out takes
+    for folder in folders:  # every folder read and checked before anything is written
         record = previous_record(settings, folder, NAME, RECIPE, BEFORE_FLAGS)
         folder_costs = recorded_costs(record, folder)
         check_kept_genotypes(every_arm, folder, folder_costs)
+        held = searched_in(folder, record)
         for cost in folder_costs:
-            if SLUGS[cost["arm"]] in searched_in(folder, record):
-                _take_genotype(folder, out, SLUGS[cost["arm"]])
-                costs.setdefault(cost["arm"], cost)
+            slug = SLUGS[cost["arm"]]
+            if slug in held and _new_genotype(folder, out, slug, taken):
+                costs[cost["arm"]] = cost  # the search whose genotype the table has
         rows += with_genotypes(previous_rows(folder, NAME, record, METRICS)).to_dict("records")
         if record:
             shards[folder.name] = record.get("wall_time_total_s", 0.0)
     unique: dict[tuple, dict] = {}
     for row in rows:
-        unique.setdefault(run_unit(row), row)
+        first = unique.setdefault(run_unit(row), row)
+        if same_head(first["head"]) != same_head(row["head"]):
+            raise ConfigError(
+                f"{row['arm']} at seed {row['seed']} has rows of two heads in {out} and its shard folders "
+                "(a search made again?); remove the stale row from its fad_evidence.csv and gather again"
+            )
     baseline = f"{'FCOS' if settings.kind == 'fcos' else 'RetinaNet'} head"
     if not unique:
         raise ConfigError(f"{out} and its shard folders hold no finished run yet; gather when one has")
@@ -133,6 +224,8 @@ def gather(settings: FADSettings, base, before: dict, kept_rows: pd.DataFrame) -
         place = order.index(arm) if arm in order else order.index("FAD searched") + 0.5
         return int(row["seed"]), place, run_unit(row)[2]
 
+    for slug, folder in taken.items():
+        _copy_genotype(folder, out, slug)
     write_table(out, sorted(unique.values(), key=plan_order), list(costs.values()), baseline,
                 reported_split(base))  # fmt: skip
     record = {"runs_started": 0, "runs": len(unique), **wall_times(started, before), "shards": shards,
@@ -143,21 +236,31 @@ def gather(settings: FADSettings, base, before: dict, kept_rows: pd.DataFrame) -
     return record
 
 
-def _take_genotype(folder: Path, out: Path, slug: str) -> None:
-    """A shard's genotype (and its drawing) into ``--out/genotypes``, unless ``--out`` has it already: the
-    same one is fine, another is two searches of one arm and is refused (nothing is overwritten)."""
-    source, target = folder / "genotypes" / f"{slug}.json", out / "genotypes" / f"{slug}.json"
+def _new_genotype(folder: Path, out: Path, slug: str, taken: dict[str, Path]) -> bool:
+    """Whether ``folder``'s genotype of ``slug`` is new to ``--out`` (then noted in ``taken``, copied once
+    every folder is checked); the same one as ``--out``'s (or another folder's) is fine, another is two
+    searches of one arm and is refused: nothing is overwritten."""
+    source = folder / "genotypes" / f"{slug}.json"
+    target = taken.get(slug, out) / "genotypes" / f"{slug}.json"
     if target.is_file():
         if target.read_bytes() != source.read_bytes():
             raise ConfigError(
                 f"{source} and {target} are two searches of {slug}; keep the one the table should use "
                 "(move the other away) and gather again"
             )
-        return
+        return False
+    taken[slug] = folder
+    return True
+
+
+def _copy_genotype(folder: Path, out: Path, slug: str) -> None:
+    """A shard's genotype (and its drawing, unless ``--out`` has one) into ``--out/genotypes``."""
+    source, target = folder / "genotypes" / f"{slug}.json", out / "genotypes" / f"{slug}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    if (drawing := source.with_suffix(".png")).is_file():
+    drawing = source.with_suffix(".png")
+    if drawing.is_file() and not target.with_suffix(".png").exists():
         target.with_suffix(".png").write_bytes(drawing.read_bytes())
     atomic_write_text(target, source.read_text())  # the genotype last: it says the search is there
 
 
-__all__ = ["ShardPlan", "gather", "searched_in", "table_folder"]
+__all__ = ["ShardPlan", "check_siblings", "claim", "gather", "searched_in", "table_folder"]

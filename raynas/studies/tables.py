@@ -148,7 +148,7 @@ def head_key(head: dict | None) -> str:
     return json.dumps(head, sort_keys=True) if head else "torchvision"
 
 
-def _same_head(key: str) -> str:
+def same_head(key: str) -> str:
     """A ``head`` cell as it reads today: a FAD head written before ``cells_per_group`` existed had one."""
     head = _json_or_none(key)
     if isinstance(head, dict) and head.get("type") == "fad" and "cells_per_group" not in head:
@@ -160,7 +160,7 @@ def kept_row(table: pd.DataFrame, arm: str, seed: int, head: str) -> dict | None
     """The row of an earlier table for this arm, seed and head (None if it has none)."""
     if table.empty or "head" not in table:
         return None
-    match = table[(table["arm"] == arm) & (table["seed"] == seed) & (table["head"].map(_same_head) == head)]
+    match = table[(table["arm"] == arm) & (table["seed"] == seed) & (table["head"].map(same_head) == head)]
     return match.iloc[0].to_dict() if len(match) else None
 
 
