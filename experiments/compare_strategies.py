@@ -140,8 +140,8 @@ def check_run(args: argparse.Namespace) -> StrategiesSettings:
     check_counts(args, {"seeds": 1, "epochs": 1, "search_images": 1, "scorers": 1, "train_workers": 1})
     settings = StrategiesSettings(
         out=Path(args.out), data=args.data or default_data(args.smoke, args.proxy), archs=DEFAULT_ARCHS,
-        proxy=args.proxy, supernets=args.supernets, retrain=args.retrain, seeds=args.seeds,
-        epochs=args.epochs, search_images=args.search_images, scorers=args.scorers,
+        proxy=args.proxy, budget=args.budget, supernets=args.supernets, retrain=args.retrain,
+        seeds=args.seeds, epochs=args.epochs, search_images=args.search_images, scorers=args.scorers,
         train_workers=args.train_workers, gpu=args.gpu, address=args.address, smoke=args.smoke,
     )  # fmt: skip
     if args.smoke:  # the given values were checked, and give way to the smoke budget

@@ -72,6 +72,7 @@ def job_of(args: argparse.Namespace) -> MainJob:
     return MainJob(
         data=args.data or default_data(args.smoke, args.proxy),
         proxy=args.proxy,
+        budget=args.budget,
         out=args.out or "runs/opanas_ea",
         kind=args.kind,
         train_workers=2 if args.train_workers is None else args.train_workers,

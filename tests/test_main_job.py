@@ -77,10 +77,28 @@ def test_the_scenes_proxy_trains_the_neck_and_head_on_the_frozen_body_s_cached_o
     assert digits.data.format == "digits" and not digits.model.cache_features
 
 
+def test_the_evidence_budget_is_the_calibrations_recipe_on_the_scenes_super_net() -> None:
+    """--budget evidence (issue 27): the calibration's body (its file), every training image outside the
+    search split, 8 epochs with x0.1 for the last 2; the default scenes budget is untouched."""
+    from raynas.jobs.main_job import SCENES_EPOCHS
+
+    calibration = yaml.safe_load((SCRIPT.parent / "configs" / "scenes_calibration.yaml").read_text())
+    evidence, _ = main_job_configs(opanas_ea.job_from_args(["--proxy", "scenes", "--budget", "evidence"]))
+    assert evidence.model.backbone_weights == "data/scenes/pretrained/resnet18-context.pt"
+    assert evidence.data.max_train_images is None and evidence.data.search_fraction == 0.2
+    optim = calibration["optim"]
+    assert (evidence.optim.epochs, evidence.optim.milestones) == (optim["epochs"], optim["milestones"])
+    assert evidence.optim.warmup_iters == optim["warmup_iters"]
+    default, _ = main_job_configs(opanas_ea.job_from_args(["--proxy", "scenes"]))
+    assert default.optim.epochs == SCENES_EPOCHS and default.data.max_train_images is not None
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
         (["--proxy", "scenes", "--kind", "faster_rcnn"], "cannot use"),
+        (["--budget", "evidence"], "add --proxy scenes"),
+        (["--proxy", "scenes", "--budget", "evidence", "--smoke"], "drop --budget evidence"),
         (["--proxy", "scenes", "--supernet-checkpoint", "runs/x/checkpoint_1"], "give one of them"),
     ],
 )

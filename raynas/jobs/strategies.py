@@ -60,6 +60,7 @@ class StrategiesSettings:
     data: str  # the main job's data root
     archs: Path  # the architectures with measured standalone AP the super-nets' tau is computed on
     proxy: str = "digits"
+    budget: str = "default"  # the main job's --budget
     supernets: str | None = None  # a folder of super-net runs to reuse (default: out)
     retrain: bool = False  # train each best architecture standalone
     seeds: int = 3  # retrain: seeds per network
@@ -122,7 +123,8 @@ def main_job(settings: StrategiesSettings, out: str | None = None) -> MainJob:
     """The main job whose super-nets and search budget the strategies share, in ``out`` (default
     ``settings.supernets``, else ``settings.out``)."""
     return MainJob(
-        data=settings.data, proxy=settings.proxy, out=out or settings.supernets or str(settings.out),
+        data=settings.data, proxy=settings.proxy, budget=settings.budget,
+        out=out or settings.supernets or str(settings.out),
         smoke=settings.smoke, gpu=settings.gpu, address=settings.address,
         train_workers=settings.train_workers, out_given=True, train_workers_given=True,
     )  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from raynas.jobs.main_job import MainJob
+from raynas.jobs.main_job import BUDGETS, MainJob
 from raynas.jobs.proxies import PROXIES, default_data
 
 
@@ -21,6 +21,14 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", default=None, help="dataset root (default data/<proxy>; data/<proxy>_smoke with --smoke)"
     )
+    parser.add_argument(
+        "--budget",
+        default="default",
+        choices=BUDGETS,
+        help="the super-net's budget on scenes: default (15 minutes on 2 cores; learns next to nothing) or "
+        "evidence (the calibration's recipe: its body, every training image, 8 epochs; about an hour on "
+        "2 cores; what the OPANAS evidence on scenes stands on)",
+    )
 
 
 def study_job(args: argparse.Namespace, out: str) -> MainJob:
@@ -29,6 +37,7 @@ def study_job(args: argparse.Namespace, out: str) -> MainJob:
     return MainJob(
         data=args.data or default_data(args.smoke, args.proxy),
         proxy=args.proxy,
+        budget=args.budget,
         out=out,
         smoke=args.smoke,
         gpu=args.gpu,
