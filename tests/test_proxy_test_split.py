@@ -32,11 +32,11 @@ def test_more_test_images_keep_the_first_ones_and_the_other_splits(tmp_path: Pat
     assert [a for a in many["annotations"] if a["image_id"] in first] == few["annotations"]
 
 
-def _score(out: Path, run: str, ap_200: float, ap_large: float) -> None:
+def _score(out: Path, run: str, ap_200: float, ap_large: float, arch: dict | None = None) -> None:
     (out / "scores").mkdir(parents=True, exist_ok=True)
     metrics = {"AP50": 0.5, "APs": 0.1, "APm": 0.2, "APl": 0.3}
     record = {"checkpoint": f"ckpt_{run}", "test_images": 600, "test200": {"AP": ap_200, **metrics},
-              "larger": {"AP": ap_large, **metrics}}  # fmt: skip
+              "larger": {"AP": ap_large, **metrics}, **({"arch": arch} if arch else {})}  # fmt: skip
     (out / "scores" / f"{run}.json").write_text(json.dumps(record))
 
 
@@ -54,6 +54,29 @@ def test_the_goals_are_measured_on_both_splits_from_the_kept_scores(tmp_path: Pa
     assert (
         "| random 1 | 0 | 30.0 | 29.0 |" in text and "seed 0 vs seed 1 Kendall tau | -1.00 | 1.00 |" in text
     )
+
+
+def test_the_random_necks_become_an_archs_table_a_super_net_can_be_ranked_on(tmp_path: Path) -> None:
+    """random_necks_archs.csv: one row per neck, its edges, its AP per seed on the larger split and their
+    mean, in the columns supernet_variants.py --archs reads (checked by its own loader)."""
+    import random
+
+    from raynas.jobs.supernet_scores import load_archs
+    from raynas.spaces.opanas import OPANASSpace
+
+    space = OPANASSpace(5)
+    archs = [space.to_config(space.sample(random.Random(neck))) for neck in range(3)]
+    for neck, arch in enumerate(archs, start=1):
+        _score(tmp_path, f"random{neck}_seed0", 0.3, 0.28 + 0.01 * neck, arch)
+        if neck != 2:  # neck 2 lacks seed 1: its mean is its one seed
+            _score(tmp_path, f"random{neck}_seed1", 0.3, 0.29 + 0.01 * neck, arch)
+    test_split_probe.write_outputs(tmp_path, 600, 0.0)
+    table = load_archs(str(tmp_path / test_split_probe.ARCHS))
+    assert list(table["arm"]) == ["random 1", "random 2", "random 3"]
+    assert [space.to_config(space.from_config(row)) for row in table.to_dict("records")] == archs
+    assert table["standalone_AP"].tolist() == pytest.approx([0.295, 0.30, 0.315])
+    assert table["standalone_AP_seed1"].isna().tolist() == [False, True, False]
+    assert "arch" not in (tmp_path / "test_split.csv").read_text().splitlines()[0].split(",")
 
 
 @pytest.mark.parametrize(

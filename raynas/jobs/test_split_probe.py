@@ -7,6 +7,10 @@ probe generates the same scenes with more test images (an image is seeded by its
 training images are untouched), scores each finished random-neck run on them with the full detector, as the
 calibration scores, and measures both goals on the larger split beside the 200-image one. No run is
 trained: the checkpoints are the calibration's (``experiments/proxy_test_split.py`` parses the flags).
+
+It also writes the random necks as a table of architectures with their standalone AP per seed on the larger
+split (``random_necks_archs.csv``, the columns of ``rank_correlation.csv``), so that a super-net's scores of
+the same necks can be ranked against them (``supernet_variants.py --archs``) without training a neck again.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from raynas.jobs.shards import shard_runs
 RUN_NAME = re.compile(r"random(\d+)_seed(\d+)$")
 METRICS = ("AP", "AP50", "APs", "APm", "APl")
 NAME = "test_split"  # test_split.csv / .md / .json in --out; one scores/<run>.json per scored run
+ARCHS = "random_necks_archs.csv"  # the necks as rank_correlation.csv's columns, standalone AP per seed
 
 
 @dataclass(frozen=True)
@@ -101,8 +106,26 @@ def rows_of(out: Path) -> pd.DataFrame:
         larger = f"test{record['test_images']}"
         rows.append({"group": "random", "arm": f"random {match[1]}", "seed": int(match[2]), "run": path.stem,
                      **{f"{k}_test200": record["test200"].get(k) for k in METRICS},
-                     **{f"{k}_{larger}": record["larger"].get(k) for k in METRICS}})  # fmt: skip
+                     **{f"{k}_{larger}": record["larger"].get(k) for k in METRICS},
+                     "arch": json.dumps(record.get("arch"), sort_keys=True)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def archs_table(frame: pd.DataFrame, test_images: int) -> pd.DataFrame:
+    """One row per neck: its architecture's edges (``rank_correlation.csv``'s columns), its standalone AP
+    on the larger split per seed (``standalone_AP_seed<k>``) and their mean (``standalone_AP``)."""
+    from raynas.jobs.arms import arch_id
+
+    metric = f"AP_test{test_images}"
+    per_seed = frame.pivot_table(index=["arm", "arch"], columns="seed", values=metric).reset_index()
+    rows = []
+    for row in per_seed.to_dict("records"):
+        arch = json.loads(row["arch"])
+        seeds = {f"standalone_AP_seed{seed}": row[seed] for seed in sorted(frame["seed"].unique())}
+        present = [value for value in seeds.values() if pd.notna(value)]
+        rows.append({"arch_id": arch_id(arch), "arm": row["arm"], **arch,
+                     "standalone_AP": sum(present) / len(present), **seeds})  # fmt: skip
+    return pd.DataFrame(rows).sort_values("arm", key=_neck_order, ignore_index=True)
 
 
 def markdown(frame: pd.DataFrame, test_images: int, measured: dict[str, dict]) -> str:
@@ -145,12 +168,26 @@ def write_outputs(out: Path, test_images: int, started: float) -> dict:
         split: random_neck_goals(frame.assign(AP=100 * frame[f"AP_{split}"]))
         for split in ("test200", f"test{test_images}")
     }
-    atomic_write_text(out / f"{NAME}.csv", frame.to_csv(index=False))
+    atomic_write_text(out / f"{NAME}.csv", frame.drop(columns="arch").to_csv(index=False))
     atomic_write_text(out / f"{NAME}.md", markdown(frame, test_images, measured))
+    if (frame["arch"] != "null").all():  # every score knows its neck (older ones: filled in by run)
+        atomic_write_text(out / ARCHS, archs_table(frame, test_images).to_csv(index=False))
     record = {"runs": len(frame), "test_images": test_images, **measured,
               "wall_time_s": round(time.perf_counter() - started, 1)}  # fmt: skip
     atomic_write_json(out / f"{NAME}.json", record)
     return record
+
+
+def neck_arch(checkpoint: Path) -> dict:
+    """The OPANAS architecture of a calibration run's neck, from its ``run_info.json``."""
+    info = checkpoint.parent / "run_info.json"
+    try:
+        return json.loads(info.read_text())["config"]["neck"]["arch"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"{info} does not say the run's neck ({err!r}); it is the calibration's record of the run: "
+            "restore it, or score another --runs"
+        ) from None
 
 
 def _scored(kept: Path, checkpoint: Path) -> bool:
@@ -171,11 +208,20 @@ def run(settings: ProbeSettings, runs: list[tuple[str, Path]]) -> dict:
     if settings.shard is not None:  # dealt before the scored ones are skipped: shards never share a run
         runs = shard_runs(runs, settings.shard)
     todo = [(name, ckpt) for name, ckpt in runs if not _scored(out / "scores" / f"{name}.json", ckpt)]
+    for name, checkpoint in runs:  # a score kept from before the arch was recorded: its neck from the run
+        kept = out / "scores" / f"{name}.json"
+        if (name, checkpoint) not in todo and "arch" not in (record := json.loads(kept.read_text())):
+            atomic_write_json(kept, {**record, "arch": neck_arch(checkpoint)})
     for name, checkpoint in todo:
         print(f"== {name} ==", flush=True)
         test200 = json.loads((checkpoint.parent / TEST_METRICS_FILE).read_text())["metrics"]
-        record = {"checkpoint": str(checkpoint), "test_images": settings.test_images,
-                  "test200": test200, "larger": score(checkpoint, root)}  # fmt: skip
+        record = {
+            "checkpoint": str(checkpoint),
+            "test_images": settings.test_images,
+            "test200": test200,
+            "larger": score(checkpoint, root),
+            "arch": neck_arch(checkpoint),
+        }
         atomic_write_json(out / "scores" / f"{name}.json", record)
         write_outputs(out, settings.test_images, started)
     record = write_outputs(out, settings.test_images, started)
