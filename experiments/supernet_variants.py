@@ -1,11 +1,12 @@
 """Which super-net ranks architectures? OPANAS's Table 5 on the proxy: sampling rule x edge importance.
 
-    python experiments/supernet_variants.py --proxy scenes --archs runs/rank_correlation/rank_correlation.csv
+    python experiments/supernet_variants.py --proxy scenes --budget evidence --archs ARCHS.csv
     python experiments/supernet_variants.py --variants fair_gamma uniform_gamma
     python experiments/supernet_variants.py --smoke --archs ARCHS.csv     # tiny data (CI)
 
-Every variant is the main job's super-net (``experiments/opanas_ea.py``: data, body, 4 epochs) with the
-switches of ``OPANASConfig`` changed:
+Every variant is the main job's super-net (``experiments/opanas_ea.py``: data, body and schedule of its
+``--proxy`` and ``--budget``; on scenes ``--budget evidence`` is the one that learns) with the switches of
+``OPANASConfig`` changed:
 
 * ``fair_gamma``: the paper (strict fair sampling, K=4, learned gamma with the L1 term);
 * ``fair_nogamma``: fair sampling, no edge importance weights (Table 5, Fig. 4);
