@@ -33,7 +33,8 @@ SCENES_BODY_STEPS, SCENES_TRAIN_IMAGES, SCENES_EPOCHS = 300, 400, 2
 #: to nothing: the FPN reference reaches 2.6 AP); ``evidence`` is the scenes super-net the OPANAS evidence
 #: stands on (issue 27): the calibration's recipe (experiments/configs/scenes_calibration.yaml: its
 #: 700-step context body, every training image outside the search split, 8 epochs, x0.1 for the last 2,
-#: 100 warm-up steps), about an hour on 2 cores (estimated: an 800-image super-net epoch took 286 s)
+#: 100 warm-up steps): 27 minutes on 2 cores with the body there (super-net epochs of 150-172 s), about
+#: 36 without (experiments/results/opanas_ea/README.md)
 BUDGETS = ("default", "evidence")
 EVIDENCE_EPOCHS, EVIDENCE_DECAY_EPOCHS, EVIDENCE_WARMUP_ITERS = 8, 2, 100
 

@@ -26,7 +26,7 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
         default="default",
         choices=BUDGETS,
         help="the super-net's budget on scenes: default (15 minutes on 2 cores; learns next to nothing) or "
-        "evidence (the calibration's recipe: its body, every training image, 8 epochs; about an hour on "
+        "evidence (the calibration's recipe: its body, every training image, 8 epochs; about 30 minutes on "
         "2 cores; what the OPANAS evidence on scenes stands on)",
     )
 
