@@ -124,7 +124,9 @@ def markdown(table: pd.DataFrame, archs_path: str, seeds: int) -> str:
     lines.append(
         f"\n{int(table['n'].iloc[0])} architectures with measured standalone AP from `{shown}` (up to "
         f"{seeds} seed(s) each), the same for every super-net; super-net scores on the search split, "
-        "standalone AP on val (mean over seeds). Intervals: bootstrap over the architectures and, within "
+        "standalone AP as that table gives it (mean over seeds; on the split that table was scored on: "
+        "val in rank_correlation.py's digits tables, test in the scenes ones). Intervals: bootstrap over "
+        "the architectures and, within "
         f"each, its seeds; the difference to {REFERENCE} paired (both super-nets on every resample). "
         "s/epoch is the last epoch's."
     )
