@@ -30,11 +30,14 @@ def _settings(argv: list[str]):
 def _plan() -> list[HeadArm]:
     seeds = range(3)
     searched = {"type": "fad", "genotype": {"edge": 1}, "c_prime": 12, "cells_per_group": 2}
+    matched = {**searched, "c_prime": 26}
     return [
         HeadArm("FCOS head", "default_head", dict.fromkeys(seeds)),
-        HeadArm("FAD random", "fad_random_g0", dict.fromkeys(seeds, {"type": "fad", "genotype": {"g": 0}})),
+        *(HeadArm("FAD random", f"fad_random_g{g}", dict.fromkeys(seeds, {"type": "fad", "genotype": g}),
+                  genotype=g) for g in range(2)),
         HeadArm("FAD searched", "fad_full", dict.fromkeys(seeds, searched), search="fad_full"),
-    ]
+        HeadArm("FAD searched @c'=26", "fad_full_c26", dict.fromkeys(seeds, matched), search="fad_full"),
+    ]  # fmt: skip
 
 
 def _owned(out: Path, shard: str, extra: list[str] = ()) -> set[tuple[str, int]]:
@@ -48,11 +51,12 @@ def _owned(out: Path, shard: str, extra: list[str] = ()) -> set[tuple[str, int]]
 def test_shards_deal_every_run_once_and_a_search_with_its_runs(tmp_path: Path) -> None:
     first, second = _owned(tmp_path, "0/2"), _owned(tmp_path, "1/2")
     assert not first & second
-    assert first | second == {(slug, seed) for slug in ("default_head", "fad_random_g0", "fad_full")
-                              for seed in range(3)}  # fmt: skip
-    # the search --out lacks is dealt to shard 0, and so are its arm's runs (its genotype is only there)
-    assert {("fad_full", seed) for seed in range(3)} <= first
-    assert len(first) == 6 and len(second) == 3  # the other runs alternate in the plan's order
+    slugs = ("default_head", "fad_random_g0", "fad_random_g1", "fad_full", "fad_full_c26")
+    assert first | second == {(slug, seed) for slug in slugs for seed in range(3)}
+    # the search --out lacks is dealt to shard 0, and so are its arms' runs, the matched width's too (its
+    # genotype is only there); FAD random's genotypes are runs of their own, dealt like the others
+    assert {(slug, seed) for slug in ("fad_full", "fad_full_c26") for seed in range(3)} <= first
+    assert len(first) == 6 + 5 and len(second) == 4  # the other 9 runs alternate in the plan's order
 
 
 def test_shards_leave_out_what_out_holds(tmp_path: Path) -> None:
@@ -68,7 +72,7 @@ def test_shards_leave_out_what_out_holds(tmp_path: Path) -> None:
     )
     first, second = _owned(tmp_path, "0/2"), _owned(tmp_path, "1/2")
     assert not first & second and ("default_head", 0) not in first | second
-    assert len(first | second) == 8 and {len(first), len(second)} == {4}
+    assert len(first | second) == 14 and {len(first), len(second)} == {7}
 
 
 def _shard_folder(out: Path, name: str, rows: list[dict], genotype: dict | None) -> None:
