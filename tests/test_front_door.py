@@ -363,3 +363,22 @@ def _without_ray_address() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
+def test_ray_that_cannot_start_here_is_one_line(monkeypatch, capsys) -> None:
+    """Ray raises a bare Exception when its local node does not start in time (an overloaded machine):
+    the entry point says so in one line, not with Ray's traceback."""
+    import ray
+
+    from raynas.errors import run_main
+    from raynas.training import cluster
+
+    def timed_out(**kwargs):
+        raise Exception("The current node timed out during startup. This could happen because ...")  # noqa: TRY002
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", timed_out)
+    assert run_main("raynas", lambda: cluster.ensure_ray(None)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Ray could not start on this machine (The current node timed out" in err[0]

@@ -68,16 +68,25 @@ def ensure_ray(address: str | None = None) -> None:
     address = attach_address(address)
     if address:
         check_reachable(address)
-    try:
-        if address:
+    if address:
+        try:
             ray.init(address=address, log_to_driver=True)  # keeps the job's own runtime_env
-        else:
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise RuntimeError(
+                f"could not connect to the Ray cluster at {address!r}: {err}. Start it with `ray up "
+                "cluster.yaml` (or `ray start --head`) and pass its address, or omit --address to run "
+                "locally."
+            ) from err
+    else:
+        try:
             ray.init(address="local", include_dashboard=False, log_to_driver=True, runtime_env=RUNTIME_ENV)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        raise RuntimeError(
-            f"could not connect to the Ray cluster at {address!r}: {err}. Start it with `ray up "
-            "cluster.yaml` (or `ray start --head`) and pass its address, or omit --address to run locally."
-        ) from err
+        except Exception as err:  # noqa: BLE001 (Ray raises a bare Exception when its node does not start)
+            what = " ".join(str(err).split())[:200]
+            raise RuntimeError(
+                f"Ray could not start on this machine ({what}); it may be overloaded or short of memory: "
+                "run again when it is less busy (finished runs are kept), or attach to a running cluster "
+                "with --address"
+            ) from err
     reclaim_stop_signals()  # ray.init installs Ray's SIGTERM handler (it exits 1 with tracebacks)
     _attached = address is not None
 
