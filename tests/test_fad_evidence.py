@@ -226,6 +226,19 @@ def test_the_matched_width_has_the_default_heads_parameters_within_5_percent(tmp
     assert c_prime % 2 == 0  # GroupNorm keeps >= 2 groups (gcd(c', 32))
 
 
+@pytest.mark.parametrize(
+    ("matched", "arms"), [(26, ["FAD searched", "FAD searched @c'=26"]), (24, ["FAD searched"])]
+)
+def test_a_matched_width_equal_to_the_searched_one_is_not_trained_twice(monkeypatch, matched, arms) -> None:
+    """Where the matched width is --c-prime, the matched arm would be the searched head again."""
+    from raynas.jobs import head_evidence
+
+    monkeypatch.setattr(head_evidence, "matched_c_prime", lambda base, genotype, settings: matched)
+    genotype = head_evidence.random_heads(_settings([]))[0]["genotype"]
+    planned = head_evidence.plan_arms({"FAD searched": genotype}, _settings(["--c-prime", "24"]), None)
+    assert [arm.label for arm in planned if arm.search] == arms
+
+
 def test_the_scenes_recipe_is_the_calibrations_on_cached_body_outputs(tmp_path: Path) -> None:
     """--proxy scenes (issue 28): 320 px scenes, the calibration's body frozen and cached for the one-stage
     heads (Mask R-CNN runs its frozen body), every training image, the proxy's FCOS anchors."""

@@ -172,7 +172,8 @@ def random_heads(settings: FADSettings) -> list[dict]:
 
 def plan_arms(genotypes: dict, settings: FADSettings, base) -> list:
     """torchvision's head, FAD random (``--random-genotypes`` genotypes, each at every seed), every
-    searched arm, and the searched head at the width that matches the default head's parameters."""
+    searched arm, and the searched head at the width that matches the default head's parameters (unless
+    that width is ``--c-prime``: then the searched head is that arm, and one network is trained once)."""
     from raynas.jobs.arms import HeadArm
 
     def same_for_every_seed(head: dict | None) -> dict:
@@ -188,6 +189,9 @@ def plan_arms(genotypes: dict, settings: FADSettings, base) -> list:
             arms.append(HeadArm(label, slug, same_for_every_seed(spec), search=slug))
             if slug == "fad_full" and settings.matched_width:
                 c_prime = matched_c_prime(base, genotypes[label], settings)
+                if c_prime == settings.c_prime:  # the searched head is the matched one: trained once
+                    print(f"== the matched width is c' = {c_prime}, the searched one: no arm of its own ==")
+                    continue
                 spec = fad_head_spec(genotypes[label], settings, c_prime)
                 arms.append(HeadArm(f"FAD searched @c'={c_prime}", f"fad_full_c{c_prime}",
                                     same_for_every_seed(spec), search=slug))  # fmt: skip
