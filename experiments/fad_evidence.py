@@ -21,7 +21,8 @@ have one (the scenes proxy), else on val (digits); the ``split`` column says whi
 - ``<detector> head``: torchvision's head (the hand-made baseline);
 - ``FAD searched``: the full space (12 transformations + none, RepShare, decoupling H);
 - ``FAD searched @c'=N``: the same genotype retrained at the block width whose head has about the
-  parameters of torchvision's head (so a loss is not just a smaller head; ``--no-matched-width`` drops it);
+  parameters of torchvision's head (so a loss is not just a smaller head; ``--no-matched-width`` drops it;
+  none where that width is ``--c-prime``: the searched head is then that arm);
 - ``FAD random``: the paper's random baseline (a random transformation per edge, two random incoming
   edges per node), ``--random-genotypes`` genotypes (default 3), each at every seed: its row pools them,
   and the line under the table gives the spread between genotypes apart from the spread between seeds;
